@@ -1,0 +1,131 @@
+"""Everything about a composed config that is not training: validation, flattening, identity.
+
+``validate`` runs before anything is loaded or recorded, so bad input fails in a second with a
+message that names the key and says what it accepts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import numbers
+import re
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+
+class LossbenchError(Exception):
+    """An error the user can fix; reported as one line, with no traceback."""
+
+
+class ConfigError(LossbenchError):
+    """A config value that lossbench cannot train with."""
+
+
+# Keys that say where or how a run is recorded or executed, not what is trained: two configs that
+# differ only here are the same experiment (and the same config hash).
+NON_IDENTITY_KEYS = ("tracking", "resume", "threads", "data.root", "data.download", "trainer.enable_progress_bar")
+
+_SECRET_KEY = re.compile(r"pass(word)?|token|secret|api[_-]?key|access[_-]?key|private[_-]?key|credential", re.I)
+_URI_CREDENTIALS = re.compile(r"(?P<scheme>[a-z][a-z0-9+.\-]*://)(?P<user>[^:/@\s]+):(?P<password>[^@/\s]+)@", re.I)
+
+
+_MISSING = object()
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, bool)
+
+
+def _positive_int(v: Any) -> bool:
+    return _is_int(v) and v > 0
+
+
+def _probability(v: Any) -> bool:
+    return _is_number(v) and 0 <= v < 1
+
+
+def _optional(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    return lambda v: v is None or check(v)
+
+
+# (dotted key, check, what it accepts). Keys absent from the config (e.g. a custom optimizer without
+# momentum) are not checked.
+RULES: list[tuple[str, Callable[[Any], bool], str]] = [
+    ("seed", _is_int, "an integer"),
+    ("threads", _optional(_positive_int), "null or an integer >= 1"),
+    ("resume", lambda v: isinstance(v, (bool, str)), "true, false or a checkpoint path"),
+    ("trainer.max_epochs", _positive_int, "an integer >= 1"),
+    ("trainer.gradient_clip_val", _optional(lambda v: _is_number(v) and v > 0), "null or a number > 0"),
+    ("data.batch_size", _positive_int, "an integer >= 1"),
+    ("data.eval_batch_size", _positive_int, "an integer >= 1"),
+    ("data.val_size", lambda v: (_positive_int(v)) or (_is_number(v) and not _is_int(v) and 0 < v < 1),
+     "a count >= 1 or a fraction in (0, 1)"),
+    ("data.train_eval_size", lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+    ("data.std", lambda v: _is_number(v) and v > 0, "a number > 0"),
+    ("data.num_classes", lambda v: _is_int(v) and v >= 2, "an integer >= 2"),
+    ("data.label_noise.rate", _probability, "a probability in [0, 1)"),
+    ("data.label_noise.kind", lambda v: v in ("symmetric", "asymmetric"), "symmetric or asymmetric"),
+    ("optimizer.lr", lambda v: _is_number(v) and v > 0, "a number > 0"),
+    ("optimizer.weight_decay", lambda v: _is_number(v) and v >= 0, "a number >= 0"),
+    ("optimizer.momentum", lambda v: _probability(v), "a number in [0, 1)"),
+    ("model.net.dropout", _probability, "a probability in [0, 1)"),
+    ("loss.input", lambda v: v in ("logits", "softmax", "sigmoid", "log_softmax"), "logits, softmax, sigmoid or log_softmax"),
+    ("loss.target", lambda v: isinstance(v, str), "a target encoding name"),
+    ("early_stopping.patience", _positive_int, "an integer >= 1"),
+    ("analysis.onset_patience", _positive_int, "an integer >= 1"),
+    ("tracking.timeout_s", lambda v: _is_number(v) and v > 0, "a number of seconds > 0"),
+    ("tracking.experiment", lambda v: isinstance(v, str) and v.strip() != "", "a non-empty name"),
+]
+
+
+def validate(cfg: DictConfig) -> None:
+    """Raise :class:`ConfigError` naming the first key whose value lossbench cannot use."""
+    problems = []
+    for key, check, accepts in RULES:
+        value = OmegaConf.select(cfg, key, default=_MISSING, throw_on_missing=False)
+        if value is _MISSING:
+            continue
+        if not check(value):
+            problems.append(f"{key}={value!r} is invalid: expected {accepts}")
+    if problems:
+        raise ConfigError("; ".join(problems) + " (fix it on the command line, e.g. key=value)")
+
+
+
+def flatten(mapping: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """Yield ``(dotted.key, leaf)`` pairs of a nested mapping; lists stay leaves."""
+    for key, value in mapping.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            yield from flatten(value, dotted + ".")
+        else:
+            yield dotted, value
+
+
+def redact(key: str, value: Any) -> Any:
+    """Hide secrets before they reach a tracking store: values of secret-looking keys, and passwords in URIs."""
+    if _SECRET_KEY.search(key.rsplit(".", 1)[-1]):
+        return "***"
+    if isinstance(value, str):
+        return _URI_CREDENTIALS.sub(lambda m: f"{m['scheme']}{m['user']}:***@", value)
+    return value
+
+
+def resolved(cfg: DictConfig) -> dict[str, Any]:
+    """The config as plain containers, interpolations resolved (without Hydra's own node)."""
+    container = OmegaConf.to_container(cfg, resolve=True)
+    container.pop("hydra", None)
+    return container
+
+
+def config_hash(cfg: DictConfig) -> str:
+    """A short, stable hash of what a run trains: equal configs (up to NON_IDENTITY_KEYS) give equal hashes."""
+    items = {k: v for k, v in flatten(resolved(cfg)) if not any(k == n or k.startswith(n + ".") for n in NON_IDENTITY_KEYS)}
+    return hashlib.sha256(json.dumps(items, sort_keys=True, default=str).encode()).hexdigest()[:16]

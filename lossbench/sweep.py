@@ -1,0 +1,125 @@
+"""Sweeps: what a job needs to know about the sweep it belongs to, and the Hydra callback around it.
+
+``python -m lossbench.train -m loss=mse,mae optimizer=adam,sgd`` runs one job per combination through
+any Hydra launcher (basic, joblib, submitit). Before the jobs start, :class:`SweepCallback` creates
+the tracking store once (SQLite's schema creation races when parallel jobs create it together),
+derives the sweep id from the sweep's own command line (so re-running it resumes the same sweep) and
+opens a parent run; each job writes its outcome to its output folder; at the end the callback reads
+them back and prints one screen.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+SWEEP_ID_ENV = "LOSSBENCH_SWEEP_ID"
+PARENT_RUN_ENV = "LOSSBENCH_SWEEP_PARENT_RUN"
+OUTCOME_FILE = "lossbench_outcome.json"
+
+
+def in_sweep() -> bool:
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def available_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def threads_per_job() -> int:
+    """Torch threads for this job: cores / parallel jobs, so jobs x threads never exceeds the cores."""
+    cores = available_cores()
+    if not in_sweep():
+        return cores
+    launcher = HydraConfig.get().launcher
+    if "cpus_per_task" in launcher and launcher.cpus_per_task:  # submitit: what the scheduler gave us
+        return max(1, min(cores, int(launcher.cpus_per_task)))
+    n_jobs = launcher.get("n_jobs", 1) if "joblib" in str(launcher.get("_target_", "")).lower() else 1
+    n_jobs = cores if n_jobs is None or n_jobs < 1 else n_jobs
+    return max(1, cores // n_jobs)
+
+
+def sweep_id_of(config: DictConfig) -> str:
+    """The sweep's identity: an explicit ``tracking.sweep_id``, else a hash of its command line and sweeper params."""
+    if config.tracking.get("sweep_id"):
+        return str(config.tracking.sweep_id)
+    params = OmegaConf.to_container(config.hydra.sweeper.get("params") or {}, resolve=False)
+    text = json.dumps({"overrides": sorted(config.hydra.overrides.task), "params": params, "experiment": config.tracking.experiment}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:10]
+
+
+def tags() -> dict[str, str]:
+    """Tags tying a job's run to its sweep (empty outside a sweep)."""
+    if not in_sweep():
+        return {}
+    sweep_id = os.environ.get(SWEEP_ID_ENV) or hashlib.sha256(str(Path(HydraConfig.get().sweep.dir).resolve()).encode()).hexdigest()[:10]
+    found = {"sweep_id": sweep_id, "sweep_job": str(HydraConfig.get().job.num)}
+    if os.environ.get(PARENT_RUN_ENV):
+        found["mlflow.parentRunId"] = os.environ[PARENT_RUN_ENV]
+    return found
+
+
+def record_outcome(status: str, run_id: str | None, objective: float | None, reason: str | None = None) -> None:
+    """Leave this job's outcome in its output folder, for the sweep's closing screen."""
+    if not in_sweep():
+        return
+    hc = HydraConfig.get()
+    outcome = {"status": status, "run_id": run_id, "objective": objective, "reason": reason, "overrides": list(hc.overrides.task)}
+    Path(hc.runtime.output_dir, OUTCOME_FILE).write_text(json.dumps(outcome, default=str))
+
+
+def read_outcomes(sweep_dir: Path) -> list[dict[str, Any]]:
+    return [json.loads(p.read_text()) for p in sorted(Path(sweep_dir).glob(f"*/{OUTCOME_FILE}"))]
+
+
+def summary_screen(outcomes: list[dict[str, Any]], tracking_uri: str, experiment: str, sweep_id: str) -> str:
+    counts = {s: sum(o["status"] == s for o in outcomes) for s in ("finished", "failed", "skipped")}
+    lines = [f"sweep {sweep_id}: {len(outcomes)} jobs — {counts['finished']} finished, {counts['failed']} failed, {counts['skipped']} skipped (already finished)"]
+    scored = [o for o in outcomes if o["status"] != "failed" and o["objective"] is not None and not math.isnan(o["objective"])]
+    if scored:
+        best = max(scored, key=lambda o: o["objective"])
+        lines.append(f"best val/acc {best['objective']:.4f}: {' '.join(best['overrides'])} (run {best['run_id']})")
+    for o in outcomes:
+        if o["status"] == "failed":
+            lines.append(f"FAILED {' '.join(o['overrides'])}: {o['reason']}")
+    lines.append(f"runs:   mlflow ui --backend-store-uri {tracking_uri}   (filter: tags.sweep_id = '{sweep_id}')")
+    lines.append(f"report: python -m lossbench.report --experiment {experiment} --sweep {sweep_id} --tracking-uri {tracking_uri}")
+    return "\n".join(lines)
+
+
+class SweepCallback(Callback):
+    """Hydra callback: prepare the store and the parent run before the jobs, summarise after them."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from lossbench.tracking import KIND_TAG, Tracker
+
+        sweep_id = sweep_id_of(config)
+        os.environ[SWEEP_ID_ENV] = sweep_id
+        tracker = Tracker.connect(config.tracking.uri, config.tracking.experiment, config.tracking.timeout_s)
+        os.environ.setdefault("MLFLOW_TRACKING_URI", tracker.uri)  # jobs in other folders find the same store
+        parents = tracker.runs(f"tags.`{KIND_TAG}` = 'sweep' and tags.sweep_id = '{sweep_id}'")
+        if parents:
+            parent_id = parents[0].info.run_id
+            tracker.reopen(parent_id)
+        else:
+            run = tracker.client.create_run(tracker.experiment_id, run_name=f"sweep-{sweep_id}", tags={KIND_TAG: "sweep", "sweep_id": sweep_id})
+            parent_id = run.info.run_id
+            tracker.set_tags(parent_id, {"sweep_overrides": " ".join(config.hydra.overrides.task)})
+        os.environ[PARENT_RUN_ENV] = parent_id
+        self.tracker, self.parent_id = tracker, parent_id
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_id = os.environ.get(SWEEP_ID_ENV, "?")
+        outcomes = read_outcomes(Path(config.hydra.sweep.dir))
+        failed = sum(o["status"] == "failed" for o in outcomes)
+        self.tracker.end(self.parent_id, "FINISHED" if not failed else "FAILED", f"{failed} of {len(outcomes)} jobs failed" if failed else None)
+        print(summary_screen(outcomes, self.tracker.uri, config.tracking.experiment, sweep_id), flush=True)

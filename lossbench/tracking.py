@@ -1,0 +1,236 @@
+"""MLflow: the store, run names, tags, params, metrics and artifacts of one training run.
+
+One ``Tracker`` per job talks to the store through ``MlflowClient``. Epoch curves are written in
+batches (one ``log_batch`` per epoch) with ``step = epoch``; a run always ends FINISHED, FAILED
+(with the reason in the ``lossbench.failure`` tag) or KILLED, never stays RUNNING.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import pytorch_lightning as pl
+from mlflow.entities import Metric, Param, RunStatus, RunTag, ViewType
+from mlflow.tracking import MlflowClient
+
+from lossbench.config import LossbenchError, redact
+
+FAILURE_TAG = "lossbench.failure"
+KIND_TAG = "lossbench.kind"
+CHECKPOINT_TAG = "lossbench.checkpoint_dir"
+_BATCH = 100  # params per log_batch call (MLflow's limit is 100 params, 1000 metrics)
+
+
+class TrackingError(LossbenchError):
+    """The tracking store cannot be reached or written."""
+
+
+def resolve_uri(uri: str, base: Path | None = None) -> str:
+    """Make a relative ``sqlite:///file.db`` absolute, so every job of a project shares one store."""
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        path = Path(uri[len("sqlite:///") :])
+        return f"sqlite:///{((base or Path.cwd()) / path).resolve()}"
+    if "://" not in uri:  # a bare path to an SQLite file
+        return f"sqlite:///{((base or Path.cwd()) / uri).resolve()}"
+    return uri
+
+
+def _sqlite_path(uri: str) -> Path | None:
+    return Path(uri[len("sqlite:///") :]) if uri.startswith("sqlite:///") else None
+
+
+def bound_http_waits(timeout_s: float) -> None:
+    """Make MLflow give up on an unreachable server after about ``timeout_s`` instead of ~4 minutes.
+
+    Two retries with a 1 s backoff; each request may take a third of what is left. Variables the
+    user already set are kept.
+    """
+    per_request = max(1, int((timeout_s - 3) / 3))
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_JITTER", "0")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(per_request))
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@dataclass
+class Tracker:
+    """A connection to one experiment in one tracking store."""
+
+    client: MlflowClient
+    uri: str
+    experiment_id: str
+
+    @classmethod
+    def connect(cls, uri: str, experiment: str, timeout_s: float = 30) -> Tracker:
+        """Open (creating if needed) the store and the experiment; fail clearly before any training."""
+        uri = resolve_uri(uri)
+        db = _sqlite_path(uri)
+        if db is not None:
+            if not db.parent.is_dir():
+                raise TrackingError(f"tracking store {uri}: folder {db.parent} does not exist; create it or set tracking.uri=")
+            if not os.access(db.parent, os.W_OK) or (db.exists() and not os.access(db, os.W_OK)):
+                raise TrackingError(f"tracking store {uri}: {db if db.exists() else db.parent} is not writable; fix its permissions or set tracking.uri=")
+        else:
+            bound_http_waits(timeout_s)
+        client = MlflowClient(tracking_uri=uri)
+        started = time.monotonic()
+        try:
+            found = client.get_experiment_by_name(experiment)
+            if found is None:
+                found = cls._create_experiment(client, uri, experiment)
+        except LossbenchError:
+            raise
+        except Exception as e:
+            waited = time.monotonic() - started
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise TrackingError(f"tracking store {redact('uri', uri)} is unreachable or unusable after {waited:.0f} s: {first[:300]}") from e
+        if found.lifecycle_stage == "deleted":
+            raise TrackingError(f"experiment {experiment!r} is deleted in {uri}: restore it in the MLflow UI or pick another tracking.experiment=")
+        return cls(client, uri, found.experiment_id)
+
+    @staticmethod
+    def _create_experiment(client: MlflowClient, uri: str, name: str):
+        db = _sqlite_path(uri)
+        location = (db.parent / "mlartifacts" / uuid.uuid4().hex[:12]).as_uri() if db is not None else None
+        try:
+            client.create_experiment(name, artifact_location=location)
+        except Exception:  # another job created it first: fine
+            pass
+        found = client.get_experiment_by_name(name)
+        if found is None:
+            raise TrackingError(f"could not create experiment {name!r} in {uri}")
+        return found
+
+    # ------------------------------------------------------------------ finding runs
+
+    def runs(self, filter_string: str = "", statuses: Iterable[str] | None = None) -> list:
+        """All runs of the experiment matching a filter (every page), newest first."""
+        found, token = [], None
+        while True:
+            page = self.client.search_runs([self.experiment_id], filter_string, ViewType.ACTIVE_ONLY, max_results=1000, order_by=["attributes.start_time DESC"], page_token=token)
+            found.extend(page)
+            token = page.token
+            if not token:
+                break
+        if statuses is not None:
+            wanted = set(statuses)
+            found = [r for r in found if r.info.status in wanted]
+        return found
+
+    def runs_of_config(self, config_hash: str, statuses: Iterable[str] | None = None) -> list:
+        return self.runs(f"tags.config_hash = '{config_hash}' and tags.`{KIND_TAG}` = 'train'", statuses)
+
+    def fail_stale_runs(self, config_hash: str) -> list[str]:
+        """Mark RUNNING runs of this config whose process on this host is gone (SIGKILL, power loss) FAILED."""
+        host, failed = socket.gethostname(), []
+        for run in self.runs_of_config(config_hash, ["RUNNING"]):
+            tags = run.data.tags
+            pid = int(tags.get("lossbench.pid", "0") or 0)
+            if tags.get("lossbench.host") == host and pid and not pid_alive(pid):
+                self.end(run.info.run_id, "FAILED", f"stale: process {pid} on {host} died without ending the run (killed?)")
+                failed.append(run.info.run_id)
+        return failed
+
+    # ------------------------------------------------------------------ one run
+
+    def create_run(self, name: str, tags: Mapping[str, str], params: Mapping[str, Any]) -> str:
+        tags = {**tags, KIND_TAG: "train", "lossbench.host": socket.gethostname(), "lossbench.pid": str(os.getpid())}
+        run = self.client.create_run(self.experiment_id, run_name=name, tags={k: str(v) for k, v in tags.items()})
+        self.log_params(run.info.run_id, params)
+        return run.info.run_id
+
+    def reopen(self, run_id: str) -> None:
+        """Continue an ended run (resume): RUNNING again, owned by this process."""
+        self.client.update_run(run_id, status="RUNNING")
+        self.set_tags(run_id, {"lossbench.host": socket.gethostname(), "lossbench.pid": str(os.getpid()), FAILURE_TAG: ""})
+
+    def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
+        items = [Param(k, str(redact(k, v))[:6000]) for k, v in params.items()]
+        for i in range(0, len(items), _BATCH):
+            self.client.log_batch(run_id, params=items[i : i + _BATCH])
+
+    def set_tags(self, run_id: str, tags: Mapping[str, Any]) -> None:
+        if tags:
+            self.client.log_batch(run_id, tags=[RunTag(k, str(redact(k, v))) for k, v in tags.items()])
+
+    def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int = 0) -> None:
+        now = int(time.time() * 1000)
+        items = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+        for i in range(0, len(items), 1000):
+            self.client.log_batch(run_id, metrics=items[i : i + 1000])
+
+    def logged_epochs(self, run_id: str, key: str = "val/loss") -> set[int]:
+        return {m.step for m in self.client.get_metric_history(run_id, key)}
+
+    def log_artifact(self, run_id: str, path: Path, artifact_path: str | None = None) -> None:
+        self.client.log_artifact(run_id, str(path), artifact_path)
+
+    def end(self, run_id: str, status: str, reason: str | None = None) -> None:
+        if reason:
+            self.set_tags(run_id, {FAILURE_TAG: reason[:5000]})
+        self.client.set_terminated(run_id, status=status)
+
+
+class EpochLogger(pl.Callback):
+    """Writes each epoch's record to MLflow in one batch, after the checkpoint that holds it is saved.
+
+    Lightning saves ``last.ckpt`` at the end of each epoch, after the module appends the epoch to its
+    history; this callback flushes the history at the start of the next epoch and at the end of
+    training. So a resumed run re-sends exactly the epochs the store lacks: no epoch is missing or
+    logged twice.
+    """
+
+    def __init__(self, tracker: Tracker, run_id: str):
+        self.tracker, self.run_id = tracker, run_id
+        self.logged: set[int] = set()
+        self.saved_through = -1
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        self.logged = self.tracker.logged_epochs(self.run_id)
+        self.saved_through = len(pl_module.history) - 1  # what the resumed checkpoint holds
+        self.flush(pl_module)
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
+        self.saved_through = max(self.saved_through, len(pl_module.history) - 1)
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self.flush(pl_module)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self.flush(pl_module, through=len(pl_module.history) - 1)
+
+    def on_exception(self, trainer, pl_module, exception) -> None:
+        self.flush(pl_module)
+
+    def flush(self, pl_module, through: int | None = None) -> None:
+        """Log the epochs up to ``through`` (default: the last checkpointed one) not yet in the store."""
+        last = self.saved_through if through is None else through
+        now = int(time.time() * 1000)
+        batch = [
+            Metric(key, float(value), now, record["epoch"])
+            for record in pl_module.history[: last + 1]
+            if record["epoch"] not in self.logged
+            for key, value in record.items()
+            if key != "epoch"
+        ]
+        for i in range(0, len(batch), 1000):
+            self.tracker.client.log_batch(self.run_id, metrics=batch[i : i + 1000])
+        self.logged.update(r["epoch"] for r in pl_module.history[: last + 1])

@@ -1,0 +1,210 @@
+"""python -m lossbench.train loss=mae — one run: compose -> build -> fit -> test -> record.
+
+Reads top to bottom: check the config, load the data, build the model and loss, open the MLflow
+run, train with Lightning, test the best and the last weights, record curves, summary and figures.
+Everything that can be wrong with the input fails before a run is created.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import signal
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from lossbench.config import ConfigError, LossbenchError, config_hash, flatten, resolved, validate
+from lossbench.paths import conf_dir
+
+log = logging.getLogger("lossbench")
+OBJECTIVE = "val/acc"  # what a sweep's job returns (Hydra sweepers optimise it)
+
+
+def run(cfg: DictConfig) -> float:
+    """Train and record one configuration; return the last epoch's validation accuracy."""
+    # Heavy imports here, so `--help` and config errors answer fast.
+    import pytorch_lightning as pl
+    import torch
+
+    from lossbench import analysis, plots, sweep
+    from lossbench.data import MNISTFamily
+    from lossbench.losses import build_loss
+    from lossbench.module import LossbenchModule, curves
+    from lossbench.tracking import CHECKPOINT_TAG, EpochLogger, Tracker
+
+    # 1. Check everything before anything is recorded.
+    validate(cfg)
+    torch.set_num_threads(cfg.threads or sweep.threads_per_job())
+    data = MNISTFamily.from_config(cfg.data, seed=cfg.seed)
+    data.load()
+    loss = build_loss(cfg.loss, cfg.data.num_classes)
+    optimizer = instantiate({k: v for k, v in cfg.optimizer.items() if k != "name"})
+    scheduler = instantiate({k: v for k, v in cfg.scheduler.items() if k != "name"}) if "_target_" in cfg.scheduler else None
+    tracker = Tracker.connect(cfg.tracking.uri, cfg.tracking.experiment, cfg.tracking.timeout_s)
+
+    # 2. Skip, resume, or start a run of this exact config.
+    identity = config_hash(cfg)
+    tracker.fail_stale_runs(identity)
+    skip = cfg.tracking.skip_finished if cfg.tracking.skip_finished is not None else sweep.in_sweep()
+    if skip and (done := tracker.runs_of_config(identity, ["FINISHED"])):
+        log.info("skipping: this config already FINISHED as run %s (tracking.skip_finished=false runs it again)", done[0].info.run_id)
+        sweep.record_outcome("skipped", done[0].info.run_id, done[0].data.metrics.get(OBJECTIVE))
+        return done[0].data.metrics.get(OBJECTIVE, math.nan)
+    run_id, ckpt_path = resume_point(cfg, tracker, identity)
+    if run_id is None:
+        name = cfg.tracking.run_name or f"{cfg.loss.name}-{cfg.optimizer.name}-{cfg.model.name}-s{cfg.seed}-{uuid.uuid4().hex[:6]}"
+        tags = {"loss": cfg.loss.name, "optimizer": cfg.optimizer.name, "model": cfg.model.name, "data": cfg.data.name,
+                "scheduler": cfg.scheduler.name, "seed": cfg.seed, "config_hash": identity, **sweep.tags()}
+        run_id = tracker.create_run(name, tags, dict(flatten(resolved(cfg))))
+    else:
+        tracker.reopen(run_id)
+    checkpoint_dir = Path(cfg.tracking.checkpoint_dir).resolve() / run_id
+    tracker.set_tags(run_id, {CHECKPOINT_TAG: checkpoint_dir, **{f"noise.{k}": v for k, v in data.noise_report.items()}})
+
+    # 3. Train. The run ends FINISHED, FAILED (with the reason) or KILLED, whatever happens.
+    with recorded(tracker, run_id):
+        pl.seed_everything(cfg.seed, workers=True, verbose=False)
+        net = instantiate(cfg.model.net)
+        module = LossbenchModule(net, loss, optimizer, scheduler, num_classes=cfg.data.num_classes)
+        best = pl.callbacks.ModelCheckpoint(dirpath=checkpoint_dir, filename="best", monitor=cfg.checkpoint.monitor, mode=cfg.checkpoint.mode, save_last=True)
+        callbacks = [EpochLogger(tracker, run_id), best]
+        if cfg.early_stopping.enabled:
+            es = cfg.early_stopping
+            callbacks.append(pl.callbacks.EarlyStopping(monitor=es.monitor, mode=es.mode, patience=es.patience, min_delta=es.min_delta))
+        trainer_cfg = OmegaConf.to_container(cfg.trainer)
+        progress = trainer_cfg.pop("enable_progress_bar")
+        progress = sys.stdout.isatty() if progress is None else progress
+        trainer = pl.Trainer(**trainer_cfg, callbacks=callbacks, logger=False, enable_progress_bar=progress,
+                             enable_model_summary=progress, num_sanity_val_steps=0, default_root_dir=output_dir())
+        trainer.fit(module, datamodule=data, ckpt_path=ckpt_path, weights_only=True)
+
+        # 4. Test the final weights, then the best checkpoint (by validation NLL).
+        module.test_prefix = "test_last"
+        trainer.test(module, datamodule=data, verbose=False)
+        module.test_prefix = "test"
+        trainer.test(module, datamodule=data, ckpt_path=best.best_model_path or None, verbose=False, weights_only=True)
+
+        # 5. Record what the run means: test metrics, overfitting summary, figures, config.
+        history = curves(module.history)
+        summary = analysis.summarize(history, cfg.analysis.onset_patience)
+        results = {**module.test_results["test"], **module.test_results["test_last"], **summary}
+        tracker.log_metrics(run_id, {k: v for k, v in results.items() if v is not None and not math.isnan(v)})
+        tracker.set_tags(run_id, {"onset_epoch": summary.get("summary/onset_epoch", "none")})
+        record_artifacts(tracker, run_id, cfg, history, summary, module, plots)
+    objective = history[OBJECTIVE][-1] if history.get(OBJECTIVE) else math.nan
+    sweep.record_outcome("finished", run_id, objective)
+    log.info("run %s finished: test/acc %.4f (best checkpoint), %.4f (last epoch); %s", run_id, results["test/acc"], results["test_last/acc"], tracker.uri)
+    return objective
+
+
+def resume_point(cfg: DictConfig, tracker, identity: str) -> tuple[str | None, str | None]:
+    """(run id, checkpoint) to continue, or (None, None) for a fresh run. ``resume`` is false, true or a path."""
+    import torch
+
+    from lossbench.tracking import CHECKPOINT_TAG
+
+    if cfg.resume is False:
+        return None, None
+    if cfg.resume is True:
+        for run in tracker.runs_of_config(identity, ["KILLED", "FAILED"]):
+            last = Path(run.data.tags.get(CHECKPOINT_TAG, "")) / "last.ckpt"
+            if last.is_file():
+                log.info("resuming run %s from %s", run.info.run_id, last)
+                return run.info.run_id, str(last)
+        log.info("resume=true: no interrupted run of this config with a checkpoint; starting a fresh run")
+        return None, None
+    path = Path(cfg.resume).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"resume={cfg.resume!r}: no such checkpoint file")
+    run_id = Path(path).resolve().parent.name
+    try:
+        tracker.client.get_run(run_id)
+    except Exception as e:
+        raise ConfigError(f"resume={cfg.resume!r}: its folder name {run_id!r} is not a run of this tracking store") from e
+    torch.load(path, map_location="cpu", weights_only=True)  # refuse pickled objects before reopening the run
+    return run_id, str(path)
+
+
+class recorded:
+    """Context manager: end the MLflow run FINISHED, KILLED (SIGINT/SIGTERM) or FAILED (with the reason)."""
+
+    def __init__(self, tracker, run_id: str):
+        self.tracker, self.run_id = tracker, run_id
+
+    def __enter__(self):
+        self._previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+        return self
+
+    def __exit__(self, kind, error, tb) -> bool:
+        signal.signal(signal.SIGTERM, self._previous)
+        if error is None:
+            self.tracker.end(self.run_id, "FINISHED")
+        elif isinstance(error, KeyboardInterrupt) or (isinstance(error, SystemExit) and _interrupted(error)):
+            self.tracker.end(self.run_id, "KILLED", "interrupted (SIGINT/SIGTERM); resume with resume=true")
+        else:
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else "no message"
+            self.tracker.end(self.run_id, "FAILED", f"{type(error).__name__}: {reason}")
+        return False
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _interrupted(error: SystemExit) -> bool:
+    """Lightning turns Ctrl-C into sys.exit(1) after its own clean-up; its context is the KeyboardInterrupt."""
+    return isinstance(error.__context__, KeyboardInterrupt) or type(error).__name__ == "SIGTERMException"
+
+
+def output_dir() -> str:
+    return HydraConfig.get().runtime.output_dir if HydraConfig.initialized() else tempfile.mkdtemp(prefix="lossbench-")
+
+
+def record_artifacts(tracker, run_id: str, cfg: DictConfig, history, summary, module, plots) -> None:
+    """Learning curves, confusion matrix, the resolved config and the Hydra overrides, as run artifacts."""
+    out = Path(output_dir())
+    (out / "config.resolved.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(resolved(cfg))))
+    tracker.log_artifact(run_id, out / "config.resolved.yaml")
+    hydra_dir = out / ".hydra"
+    if (hydra_dir / "overrides.yaml").is_file():
+        tracker.log_artifact(run_id, hydra_dir / "overrides.yaml")
+    if cfg.analysis.figures:
+        onset = summary.get("summary/onset_epoch")
+        title = f"{cfg.loss.name} / {cfg.optimizer.name} / {cfg.model.name} / seed {cfg.seed}"
+        figure = plots.learning_curves(history, out / "learning_curves.png", title=title, onset_epoch=None if onset is None or math.isnan(onset) else int(onset))
+        tracker.log_artifact(run_id, figure, "figures")
+        if module.test_confusion is not None:
+            matrix = plots.confusion_matrix(module.test_confusion.numpy(), out / "confusion_matrix.png", title=f"{title} — test, best checkpoint")
+            tracker.log_artifact(run_id, matrix, "figures")
+
+
+@hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="config")
+def main(cfg: DictConfig) -> float:
+    from lossbench import sweep
+
+    try:
+        return run(cfg)
+    except LossbenchError as e:
+        if sweep.in_sweep():  # one bad job must not stop the sweep
+            log.error("job failed: %s", e)
+            sweep.record_outcome("failed", None, None, str(e))
+            return math.nan
+        print(f"lossbench: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except Exception as e:
+        if sweep.in_sweep():
+            log.exception("job failed")
+            sweep.record_outcome("failed", None, None, f"{type(e).__name__}: {e}")
+            return math.nan
+        raise
+
+
+if __name__ == "__main__":
+    main()
