@@ -1,0 +1,227 @@
+r"""Synthetic label noise: corrupt a training set's labels at a known rate, reproducibly.
+
+Pure functions, no I/O. The data module calls :func:`corrupt_labels` once on the training labels;
+validation and test labels stay clean, so a loss's robustness shows as clean test accuracy.
+
+Two kinds, as in the noisy-label literature (Ma et al. 2020, Sec. 5; Zhang & Sabuncu 2018):
+
+**symmetric** (uniform) noise with rate :math:`\eta` over :math:`C` classes has the transition
+matrix
+
+.. math::
+    T_{ij} = P(\tilde y = j \mid y = i) = \begin{cases} 1 - \eta & i = j \\
+    \eta / (C - 1) & i \neq j \end{cases}
+
+i.e. a flipped label always lands on a *different* class, chosen uniformly among the other
+:math:`C - 1`. (Some papers, e.g. Zhang & Sabuncu 2018, draw over all :math:`C` classes so the true
+one can be redrawn, which makes the real rate :math:`\eta (C-1)/C`; lossbench does not.)
+
+**asymmetric** (class-dependent) noise flips a fraction :math:`\eta` of some classes to one
+visually similar class — for MNIST the protocol of Patrini et al. 2017, used by Ma et al. 2020:
+7→1, 2→7, 5↔6, 3→8; every other class is untouched.
+
+Rather than flipping each label with probability :math:`\eta` (whose count varies from draw to
+draw), both kinds flip an *exact* number of labels, sampled without replacement, so a run's
+noise rate is the rate asked, and two runs at one rate differ only in which labels were flipped.
+
+References:
+    - X. Ma, H. Huang, Y. Wang, S. Romano, S. Erfani, J. Bailey. "Normalized Loss Functions for
+      Deep Learning with Noisy Labels." ICML 2020. https://arxiv.org/abs/2006.13554
+    - G. Patrini, A. Rozza, A. K. Menon, R. Nock, L. Qu. "Making Deep Neural Networks Robust to
+      Label Noise: a Loss Correction Approach." CVPR 2017. https://arxiv.org/abs/1609.03683
+    - Z. Zhang, M. R. Sabuncu. "Generalized Cross Entropy Loss for Training Deep Neural Networks
+      with Noisy Labels." NeurIPS 2018. https://arxiv.org/abs/1805.07836
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import numbers
+import operator
+from dataclasses import asdict, dataclass
+from fractions import Fraction
+
+import torch
+from torch import Tensor
+
+NOISE_KINDS: tuple[str, ...] = ("symmetric", "asymmetric")
+
+ASYMMETRIC_MNIST: dict[int, int] = {7: 1, 2: 7, 5: 6, 6: 5, 3: 8}
+"""Source class -> target class for MNIST asymmetric noise (Patrini et al. 2017; Ma et al. 2020)."""
+
+_RATE_KEY = "data.label_noise.rate"
+_KIND_KEY = "data.label_noise.kind"
+
+
+@dataclass(frozen=True)
+class NoiseReport:
+    """What :func:`corrupt_labels` did, for logging next to the run.
+
+    Attributes:
+        rate: the noise rate asked for.
+        kind: ``symmetric`` or ``asymmetric``.
+        seed: the noise seed.
+        num_samples: number of labels :math:`N`.
+        flipped: number of labels that now differ from the clean ones.
+        fraction_flipped: ``flipped / N``, the rate actually applied (below ``rate`` for
+            asymmetric noise, which touches only some classes).
+        flipped_per_class: labels flipped away from each clean class, indexed by class.
+        label_hash: first 16 hex digits of the SHA-256 of the noisy labels as little-endian int64
+            bytes; equal hashes mean identical noisy label vectors.
+    """
+
+    rate: float
+    kind: str
+    seed: int
+    num_samples: int
+    flipped: int
+    fraction_flipped: float
+    flipped_per_class: tuple[int, ...]
+    label_hash: str
+
+    def as_dict(self) -> dict[str, float | int | str]:
+        """Plain scalars (no tuples, no tensors) for MLflow params/metrics; the per-class counts
+        are left out."""
+        out = asdict(self)
+        del out["flipped_per_class"]
+        return out
+
+
+def corrupt_labels(
+    labels: Tensor, rate: float, kind: str, seed: int, num_classes: int = 10
+) -> tuple[Tensor, NoiseReport]:
+    r"""Return a noisy copy of ``labels`` and a :class:`NoiseReport`; ``labels`` is left untouched.
+
+    Args:
+        labels: 1-D integer tensor of class indices in ``[0, num_classes)``, on any device.
+        rate: noise rate :math:`\eta \in [0, 1)` (config key ``data.label_noise.rate``). ``0``
+            returns an unchanged copy. For ``asymmetric`` noise a rate above 0.5 makes the wrong
+            class the majority of its source class (the flip is then learnable, not noise); it is
+            allowed, but rarely what an experiment means.
+        kind: ``symmetric`` or ``asymmetric`` (config key ``data.label_noise.kind``); see the
+            module docstring for their definitions.
+        seed: seeds a local ``torch.Generator``; the global RNG is neither read nor advanced, so
+            the noise depends on this seed alone, not on the run's training seed.
+        num_classes: :math:`C`; ``asymmetric`` uses the MNIST class map, so needs :math:`C \ge 9`.
+
+    Counts (:math:`n_c` = samples of clean class :math:`c`, :math:`N = \sum_c n_c`; ``round`` is
+    Python's, i.e. half to even, applied to the decimal value of ``rate`` so ``0.29 * 100`` is 29):
+
+    - **symmetric** flips exactly :math:`K = \mathrm{round}(\eta N)` labels, balanced per class by
+      largest remainders (Hamilton apportionment): class :math:`c` first gets
+      :math:`\lfloor \eta n_c \rfloor`, then the :math:`K - \sum_c \lfloor \eta n_c \rfloor`
+      left over go one each to the classes with the largest fractional part of :math:`\eta n_c`
+      (ties broken at random by the seed). So every class loses :math:`\lfloor \eta n_c \rfloor`
+      or :math:`\lceil \eta n_c \rceil` labels, never more than 1 away from :math:`\eta n_c`,
+      and the total is exactly :math:`K`. Each flipped label moves to one of the other
+      :math:`C - 1` classes, uniformly; none maps to itself.
+    - **asymmetric** flips exactly :math:`\mathrm{round}(\eta n_c)` labels of each source class
+      :math:`c` in :data:`ASYMMETRIC_MNIST` to its target; the samples are chosen among the
+      *clean* labels, so a 5 that became a 6 is never flipped back by 6→5.
+
+    Which samples of a class are flipped is a uniform draw without replacement.
+
+    Raises:
+        ValueError: on a rate outside ``[0, 1)``, an unknown kind, labels that are not a 1-D
+            integer tensor with values in ``[0, num_classes)``, or a class map that does not fit.
+
+    Shape:
+        - labels: :math:`(N)`
+        - output: :math:`(N)`, same dtype and device as ``labels``
+    """
+    rate_exact = _check_rate(rate)
+    if kind not in NOISE_KINDS:
+        raise ValueError(f"{_KIND_KEY} must be one of {', '.join(NOISE_KINDS)}; got {kind!r}")
+    seed = operator.index(seed)
+    num_classes = operator.index(num_classes)
+    clean = _check_labels(labels, num_classes, kind)
+
+    noisy = clean.clone()
+    gen = torch.Generator().manual_seed(seed)
+    per_class = torch.bincount(clean, minlength=num_classes).tolist()
+    if rate_exact > 0:
+        if kind == "symmetric":
+            counts = _apportion(rate_exact, per_class, gen)
+            for c, k in enumerate(counts):
+                idx = _pick(clean, c, k, gen)
+                # An offset in [1, C) skips the true class and is uniform over the other C - 1.
+                offset = torch.randint(1, num_classes, (k,), generator=gen)
+                noisy[idx] = (c + offset) % num_classes
+        else:
+            for source, target in ASYMMETRIC_MNIST.items():
+                noisy[_pick(clean, source, round(rate_exact * per_class[source]), gen)] = target
+
+    changed = noisy != clean
+    flipped_per_class = torch.bincount(clean[changed], minlength=num_classes).tolist()
+    flipped = int(changed.sum())
+    n = clean.numel()
+    report = NoiseReport(
+        rate=float(rate),
+        kind=kind,
+        seed=seed,
+        num_samples=n,
+        flipped=flipped,
+        fraction_flipped=flipped / n if n else 0.0,
+        flipped_per_class=tuple(flipped_per_class),
+        label_hash=_label_hash(noisy),
+    )
+    return noisy.to(device=labels.device, dtype=labels.dtype), report
+
+
+def _check_rate(rate: float) -> Fraction:
+    """The rate as an exact fraction of its decimal form, after checking it lies in [0, 1)."""
+    if isinstance(rate, bool) or not isinstance(rate, numbers.Real):
+        raise ValueError(f"{_RATE_KEY} must be a number in [0, 1); got {rate!r}")
+    if not (math.isfinite(rate) and 0 <= rate < 1):
+        raise ValueError(f"{_RATE_KEY} must be in [0, 1) (0 = clean labels); got {rate!r}")
+    return Fraction(repr(float(rate)))
+
+
+def _check_labels(labels: Tensor, num_classes: int, kind: str) -> Tensor:
+    """A CPU int64 copy of ``labels`` after checking shape, dtype, range and the class map."""
+    if not isinstance(labels, Tensor) or labels.dim() != 1:
+        raise ValueError("labels must be a 1-D tensor of class indices")
+    if labels.dtype.is_floating_point or labels.dtype.is_complex or labels.dtype == torch.bool:
+        raise ValueError(f"labels must be an integer tensor of class indices; got {labels.dtype}")
+    if num_classes < 2:
+        raise ValueError(f"num_classes must be at least 2; got {num_classes}")
+    if kind == "asymmetric":
+        needed = max(max(ASYMMETRIC_MNIST), max(ASYMMETRIC_MNIST.values())) + 1
+        if num_classes < needed:
+            raise ValueError(
+                f"{_KIND_KEY}=asymmetric uses the MNIST class map {ASYMMETRIC_MNIST}, which needs "
+                f"num_classes >= {needed}; got {num_classes}"
+            )
+    clean = labels.detach().to(device="cpu", dtype=torch.int64)
+    if clean.numel() and (int(clean.min()) < 0 or int(clean.max()) >= num_classes):
+        raise ValueError(
+            f"labels must lie in [0, {num_classes}); got min {int(clean.min())}, "
+            f"max {int(clean.max())}"
+        )
+    return clean
+
+
+def _apportion(rate: Fraction, per_class: list[int], gen: torch.Generator) -> list[int]:
+    """Split round(rate * N) flips over classes by largest remainders, ties broken by ``gen``."""
+    total = round(rate * sum(per_class))
+    shares = [rate * n for n in per_class]
+    counts = [math.floor(s) for s in shares]
+    tiebreak = torch.randperm(len(per_class), generator=gen).tolist()
+    order = sorted(range(len(per_class)), key=lambda c: (-(shares[c] - counts[c]), tiebreak[c]))
+    # At most one extra per class, and only to classes with a nonzero remainder: the leftover is
+    # an integer no larger than sum(remainders) + 1/2, and each remainder is below 1.
+    for c in order[: total - sum(counts)]:
+        counts[c] += 1
+    return counts
+
+
+def _pick(labels: Tensor, cls: int, k: int, gen: torch.Generator) -> Tensor:
+    """Indices of ``k`` samples of class ``cls``, drawn uniformly without replacement."""
+    members = (labels == cls).nonzero().flatten()
+    return members[torch.randperm(members.numel(), generator=gen)[:k]]
+
+
+def _label_hash(labels: Tensor) -> str:
+    data = labels.to(torch.int64).numpy().astype("<i8", copy=False).tobytes()
+    return hashlib.sha256(data).hexdigest()[:16]
