@@ -153,7 +153,8 @@ class LossbenchModule(pl.LightningModule):
         checkpoint["lossbench_history"] = [dict(r) for r in self.history]
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self.history = [dict(r) for r in checkpoint.get("lossbench_history", [])]
+        if self.trainer.state.fn == "fit":  # resuming; testing a checkpoint must not rewind the curves
+            self.history = [dict(r) for r in checkpoint.get("lossbench_history", [])]
 
 
 def curves(history: list[dict[str, float]]) -> dict[str, list[float]]:

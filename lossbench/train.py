@@ -29,7 +29,8 @@ OBJECTIVE = "val/acc"  # what a sweep's job returns (Hydra sweepers optimise it)
 
 def run(cfg: DictConfig) -> float:
     """Train and record one configuration; return the last epoch's validation accuracy."""
-    # Heavy imports here, so `--help` and config errors answer fast.
+    # 1. Check everything before anything is recorded; config errors answer before the heavy imports.
+    validate(cfg)
     import pytorch_lightning as pl
     import torch
 
@@ -39,8 +40,6 @@ def run(cfg: DictConfig) -> float:
     from lossbench.module import LossbenchModule, curves
     from lossbench.tracking import CHECKPOINT_TAG, EpochLogger, Tracker
 
-    # 1. Check everything before anything is recorded.
-    validate(cfg)
     torch.set_num_threads(cfg.threads or sweep.threads_per_job())
     data = MNISTFamily.from_config(cfg.data, seed=cfg.seed)
     data.load()
@@ -84,6 +83,7 @@ def run(cfg: DictConfig) -> float:
         trainer = pl.Trainer(**trainer_cfg, callbacks=callbacks, logger=False, enable_progress_bar=progress,
                              enable_model_summary=progress, num_sanity_val_steps=0, default_root_dir=output_dir())
         trainer.fit(module, datamodule=data, ckpt_path=ckpt_path, weights_only=True)
+        history = curves(module.history)
 
         # 4. Test the final weights, then the best checkpoint (by validation NLL).
         module.test_prefix = "test_last"
@@ -92,7 +92,6 @@ def run(cfg: DictConfig) -> float:
         trainer.test(module, datamodule=data, ckpt_path=best.best_model_path or None, verbose=False, weights_only=True)
 
         # 5. Record what the run means: test metrics, overfitting summary, figures, config.
-        history = curves(module.history)
         summary = analysis.summarize(history, cfg.analysis.onset_patience)
         results = {**module.test_results["test"], **module.test_results["test_last"], **summary}
         tracker.log_metrics(run_id, {k: v for k, v in results.items() if v is not None and not math.isnan(v)})

@@ -16,3 +16,32 @@ FASHION_MNIST_DEBIAN = Path("/usr/share/datasets/fashion-mnist")
 def tiny_mnist(tmp_path: Path) -> Path:
     """A torchvision root holding a 600/200-image MNIST in idx format."""
     return write_mnist_family(tmp_path / "data", "MNIST", n_train=600, n_test=200)
+
+
+def compose(*overrides: str):
+    """The real config, composed exactly as `python -m lossbench.train` would (without Hydra's runtime)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    from lossbench.paths import conf_dir
+
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        return hydra_compose("config", overrides=list(overrides))
+
+
+def tiny_overrides(root: Path, store: Path, *extra: str) -> list[str]:
+    """Overrides for a fast run on tiny idx data with its own SQLite store."""
+    return [
+        f"data.root={root}", "data.val_size=100", "data.train_eval_size=100", "data.eval_batch_size=100",
+        f"tracking.uri=sqlite:///{store}", f"tracking.checkpoint_dir={store.parent / 'checkpoints'}",
+        "trainer.max_epochs=2", "trainer.accelerator=cpu", "analysis.figures=false", *extra,
+    ]
+
+
+def read_runs(store: Path, experiment: str = "lossbench"):
+    """All runs of an experiment in an SQLite store, as MlflowClient sees them."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{store}")
+    found = client.get_experiment_by_name(experiment)
+    return client, ([] if found is None else client.search_runs([found.experiment_id], max_results=1000))

@@ -1,0 +1,133 @@
+"""One run, in process, through the real config: what reaches MLflow, reproducibility, bad config."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib.image
+import pytest
+from conftest import compose, read_runs, tiny_overrides
+
+from lossbench.config import ConfigError, config_hash
+from lossbench.paths import conf_dir
+from lossbench.train import run
+
+EPOCH_METRICS = [
+    "train/loss", "train/acc", "val/loss", "val/acc", "val/nll", "val/ece",
+    "train_eval/loss", "train_eval/acc", "train_eval/nll", "train_eval/ece", "lr", "time/epoch_s",
+]
+FINAL_METRICS = ["test/loss", "test/acc", "test/nll", "test/ece", "test_last/loss", "test_last/acc"]
+
+
+def test_run_records_every_epoch_metric_test_metrics_and_figures(tiny_mnist: Path, tmp_path: Path):
+    store = tmp_path / "mlflow.db"
+    cfg = compose(*tiny_overrides(tiny_mnist, store, "loss=mae", "seed=3", "analysis.figures=true"))
+
+    objective = run(cfg)
+
+    client, runs = read_runs(store)
+    assert len(runs) == 1
+    r = runs[0]
+    assert r.info.status == "FINISHED"
+    assert r.info.run_name.startswith("mae-adam-linear-s3-")
+    assert {k: r.data.tags[k] for k in ("loss", "optimizer", "model", "data", "seed")} == {
+        "loss": "mae", "optimizer": "adam", "model": "linear", "data": "mnist", "seed": "3"}
+    assert r.data.tags["config_hash"] == config_hash(cfg)
+    for key in EPOCH_METRICS:
+        history = client.get_metric_history(r.info.run_id, key)
+        assert sorted(m.step for m in history) == [0, 1], key
+    for key in FINAL_METRICS:
+        assert key in r.data.metrics, key
+    assert r.data.params["optimizer.lr"] == "0.001" and r.data.params["loss.criterion._target_"] == "torch.nn.L1Loss"
+    assert objective == pytest.approx(client.get_metric_history(r.info.run_id, "val/acc")[-1].value)
+    # The tiny data set is learnable: a linear model beats chance by far in two epochs.
+    assert r.data.metrics["test/acc"] > 0.5
+
+    artifacts = Path(r.info.artifact_uri.removeprefix("file://"))
+    assert (artifacts / "config.resolved.yaml").read_text().count("name: mae") == 1
+    for png in ("learning_curves.png", "confusion_matrix.png"):
+        image = matplotlib.image.imread(artifacts / "figures" / png)
+        assert image.shape[0] >= 300 and image.shape[1] >= 400, (png, image.shape)
+
+
+def test_same_config_and_seed_give_the_same_metrics(tiny_mnist: Path, tmp_path: Path):
+    store = tmp_path / "mlflow.db"
+    for _ in range(2):
+        run(compose(*tiny_overrides(tiny_mnist, store, "model=mlp", "seed=1")))
+    run(compose(*tiny_overrides(tiny_mnist, store, "model=mlp", "seed=2")))
+    client, runs = read_runs(store)
+    by_seed = {}
+    for r in runs:
+        curve = [m.value for m in sorted(client.get_metric_history(r.info.run_id, "train/loss"), key=lambda m: m.step)]
+        by_seed.setdefault(r.data.tags["seed"], []).append(curve)
+    assert by_seed["1"][0] == by_seed["1"][1]
+    assert by_seed["1"][0] != by_seed["2"][0]
+    assert len({r.info.run_name for r in runs}) == 3, "a fixed seed must not give every run the same name"
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("optimizer.lr=-1", "optimizer.lr"),
+        ("optimizer.lr=0", "optimizer.lr"),
+        ("optimizer.lr=fast", "optimizer.lr"),
+        ("data.batch_size=0", "data.batch_size"),
+        ("trainer.max_epochs=0", "trainer.max_epochs"),
+        ("data.label_noise.rate=1.0", "data.label_noise.rate"),
+        ("data.label_noise.kind=pairwise", "data.label_noise.kind"),
+        ("data.val_size=1.5", "data.val_size"),
+        ("model=mlp model.net.dropout=1.2", "model.net.dropout"),
+    ],
+)
+def test_bad_values_are_rejected_naming_the_key_before_anything_is_recorded(tiny_mnist: Path, tmp_path: Path, override: str, key: str):
+    store = tmp_path / "mlflow.db"
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        run(compose(*tiny_overrides(tiny_mnist, store, *override.split())))
+    assert not store.exists()
+
+
+def test_missing_data_names_files_path_and_fix_and_leaves_no_run(tmp_path: Path):
+    from lossbench.data import DataError
+
+    store = tmp_path / "mlflow.db"
+    with pytest.raises(DataError) as e:
+        run(compose(*tiny_overrides(tmp_path / "nowhere", store, "data.download=false")))
+    message = str(e.value)
+    assert "train-images-idx3-ubyte" in message and str(tmp_path / "nowhere" / "MNIST" / "raw") in message
+    assert "scripts/prepare_data.py --from" in message
+    assert not store.exists()
+
+
+def test_unwritable_store_fails_before_training(tiny_mnist: Path, tmp_path: Path):
+    from lossbench.tracking import TrackingError
+
+    with pytest.raises(TrackingError, match="does not exist"):
+        run(compose(*tiny_overrides(tiny_mnist, tmp_path / "no" / "such" / "mlflow.db")))
+
+
+@pytest.mark.parametrize("loss_yaml", sorted(p.stem for p in (conf_dir() / "loss").glob("*.yaml")))
+def test_every_loss_config_trains_through_the_real_module(loss_yaml: str):
+    """Compose each conf/loss/*.yaml with the real config and take optimizer steps through Lightning."""
+    import pytorch_lightning as pl
+    import torch
+    from hydra.utils import instantiate
+
+    from lossbench.data import Batches
+    from lossbench.losses import build_loss
+    from lossbench.module import LossbenchModule
+
+    cfg = compose(f"loss={loss_yaml}", "optimizer=sgd", "optimizer.lr=0.05")
+    torch.manual_seed(0)
+    x = torch.randn(64, 1, 28, 28)
+    y = torch.arange(64) % 10
+    x[torch.arange(64), 0, y * 2, :] += 3.0  # a learnable signal
+    module = LossbenchModule(instantiate(cfg.model.net), build_loss(cfg.loss, 10), instantiate({k: v for k, v in cfg.optimizer.items() if k != "name"}))
+    before = [p.detach().clone() for p in module.parameters()]
+    trainer = pl.Trainer(max_epochs=3, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=1)
+    loader = Batches(x, y, 16)
+    trainer.fit(module, train_dataloaders=loader, val_dataloaders=[loader])
+    assert len(module.history) == 3
+    assert all(math.isfinite(r["train/loss"]) for r in module.history)
+    assert any(not torch.equal(a, b) for a, b in zip(before, module.parameters())), "no parameter moved"
