@@ -1,13 +1,29 @@
 """Every loss lossbench knows, built-in or custom, with its math.
 
-A 10-class classifier emits logits. Each loss wants its input in a given form and its target in a
-given encoding; a loss's YAML in ``conf/loss/`` says which, and :class:`ClassificationLoss` applies
-both before calling the criterion. A user's own loss is any ``nn.Module`` named by ``_target_``.
+A 10-class classifier emits logits ``z`` of shape ``(N, C)``. Each loss wants its input in a given
+form and its target in a given encoding; a loss's YAML in ``conf/loss/`` says which, and
+:class:`ClassificationLoss` applies both before calling the criterion. A user's own loss is any
+``nn.Module`` named by ``_target_``: nothing here needs to change for it.
+
+Where PyTorch has the loss (cross-entropy, NLL, BCE, MSE, L1, Huber, smooth L1, multi-margin, KL
+divergence, hinge embedding), its own module is used and the YAML only configures it. The losses
+PyTorch lacks are defined below, each taking raw logits and class indices and doing its own softmax
+in float32: :class:`FocalLoss`, :class:`Poly1Loss`, :class:`GCELoss`, :class:`RCELoss`,
+:class:`SCELoss`, :class:`NCELoss`, :class:`NCERCELoss`, plus :class:`ClassHingeEmbeddingLoss`, which
+turns logits into the per-class distances PyTorch's ``HingeEmbeddingLoss`` expects.
+
+Notation in the docstrings: :math:`p = \\mathrm{softmax}(z)`, :math:`y` the true class,
+:math:`p_y` its probability, :math:`C` the number of classes, :math:`e_y` the one-hot vector.
+
+``python -m lossbench.losses`` prints the table of the losses in ``conf/loss/``.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+import argparse
+import re
+from pathlib import Path
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -17,6 +33,13 @@ InputTransform = Literal["logits", "softmax", "sigmoid", "log_softmax"]
 TargetEncoding = Literal["index", "onehot", "signed"]
 INPUT_TRANSFORMS: tuple[str, ...] = ("logits", "softmax", "sigmoid", "log_softmax")
 TARGET_ENCODINGS: tuple[str, ...] = ("index", "onehot", "signed")
+REDUCTIONS: tuple[str, ...] = ("none", "mean", "sum")
+LOSS_KEYS: tuple[str, ...] = ("name", "criterion", "input", "target", "smoothing")
+
+
+# --------------------------------------------------------------------------------------------------
+# The wrapper every YAML goes through: output transform, target encoding, criterion.
+# --------------------------------------------------------------------------------------------------
 
 
 def transform_input(logits: Tensor, how: str) -> Tensor:
@@ -32,14 +55,18 @@ def transform_input(logits: Tensor, how: str) -> Tensor:
     raise ValueError(f"unknown input transform {how!r}: use one of {', '.join(INPUT_TRANSFORMS)}")
 
 
-def encode_target(target: Tensor, how: str, num_classes: int, dtype: torch.dtype) -> Tensor:
+def encode_target(target: Tensor, how: str, num_classes: int, dtype: torch.dtype, smoothing: float = 0.0) -> Tensor:
     """Encode class indices ``(N,)`` as ``index`` (unchanged), ``onehot`` ``(N, C)`` in {0, 1}, or
-    ``signed`` ``(N, C)`` in {-1, +1} (+1 for the true class)."""
+    ``signed`` ``(N, C)`` in {-1, +1} (+1 for the true class).
+
+    With ``smoothing`` ε > 0 the one-hot target is label-smoothed (Szegedy et al., 2016, Sec. 7):
+    :math:`t = (1 - ε)\\,e_y + ε / C`, the convention of ``CrossEntropyLoss(label_smoothing=ε)``.
+    """
     if how == "index":
         return target
     onehot = F.one_hot(target, num_classes).to(dtype)
     if how == "onehot":
-        return onehot
+        return onehot if smoothing == 0 else onehot * (1 - smoothing) + smoothing / num_classes
     if how == "signed":
         return onehot * 2 - 1
     raise ValueError(f"unknown target encoding {how!r}: use one of {', '.join(TARGET_ENCODINGS)}")
@@ -52,7 +79,8 @@ class ClassificationLoss(nn.Module):
         \ell(z, y) = \text{criterion}(g(z), e(y))
 
     with :math:`g` one of identity, softmax, sigmoid, log-softmax and :math:`e` one of class index,
-    one-hot, ±1. Computed in float32 whatever the logits' dtype, so bf16 training stays stable.
+    one-hot (optionally label-smoothed), ±1. Computed in float32 whatever the logits' dtype, so bf16
+    training stays stable; the result is float32.
 
     Shape:
         - logits: :math:`(N, C)`
@@ -60,30 +88,424 @@ class ClassificationLoss(nn.Module):
         - output: whatever the criterion's ``reduction`` gives (a scalar for ``mean``/``sum``)
     """
 
-    def __init__(self, criterion: nn.Module, input: str = "logits", target: str = "index", num_classes: int = 10):
+    def __init__(
+        self,
+        criterion: nn.Module,
+        input: str = "logits",
+        target: str = "index",
+        num_classes: int = 10,
+        smoothing: float = 0.0,
+    ):
         super().__init__()
         if input not in INPUT_TRANSFORMS:
             raise ValueError(f"loss.input={input!r} is not known: use one of {', '.join(INPUT_TRANSFORMS)}")
         if target not in TARGET_ENCODINGS:
             raise ValueError(f"loss.target={target!r} is not known: use one of {', '.join(TARGET_ENCODINGS)}")
+        if not 0.0 <= smoothing < 1.0:
+            raise ValueError(f"loss.smoothing={smoothing!r} must lie in [0, 1)")
+        if smoothing and target != "onehot":
+            raise ValueError(
+                f"loss.smoothing={smoothing} smooths a one-hot target, but loss.target={target!r}: set "
+                "loss.target=onehot, or use the criterion's own option (e.g. CrossEntropyLoss's label_smoothing)"
+            )
         self.criterion = criterion
         self.input = input
         self.target = target
         self.num_classes = num_classes
+        self.smoothing = float(smoothing)
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        if logits.dim() != 2 or logits.shape[1] != self.num_classes:
+            raise ValueError(f"loss expects logits of shape (N, {self.num_classes}), got {tuple(logits.shape)}")
         logits = logits.float()
-        return self.criterion(transform_input(logits, self.input), encode_target(target, self.target, self.num_classes, logits.dtype))
+        encoded = encode_target(target, self.target, self.num_classes, logits.dtype, self.smoothing)
+        return self.criterion(transform_input(logits, self.input), encoded)
 
     def extra_repr(self) -> str:
-        return f"input={self.input}, target={self.target}, num_classes={self.num_classes}"
+        smoothing = f", smoothing={self.smoothing}" if self.smoothing else ""
+        return f"input={self.input}, target={self.target}, num_classes={self.num_classes}{smoothing}"
 
 
 def build_loss(loss_cfg, num_classes: int) -> ClassificationLoss:
-    """Build the loss a ``conf/loss/*.yaml`` entry describes (``criterion`` is instantiated by Hydra)."""
-    from hydra.utils import instantiate
+    """Build the loss a ``conf/loss/*.yaml`` entry describes (``criterion`` is instantiated by Hydra).
 
-    criterion = instantiate(loss_cfg.criterion)
+    Keys: ``name``, ``criterion`` (``_target_`` + kwargs), ``input`` (default ``logits``), ``target``
+    (default ``index``) and ``smoothing`` (default 0: ε of a label-smoothed one-hot target).
+    """
+    from hydra.utils import instantiate
+    from omegaconf import DictConfig, OmegaConf
+
+    if not isinstance(loss_cfg, DictConfig):
+        loss_cfg = OmegaConf.create(loss_cfg)
+    unknown = sorted(set(loss_cfg.keys()) - set(LOSS_KEYS))
+    if unknown:
+        raise ValueError(f"loss.{unknown[0]} is not a loss key: use {', '.join(LOSS_KEYS)}")
+    criterion_cfg = loss_cfg.get("criterion")
+    if criterion_cfg is None or "_target_" not in criterion_cfg:
+        raise ValueError("loss.criterion._target_ is missing: name an nn.Module, e.g. torch.nn.CrossEntropyLoss")
+    criterion = instantiate(criterion_cfg)
     if not isinstance(criterion, nn.Module):
         raise TypeError(f"loss.criterion._target_ must build a torch.nn.Module, got {type(criterion).__name__}")
-    return ClassificationLoss(criterion, input=loss_cfg.input, target=loss_cfg.target, num_classes=num_classes)
+    return ClassificationLoss(
+        criterion,
+        input=loss_cfg.get("input", "logits"),
+        target=loss_cfg.get("target", "index"),
+        num_classes=num_classes,
+        smoothing=loss_cfg.get("smoothing", 0.0),
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# Losses PyTorch does not have. Each takes raw logits (N, C) and class indices (N,).
+# --------------------------------------------------------------------------------------------------
+
+
+def _check_reduction(reduction: str) -> str:
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction={reduction!r} is not known: use one of {', '.join(REDUCTIONS)}")
+    return reduction
+
+
+def _reduce(loss: Tensor, reduction: str) -> Tensor:
+    """PyTorch's reductions over per-sample losses ``(N,)``."""
+    if reduction == "mean":
+        return loss.mean()
+    if reduction == "sum":
+        return loss.sum()
+    return loss
+
+
+def _log_probs(logits: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+    """``log softmax(z)`` in float32, shape ``(N, C)``, and its entry at the true class, ``(N,)``."""
+    log_p = logits.float().log_softmax(dim=1)
+    return log_p, log_p.gather(1, target.unsqueeze(1)).squeeze(1)
+
+
+class _IndexLoss(nn.Module):
+    """Shared plumbing: a ``reduction`` argument checked like PyTorch's."""
+
+    def __init__(self, reduction: str = "mean"):
+        super().__init__()
+        self.reduction = _check_reduction(reduction)
+
+
+class FocalLoss(_IndexLoss):
+    r"""Focal loss: cross-entropy down-weighted on examples already classified well.
+
+    .. math::
+        \ell(z, y) = -(1 - p_y)^{\gamma} \log p_y
+
+    Lin et al., "Focal Loss for Dense Object Detection", ICCV 2017 (arXiv:1708.02002), Eq. (4),
+    applied to the softmax of C classes (the paper's sigmoid/one-vs-rest form is for detection).
+    :math:`\gamma = 0` is cross-entropy; the paper uses :math:`\gamma = 2`; Ma et al. (2020) use
+    :math:`\gamma = 0.5` on MNIST, which is what ``conf/loss/focal.yaml`` sets. The modulating
+    factor is differentiated through, as in the paper (some public code detaches it).
+
+    Shape:
+        - logits: :math:`(N, C)` raw scores, any float dtype (computed in float32)
+        - target: :math:`(N)` class indices in :math:`[0, C)`
+        - output: scalar; :math:`(N)` if ``reduction='none'``
+    """
+
+    def __init__(self, gamma: float = 2.0, reduction: str = "mean"):
+        super().__init__(reduction)
+        if gamma < 0:
+            raise ValueError(f"gamma={gamma!r} must be >= 0")
+        self.gamma = gamma
+
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        _, log_p_y = _log_probs(logits, target)
+        # 1 - p_y via expm1 keeps precision near p_y = 1; the floor keeps d/dp (1-p)^γ finite for γ < 1.
+        one_minus_p = (-torch.expm1(log_p_y)).clamp_min(torch.finfo(torch.float32).tiny)
+        return _reduce(-one_minus_p.pow(self.gamma) * log_p_y, self.reduction)
+
+    def extra_repr(self) -> str:
+        return f"gamma={self.gamma}, reduction={self.reduction}"
+
+
+class Poly1Loss(_IndexLoss):
+    r"""Poly-1 loss: cross-entropy plus a tunable weight on the first term of its Taylor series.
+
+    .. math::
+        \ell(z, y) = -\log p_y + \epsilon\,(1 - p_y)
+
+    Leng et al., "PolyLoss: A Polynomial Expansion Perspective of Classification Loss Functions",
+    ICLR 2022 (arXiv:2204.12511), the Poly-1 formulation. Since :math:`-\log p = \sum_j (1-p)^j /
+    j`, this raises the leading coefficient from 1 to :math:`1 + \epsilon`. :math:`\epsilon = 0` is
+    cross-entropy; the paper's default is :math:`\epsilon = 1` and it keeps :math:`\epsilon \ge -1`.
+
+    Shape:
+        - logits: :math:`(N, C)` raw scores, any float dtype (computed in float32)
+        - target: :math:`(N)` class indices in :math:`[0, C)`
+        - output: scalar; :math:`(N)` if ``reduction='none'``
+    """
+
+    def __init__(self, epsilon: float = 1.0, reduction: str = "mean"):
+        super().__init__(reduction)
+        self.epsilon = epsilon
+
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        _, log_p_y = _log_probs(logits, target)
+        return _reduce(-log_p_y - self.epsilon * torch.expm1(log_p_y), self.reduction)
+
+    def extra_repr(self) -> str:
+        return f"epsilon={self.epsilon}, reduction={self.reduction}"
+
+
+class GCELoss(_IndexLoss):
+    r"""Generalized cross-entropy (the :math:`\mathcal{L}_q` loss), robust to label noise.
+
+    .. math::
+        \ell(z, y) = \frac{1 - p_y^{\,q}}{q}
+
+    Zhang & Sabuncu, "Generalized Cross Entropy Loss for Training Deep Neural Networks with Noisy
+    Labels", NeurIPS 2018 (arXiv:1805.07836): the negative Box-Cox transform of :math:`p_y`. It
+    tends to cross-entropy as :math:`q \to 0` and is MAE on the softmax, up to a factor 2, at
+    :math:`q = 1`. The paper (and Ma et al., 2020, on MNIST) use :math:`q = 0.7`.
+
+    Shape:
+        - logits: :math:`(N, C)` raw scores, any float dtype (computed in float32)
+        - target: :math:`(N)` class indices in :math:`[0, C)`
+        - output: scalar; :math:`(N)` if ``reduction='none'``
+    """
+
+    def __init__(self, q: float = 0.7, reduction: str = "mean"):
+        super().__init__(reduction)
+        if not 0 < q <= 1:
+            raise ValueError(f"q={q!r} must lie in (0, 1]")
+        self.q = q
+
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        _, log_p_y = _log_probs(logits, target)
+        return _reduce(-torch.expm1(self.q * log_p_y) / self.q, self.reduction)  # p^q = exp(q log p)
+
+    def extra_repr(self) -> str:
+        return f"q={self.q}, reduction={self.reduction}"
+
+
+class RCELoss(_IndexLoss):
+    r"""Reverse cross-entropy: the cross-entropy with prediction and label swapped.
+
+    .. math::
+        \ell(z, y) = -\sum_k p_k \log e_{y,k} = -A\,(1 - p_y), \qquad \log 0 := A
+
+    Wang et al., "Symmetric Cross Entropy for Robust Learning with Noisy Labels", ICCV 2019
+    (arXiv:1908.06112), with :math:`\log 0` truncated to :math:`A = -4` as there. It is symmetric:
+    :math:`\sum_k \ell(z, k) = -A\,(C - 1)` whatever :math:`z`, hence robust to symmetric label
+    noise (Ghosh et al., 2017); it is MAE on the softmax scaled by :math:`-A/2`. The authors' code
+    clips the one-hot label at 1e-4 instead, i.e. :math:`A = \log 10^{-4} \approx -9.21`.
+
+    Shape:
+        - logits: :math:`(N, C)` raw scores, any float dtype (computed in float32)
+        - target: :math:`(N)` class indices in :math:`[0, C)`
+        - output: scalar; :math:`(N)` if ``reduction='none'``
+    """
+
+    def __init__(self, A: float = -4.0, reduction: str = "mean"):
+        super().__init__(reduction)
+        if A >= 0:
+            raise ValueError(f"A={A!r} stands for log 0 and must be negative")
+        self.A = A
+
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        _, log_p_y = _log_probs(logits, target)
+        return _reduce(self.A * torch.expm1(log_p_y), self.reduction)  # -A (1 - p_y)
+
+    def extra_repr(self) -> str:
+        return f"A={self.A}, reduction={self.reduction}"
+
+
+class SCELoss(_IndexLoss):
+    r"""Symmetric cross-entropy: cross-entropy plus reverse cross-entropy.
+
+    .. math::
+        \ell(z, y) = \alpha\,(-\log p_y) + \beta\,(-A)(1 - p_y)
+
+    Wang et al., "Symmetric Cross Entropy for Robust Learning with Noisy Labels", ICCV 2019
+    (arXiv:1908.06112): :math:`\ell_{sl} = \alpha\,\ell_{ce} + \beta\,\ell_{rce}`, :math:`A = -4`.
+    CE learns fast, the symmetric RCE term (see :class:`RCELoss`) resists noisy labels. Their MNIST
+    setting is :math:`\alpha = 0.01, \beta = 1`.
+
+    Shape:
+        - logits: :math:`(N, C)` raw scores, any float dtype (computed in float32)
+        - target: :math:`(N)` class indices in :math:`[0, C)`
+        - output: scalar; :math:`(N)` if ``reduction='none'``
+    """
+
+    def __init__(self, alpha: float = 0.1, beta: float = 1.0, A: float = -4.0, reduction: str = "mean"):
+        super().__init__(reduction)
+        self.alpha, self.beta = alpha, beta
+        self.rce = RCELoss(A, reduction="none")
+
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        ce = F.cross_entropy(logits.float(), target, reduction="none")
+        return _reduce(self.alpha * ce + self.beta * self.rce(logits, target), self.reduction)
+
+    def extra_repr(self) -> str:
+        return f"alpha={self.alpha}, beta={self.beta}, A={self.rce.A}, reduction={self.reduction}"
+
+
+class NCELoss(_IndexLoss):
+    r"""Normalized cross-entropy: cross-entropy divided by its sum over every possible label.
+
+    .. math::
+        \ell(z, y) = \frac{-\log p_y}{-\sum_{k=1}^{C} \log p_k}
+
+    Ma et al., "Normalized Loss Functions for Deep Learning with Noisy Labels", ICML 2020
+    (arXiv:2006.13554): their normalization :math:`L(f(x), y) / \sum_k L(f(x), k)` applied to CE.
+    Values lie in :math:`[0, 1]` and :math:`\sum_k \ell(z, k) = 1`, so NCE is symmetric and
+    noise-robust; alone it underfits, which is why the paper pairs it with a passive loss
+    (:class:`NCERCELoss`).
+
+    Shape:
+        - logits: :math:`(N, C)` raw scores, any float dtype (computed in float32)
+        - target: :math:`(N)` class indices in :math:`[0, C)`
+        - output: scalar; :math:`(N)` if ``reduction='none'``
+    """
+
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        log_p, log_p_y = _log_probs(logits, target)
+        return _reduce(log_p_y / log_p.sum(dim=1), self.reduction)
+
+
+class NCERCELoss(_IndexLoss):
+    r"""NCE+RCE, the active-passive loss (APL) of Ma et al.
+
+    .. math::
+        \ell(z, y) = \alpha\,\frac{\log p_y}{\sum_k \log p_k} + \beta\,(-A)(1 - p_y)
+
+    Ma et al., "Normalized Loss Functions for Deep Learning with Noisy Labels", ICML 2020
+    (arXiv:2006.13554): :math:`\mathcal{L}_{APL} = \alpha\,\mathcal{L}_{active} +
+    \beta\,\mathcal{L}_{passive}`. The "active" NCE pushes :math:`p_y` up, the "passive" RCE pushes
+    the other classes down; both are robust. Their MNIST setting is :math:`\alpha = 1, \beta = 10`.
+    :math:`A` as in :class:`RCELoss`.
+
+    Shape:
+        - logits: :math:`(N, C)` raw scores, any float dtype (computed in float32)
+        - target: :math:`(N)` class indices in :math:`[0, C)`
+        - output: scalar; :math:`(N)` if ``reduction='none'``
+    """
+
+    def __init__(self, alpha: float = 1.0, beta: float = 1.0, A: float = -4.0, reduction: str = "mean"):
+        super().__init__(reduction)
+        self.alpha, self.beta = alpha, beta
+        self.nce = NCELoss(reduction="none")
+        self.rce = RCELoss(A, reduction="none")
+
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        return _reduce(self.alpha * self.nce(logits, target) + self.beta * self.rce(logits, target), self.reduction)
+
+    def extra_repr(self) -> str:
+        return f"alpha={self.alpha}, beta={self.beta}, A={self.rce.A}, reduction={self.reduction}"
+
+
+class ClassHingeEmbeddingLoss(nn.HingeEmbeddingLoss):
+    r"""PyTorch's ``HingeEmbeddingLoss`` with each class's negative log-probability as its distance.
+
+    .. math::
+        \ell(z, t) = \frac{1}{C} \sum_{k=1}^{C}
+        \begin{cases} d_k & t_k = +1 \\ \max(0, \Delta - d_k) & t_k = -1 \end{cases},
+        \qquad d_k = -\log p_k
+
+    ``HingeEmbeddingLoss`` is a metric-learning loss: its input :math:`x` is a *distance* (small =
+    similar) and :math:`t = \pm 1` says similar / dissimilar; it pulls similar pairs to distance 0
+    and pushes dissimilar ones beyond the margin :math:`\Delta`. For classification the pairs are
+    (input, class k) with :math:`t_k = +1` for the true class and :math:`-1` for the C−1 others, so
+    the network must output distances, not scores: fed raw logits it would push the true class's
+    logit *down* without bound. Here :math:`d_k = -\log p_k` (the cross-entropy the input would have
+    if its label were k): the true-class term is exactly cross-entropy, and a wrong class is
+    penalized only while it is closer than :math:`\Delta` nats (:math:`p_k > e^{-\Delta}`).
+
+    How it differs from ``hinge`` (``MultiMarginLoss``, Weston & Watkins): that one compares scores
+    *between* classes, :math:`\max(0, 1 - z_y + z_k)`, and is zero once the true class wins by the
+    margin; this one scores each class *on its own* against a fixed threshold, one-vs-rest, and is
+    zero only when :math:`p_y = 1`. The mean runs over :math:`N \cdot C` entries, as PyTorch's does.
+
+    Shape:
+        - logits: :math:`(N, C)` raw scores, any float dtype (computed in float32)
+        - target: :math:`(N, C)` in :math:`\{-1, +1\}`, +1 at the true class (``target: signed``)
+        - output: scalar; :math:`(N, C)` if ``reduction='none'``
+    """
+
+    def __init__(self, margin: float = 1.0, reduction: str = "mean"):
+        super().__init__(margin=margin, reduction=_check_reduction(reduction))
+
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        distance = -logits.float().log_softmax(dim=1)
+        return super().forward(distance, target.to(distance.dtype))
+
+
+# --------------------------------------------------------------------------------------------------
+# The table: python -m lossbench.losses
+# --------------------------------------------------------------------------------------------------
+
+_FORMULA = re.compile(r"^#\s*formula:\s*(.+?)\s*$", re.MULTILINE)
+
+
+def loss_table(loss_dir: Path | None = None) -> list[dict[str, str]]:
+    """One row per ``conf/loss/*.yaml``: name, formula (the header's ``# formula:`` line), input
+    transform, target encoding, hyper-parameters (the criterion's kwargs, and ``smoothing``)."""
+    from omegaconf import OmegaConf
+
+    if loss_dir is None:
+        from lossbench.paths import conf_dir
+
+        loss_dir = conf_dir() / "loss"
+    rows = []
+    for path in sorted(loss_dir.glob("*.yaml")):
+        text = path.read_text(encoding="utf-8")
+        cfg = OmegaConf.to_container(OmegaConf.create(text))
+        kwargs: dict[str, Any] = {k: v for k, v in cfg.get("criterion", {}).items() if k != "_target_"}
+        if "smoothing" in cfg:
+            kwargs["smoothing"] = cfg["smoothing"]
+        formula = _FORMULA.search(text)
+        rows.append(
+            {
+                "name": cfg.get("name", path.stem),
+                "formula": formula.group(1) if formula else "",
+                "input": cfg.get("input", "logits"),
+                "target": cfg.get("target", "index"),
+                "hyper-parameters": ", ".join(f"{k}={v}" for k, v in kwargs.items()) or "-",
+                "criterion": cfg.get("criterion", {}).get("_target_", ""),
+            }
+        )
+    return rows
+
+
+_COLUMNS = ("name", "formula", "input", "target", "hyper-parameters")
+
+
+def format_table(rows: list[dict[str, str]], markdown: bool = False) -> str:
+    """The table as aligned text, or as a Markdown table (for ``docs/losses.md``)."""
+    columns = _COLUMNS + (("criterion",) if markdown else ())
+    if markdown:
+        cell = {"name": "`{}`", "criterion": "`{}`"}
+        lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
+        for row in rows:
+            cells = (cell.get(c, "{}").format(row[c]).replace("|", "\\|") for c in columns)
+            lines.append("| " + " | ".join(cells) + " |")
+        return "\n".join(lines)
+    widths = {c: max(len(c), *(len(row[c]) for row in rows)) for c in columns}
+    lines = ["  ".join(c.ljust(widths[c]) for c in columns).rstrip()]
+    lines.append("  ".join("-" * widths[c] for c in columns))
+    for row in rows:
+        lines.append("  ".join(row[c].ljust(widths[c]) for c in columns).rstrip())
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m lossbench.losses",
+        description="The losses lossbench knows (conf/loss/*.yaml). Choose one with loss=<name>; "
+        "override a hyper-parameter with loss.criterion.<key>=<value>.",
+    )
+    parser.add_argument("--markdown", action="store_true", help="print a Markdown table (as in docs/losses.md)")
+    parser.add_argument(
+        "--dir", type=Path, default=None, help="a folder of loss YAMLs (default: lossbench's conf/loss)"
+    )
+    args = parser.parse_args(argv)
+    print(format_table(loss_table(args.dir), markdown=args.markdown))
+
+
+if __name__ == "__main__":
+    main()
