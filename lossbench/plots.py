@@ -1,0 +1,222 @@
+"""Figures for runs and reports, written as PNG files.
+
+Built on matplotlib's object API (:class:`matplotlib.figure.Figure`), which needs no GUI backend and
+keeps no global figure registry, so these functions are safe in headless jobs and in loops. Every
+function writes one PNG (creating its folder) and returns its path.
+
+Curves are the same mapping as in :mod:`lossbench.analysis`: metric name -> per-epoch values,
+index = epoch, ``NaN`` where missing (drawn as a gap).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from lossbench.analysis import Curves
+
+DPI = 100
+PathLike = str | Path
+
+# (metric, legend label, line style) per learning-curve panel; colour = train / train_eval / val.
+_COLOURS = {"train": "tab:gray", "train_eval": "tab:blue", "val": "tab:orange"}
+_PANELS: tuple[tuple[str, tuple[tuple[str, str, str], ...]], ...] = (
+    ("own loss", (("train/loss", "train (running mean)", ":"), ("train_eval/loss", "train (eval mode)", "-"),
+                  ("val/loss", "validation", "-"))),
+    ("NLL (cross-entropy of softmax)", (("train_eval/nll", "train (eval mode)", "-"), ("val/nll", "validation", "-"))),
+    ("accuracy", (("train/acc", "train (running mean)", ":"), ("train_eval/acc", "train (eval mode)", "-"),
+                  ("val/acc", "validation", "-"))),
+)
+
+
+def _save(fig: Figure, path: PathLike) -> Path:
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=DPI, format="png")
+    return out
+
+
+def _colour(metric: str) -> str:
+    return _COLOURS.get(metric.split("/", 1)[0], "tab:green")
+
+
+def _plot_curve(ax: Axes, values: Sequence[float], **style: object) -> bool:
+    """Draw one per-epoch curve; markers when there are few epochs. False when it has no finite value."""
+    y = np.asarray(values, dtype=float)
+    if y.size == 0 or not np.isfinite(y).any():
+        return False
+    ax.plot(np.arange(y.size), y, marker="o" if y.size <= 25 else None, markersize=3, **style)  # type: ignore[arg-type]
+    return True
+
+
+def _mark_onset(ax: Axes, onset_epoch: int | None, label: bool) -> None:
+    if onset_epoch is not None:
+        ax.axvline(onset_epoch, color="tab:red", linestyle="--", linewidth=1,
+                   label=f"overfitting onset (epoch {onset_epoch})" if label else None)
+
+
+def learning_curves(curves: Curves, path: PathLike, title: str = "", onset_epoch: int | None = None) -> Path:
+    """Three panels against epoch: the run's own loss, NLL, accuracy; train, train (eval mode), validation.
+
+    ``onset_epoch`` (see :func:`lossbench.analysis.overfitting_onset`) is marked with a dashed
+    vertical line and a legend entry on every panel. Panels whose metrics are all missing say so.
+    """
+    fig = Figure(figsize=(14, 4.2), layout="constrained")
+    axes = fig.subplots(1, len(_PANELS))
+    for ax, (name, series) in zip(axes, _PANELS):
+        drawn = [_plot_curve(ax, curves.get(metric, ()), color=_colour(metric), linestyle=style, label=label)
+                 for metric, label, style in series]
+        if not any(drawn):
+            ax.text(0.5, 0.5, "not recorded", transform=ax.transAxes, ha="center", va="center", color="gray")
+        _mark_onset(ax, onset_epoch, label=True)
+        ax.set_title(name)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        if any(drawn) or onset_epoch is not None:
+            ax.legend(fontsize="small")
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
+
+
+def confusion_matrix(matrix: Sequence[Sequence[float]] | np.ndarray, path: PathLike,
+                     class_names: Sequence[str] | None = None, title: str = "") -> Path:
+    """A C×C confusion matrix, rows = true class, columns = predicted class.
+
+    Cells are coloured by the row-normalised fraction (recall per true class) and annotated with the
+    raw value (counts as integers).
+    """
+    m = np.asarray(matrix, dtype=float)
+    if m.ndim != 2 or m.shape[0] != m.shape[1]:
+        raise ValueError(f"a confusion matrix must be square (C×C), got shape {m.shape}")
+    n = m.shape[0]
+    names = [str(c) for c in class_names] if class_names is not None else [str(i) for i in range(n)]
+    if len(names) != n:
+        raise ValueError(f"{len(names)} class names for a {n}×{n} matrix")
+    row_sums = m.sum(axis=1, keepdims=True)
+    frac = np.divide(m, row_sums, out=np.zeros_like(m), where=row_sums > 0)
+    integer = bool(np.all(np.isfinite(m)) and np.all(m == np.round(m)))
+
+    size = max(5.0, 0.55 * n + 2.5)
+    fig = Figure(figsize=(size + 1.0, size), layout="constrained")
+    ax = fig.subplots()
+    image = ax.imshow(frac, cmap="Blues", vmin=0.0, vmax=1.0)
+    fig.colorbar(image, ax=ax, label="fraction of the true class", shrink=0.8)
+    for i in range(n):
+        for j in range(n):
+            text = f"{int(m[i, j])}" if integer else f"{m[i, j]:.2f}"
+            ax.text(j, i, text, ha="center", va="center", fontsize="small" if n <= 12 else "x-small",
+                    color="white" if frac[i, j] > 0.5 else "black")
+    long_names = max(map(len, names), default=0) > 2
+    ax.set_xticks(range(n), names, rotation=45 if long_names else 0, ha="right" if long_names else "center")
+    ax.set_yticks(range(n), names)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title(title or "confusion matrix")
+    return _save(fig, path)
+
+
+def curve_grid(panels: Mapping[str, Sequence[Curves]], path: PathLike,
+               metrics: Sequence[str] = ("val/nll", "train_eval/nll"), title: str = "", ncols: int = 3) -> Path:
+    """One small panel per group (e.g. loss × optimizer), its runs (seeds) overlaid.
+
+    Each metric keeps one colour and style across panels; every run is one thin line. Panels share
+    the epoch axis but not the value axis (a diverged loss would flatten the others).
+    """
+    if not panels:
+        raise ValueError("curve_grid needs at least one panel")
+    n = len(panels)
+    cols = max(1, min(ncols, n))
+    rows = math.ceil(n / cols)
+    fig = Figure(figsize=(4.6 * cols, 3.3 * rows + 0.6), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(rows, cols, sharex=True, squeeze=False)).ravel()
+    styles = ("-", "--", ":", "-.")
+    for ax, (name, runs) in zip(axes, panels.items()):
+        for m_index, metric in enumerate(metrics):
+            for r_index, curves in enumerate(runs):
+                _plot_curve(ax, curves.get(metric, ()), color=f"C{m_index}", linestyle=styles[m_index % len(styles)],
+                            linewidth=1.2, alpha=0.8, label=metric if r_index == 0 else None)
+        ax.set_title(f"{name}  (n={len(runs)})", fontsize="medium")
+        ax.grid(alpha=0.3)
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    for ax in axes[max(0, n - cols):n]:
+        ax.set_xlabel("epoch")
+    axes[0].legend(fontsize="small")
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+    v = np.asarray([x for x in values if x is not None and math.isfinite(x)], dtype=float)
+    if v.size == 0:
+        return math.nan, math.nan
+    return float(v.mean()), (float(v.std(ddof=1)) if v.size > 1 else 0.0)
+
+
+def grouped_bars(values: Mapping[str, Mapping[str, Sequence[float]]], path: PathLike, ylabel: str = "",
+                 title: str = "") -> Path:
+    """Bars of mean ± sample std (error bars), one group per outer key, one bar per inner key.
+
+    ``values[group][series]`` holds one number per run (e.g. the accuracy gap of each seed); the runs
+    themselves are drawn as dots over their bar. Use it for the generalisation gap per loss, with one
+    bar per optimizer. A dashed line marks zero.
+    """
+    if not values:
+        raise ValueError("grouped_bars needs at least one group")
+    groups = list(values)
+    series = list(dict.fromkeys(s for g in groups for s in values[g]))
+    width = 0.8 / max(1, len(series))
+    fig = Figure(figsize=(max(6.0, 1.1 * len(groups) * max(1, len(series)) + 2), 4.5), layout="constrained")
+    ax = fig.subplots()
+    for s_index, name in enumerate(series):
+        xs = np.arange(len(groups)) + (s_index - (len(series) - 1) / 2) * width
+        stats = [_mean_std(values[g].get(name, ())) for g in groups]
+        ax.bar(xs, [m for m, _ in stats], width=width * 0.9, yerr=[s for _, s in stats], capsize=4,
+               color=f"C{s_index}", alpha=0.75, label=name if len(series) > 1 else None)
+        for x, g in zip(xs, groups):
+            points = [p for p in values[g].get(name, ()) if p is not None and math.isfinite(p)]
+            ax.scatter([x] * len(points), points, color="black", s=10, zorder=3)
+    ax.axhline(0.0, color="gray", linestyle="--", linewidth=1)
+    ax.set_xticks(range(len(groups)), groups, rotation=20 if len(groups) > 4 else 0)
+    ax.set_ylabel(ylabel)
+    ax.grid(axis="y", alpha=0.3)
+    if len(series) > 1:
+        ax.legend(fontsize="small")
+    if title:
+        ax.set_title(title)
+    return _save(fig, path)
+
+
+def noise_chart(best: Mapping[str, Mapping[float, Sequence[float]]],
+                last: Mapping[str, Mapping[float, Sequence[float]]], path: PathLike,
+                ylabel: str = "test accuracy", title: str = "") -> Path:
+    """Test accuracy against label-noise rate, one colour per loss: best epoch solid, last epoch dashed.
+
+    ``best[loss][rate]`` and ``last[loss][rate]`` hold one value per run; points are mean ± sample std.
+    The vertical distance between a loss's two lines is its memorisation drop.
+    """
+    fig = Figure(figsize=(7.5, 4.8), layout="constrained")
+    ax = fig.subplots()
+    for index, loss in enumerate(dict.fromkeys([*best, *last])):
+        for data, style, which in ((best, "-", "best epoch"), (last, "--", "last epoch")):
+            by_rate = data.get(loss, {})
+            rates = sorted(by_rate)
+            if not rates:
+                continue
+            stats = [_mean_std(by_rate[r]) for r in rates]
+            ax.errorbar(rates, [m for m, _ in stats], yerr=[s for _, s in stats], color=f"C{index}",
+                        linestyle=style, marker="o", markersize=4, capsize=3, label=f"{loss} ({which})")
+    ax.set_xlabel("label-noise rate")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    if title:
+        ax.set_title(title)
+    return _save(fig, path)

@@ -1,0 +1,82 @@
+"""Every figure is written as a PNG that loads back with a sensible size."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from matplotlib.image import imread
+
+from lossbench import plots
+
+
+def curves(offset: float = 0.0) -> dict[str, list[float]]:
+    return {
+        "train/loss": [1.2, 0.7, 0.5, 0.4, 0.35, 0.3],
+        "train/acc": [0.6, 0.8, 0.85, 0.88, 0.9, 0.92],
+        "train_eval/loss": [1.0, 0.6, 0.45, 0.35, 0.3, 0.25],
+        "train_eval/nll": [1.0 + offset, 0.6, 0.45, 0.35, 0.3, 0.25],
+        "train_eval/acc": [0.65, 0.82, 0.87, 0.9, 0.92, 0.94],
+        "val/loss": [1.0, 0.65, 0.5, 0.52, 0.55, math.nan],
+        "val/nll": [1.0, 0.65, 0.5 + offset, 0.52, 0.55, math.nan],
+        "val/acc": [0.64, 0.8, 0.84, 0.85, 0.84, math.nan],
+    }
+
+
+def assert_png(path: Path, min_width: int = 400) -> np.ndarray:
+    assert path.is_file() and path.suffix == ".png"
+    image = imread(path)
+    assert image.ndim == 3 and image.shape[2] in (3, 4)
+    assert image.shape[1] >= min_width and image.shape[0] >= 200
+    assert image.std() > 0.01, "the image is blank"
+    return image
+
+
+def test_learning_curves_png(tmp_path: Path) -> None:
+    out = plots.learning_curves(curves(), tmp_path / "deep" / "curves.png", title="ce / adam", onset_epoch=2)
+    assert out == tmp_path / "deep" / "curves.png"
+    image = assert_png(out, min_width=1000)
+    assert image.shape[1] > image.shape[0], "three panels side by side"
+
+
+def test_learning_curves_with_missing_metrics(tmp_path: Path) -> None:
+    assert_png(plots.learning_curves({"val/nll": [1.0, 0.9]}, tmp_path / "sparse.png"))
+    assert_png(plots.learning_curves({}, tmp_path / "empty.png"))
+
+
+def test_confusion_matrix_10x10(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    matrix = rng.integers(0, 20, size=(10, 10)) + np.diag(np.full(10, 400))
+    names = ["T-shirt", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Boot"]
+    image = assert_png(plots.confusion_matrix(matrix, tmp_path / "cm.png", class_names=names, title="fashion"))
+    assert image.shape[1] >= 600
+    assert_png(plots.confusion_matrix(matrix / matrix.sum(), tmp_path / "cm_frac.png"))
+
+
+def test_confusion_matrix_rejects_bad_shapes(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="square"):
+        plots.confusion_matrix(np.zeros((10, 9)), tmp_path / "bad.png")
+    with pytest.raises(ValueError, match="class names"):
+        plots.confusion_matrix(np.eye(3), tmp_path / "bad.png", class_names=["a", "b"])
+
+
+def test_curve_grid_png(tmp_path: Path) -> None:
+    panels = {f"{loss} / {opt}": [curves(0.0), curves(0.05)]
+              for loss in ("ce", "mse", "mae") for opt in ("adam", "sgd")}
+    image = assert_png(plots.curve_grid(panels, tmp_path / "grid.png", title="sweep"), min_width=1200)
+    assert image.shape[0] >= 600, "two rows of panels"
+    assert_png(plots.curve_grid({"ce / adam": [curves()]}, tmp_path / "one.png"))
+
+
+def test_grouped_bars_png(tmp_path: Path) -> None:
+    gaps = {"ce": {"adam": [0.02, 0.03], "sgd": [0.01]}, "mse": {"adam": [0.0, -0.01], "sgd": [math.nan, 0.02]}}
+    assert_png(plots.grouped_bars(gaps, tmp_path / "gap.png", ylabel="accuracy gap", title="gap"))
+    assert_png(plots.grouped_bars({"ce": {"": [0.1]}}, tmp_path / "single.png"))
+
+
+def test_noise_chart_png(tmp_path: Path) -> None:
+    best = {"ce": {0.0: [0.92, 0.93], 0.4: [0.85, 0.86]}, "mae": {0.0: [0.9], 0.4: [0.88, 0.87]}}
+    last = {"ce": {0.0: [0.92, 0.925], 0.4: [0.7, 0.72]}, "mae": {0.0: [0.9], 0.4: [0.87, 0.87]}}
+    assert_png(plots.noise_chart(best, last, tmp_path / "noise.png", title="noise"))

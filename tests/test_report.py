@@ -1,0 +1,325 @@
+"""The report against a real MLflow SQLite store, with numbers checked against what the test logged."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+
+from lossbench import report
+
+SWEEP = "sw1"
+FAILURE = "diverged: non-finite loss at epoch 3 step 412"
+
+
+@dataclass
+class FakeRun:
+    """What one synthetic training run logs."""
+
+    name: str
+    loss: str
+    seed: int
+    status: str = "FINISHED"
+    optimizer: str = "adam"
+    epochs: int = 6
+    onset: bool = False
+    """Val NLL bottoms out at epoch 2, then rises while train NLL falls (onset = 2 with patience 3)."""
+    shift: float = 0.0
+    test_acc: float | None = None
+    test_last_acc: float | None = None
+    config_hash: str | None = None
+    start_time: int = 0
+    sweep_id: str | None = SWEEP
+    noise_rate: float = 0.0
+    failure: str | None = None
+    curves: dict[str, list[float]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        e = range(self.epochs)
+        train_nll = [1.0 / (i + 1) + self.shift for i in e]
+        val_nll = ([1.0, 0.6, 0.5, 0.55, 0.62, 0.7][i] + self.shift for i in e) if self.onset else \
+                  (1.1 / (i + 1) + 0.1 + self.shift for i in e)
+        self.curves = {
+            "train_eval/nll": train_nll,
+            "val/nll": list(val_nll),
+            "train_eval/acc": [0.7 + 0.04 * i + self.shift for i in e],
+            "val/acc": [0.68 + 0.03 * i - self.shift for i in e],
+            "train/loss": [1.2 / (i + 1) for i in e],
+            "time/epoch_s": [0.5 + 0.1 * self.seed + 0.01 * i for i in e],
+        }
+
+
+def log_run(client: MlflowClient, experiment_id: str, run: FakeRun) -> str:
+    """One run, its tags, params and metrics in two batched calls."""
+    tags = {"lossbench.kind": "train", "loss": run.loss, "optimizer": run.optimizer, "model": "linear",
+            "data": "mnist", "seed": str(run.seed), "config_hash": run.config_hash or f"{run.name}-hash"}
+    if run.sweep_id:
+        tags["sweep_id"] = run.sweep_id
+    if run.failure:
+        tags["lossbench.failure"] = run.failure
+    created = client.create_run(experiment_id, run_name=run.name, start_time=run.start_time, tags=tags)
+    metrics = [Metric(key, value, 1000 + step, step) for key, values in run.curves.items()
+               for step, value in enumerate(values)]
+    if run.test_acc is not None:
+        metrics.append(Metric("test/acc", run.test_acc, 5000, 0))
+    if run.test_last_acc is not None:
+        metrics.append(Metric("test_last/acc", run.test_last_acc, 5000, 0))
+    params = [Param("loss.name", run.loss), Param("optimizer.name", run.optimizer), Param("seed", str(run.seed)),
+              Param("data.label_noise.rate", str(run.noise_rate)), Param("optimizer.lr", "0.001"),
+              Param("tracking.run_name", run.name)]
+    client.log_batch(created.info.run_id, metrics=metrics, params=params)
+    if run.status != "RUNNING":
+        client.set_terminated(created.info.run_id, run.status)
+    return created.info.run_id
+
+
+# The sweep: 2 losses × 2 seeds, an older duplicate of one of them, one FAILED, one RUNNING, and a run of
+# another sweep that must not show up. mse beats ce on test accuracy, so sorting is not alphabetical.
+SWEEP_RUNS = [
+    FakeRun("ce-old", "ce", 0, onset=True, test_acc=0.50, config_hash="h-ce-0", start_time=1),
+    FakeRun("ce-s0", "ce", 0, onset=True, test_acc=0.91, config_hash="h-ce-0", start_time=10),
+    FakeRun("ce-s1", "ce", 1, onset=True, shift=0.02, test_acc=0.93, start_time=11),
+    FakeRun("mse-s0", "mse", 0, test_acc=0.95, start_time=12),
+    FakeRun("mse-s1", "mse", 1, shift=0.01, test_acc=0.96, start_time=13),
+    FakeRun("mse-s2-failed", "mse", 2, status="FAILED", epochs=3, failure=FAILURE, start_time=14),
+    FakeRun("ce-s2-running", "ce", 2, status="RUNNING", epochs=2, start_time=15),
+    FakeRun("other-sweep", "ce", 0, test_acc=0.10, sweep_id="sw2", start_time=16),
+]
+KEPT = {"ce": ["ce-s0", "ce-s1"], "mse": ["mse-s0", "mse-s1"]}
+
+NOISE_ACC = {  # (loss, rate) -> [(test/acc, test_last/acc) per seed]
+    ("ce", 0.0): [(0.92, 0.92), (0.93, 0.925)],
+    ("ce", 0.4): [(0.85, 0.70), (0.86, 0.72)],
+    ("mae", 0.0): [(0.90, 0.90), (0.91, 0.905)],
+    ("mae", 0.4): [(0.88, 0.87), (0.87, 0.86)],
+}
+
+
+@dataclass
+class Store:
+    uri: str
+    client: MlflowClient
+    sweep_parent_id: str
+    run_ids: dict[str, str]
+    result: report.ReportResult
+    noisy: report.ReportResult
+    noisy_stdout: str
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Store:
+    root = tmp_path_factory.mktemp("mlflow")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.create_experiment("exp", artifact_location=(root / "artifacts").as_uri())
+    parent = client.create_run(exp, run_name="sweep-sw1", tags={"lossbench.kind": "sweep", "sweep_id": SWEEP})
+    client.set_terminated(parent.info.run_id, "FINISHED")
+    run_ids = {run.name: log_run(client, exp, run) for run in SWEEP_RUNS}
+    result = report.build_report("exp", sweep_id=SWEEP, tracking_uri=uri, out_dir=root / "report")
+
+    noisy_exp = client.create_experiment("noisy", artifact_location=(root / "noisy-artifacts").as_uri())
+    for (loss, rate), pairs in NOISE_ACC.items():
+        for seed, (best, last) in enumerate(pairs):
+            log_run(client, noisy_exp, FakeRun(f"{loss}-{rate}-s{seed}", loss, seed, test_acc=best, test_last_acc=last,
+                                               noise_rate=rate, sweep_id=None, start_time=seed))
+    lines: list[str] = []
+    assert report.main(["--experiment", "noisy", "--tracking-uri", uri, "--out", str(root / "noisy")],
+                       echo=lines.append) == 0
+    noisy = report.build_report("noisy", tracking_uri=uri, out_dir=root / "noisy")  # again: reuses its run
+    return Store(uri, client, parent.info.run_id, run_ids, result, noisy, "\n".join(lines))
+
+
+def section(markdown: str, heading: str) -> str:
+    """The text under ``## heading`` up to the next heading of the same level."""
+    match = re.search(rf"^## {re.escape(heading)}\n(.*?)(?=^## |\Z)", markdown, re.M | re.S)
+    assert match, f"no section {heading!r}"
+    return match.group(1)
+
+
+def table(markdown: str, heading: str) -> list[dict[str, str]]:
+    """The first Markdown table of a section, as one dict per row."""
+    lines = [ln for ln in section(markdown, heading).splitlines() if ln.startswith("|")]
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    return [dict(zip(header, (c.strip() for c in ln.strip("|").split("|")))) for ln in lines[2:]]
+
+
+def mean_std(values: Sequence[float], scale: float, digits: int) -> str:
+    """The expected cell, computed independently of lossbench."""
+    return f"{statistics.mean(values) * scale:.{digits}f} ± {statistics.stdev(values) * scale:.{digits}f}"
+
+
+def by_name(name: str) -> FakeRun:
+    return next(r for r in SWEEP_RUNS if r.name == name)
+
+
+def best_epoch(run: FakeRun) -> int:
+    return min(range(run.epochs), key=lambda i: run.curves["val/nll"][i])
+
+
+def test_results_table_equals_mean_and_std_of_logged_values(store: Store) -> None:
+    rows = table(store.result.markdown.read_text(), "Results")
+    assert [(r["loss"], r["optimizer"]) for r in rows] == [("mse", "adam"), ("ce", "adam")], "sorted by test acc"
+    for row in rows:
+        runs = [by_name(n) for n in KEPT[row["loss"]]]
+        assert row["n"] == "2"
+        assert row["test acc (%)"] == mean_std([r.test_acc for r in runs], 100, 2)
+        assert row["best val NLL"] == mean_std([min(r.curves["val/nll"]) for r in runs], 1, 4)
+        gaps = [r.curves["train_eval/acc"][best_epoch(r)] - r.curves["val/acc"][best_epoch(r)] for r in runs]
+        assert row["gap acc @best (pp)"] == mean_std(gaps, 100, 2)
+        assert row["s / epoch"] == mean_std([statistics.mean(r.curves["time/epoch_s"]) for r in runs], 1, 2)
+    onset = {r["loss"]: r["onset epoch (runs with one)"] for r in rows}
+    assert onset == {"ce": "2.0 (2/2)", "mse": "— (0/2)"}
+
+
+def test_summary_json_holds_the_same_numbers(store: Store) -> None:
+    summary = json.loads(store.result.summary_json.read_text())
+    assert summary["group_by"] == ["loss", "optimizer"]
+    assert summary["counts"] == {"matched": 7, "finished": 4, "superseded": 1, "not_finished": 2}
+    rows = {r["loss"]: r for r in summary["rows"]}
+    for loss, names in KEPT.items():
+        accs = [by_name(n).test_acc for n in names]
+        assert rows[loss]["test_acc"]["mean"] == pytest.approx(statistics.mean(accs))
+        assert rows[loss]["test_acc"]["std"] == pytest.approx(statistics.stdev(accs))
+        assert rows[loss]["n"] == 2
+        assert sorted(rows[loss]["run_ids"]) == sorted(store.run_ids[n] for n in names)
+    assert rows["ce"]["onset_epoch"] == {"mean": 2.0, "std": 0.0, "n": 2}
+    assert rows["mse"]["onset_epoch"] == {"mean": None, "std": None, "n": 0}
+    assert summary["noisy_labels"] is None, "all runs have the same noise rate"
+
+
+def test_unfinished_runs_are_listed_and_never_counted(store: Store) -> None:
+    markdown = store.result.markdown.read_text()
+    unfinished = {r["run"]: r for r in table(markdown, "Not finished")}
+    assert set(unfinished) == {"mse-s2-failed", "ce-s2-running"}
+    assert unfinished["mse-s2-failed"]["status"] == "FAILED"
+    assert unfinished["mse-s2-failed"]["reason"] == FAILURE
+    assert unfinished["mse-s2-failed"]["epochs"] == "3"
+    assert unfinished["ce-s2-running"]["status"] == "RUNNING"
+    assert unfinished["ce-s2-running"]["reason"] == "in progress"
+    used = {r["run"] for r in table(markdown, "Runs used")}
+    assert used == {n for names in KEPT.values() for n in names}
+    assert "other-sweep" not in markdown, "a run of another sweep leaked in"
+    html = store.result.html.read_text()
+    assert '<span class="status FAILED">FAILED</span>' in html and FAILURE in html
+
+
+def test_duplicate_config_hash_keeps_the_newest(store: Store) -> None:
+    markdown = store.result.markdown.read_text()
+    superseded = table(markdown, "Superseded runs")
+    assert superseded == [{"superseded run": "ce-old", "config_hash": "h-ce-0", "kept (newest)": "ce-s0",
+                           "superseded run id": store.run_ids["ce-old"], "kept run id": store.run_ids["ce-s0"]}]
+    assert "superseded by a newer run with the same `config_hash` (h-ce-0)" in section(markdown, "Notes")
+
+
+def test_report_is_logged_to_the_sweep_parent_run(store: Store) -> None:
+    assert store.result.report_run_id == store.sweep_parent_id
+    logged = {Path(a.path).name for a in store.client.list_artifacts(store.sweep_parent_id, "report")}
+    assert {"report.md", "report.html", "report_inline.html", "summary.json", "curves.png", "gap_acc.png",
+            "gap_nll.png"} <= logged
+    assert store.client.get_run(store.sweep_parent_id).info.status == "FINISHED"
+
+
+def test_html_is_self_contained_and_its_images_exist(store: Store) -> None:
+    html = store.result.html.read_text()
+    assert html.startswith("<!DOCTYPE html>") and "<style>" in html and "<table>" in html
+    sources = re.findall(r'<img src="([^"]+)"', html)
+    assert {"curves.png", "gap_acc.png", "gap_nll.png"} <= set(sources)
+    for src in sources:
+        assert not src.startswith(("/", "http")), "images must be referenced by relative path"
+        assert (store.result.out_dir / src).is_file()
+    assert not re.search(r'(?:src|href)="https?://', html), "no external resources"
+    inline = (store.result.out_dir / "report_inline.html").read_text()
+    assert inline.count('<img src="data:image/png;base64,') == len(sources), "figures embedded for MLflow's viewer"
+
+
+def test_noisy_labels_table(store: Store) -> None:
+    markdown = store.noisy.markdown.read_text()
+    rows = table(markdown, "Noisy labels")
+    assert [(r["loss"], r["noise rate"]) for r in rows] == [
+        ("ce", "0.0"), ("ce", "0.4"), ("mae", "0.0"), ("mae", "0.4")]
+    for row in rows:
+        pairs = NOISE_ACC[(row["loss"], float(row["noise rate"]))]
+        assert row["n"] == "2"
+        assert row["test acc @best (%)"] == mean_std([b for b, _ in pairs], 100, 2)
+        assert row["test acc @last (%)"] == mean_std([last for _, last in pairs], 100, 2)
+        assert row["memorisation drop (pp)"] == mean_std([b - last for b, last in pairs], 100, 2)
+    assert (store.noisy.out_dir / "noise.png").is_file()
+    assert 'src="noise.png"' in store.noisy.html.read_text()
+    results = table(markdown, "Results")
+    assert len(results) == 4 and {r["noise rate"] for r in results} == {"0.0", "0.4"}, "noise rates are not mixed"
+    summary = json.loads(store.noisy.summary_json.read_text())
+    assert len(summary["noisy_labels"]) == 4
+
+
+def test_without_a_sweep_the_report_goes_to_one_report_run(store: Store) -> None:
+    run = store.client.get_run(store.noisy.report_run_id)
+    assert run.info.run_name == "report-noisy" and run.info.status == "FINISHED"
+    assert run.data.tags["lossbench.kind"] == "report"
+    reports = store.client.search_runs([store.noisy.experiment_id], "tags.`lossbench.kind` = 'report'")
+    assert len(reports) == 1, "a second report reuses the run"
+    assert f"mlflow ui --backend-store-uri {store.uri}" in store.noisy_stdout
+    assert store.noisy.report_run_id in store.noisy_stdout
+
+
+def test_unknown_experiment_names_the_store_and_lists_experiments(store: Store, capsys: Any) -> None:
+    with pytest.raises(report.ReportError) as error:
+        report.build_report("nope", tracking_uri=store.uri, log_to_mlflow=False)
+    message = str(error.value)
+    assert "'nope' not found" in message and store.uri in message and "'exp'" in message and "'noisy'" in message
+    assert report.main(["--experiment", "nope", "--tracking-uri", store.uri]) == 2
+    assert "'nope' not found" in capsys.readouterr().err
+
+
+def test_a_missing_sqlite_file_is_an_error_not_a_new_store(tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path / 'absent.db'}"
+    with pytest.raises(report.ReportError, match="does not exist"):
+        report.build_report("exp", tracking_uri=uri)
+    assert not (tmp_path / "absent.db").exists()
+
+
+def test_no_matching_runs_says_the_filter(store: Store) -> None:
+    with pytest.raises(report.ReportError) as error:
+        report.build_report("exp", sweep_id="missing", tracking_uri=store.uri, log_to_mlflow=False)
+    message = str(error.value)
+    assert "tags.sweep_id = 'missing'" in message and "sw1, sw2" in message
+
+
+def test_default_tracking_uri(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://tracker:5000")
+    assert report.default_tracking_uri() == "http://tracker:5000"
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    assert report.default_tracking_uri() == "sqlite:///mlflow.db"
+    assert report.default_out_dir("lossbench", "a/b") == Path("reports/lossbench-a_b")
+
+
+def test_select_runs_without_config_hash_keeps_everything() -> None:
+    runs = [report.RunRecord(str(i), f"r{i}", "FINISHED", i) for i in range(3)]
+    selection = report.select_runs([*runs, report.RunRecord("k", "killed", "KILLED", 9)])
+    assert selection.finished == runs and not selection.superseded
+    assert [r.name for r in selection.not_finished] == ["killed"]
+    assert math.isnan(report.Stat.of([]).mean) and report.Stat.of([0.5]).format(100, 2) == "50.00"
+
+
+def test_rows_mixing_other_params_are_flagged_but_seeds_are_not() -> None:
+    def run(i: int, lr: str) -> report.RunRecord:
+        return report.RunRecord(str(i), f"r{i}", "FINISHED", i, params={
+            "seed": str(i), "data.label_noise.seed": str(i), "tracking.run_name": f"r{i}", "optimizer.lr": lr})
+    assert report.varying_params([run(0, "0.001"), run(1, "0.001")]) == []
+    assert report.varying_params([run(0, "0.001"), run(1, "0.1")]) == ["optimizer.lr"]
+
+
+def test_load_runs_pages_through_every_result(store: Store) -> None:
+    experiment_id = store.client.get_experiment_by_name("exp").experiment_id
+    runs = report.load_runs(store.client, experiment_id, report.train_filter(SWEEP), page_size=2)
+    assert [r.name for r in runs] == [r.name for r in SWEEP_RUNS if r.sweep_id == SWEEP]
+    ce_s0 = next(r for r in runs if r.name == "ce-s0")
+    assert list(ce_s0.curves["val/nll"]) == pytest.approx(by_name("ce-s0").curves["val/nll"])
