@@ -17,7 +17,9 @@ from omegaconf import DictConfig, OmegaConf
 
 
 class LossbenchError(Exception):
-    """An error the user can fix; reported as one line, with no traceback."""
+    """An error reported as one line, with no traceback: 2 for bad input, 1 for a run that failed."""
+
+    exit_code = 2
 
 
 class ConfigError(LossbenchError):

@@ -17,13 +17,16 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor, nn
 
+from lossbench.config import LossbenchError
 from lossbench.metrics import confusion_matrix, yardsticks
 
 EVAL_PREFIXES = ("val", "train_eval")  # validation dataloader 0 and 1
 
 
-class DivergenceError(RuntimeError):
+class DivergenceError(LossbenchError):
     """The training loss became NaN or infinite."""
+
+    exit_code = 1
 
     def __init__(self, epoch: int, step: int, value: float):
         self.epoch, self.step, self.value = epoch, step, value

@@ -52,7 +52,8 @@ def sweep_id_of(config: DictConfig) -> str:
     """The sweep's identity: an explicit ``tracking.sweep_id``, else a hash of its command line and sweeper params."""
     if config.tracking.get("sweep_id"):
         return str(config.tracking.sweep_id)
-    params = OmegaConf.to_container(config.hydra.sweeper.get("params") or {}, resolve=False)
+    params = config.hydra.sweeper.get("params")
+    params = OmegaConf.to_container(params, resolve=False) if params is not None else {}
     text = json.dumps({"overrides": sorted(config.hydra.overrides.task), "params": params, "experiment": config.tracking.experiment}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:10]
 
@@ -118,8 +119,13 @@ class SweepCallback(Callback):
         self.tracker, self.parent_id = tracker, parent_id
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        """Print the sweep's screen; exit non-zero when a job failed (after every job has run)."""
         sweep_id = os.environ.get(SWEEP_ID_ENV, "?")
         outcomes = read_outcomes(Path(config.hydra.sweep.dir))
         failed = sum(o["status"] == "failed" for o in outcomes)
-        self.tracker.end(self.parent_id, "FINISHED" if not failed else "FAILED", f"{failed} of {len(outcomes)} jobs failed" if failed else None)
-        print(summary_screen(outcomes, self.tracker.uri, config.tracking.experiment, sweep_id), flush=True)
+        tracker = getattr(self, "tracker", None)
+        if tracker is not None:
+            tracker.end(self.parent_id, "FAILED" if failed else "FINISHED", f"{failed} of {len(outcomes)} jobs failed" if failed else None)
+        print(summary_screen(outcomes, tracker.uri if tracker else config.tracking.uri, config.tracking.experiment, sweep_id), flush=True)
+        if failed:
+            raise SystemExit(1)

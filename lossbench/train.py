@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import signal
 import sys
 import tempfile
 import uuid
+import warnings
 from pathlib import Path
 
 import hydra
@@ -27,8 +29,11 @@ log = logging.getLogger("lossbench")
 OBJECTIVE = "val/acc"  # what a sweep's job returns (Hydra sweepers optimise it)
 
 
-def run(cfg: DictConfig) -> float:
-    """Train and record one configuration; return the last epoch's validation accuracy."""
+def run(cfg: DictConfig, extra_callbacks: list | None = None) -> float:
+    """Train and record one configuration; return the last epoch's validation accuracy.
+
+    ``extra_callbacks`` are added to the Lightning trainer (the benchmark times epochs with one).
+    """
     # 1. Check everything before anything is recorded; config errors answer before the heavy imports.
     validate(cfg)
     import pytorch_lightning as pl
@@ -38,8 +43,9 @@ def run(cfg: DictConfig) -> float:
     from lossbench.data import MNISTFamily
     from lossbench.losses import build_loss
     from lossbench.module import LossbenchModule, curves
-    from lossbench.tracking import CHECKPOINT_TAG, EpochLogger, Tracker
+    from lossbench.tracking import CHECKPOINT_TAG, FIRST_STEP_ENV, EpochLogger, FirstStepMark, Tracker
 
+    quiet_libraries()
     torch.set_num_threads(cfg.threads or sweep.threads_per_job())
     data = MNISTFamily.from_config(cfg.data, seed=cfg.seed)
     data.load()
@@ -65,7 +71,7 @@ def run(cfg: DictConfig) -> float:
     else:
         tracker.reopen(run_id)
     checkpoint_dir = Path(cfg.tracking.checkpoint_dir).resolve() / run_id
-    tracker.set_tags(run_id, {CHECKPOINT_TAG: checkpoint_dir, **{f"noise.{k}": v for k, v in data.noise_report.items()}})
+    tracker.set_tags(run_id, {CHECKPOINT_TAG: checkpoint_dir, "threads": torch.get_num_threads(), **{f"noise.{k}": v for k, v in data.noise_report.items()}})
 
     # 3. Train. The run ends FINISHED, FAILED (with the reason) or KILLED, whatever happens.
     with recorded(tracker, run_id):
@@ -73,7 +79,9 @@ def run(cfg: DictConfig) -> float:
         net = instantiate(cfg.model.net)
         module = LossbenchModule(net, loss, optimizer, scheduler, num_classes=cfg.data.num_classes)
         best = pl.callbacks.ModelCheckpoint(dirpath=checkpoint_dir, filename="best", monitor=cfg.checkpoint.monitor, mode=cfg.checkpoint.mode, save_last=True)
-        callbacks = [EpochLogger(tracker, run_id), best]
+        callbacks = [EpochLogger(tracker, run_id), best, *(extra_callbacks or [])]
+        if os.environ.get(FIRST_STEP_ENV):
+            callbacks.append(FirstStepMark(os.environ[FIRST_STEP_ENV]))  # start-up benchmark probe
         if cfg.early_stopping.enabled:
             es = cfg.early_stopping
             callbacks.append(pl.callbacks.EarlyStopping(monitor=es.monitor, mode=es.mode, patience=es.patience, min_delta=es.min_delta))
@@ -162,6 +170,12 @@ def _interrupted(error: SystemExit) -> bool:
     return isinstance(error.__context__, KeyboardInterrupt) or type(error).__name__ == "SIGTERMException"
 
 
+def quiet_libraries() -> None:
+    """Lightning's start-up banners and a deprecation warning it triggers itself say nothing about the run."""
+    logging.getLogger("pytorch_lightning.utilities.rank_zero").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+
+
 def output_dir() -> str:
     return HydraConfig.get().runtime.output_dir if HydraConfig.initialized() else tempfile.mkdtemp(prefix="lossbench-")
 
@@ -196,7 +210,7 @@ def main(cfg: DictConfig) -> float:
             sweep.record_outcome("failed", None, None, str(e))
             return math.nan
         print(f"lossbench: error: {e}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(e.exit_code)
     except Exception as e:
         if sweep.in_sweep():
             log.exception("job failed")

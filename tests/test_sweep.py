@@ -1,0 +1,91 @@
+"""Sweeps as users launch them: Hydra multirun through real launchers, read back from MLflow."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import read_runs, tiny_overrides
+
+from lossbench.sweep import available_cores
+
+pytestmark = pytest.mark.slow
+ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
+ENV.pop("MLFLOW_TRACKING_URI", None)
+
+
+def sweep(tmp_path: Path, root: Path, *overrides: str, timeout: int = 400) -> subprocess.CompletedProcess:
+    store = tmp_path / "mlflow.db"
+    args = [sys.executable, "-m", "lossbench.train", "-m", *tiny_overrides(root, store, "trainer.max_epochs=1"), *overrides]
+    return subprocess.run(args, cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=timeout)
+
+
+def train_runs(store: Path):
+    client, runs = read_runs(store)
+    return client, [r for r in runs if r.data.tags.get("lossbench.kind") == "train"]
+
+
+@pytest.mark.parametrize("launcher", [[], ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]], ids=["basic", "joblib-2"])
+def test_four_job_sweep_into_a_new_store(tiny_mnist: Path, tmp_path: Path, launcher: list[str]):
+    store = tmp_path / "mlflow.db"
+    assert not store.exists()
+    done = sweep(tmp_path, tiny_mnist, "loss=ce,mae", "optimizer=adam,sgd", *launcher)
+    assert done.returncode == 0, done.stderr[-3000:]
+    client, runs = train_runs(store)
+    assert sorted((r.data.tags["loss"], r.data.tags["optimizer"]) for r in runs) == [("ce", "adam"), ("ce", "sgd"), ("mae", "adam"), ("mae", "sgd")]
+    assert {r.info.status for r in runs} == {"FINISHED"}
+    sweep_ids = {r.data.tags["sweep_id"] for r in runs}
+    assert len(sweep_ids) == 1
+    parent = [r for r in read_runs(store)[1] if r.data.tags.get("lossbench.kind") == "sweep"]
+    assert len(parent) == 1 and parent[0].data.tags["sweep_id"] in sweep_ids and parent[0].info.status == "FINISHED"
+    assert {r.data.tags["mlflow.parentRunId"] for r in runs} == {parent[0].info.run_id}
+    expected_threads = max(1, available_cores() // 2) if launcher else available_cores()
+    assert {r.data.tags["threads"] for r in runs} == {str(expected_threads)}, "jobs x threads must not exceed the cores"
+    assert "4 finished, 0 failed, 0 skipped" in done.stdout and "python -m lossbench.report" in done.stdout
+
+
+def test_submitit_local_sweep_completes(tiny_mnist: Path, tmp_path: Path):
+    done = sweep(tmp_path, tiny_mnist, "loss=ce,mae", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10")
+    assert done.returncode == 0, done.stderr[-3000:]
+    _, runs = train_runs(tmp_path / "mlflow.db")
+    assert sorted(r.data.tags["loss"] for r in runs) == ["ce", "mae"]
+    assert {r.info.status for r in runs} == {"FINISHED"}
+
+
+def test_a_diverging_job_fails_alone_and_the_sweep_goes_on(tiny_mnist: Path, tmp_path: Path):
+    done = sweep(tmp_path, tiny_mnist, "loss=mse_logits,ce,mae", "optimizer=sgd", "optimizer.lr=1e6")
+    assert done.returncode == 1, "a sweep with a failed job must not exit 0"
+    _, runs = train_runs(tmp_path / "mlflow.db")
+    status = {r.data.tags["loss"]: r.info.status for r in runs}
+    assert status == {"mse_logits": "FAILED", "ce": "FINISHED", "mae": "FINISHED"}
+    failed = next(r for r in runs if r.data.tags["loss"] == "mse_logits")
+    assert failed.data.tags["lossbench.failure"].startswith("DivergenceError: diverged: non-finite loss")
+    assert "at epoch 0 step" in failed.data.tags["lossbench.failure"]
+    assert "2 finished, 1 failed" in done.stdout
+
+
+def test_rerunning_a_sweep_skips_finished_jobs_and_reruns_deleted_ones(tiny_mnist: Path, tmp_path: Path):
+    store = tmp_path / "mlflow.db"
+    first = sweep(tmp_path, tiny_mnist, "loss=ce,mae", "optimizer=adam,sgd")
+    assert first.returncode == 0, first.stderr[-3000:]
+    client, runs = train_runs(store)
+    ids = {r.info.run_id for r in runs}
+    assert len(ids) == 4
+
+    second = sweep(tmp_path, tiny_mnist, "loss=ce,mae", "optimizer=adam,sgd")
+    assert second.returncode == 0 and "0 finished, 0 failed, 4 skipped" in second.stdout, second.stdout[-2000:]
+    assert {r.info.run_id for r in train_runs(store)[1]} == ids
+
+    deleted = sorted(ids)[0]
+    client.delete_run(deleted)
+    third = sweep(tmp_path, tiny_mnist, "loss=ce,mae", "optimizer=adam,sgd")
+    assert third.returncode == 0 and "1 finished, 0 failed, 3 skipped" in third.stdout, third.stdout[-2000:]
+    now = {r.info.run_id for r in train_runs(store)[1]}
+    assert len(now) == 4 and ids - now == {deleted} and len(now - ids) == 1
+    assert len({r.data.tags["sweep_id"] for r in train_runs(store)[1]}) == 1, "a re-run sweep keeps its sweep id"
+
+    forced = sweep(tmp_path, tiny_mnist, "loss=ce", "optimizer=adam", "tracking.skip_finished=false")
+    assert forced.returncode == 0 and "1 finished" in forced.stdout
