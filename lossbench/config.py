@@ -30,7 +30,8 @@ class ConfigError(LossbenchError):
 # differ only here are the same experiment (and the same config hash).
 NON_IDENTITY_KEYS = ("tracking", "resume", "threads", "data.root", "data.download", "trainer.enable_progress_bar")
 
-_SECRET_KEY = re.compile(r"pass(word)?|token|secret|api[_-]?key|access[_-]?key|private[_-]?key|credential", re.I)
+# A key is secret when one of its words (split on _ and -) is one of these: api_key, db-password, token.
+_SECRET_WORDS = {"password", "passwd", "pass", "pwd", "token", "secret", "key", "credential", "credentials", "apikey"}
 _URI_CREDENTIALS = re.compile(r"(?P<scheme>[a-z][a-z0-9+.\-]*://)(?P<user>[^:/@\s]+):(?P<password>[^@/\s]+)@", re.I)
 
 
@@ -113,7 +114,7 @@ def flatten(mapping: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str,
 
 def redact(key: str, value: Any) -> Any:
     """Hide secrets before they reach a tracking store: values of secret-looking keys, and passwords in URIs."""
-    if _SECRET_KEY.search(key.rsplit(".", 1)[-1]):
+    if _SECRET_WORDS & set(re.split(r"[_\-]", key.rsplit(".", 1)[-1].lower())):
         return "***"
     if isinstance(value, str):
         return _URI_CREDENTIALS.sub(lambda m: f"{m['scheme']}{m['user']}:***@", value)

@@ -7,11 +7,13 @@ batches (one ``log_batch`` per epoch) with ``step = epoch``; a run always ends F
 
 from __future__ import annotations
 
+import fcntl
 import os
 import socket
 import time
 import uuid
 from collections.abc import Iterable, Mapping
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,17 +50,36 @@ def _sqlite_path(uri: str) -> Path | None:
     return Path(uri[len("sqlite:///") :]) if uri.startswith("sqlite:///") else None
 
 
+_HTTP_VARS_SET_HERE: set[str] = set()
+
+
 def bound_http_waits(timeout_s: float) -> None:
     """Make MLflow give up on an unreachable server after about ``timeout_s`` instead of ~4 minutes.
 
-    Two retries with a 1 s backoff; each request may take a third of what is left. Variables the
-    user already set are kept.
+    Two retries with a 1 s backoff; each request may take a third of what is left. MLflow reads
+    these variables at every request. Variables the user set themselves are kept.
     """
-    per_request = max(1, int((timeout_s - 3) / 3))
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_JITTER", "0")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(per_request))
+    wanted = {
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+        "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+        "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0",
+        "MLFLOW_HTTP_REQUEST_TIMEOUT": str(max(1, int((timeout_s - 3) / 3))),
+    }
+    for name, value in wanted.items():
+        if name not in os.environ or name in _HTTP_VARS_SET_HERE:
+            os.environ[name] = value
+            _HTTP_VARS_SET_HERE.add(name)
+
+
+@contextmanager
+def _store_lock(db: Path):
+    """Serialise SQLite store creation across processes: MLflow's schema set-up races otherwise."""
+    with open(db.with_name(db.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def pid_alive(pid: int) -> bool:
@@ -94,9 +115,10 @@ class Tracker:
         client = MlflowClient(tracking_uri=uri)
         started = time.monotonic()
         try:
-            found = client.get_experiment_by_name(experiment)
-            if found is None:
-                found = cls._create_experiment(client, uri, experiment)
+            with _store_lock(db) if db is not None else nullcontext():
+                found = client.get_experiment_by_name(experiment)
+                if found is None:
+                    found = cls._create_experiment(client, uri, experiment)
         except LossbenchError:
             raise
         except Exception as e:

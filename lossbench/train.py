@@ -152,12 +152,18 @@ class recorded:
     def __exit__(self, kind, error, tb) -> bool:
         signal.signal(signal.SIGTERM, self._previous)
         if error is None:
-            self.tracker.end(self.run_id, "FINISHED")
+            status, reason = "FINISHED", None
         elif isinstance(error, KeyboardInterrupt) or (isinstance(error, SystemExit) and _interrupted(error)):
-            self.tracker.end(self.run_id, "KILLED", "interrupted (SIGINT/SIGTERM); resume with resume=true")
+            status, reason = "KILLED", "interrupted (SIGINT/SIGTERM); continue it with resume=true"
         else:
-            reason = str(error).strip().splitlines()[0] if str(error).strip() else "no message"
-            self.tracker.end(self.run_id, "FAILED", f"{type(error).__name__}: {reason}")
+            first = str(error).strip().splitlines()[0] if str(error).strip() else "no message"
+            status, reason = "FAILED", f"{type(error).__name__}: {first}"
+        try:
+            self.tracker.end(self.run_id, status, reason)
+        except Exception as e:  # the store itself may be what failed: never hide the original error
+            log.error("could not mark run %s %s in %s: %s", self.run_id, status, self.tracker.uri, e)
+            if error is None:
+                raise
         return False
 
 
