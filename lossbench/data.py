@@ -81,13 +81,14 @@ def read_split(dataset: str, root: Path, train: bool, download: bool) -> tuple[T
         raise DataError(f"data.dataset={dataset!r} is not supported: use one of {', '.join(DATASETS)}")
     raw = root / dataset / "raw"
     names = RAW_FILES["train" if train else "test"]
-    missing = [n for n in names if not (raw / n).is_file()]
+    everything = RAW_FILES["train"] + RAW_FILES["test"]  # torchvision loads a split only when all four exist
+    missing = [n for n in everything if not (raw / n).is_file()]
     if missing and download:
         try:
             getattr(torchvision.datasets, dataset)(str(root), train=train, download=True)
         except Exception as e:  # offline, or a mirror is down: say what to do instead
             raise DataError(missing_message(dataset, root, missing) + f" (download failed: {str(e).splitlines()[0]})") from e
-        missing = [n for n in names if not (raw / n).is_file()]
+        missing = [n for n in everything if not (raw / n).is_file()]
     if missing:
         raise DataError(missing_message(dataset, root, missing))
     n_images = _check_idx_file(raw / names[0], ndim=3)
@@ -111,8 +112,11 @@ def import_idx_folder(source: Path, root: Path, dataset: str) -> Path:
         if plain.is_file():
             shutil.copyfile(plain, raw / name)
         elif packed.is_file():
-            with gzip.open(packed, "rb") as src, open(raw / name, "wb") as dst:
-                shutil.copyfileobj(src, dst)
+            try:
+                with gzip.open(packed, "rb") as src, open(raw / name, "wb") as dst:
+                    shutil.copyfileobj(src, dst)
+            except (OSError, EOFError) as e:
+                raise DataError(f"{packed}: cannot be unpacked ({e}); is it a complete gzip file?") from e
         else:
             raise DataError(f"{source}: has neither {name} nor {name}.gz")
         _check_idx_file(raw / name, ndim=3 if "images" in name else 1)
@@ -214,7 +218,8 @@ class MNISTFamily(pl.LightningDataModule):
         n = len(train_labels)
         n_val = self.val_size if isinstance(self.val_size, int) else round(self.val_size * n)
         if not 0 < n_val < n:
-            raise DataError(f"data.val_size={self.val_size} leaves no training data: the training set has {n} images")
+            empty = "validation" if n_val <= 0 else "training"
+            raise DataError(f"data.val_size={self.val_size} leaves the {empty} split empty: the training set has {n} images")
         perm = torch.randperm(n, generator=torch.Generator().manual_seed(self.split_seed))
         val_idx, train_idx = perm[:n_val], perm[n_val:]
         train_y, val_y = train_labels[train_idx], train_labels[val_idx]
