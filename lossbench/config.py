@@ -68,6 +68,7 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("trainer.gradient_clip_val", _optional(lambda v: _is_number(v) and v > 0), "null or a number > 0"),
     ("data.batch_size", _positive_int, "an integer >= 1"),
     ("data.eval_batch_size", _positive_int, "an integer >= 1"),
+    ("data.batches_per_step", _positive_int, "an integer >= 1"),
     ("data.val_size", lambda v: (_positive_int(v)) or (_is_number(v) and not _is_int(v) and 0 < v < 1),
      "a count >= 1 or a fraction in (0, 1)"),
     ("data.train_eval_size", lambda v: _is_int(v) and v >= 0, "an integer >= 0"),

@@ -127,20 +127,31 @@ def import_idx_folder(source: Path, root: Path, dataset: str) -> Path:
 
 
 class ShuffledBatches:
-    """Shuffled mini-batches sliced from in-memory tensors; the order depends only on (seed, epoch)."""
+    """Shuffled mini-batches sliced from in-memory tensors; the order depends only on (seed, epoch).
 
-    def __init__(self, x: Tensor, y: Tensor, batch_size: int, seed: int, epoch: Callable[[], int]):
-        self.x, self.y, self.batch_size, self.seed, self.epoch = x, y, batch_size, seed, epoch
+    Yields chunks: lists of up to ``per_step`` consecutive ``(x, y)`` mini-batches, one chunk per
+    Lightning training step (the module takes an optimizer step per mini-batch).
+    """
+
+    def __init__(self, x: Tensor, y: Tensor, batch_size: int, seed: int, epoch: Callable[[], int], per_step: int = 1):
+        self.x, self.y, self.batch_size, self.seed, self.epoch, self.per_step = x, y, batch_size, seed, epoch, per_step
 
     def __len__(self) -> int:
-        return -(-len(self.y) // self.batch_size)
+        batches = -(-len(self.y) // self.batch_size)
+        return -(-batches // self.per_step)
 
-    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+    def __iter__(self) -> Iterator[list[tuple[Tensor, Tensor]]]:
         generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch())
         order = torch.randperm(len(self.y), generator=generator).to(self.y.device)
+        chunk = []
         for start in range(0, len(order), self.batch_size):
             idx = order[start : start + self.batch_size]
-            yield self.x[idx], self.y[idx]
+            chunk.append((self.x[idx], self.y[idx]))
+            if len(chunk) == self.per_step:
+                yield chunk
+                chunk = []
+        if chunk:
+            yield chunk
 
 
 class Batches:
@@ -183,6 +194,7 @@ class MNISTFamily(pl.LightningDataModule):
         mean: float = 0.1307,
         std: float = 0.3081,
         batch_size: int = 64,
+        batches_per_step: int = 16,
         eval_batch_size: int = 1000,
         val_size: int | float = 5000,
         train_eval_size: int = 5000,
@@ -194,7 +206,7 @@ class MNISTFamily(pl.LightningDataModule):
         super().__init__()
         self.dataset, self.root, self.download = dataset, Path(root).expanduser().resolve(), download
         self.mean, self.std = mean, std
-        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
+        self.batch_size, self.batches_per_step, self.eval_batch_size = batch_size, batches_per_step, eval_batch_size
         self.val_size, self.train_eval_size, self.split_seed, self.shuffle_seed = val_size, train_eval_size, split_seed, shuffle_seed
         self.label_noise = dict(label_noise or {})
         self.num_classes = num_classes
@@ -205,7 +217,7 @@ class MNISTFamily(pl.LightningDataModule):
     def from_config(cls, data_cfg, seed: int) -> MNISTFamily:
         return cls(
             dataset=data_cfg.dataset, root=data_cfg.root, download=data_cfg.download, mean=data_cfg.mean,
-            std=data_cfg.std, batch_size=data_cfg.batch_size, eval_batch_size=data_cfg.eval_batch_size,
+            std=data_cfg.std, batch_size=data_cfg.batch_size, batches_per_step=data_cfg.batches_per_step, eval_batch_size=data_cfg.eval_batch_size,
             val_size=data_cfg.val_size, train_eval_size=data_cfg.train_eval_size, split_seed=data_cfg.split_seed,
             shuffle_seed=seed, label_noise=dict(data_cfg.label_noise), num_classes=data_cfg.num_classes,
         )
@@ -254,7 +266,7 @@ class MNISTFamily(pl.LightningDataModule):
 
     def train_dataloader(self) -> ShuffledBatches:
         s = self.splits
-        return ShuffledBatches(s.train_x, s.train_y, self.batch_size, self.shuffle_seed, self._current_epoch)
+        return ShuffledBatches(s.train_x, s.train_y, self.batch_size, self.shuffle_seed, self._current_epoch, self.batches_per_step)
 
     def val_dataloader(self) -> list[Batches]:
         s = self.splits

@@ -1,5 +1,10 @@
 """The LightningModule: forward, loss, metrics; nothing else.
 
+One Lightning training step carries a *chunk* of mini-batches (``data.batches_per_step``), each
+with its own optimizer step (manual optimization). The model sees exactly the mini-batches, order
+and optimizer steps it would see one per Lightning step; Lightning's own per-step cost (~1-2 ms of
+hooks here, more than a small model's arithmetic) is paid once per chunk instead.
+
 The hot loop stays free of host syncs: the running train loss and accuracy are summed on the
 device and read once per epoch. Evaluation passes keep their logits and compute every yardstick at
 epoch end. ``history`` holds one record per epoch and travels inside checkpoints, so a resumed run
@@ -42,13 +47,14 @@ class LossbenchModule(pl.LightningModule):
         scheduler: Callable[[torch.optim.Optimizer], Any] | None = None,
         scheduler_monitor: str = "val/nll",
         num_classes: int = 10,
-        finite_check_every: int | None = None,
+        gradient_clip_val: float | None = None,
     ):
         super().__init__()
+        self.automatic_optimization = False  # several optimizer steps per Lightning step: see the module docstring
+        self.gradient_clip_val = gradient_clip_val
         self.net, self.loss = net, loss
         self.optimizer_factory, self.scheduler_factory, self.scheduler_monitor = optimizer, scheduler, scheduler_monitor
         self.num_classes = num_classes
-        self.finite_check_every = finite_check_every
         self.history: list[dict[str, float]] = []
         self.test_prefix = "test"
         self.test_results: dict[str, dict[str, float]] = {}
@@ -63,42 +69,48 @@ class LossbenchModule(pl.LightningModule):
         optimizer = self.optimizer_factory(self.parameters())
         if self.scheduler_factory is None:
             return optimizer
-        scheduler = {"scheduler": self.scheduler_factory(optimizer), "interval": "epoch", "monitor": self.scheduler_monitor}
-        return {"optimizer": optimizer, "lr_scheduler": scheduler}
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer)}}
 
     # ------------------------------------------------------------------ training
 
     def on_train_epoch_start(self) -> None:
         self._epoch_start = time.perf_counter()
         self._epoch_lr = self.trainer.optimizers[0].param_groups[0]["lr"]
-        device = self.device
-        self._loss_sum = torch.zeros((), device=device)
-        self._correct = torch.zeros((), device=device, dtype=torch.long)
+        self._loss_sum = torch.zeros((), device=self.device)
+        self._correct = torch.zeros((), device=self.device, dtype=torch.long)
         self._seen = 0
-        self._first_bad_step = torch.full((), -1, device=device, dtype=torch.long)
-        if self.finite_check_every is None:  # a CPU read is free; on a GPU each read is a sync
-            self.finite_check_every = 1 if device.type == "cpu" else 50
 
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        x, y = batch
-        logits = self.net(x)
-        loss = self.loss(logits, y)
-        with torch.no_grad():
-            self._loss_sum += loss.detach().float() * len(y)
-            self._correct += (logits.argmax(dim=1) == y).sum()
-            self._seen += len(y)
-            self._first_bad_step.masked_fill_(~torch.isfinite(loss.detach()) & (self._first_bad_step < 0), self.global_step)
-        if (batch_idx + 1) % self.finite_check_every == 0:
-            self._raise_if_diverged()
-        return loss
+    def training_step(self, batch: list[tuple[Tensor, Tensor]] | tuple[Tensor, Tensor], batch_idx: int) -> None:
+        optimizer = self.optimizers()
+        chunk = [batch] if torch.is_tensor(batch[0]) else batch  # one (x, y) pair, or a chunk of them
+        first_step = self.global_step
+        losses = torch.empty(len(chunk), device=self.device)  # per mini-batch: written on the device, no sync
+        hits = torch.empty(len(chunk), device=self.device, dtype=torch.long)
+        for i, (x, y) in enumerate(chunk):
+            logits = self.net(x)
+            loss = self.loss(logits, y)
+            losses[i] = loss.detach()
+            hits[i] = (logits.argmax(dim=1) == y).sum()
+            optimizer.zero_grad(set_to_none=True)
+            self.manual_backward(loss)
+            if self.gradient_clip_val:
+                self.clip_gradients(optimizer, gradient_clip_val=self.gradient_clip_val, gradient_clip_algorithm="norm")
+            optimizer.step()
+        sizes = [len(y) for _, y in chunk]
+        self._loss_sum += (losses * torch.tensor(sizes, dtype=losses.dtype).to(self.device, non_blocking=True)).sum()
+        self._correct += hits.sum()
+        self._seen += sum(sizes)
+        self._raise_if_diverged(losses, first_step)
 
-    def _raise_if_diverged(self) -> None:
-        step = int(self._first_bad_step)
-        if step >= 0:
-            raise DivergenceError(self.current_epoch, step, float(self._loss_sum))
+    def _raise_if_diverged(self, losses: Tensor, first_step: int) -> None:
+        """One host read per chunk (``data.batches_per_step`` mini-batches): stop at the first non-finite loss."""
+        finite = torch.isfinite(losses)
+        if not bool(finite.all()):
+            bad = int((~finite).nonzero()[0])
+            raise DivergenceError(self.current_epoch, first_step + bad, float(losses[bad]))
 
     def on_train_epoch_end(self) -> None:
-        self._raise_if_diverged()
+        self._step_scheduler()
         train = torch.stack([self._loss_sum / self._seen, self._correct.float() / self._seen]).tolist()
         record = {"epoch": self.current_epoch, "train/loss": train[0], "train/acc": train[1]}
         record.update(self._epoch_eval)
@@ -106,6 +118,16 @@ class LossbenchModule(pl.LightningModule):
         record["time/epoch_s"] = time.perf_counter() - self._epoch_start
         self.history.append(record)
         self.log_dict({"train/loss": train[0], "train/acc": train[1]})
+
+    def _step_scheduler(self) -> None:
+        """Manual optimization steps schedulers itself: once per epoch, plateau ones on the validation yardstick."""
+        scheduler = self.lr_schedulers()
+        if scheduler is None:
+            return
+        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            scheduler.step(self._epoch_eval[self.scheduler_monitor])
+        else:
+            scheduler.step()
 
     # ------------------------------------------------------------------ evaluation
 

@@ -77,7 +77,9 @@ def run(cfg: DictConfig, extra_callbacks: list | None = None) -> float:
     with recorded(tracker, run_id):
         pl.seed_everything(cfg.seed, workers=True, verbose=False)
         net = instantiate(cfg.model.net)
-        module = LossbenchModule(net, loss, optimizer, scheduler, num_classes=cfg.data.num_classes)
+        trainer_cfg = OmegaConf.to_container(cfg.trainer)
+        module = LossbenchModule(net, loss, optimizer, scheduler, num_classes=cfg.data.num_classes,
+                                 gradient_clip_val=trainer_cfg.pop("gradient_clip_val"))
         best = pl.callbacks.ModelCheckpoint(dirpath=checkpoint_dir, filename="best", monitor=cfg.checkpoint.monitor, mode=cfg.checkpoint.mode, save_last=True)
         callbacks = [EpochLogger(tracker, run_id), best, *(extra_callbacks or [])]
         if os.environ.get(FIRST_STEP_ENV):
@@ -85,7 +87,6 @@ def run(cfg: DictConfig, extra_callbacks: list | None = None) -> float:
         if cfg.early_stopping.enabled:
             es = cfg.early_stopping
             callbacks.append(pl.callbacks.EarlyStopping(monitor=es.monitor, mode=es.mode, patience=es.patience, min_delta=es.min_delta))
-        trainer_cfg = OmegaConf.to_container(cfg.trainer)
         progress = trainer_cfg.pop("enable_progress_bar")
         progress = sys.stdout.isatty() if progress is None else progress
         trainer = pl.Trainer(**trainer_cfg, callbacks=callbacks, logger=False, enable_progress_bar=progress,

@@ -131,3 +131,62 @@ def test_every_loss_config_trains_through_the_real_module(loss_yaml: str):
     assert len(module.history) == 3
     assert all(math.isfinite(r["train/loss"]) for r in module.history)
     assert any(not torch.equal(a, b) for a, b in zip(before, module.parameters())), "no parameter moved"
+
+
+def _curves(store: Path, run) -> dict[str, list[float]]:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{store}")
+    keys = ["train/loss", "train/acc", "val/nll", "val/acc", "train_eval/nll", "lr"]
+    return {k: [m.value for m in sorted(client.get_metric_history(run.info.run_id, k), key=lambda m: m.step)] for k in keys}
+
+
+def test_chunked_steps_train_exactly_like_one_batch_per_step(tiny_mnist: Path, tmp_path: Path):
+    """data.batches_per_step only amortises Lightning's overhead: same batches, same order, same numbers."""
+    results = {}
+    for per_step in (1, 3, 16):
+        store = tmp_path / f"s{per_step}" / "mlflow.db"
+        store.parent.mkdir()
+        run(compose(*tiny_overrides(tiny_mnist, store, "model=mlp", f"data.batches_per_step={per_step}", "data.batch_size=32")))
+        results[per_step] = _curves(store, read_runs(store)[1][0])
+    # The running train/loss is summed per chunk, then per epoch: float32 rounding differs in the 7th digit.
+    running = {k: results[k].pop("train/loss") for k in results}
+    assert results[1] == results[3] == results[16], "weights and every evaluation must be bit-identical"
+    assert running[3] == pytest.approx(running[1], rel=1e-6) and running[16] == pytest.approx(running[1], rel=1e-6)
+
+
+@pytest.mark.parametrize(
+    "scheduler, expected_lr",
+    [
+        (["scheduler=none"], [1e-3, 1e-3, 1e-3]),
+        (["scheduler=step", "scheduler.step_size=1", "scheduler.gamma=0.5"], [1e-3, 5e-4, 2.5e-4]),
+        (["scheduler=cosine"], [1e-3, 1e-3 * (1 + math.cos(math.pi / 3)) / 2, 1e-3 * (1 + math.cos(2 * math.pi / 3)) / 2]),
+    ],
+)
+def test_schedulers_step_once_per_epoch(tiny_mnist: Path, tmp_path: Path, scheduler: list[str], expected_lr: list[float]):
+    store = tmp_path / "mlflow.db"
+    run(compose(*tiny_overrides(tiny_mnist, store, "trainer.max_epochs=3", *scheduler)))
+    assert _curves(store, read_runs(store)[1][0])["lr"] == pytest.approx(expected_lr)
+
+
+def test_plateau_scheduler_cuts_the_rate_when_val_nll_stalls(tiny_mnist: Path, tmp_path: Path):
+    store = tmp_path / "mlflow.db"
+    # patience 0 and a tiny threshold: any epoch that does not improve val/nll by 50% cuts the rate.
+    run(compose(*tiny_overrides(tiny_mnist, store, "trainer.max_epochs=4", "scheduler=plateau", "scheduler.patience=0",
+                                "+scheduler.threshold=0.5", "scheduler.factor=0.1")))
+    curves = _curves(store, read_runs(store)[1][0])
+    nll, lr = curves["val/nll"], curves["lr"]
+    for epoch in range(1, 4):  # the rate an epoch trains with follows the previous epochs' val/nll
+        improved = nll[epoch - 1] < min(nll[: epoch - 1], default=math.inf) * 0.5
+        assert lr[epoch] == pytest.approx(lr[epoch - 1] if improved else lr[epoch - 1] * 0.1)
+
+
+def test_gradient_clipping_runs_under_manual_optimization(tiny_mnist: Path, tmp_path: Path):
+    store = tmp_path / "mlflow.db"
+    run(compose(*tiny_overrides(tiny_mnist, store, "trainer.gradient_clip_val=0.01", "optimizer=sgd", "optimizer.momentum=0.0", "optimizer.lr=1.0")))
+    unclipped = tmp_path / "u" / "mlflow.db"
+    unclipped.parent.mkdir()
+    run(compose(*tiny_overrides(tiny_mnist, unclipped, "optimizer=sgd", "optimizer.momentum=0.0", "optimizer.lr=1.0")))
+    clipped_loss = _curves(store, read_runs(store)[1][0])["train/loss"]
+    free_loss = _curves(unclipped, read_runs(unclipped)[1][0])["train/loss"]
+    assert clipped_loss != free_loss and all(math.isfinite(v) for v in clipped_loss)
