@@ -72,6 +72,7 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("data.val_size", lambda v: (_positive_int(v)) or (_is_number(v) and not _is_int(v) and 0 < v < 1),
      "a count >= 1 or a fraction in (0, 1)"),
     ("data.train_eval_size", lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+    ("data.train_size", _optional(_positive_int), "null or an integer >= 1"),
     ("data.std", lambda v: _is_number(v) and v > 0, "a number > 0"),
     ("data.num_classes", lambda v: _is_int(v) and v >= 2, "an integer >= 2"),
     ("data.label_noise.rate", _probability, "a probability in [0, 1)"),

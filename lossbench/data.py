@@ -197,6 +197,7 @@ class MNISTFamily(pl.LightningDataModule):
         batches_per_step: int = 16,
         eval_batch_size: int = 1000,
         val_size: int | float = 5000,
+        train_size: int | None = None,
         train_eval_size: int = 5000,
         split_seed: int = 0,
         shuffle_seed: int = 0,
@@ -207,7 +208,8 @@ class MNISTFamily(pl.LightningDataModule):
         self.dataset, self.root, self.download = dataset, Path(root).expanduser().resolve(), download
         self.mean, self.std = mean, std
         self.batch_size, self.batches_per_step, self.eval_batch_size = batch_size, batches_per_step, eval_batch_size
-        self.val_size, self.train_eval_size, self.split_seed, self.shuffle_seed = val_size, train_eval_size, split_seed, shuffle_seed
+        self.val_size, self.train_size, self.train_eval_size = val_size, train_size, train_eval_size
+        self.split_seed, self.shuffle_seed = split_seed, shuffle_seed
         self.label_noise = dict(label_noise or {})
         self.num_classes = num_classes
         self.splits: Splits | None = None
@@ -218,7 +220,8 @@ class MNISTFamily(pl.LightningDataModule):
         return cls(
             dataset=data_cfg.dataset, root=data_cfg.root, download=data_cfg.download, mean=data_cfg.mean,
             std=data_cfg.std, batch_size=data_cfg.batch_size, batches_per_step=data_cfg.batches_per_step, eval_batch_size=data_cfg.eval_batch_size,
-            val_size=data_cfg.val_size, train_eval_size=data_cfg.train_eval_size, split_seed=data_cfg.split_seed,
+            val_size=data_cfg.val_size, train_size=data_cfg.train_size, train_eval_size=data_cfg.train_eval_size,
+            split_seed=data_cfg.split_seed,
             shuffle_seed=seed, label_noise=dict(data_cfg.label_noise), num_classes=data_cfg.num_classes,
         )
 
@@ -234,6 +237,8 @@ class MNISTFamily(pl.LightningDataModule):
             raise DataError(f"data.val_size={self.val_size} leaves the {empty} split empty: the training set has {n} images")
         perm = torch.randperm(n, generator=torch.Generator().manual_seed(self.split_seed))
         val_idx, train_idx = perm[:n_val], perm[n_val:]
+        if self.train_size is not None:  # a fixed subset, the same for every run seed
+            train_idx = train_idx[: self.train_size]
         train_y, val_y = train_labels[train_idx], train_labels[val_idx]
         rate = float(self.label_noise.get("rate", 0.0))
         if rate > 0:

@@ -49,9 +49,14 @@ def run(cfg: DictConfig, extra_callbacks: list | None = None) -> float:
     torch.set_num_threads(cfg.threads or sweep.threads_per_job())
     data = MNISTFamily.from_config(cfg.data, seed=cfg.seed)
     data.load()
-    loss = build_loss(cfg.loss, cfg.data.num_classes)
-    optimizer = instantiate({k: v for k, v in cfg.optimizer.items() if k != "name"})
-    scheduler = instantiate({k: v for k, v in cfg.scheduler.items() if k != "name"}) if "_target_" in cfg.scheduler else None
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    net = built("model", lambda: instantiate(cfg.model.net))
+    loss = built("loss", lambda: build_loss(cfg.loss, cfg.data.num_classes))
+    optimizer = built("optimizer", lambda: instantiate({k: v for k, v in cfg.optimizer.items() if k != "name"}))
+    scheduler = built("scheduler", lambda: instantiate({k: v for k, v in cfg.scheduler.items() if k != "name"})) if "_target_" in cfg.scheduler else None
+    probe = built("optimizer", lambda: optimizer([torch.nn.Parameter(torch.zeros(1))]))  # bad keywords fail now, not mid-fit
+    if scheduler is not None:
+        built("scheduler", lambda: scheduler(probe))
     tracker = Tracker.connect(cfg.tracking.uri, cfg.tracking.experiment, cfg.tracking.timeout_s)
 
     # 2. Skip, resume, or start a run of this exact config.
@@ -75,8 +80,6 @@ def run(cfg: DictConfig, extra_callbacks: list | None = None) -> float:
 
     # 3. Train. The run ends FINISHED, FAILED (with the reason) or KILLED, whatever happens.
     with recorded(tracker, run_id):
-        pl.seed_everything(cfg.seed, workers=True, verbose=False)
-        net = instantiate(cfg.model.net)
         trainer_cfg = OmegaConf.to_container(cfg.trainer)
         module = LossbenchModule(net, loss, optimizer, scheduler, num_classes=cfg.data.num_classes,
                                  gradient_clip_val=trainer_cfg.pop("gradient_clip_val"))
@@ -110,6 +113,18 @@ def run(cfg: DictConfig, extra_callbacks: list | None = None) -> float:
     sweep.record_outcome("finished", run_id, objective)
     log.info("run %s finished: test/acc %.4f (best checkpoint), %.4f (last epoch); %s", run_id, results["test/acc"], results["test_last/acc"], tracker.uri)
     return objective
+
+
+def built(group: str, build):
+    """Build one piece of the config; a failure becomes a one-line ConfigError naming its group."""
+    try:
+        return build()
+    except LossbenchError:
+        raise
+    except Exception as e:
+        cause = e.__cause__ or e  # Hydra wraps the constructor's own error
+        message = " ".join(str(cause).split())[:400]
+        raise ConfigError(f"{group}: cannot be built from its config: {type(cause).__name__}: {message}") from e
 
 
 def resume_point(cfg: DictConfig, tracker, identity: str) -> tuple[str | None, str | None]:

@@ -86,6 +86,17 @@ def test_val_size_as_a_fraction_of_the_training_file(indexed, fraction, n_val):
     assert family(root, val_size=fraction).sizes == {"train": N_TRAIN - n_val, "val": n_val, "test": N_TEST, "train_eval": 50}
 
 
+def test_train_size_caps_the_training_split_with_the_same_images_for_every_run_seed(indexed):
+    root, _ = indexed
+    full = family(root, shuffle_seed=0).load()
+    capped = [family(root, train_size=120, shuffle_seed=seed) for seed in (0, 7)]
+    assert [dm.sizes["train"] for dm in capped] == [120, 120]
+    first, second = (origin(dm.load().train_x) for dm in capped)
+    assert first.tolist() == second.tolist() == origin(full.train_x)[:120].tolist()
+    assert set(origin(capped[0].load().train_x[capped[0].load().train_eval_idx])) <= set(first.tolist())
+    assert origin(capped[0].load().val_x).tolist() == origin(full.val_x).tolist(), "validation is unchanged"
+
+
 @pytest.mark.parametrize("val_size", [600, 10_000, 0.0001, 0.9999])
 def test_val_size_leaving_a_split_empty_is_a_data_error(indexed, val_size):
     root, _ = indexed

@@ -87,6 +87,23 @@ def test_bad_values_are_rejected_naming_the_key_before_anything_is_recorded(tiny
     assert not store.exists()
 
 
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["optimizer=adam", "+optimizer.momentum=0.9"], "optimizer: cannot be built from its config: TypeError: Adam.__init__() got an unexpected keyword argument 'momentum'"),
+        (["loss.criterion._target_=torch.nn.NoSuchLoss"], "loss: cannot be built from its config: ImportError: Error loading 'torch.nn.NoSuchLoss'"),
+        (["model=mlp", "+model.net.widthh=3"], "model: cannot be built from its config: TypeError: MLP.__init__() got an unexpected keyword argument 'widthh'"),
+        (["scheduler=step", "+scheduler.foo=3"], "scheduler: cannot be built from its config: TypeError: StepLR.__init__() got an unexpected keyword argument 'foo'"),
+    ],
+)
+def test_pieces_that_cannot_be_built_fail_before_a_run_exists(tiny_mnist: Path, tmp_path: Path, overrides, message):
+    store = tmp_path / "mlflow.db"
+    with pytest.raises(ConfigError) as e:
+        run(compose(*tiny_overrides(tiny_mnist, store, *overrides)))
+    assert str(e.value).startswith(message)
+    assert not store.exists()
+
+
 def test_missing_data_names_files_path_and_fix_and_leaves_no_run(tmp_path: Path):
     from lossbench.data import DataError
 
