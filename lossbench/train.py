@@ -39,13 +39,16 @@ def run(cfg: DictConfig, extra_callbacks: list | None = None) -> float:
     import pytorch_lightning as pl
     import torch
 
-    from lossbench import analysis, plots, sweep
+    from lossbench import analysis, sweep
     from lossbench.data import MNISTFamily
     from lossbench.losses import build_loss
     from lossbench.module import LossbenchModule, curves
     from lossbench.tracking import CHECKPOINT_TAG, FIRST_STEP_ENV, EpochLogger, FirstStepMark, Tracker
 
     quiet_libraries()
+    # Lightning makes torch's CUDA check go through NVML so that forked DataLoader workers stay safe.
+    # lossbench forks no workers, and through NVML every optimizer step pays ~50 us to ask for CUDA.
+    os.environ.pop("PYTORCH_NVML_BASED_CUDA_CHECK", None)
     torch.set_num_threads(cfg.threads or sweep.threads_per_job())
     data = MNISTFamily.from_config(cfg.data, seed=cfg.seed)
     data.load()
@@ -108,7 +111,7 @@ def run(cfg: DictConfig, extra_callbacks: list | None = None) -> float:
         results = {**module.test_results["test"], **module.test_results["test_last"], **summary}
         tracker.log_metrics(run_id, {k: v for k, v in results.items() if v is not None and not math.isnan(v)})
         tracker.set_tags(run_id, {"onset_epoch": summary.get("summary/onset_epoch", "none")})
-        record_artifacts(tracker, run_id, cfg, history, summary, module, plots)
+        record_artifacts(tracker, run_id, cfg, history, summary, module)
     objective = history[OBJECTIVE][-1] if history.get(OBJECTIVE) else math.nan
     sweep.record_outcome("finished", run_id, objective)
     log.info("run %s finished: test/acc %.4f (best checkpoint), %.4f (last epoch); %s", run_id, results["test/acc"], results["test_last/acc"], tracker.uri)
@@ -202,8 +205,10 @@ def output_dir() -> str:
     return HydraConfig.get().runtime.output_dir if HydraConfig.initialized() else tempfile.mkdtemp(prefix="lossbench-")
 
 
-def record_artifacts(tracker, run_id: str, cfg: DictConfig, history, summary, module, plots) -> None:
+def record_artifacts(tracker, run_id: str, cfg: DictConfig, history, summary, module) -> None:
     """Learning curves, confusion matrix, the resolved config and the Hydra overrides, as run artifacts."""
+    from lossbench import plots  # matplotlib: imported after training, not before the first step
+
     out = Path(output_dir())
     (out / "config.resolved.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(resolved(cfg))))
     tracker.log_artifact(run_id, out / "config.resolved.yaml")
