@@ -123,6 +123,21 @@ def redact(key: str, value: Any) -> Any:
     return value
 
 
+def redact_tree(tree: Any, key: str = "") -> Any:
+    """:func:`redact` applied to every leaf of a nested config container."""
+    if isinstance(tree, Mapping):
+        return {k: redact_tree(v, f"{key}.{k}" if key else str(k)) for k, v in tree.items()}
+    if isinstance(tree, list):
+        return [redact_tree(v, key) for v in tree]
+    return redact(key, tree)
+
+
+def redact_override(override: str) -> str:
+    """A command-line override ``key=value`` with its value redacted as a param would be."""
+    key, sep, value = override.partition("=")
+    return f"{key}{sep}{redact(key.lstrip('+~'), value)}" if sep else override
+
+
 def resolved(cfg: DictConfig) -> dict[str, Any]:
     """The config as plain containers, interpolations resolved (without Hydra's own node)."""
     container = OmegaConf.to_container(cfg, resolve=True)

@@ -8,8 +8,11 @@ batches (one ``log_batch`` per epoch) with ``step = epoch``; a run always ends F
 from __future__ import annotations
 
 import fcntl
+import functools
 import os
+import signal
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Iterable, Mapping
@@ -71,6 +74,33 @@ def bound_http_waits(timeout_s: float) -> None:
             _HTTP_VARS_SET_HERE.add(name)
 
 
+_HOLDING: list[bool] = []  # non-empty while a write holds interrupts
+
+
+@contextmanager
+def deferred_interrupts():
+    """Hold SIGINT/SIGTERM until a store write is done, then raise KeyboardInterrupt.
+
+    An interrupt inside an SQLite write leaves its connection holding the write lock, so the run
+    could not be marked KILLED afterwards. Only the main thread can hold signals; elsewhere this is
+    a no-op.
+    """
+    if threading.current_thread() is not threading.main_thread() or _HOLDING:
+        yield  # not ours to hold, or an outer write already holds them
+        return
+    caught: list[int] = []
+    previous = {sig: signal.signal(sig, lambda signum, frame: caught.append(signum)) for sig in (signal.SIGINT, signal.SIGTERM)}
+    _HOLDING.append(True)
+    try:
+        yield
+    finally:
+        _HOLDING.pop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if caught:
+            raise KeyboardInterrupt(f"signal {caught[0]} (held during a tracking write)")
+
+
 @contextmanager
 def _store_lock(db: Path):
     """Serialise SQLite store creation across processes: MLflow's schema set-up races otherwise."""
@@ -90,6 +120,17 @@ def pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def _held(method):
+    """Run a Tracker write with interrupts held (see :func:`deferred_interrupts`)."""
+
+    @functools.wraps(method)
+    def wrapper(*args, **kwargs):
+        with deferred_interrupts():
+            return method(*args, **kwargs)
+
+    return wrapper
 
 
 @dataclass
@@ -112,10 +153,10 @@ class Tracker:
                 raise TrackingError(f"tracking store {uri}: {db if db.exists() else db.parent} is not writable; fix its permissions or set tracking.uri=")
         else:
             bound_http_waits(timeout_s)
-        client = MlflowClient(tracking_uri=uri)
         started = time.monotonic()
         try:
-            with _store_lock(db) if db is not None else nullcontext():
+            with _store_lock(db) if db is not None else nullcontext():  # MLflow creates the schema in the client's constructor
+                client = MlflowClient(tracking_uri=uri)
                 found = client.get_experiment_by_name(experiment)
                 if found is None:
                     found = cls._create_experiment(client, uri, experiment)
@@ -174,26 +215,31 @@ class Tracker:
 
     # ------------------------------------------------------------------ one run
 
+    @_held
     def create_run(self, name: str, tags: Mapping[str, str], params: Mapping[str, Any]) -> str:
         tags = {**tags, KIND_TAG: "train", "lossbench.host": socket.gethostname(), "lossbench.pid": str(os.getpid())}
         run = self.client.create_run(self.experiment_id, run_name=name, tags={k: str(v) for k, v in tags.items()})
         self.log_params(run.info.run_id, params)
         return run.info.run_id
 
+    @_held
     def reopen(self, run_id: str) -> None:
         """Continue an ended run (resume): RUNNING again, owned by this process."""
         self.client.update_run(run_id, status="RUNNING")
         self.set_tags(run_id, {"lossbench.host": socket.gethostname(), "lossbench.pid": str(os.getpid()), FAILURE_TAG: ""})
 
+    @_held
     def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
         items = [Param(k, str(redact(k, v))[:6000]) for k, v in params.items()]
         for i in range(0, len(items), _BATCH):
             self.client.log_batch(run_id, params=items[i : i + _BATCH])
 
+    @_held
     def set_tags(self, run_id: str, tags: Mapping[str, Any]) -> None:
         if tags:
             self.client.log_batch(run_id, tags=[RunTag(k, str(redact(k, v))) for k, v in tags.items()])
 
+    @_held
     def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int = 0) -> None:
         now = int(time.time() * 1000)
         items = [Metric(k, float(v), now, step) for k, v in metrics.items()]
@@ -203,9 +249,11 @@ class Tracker:
     def logged_epochs(self, run_id: str, key: str = "val/loss") -> set[int]:
         return {m.step for m in self.client.get_metric_history(run_id, key)}
 
+    @_held
     def log_artifact(self, run_id: str, path: Path, artifact_path: str | None = None) -> None:
         self.client.log_artifact(run_id, str(path), artifact_path)
 
+    @_held
     def end(self, run_id: str, status: str, reason: str | None = None) -> None:
         if reason:
             self.set_tags(run_id, {FAILURE_TAG: reason[:5000]})
@@ -213,50 +261,48 @@ class Tracker:
 
 
 class EpochLogger(pl.Callback):
-    """Writes each epoch's record to MLflow in one batch, after the checkpoint that holds it is saved.
+    """Writes each epoch's record to MLflow in one batch, once the checkpoint that holds it is on disk.
 
-    Lightning saves ``last.ckpt`` at the end of each epoch, after the module appends the epoch to its
-    history; this callback flushes the history at the start of the next epoch and at the end of
-    training. So a resumed run re-sends exactly the epochs the store lacks: no epoch is missing or
-    logged twice.
+    Lightning writes ``last.ckpt`` at the end of each epoch, after the module appends the epoch to
+    its history; this callback flushes the history at the start of the next epoch and at the end of
+    training. After an exception it flushes only the epochs ``last.ckpt`` holds. So a resumed run
+    re-sends exactly the epochs the store lacks: no epoch is missing or logged twice.
     """
 
-    def __init__(self, tracker: Tracker, run_id: str):
-        self.tracker, self.run_id = tracker, run_id
+    def __init__(self, tracker: Tracker, run_id: str, checkpoint_dir: Path):
+        self.tracker, self.run_id, self.last_checkpoint = tracker, run_id, Path(checkpoint_dir) / "last.ckpt"
         self.logged: set[int] = set()
-        self.saved_through = -1
 
     def on_fit_start(self, trainer, pl_module) -> None:
         self.logged = self.tracker.logged_epochs(self.run_id)
-        self.saved_through = len(pl_module.history) - 1  # what the resumed checkpoint holds
-        self.flush(pl_module)
-
-    def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
-        self.saved_through = max(self.saved_through, len(pl_module.history) - 1)
+        self.flush(pl_module.history)  # a resumed checkpoint's epochs the store may lack
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
-        self.flush(pl_module)
+        self.flush(pl_module.history)
 
     def on_train_end(self, trainer, pl_module) -> None:
-        self.flush(pl_module, through=len(pl_module.history) - 1)
+        self.flush(pl_module.history)
 
     def on_exception(self, trainer, pl_module, exception) -> None:
-        self.flush(pl_module)
+        self.flush(pl_module.history[: self._epochs_on_disk()])
 
-    def flush(self, pl_module, through: int | None = None) -> None:
-        """Log the epochs up to ``through`` (default: the last checkpointed one) not yet in the store."""
-        last = self.saved_through if through is None else through
+    def _epochs_on_disk(self) -> int:
+        try:
+            import torch
+
+            return len(torch.load(self.last_checkpoint, map_location="cpu", weights_only=True).get("lossbench_history", []))
+        except Exception:  # no checkpoint yet, or one cut off mid-write
+            return 0
+
+    def flush(self, records: list[dict[str, float]]) -> None:
+        """Log the records whose epoch is not in the store yet, in batches of up to 1000 points."""
         now = int(time.time() * 1000)
-        batch = [
-            Metric(key, float(value), now, record["epoch"])
-            for record in pl_module.history[: last + 1]
-            if record["epoch"] not in self.logged
-            for key, value in record.items()
-            if key != "epoch"
-        ]
-        for i in range(0, len(batch), 1000):
-            self.tracker.client.log_batch(self.run_id, metrics=batch[i : i + 1000])
-        self.logged.update(r["epoch"] for r in pl_module.history[: last + 1])
+        batch = [Metric(key, float(value), now, r["epoch"]) for r in records if r["epoch"] not in self.logged
+                 for key, value in r.items() if key != "epoch"]
+        with deferred_interrupts():  # a held interrupt is raised only after `logged` says what landed
+            for i in range(0, len(batch), 1000):
+                self.tracker.client.log_batch(self.run_id, metrics=batch[i : i + 1000])
+            self.logged.update(r["epoch"] for r in records)
 
 
 class FirstStepMark(pl.Callback):

@@ -22,7 +22,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from lossbench.config import ConfigError, LossbenchError, config_hash, flatten, resolved, validate
+from lossbench.config import ConfigError, LossbenchError, config_hash, flatten, redact_override, redact_tree, resolved, validate
 from lossbench.paths import conf_dir
 
 log = logging.getLogger("lossbench")
@@ -87,7 +87,7 @@ def run(cfg: DictConfig, extra_callbacks: list | None = None) -> float:
         module = LossbenchModule(net, loss, optimizer, scheduler, num_classes=cfg.data.num_classes,
                                  gradient_clip_val=trainer_cfg.pop("gradient_clip_val"))
         best = pl.callbacks.ModelCheckpoint(dirpath=checkpoint_dir, filename="best", monitor=cfg.checkpoint.monitor, mode=cfg.checkpoint.mode, save_last=True)
-        callbacks = [EpochLogger(tracker, run_id), best, *(extra_callbacks or [])]
+        callbacks = [EpochLogger(tracker, run_id, checkpoint_dir), best, *(extra_callbacks or [])]
         if os.environ.get(FIRST_STEP_ENV):
             callbacks.append(FirstStepMark(os.environ[FIRST_STEP_ENV]))  # start-up benchmark probe
         if cfg.early_stopping.enabled:
@@ -151,9 +151,12 @@ def resume_point(cfg: DictConfig, tracker, identity: str) -> tuple[str | None, s
         raise ConfigError(f"resume={cfg.resume!r}: no such checkpoint file")
     run_id = Path(path).resolve().parent.name
     try:
-        tracker.client.get_run(run_id)
+        found = tracker.client.get_run(run_id)
     except Exception as e:
         raise ConfigError(f"resume={cfg.resume!r}: its folder name {run_id!r} is not a run of this tracking store") from e
+    if found.data.tags.get("config_hash") != identity:
+        raise ConfigError(f"resume={cfg.resume!r}: run {run_id} was trained with another config "
+                          f"(config_hash {found.data.tags.get('config_hash')}, this one {identity}); resume it with its own overrides")
     torch.load(path, map_location="cpu", weights_only=True)  # refuse pickled objects before reopening the run
     return run_id, str(path)
 
@@ -210,11 +213,12 @@ def record_artifacts(tracker, run_id: str, cfg: DictConfig, history, summary, mo
     from lossbench import plots  # matplotlib: imported after training, not before the first step
 
     out = Path(output_dir())
-    (out / "config.resolved.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(resolved(cfg))))
+    (out / "config.resolved.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(redact_tree(resolved(cfg)))))
     tracker.log_artifact(run_id, out / "config.resolved.yaml")
-    hydra_dir = out / ".hydra"
-    if (hydra_dir / "overrides.yaml").is_file():
-        tracker.log_artifact(run_id, hydra_dir / "overrides.yaml")
+    if HydraConfig.initialized():  # the command line, with secrets hidden like every param
+        overrides = [redact_override(o) for o in HydraConfig.get().overrides.task]
+        (out / "overrides.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(overrides)))
+        tracker.log_artifact(run_id, out / "overrides.yaml")
     if cfg.analysis.figures:
         onset = summary.get("summary/onset_epoch")
         title = f"{cfg.loss.name} / {cfg.optimizer.name} / {cfg.model.name} / seed {cfg.seed}"

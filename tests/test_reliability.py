@@ -1,0 +1,655 @@
+"""Reliability: faults injected for real, and what the MLflow store and the checkpoints say afterwards.
+
+No mocks: a loss that turns NaN (tests/faults.py), real SIGINT/SIGTERM/SIGKILL sent to real
+``python -m lossbench.train`` processes, four processes creating one SQLite store at once, a closed
+port and a server socket that never answers, secrets on the command line. docs/reliability.md has
+the table of trials and outcomes.
+
+``LOSSBENCH_TRIALS=N`` repeats each fault of the slow tests N times inside one test (default 1).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from conftest import compose, read_runs, tiny_overrides
+
+TESTS = Path(__file__).resolve().parent
+TRIALS = max(1, int(os.environ.get("LOSSBENCH_TRIALS", "1")))
+
+EPOCH_METRICS = [
+    "train/loss", "train/acc", "val/loss", "val/acc", "val/nll", "val/ece",
+    "train_eval/loss", "train_eval/acc", "train_eval/nll", "train_eval/ece", "lr", "time/epoch_s",
+]
+FINAL_METRICS = ["test/loss", "test/acc", "test/nll", "test/ece", "test_last/loss", "test_last/acc"]
+HTTP_VARS = ["MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR",
+             "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER", "MLFLOW_HTTP_REQUEST_TIMEOUT"]
+
+# 600 training images, 100 held out for validation, batch 64: 8 optimizer steps per epoch.
+NAN_AT_CALL_12 = ["loss=ce", "loss.name=nanafter", "loss.criterion._target_=faults.NaNAfter", "+loss.criterion.after=12"]
+SLOW = ["loss=ce", "loss.name=slowce", "loss.criterion._target_=faults.SlowCE", "+loss.criterion.delay_s=0.08",
+        "trainer.max_epochs=5", "threads=1"]
+
+
+def cli_env() -> dict[str, str]:
+    """The environment of a user's shell: faults importable, no tracking settings leaking in from tests."""
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI" and k not in HTTP_VARS}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TESTS), env.get("PYTHONPATH")]))
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def train(*overrides: str, cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "lossbench.train", *overrides], cwd=cwd, env=cli_env(),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def start_training(*overrides: str, cwd: Path, log: Path) -> subprocess.Popen:
+    with open(log, "wb") as out:
+        return subprocess.Popen([sys.executable, "-m", "lossbench.train", *overrides], cwd=cwd, env=cli_env(),
+                                stdout=out, stderr=subprocess.STDOUT)
+
+
+def epochs_of(client, run_id: str, key: str = "val/loss") -> list[int]:
+    return sorted(m.step for m in client.get_metric_history(run_id, key))
+
+
+def assert_complete_curves(client, run_id: str, epochs: int) -> None:
+    """Every per-epoch key has exactly one point per epoch 0..epochs-1: nothing missing, nothing twice."""
+    for key in EPOCH_METRICS:
+        steps = epochs_of(client, run_id, key)
+        assert steps == list(range(epochs)), f"{key}: steps {steps}"
+
+
+def wait_for_epochs(proc: subprocess.Popen, store: Path, checkpoints: Path, log: Path, epochs: int = 2,
+                    timeout: float = 240) -> str:
+    """Poll until the run in ``store`` has ``val/loss`` for ``epochs`` epochs; return its run id.
+
+    The store is read only once the run's checkpoint folder exists: the run exists then, so the
+    schema is complete (a reader opening a half-created SQLite store would race on its schema).
+    """
+    deadline = time.monotonic() + timeout
+    client = None
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"training exited early with {proc.returncode}:\n{log.read_text()[-3000:]}")
+        runs_dirs = [d for d in checkpoints.iterdir() if d.is_dir()] if checkpoints.is_dir() else []
+        if runs_dirs:
+            run_id = runs_dirs[0].name
+            if client is None:
+                from mlflow.tracking import MlflowClient
+
+                client = MlflowClient(f"sqlite:///{store}")
+            if len(epochs_of(client, run_id)) >= epochs:
+                return run_id
+        time.sleep(0.2)
+    proc.kill()
+    raise AssertionError(f"no {epochs} epochs within {timeout} s:\n{log.read_text()[-3000:]}")
+
+
+def checkpoint(path: Path) -> dict:
+    import torch
+
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def assert_finite_weights(ckpt: dict) -> None:
+    import torch
+
+    for name, tensor in ckpt["state_dict"].items():
+        assert torch.isfinite(tensor).all(), f"non-finite weights in {name}"
+
+
+# ----------------------------------------------------------------------------- divergence
+
+
+@pytest.mark.parametrize("value", ["nan", "inf"])
+def test_non_finite_loss_stops_at_once_fails_the_run_and_keeps_the_last_good_checkpoint(tiny_mnist: Path, tmp_path: Path, value: str):
+    from lossbench.module import DivergenceError
+    from lossbench.train import run
+
+    store = tmp_path / "mlflow.db"
+    cfg = compose(*tiny_overrides(tiny_mnist, store, *NAN_AT_CALL_12, f"+loss.criterion.value={value}", "trainer.max_epochs=5"))
+    with pytest.raises(DivergenceError) as raised:
+        run(cfg)
+    # The 12th training call is the 4th step of epoch 1; global_step counts optimizer steps from 0.
+    expected = f"diverged: non-finite loss ({value}) at epoch 1 step 11"
+    assert str(raised.value) == expected
+
+    client, runs = read_runs(store)
+    assert len(runs) == 1
+    r = runs[0]
+    assert r.info.status == "FAILED", "a diverged run must never look like a success"
+    assert r.data.tags["lossbench.failure"] == f"DivergenceError: {expected}"
+    assert_complete_curves(client, r.info.run_id, 1)  # epoch 0 only: stopped at once, not epochs later
+    assert not any(k.startswith("test") for k in r.data.metrics), "a diverged run must not be tested"
+
+    last = tmp_path / "checkpoints" / r.info.run_id / "last.ckpt"
+    assert Path(r.data.tags["lossbench.checkpoint_dir"]) == last.parent
+    saved = checkpoint(last)
+    assert saved["epoch"] == 0 and saved["global_step"] == 8
+    assert [h["epoch"] for h in saved["lossbench_history"]] == [0]
+    assert_finite_weights(saved)
+    assert saved["lossbench_history"][0]["val/loss"] == pytest.approx(client.get_metric_history(r.info.run_id, "val/loss")[0].value)
+
+
+@pytest.mark.slow
+def test_cli_divergence_exits_1_with_one_line(tiny_mnist: Path, tmp_path: Path):
+    store = tmp_path / "mlflow.db"
+    done = train(*tiny_overrides(tiny_mnist, store, *NAN_AT_CALL_12, "trainer.max_epochs=5"), cwd=tmp_path)
+    assert done.returncode == 1, done.stderr[-3000:]
+    errors = [line for line in done.stderr.splitlines() if line.startswith("lossbench: error:")]
+    assert errors == ["lossbench: error: diverged: non-finite loss (nan) at epoch 1 step 11"], done.stderr[-3000:]
+    assert "Traceback" not in done.stderr
+    _, runs = read_runs(store)
+    assert [r.info.status for r in runs] == ["FAILED"]
+
+
+# ----------------------------------------------------------------------------- SIGINT / SIGTERM
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig, resume", [(signal.SIGINT, "true"), (signal.SIGTERM, "true"), (signal.SIGTERM, "path")],
+                         ids=["sigint-resume-true", "sigterm-resume-true", "sigterm-resume-path"])
+def test_interrupted_run_ends_killed_and_resumes_in_the_same_run(tiny_mnist: Path, tmp_path: Path, sig: signal.Signals, resume: str):
+    for trial in range(TRIALS):
+        work = tmp_path / f"trial{trial}"
+        work.mkdir()
+        store, checkpoints, log = work / "mlflow.db", work / "checkpoints", work / "train.log"
+        overrides = tiny_overrides(tiny_mnist, store, *SLOW)
+        proc = start_training(*overrides, cwd=work, log=log)
+        try:
+            run_id = wait_for_epochs(proc, store, checkpoints, log)
+            time.sleep(0.25)  # into epoch 2's training steps; the windows around store writes and checkpoint saves have their own tests below
+            proc.send_signal(sig)
+            code = proc.wait(timeout=120)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        assert code != 0, "an interrupted run must not exit 0"
+
+        client, runs = read_runs(store)
+        assert [(r.info.run_id, r.info.status) for r in runs] == [(run_id, "KILLED")], log.read_text()[-3000:]
+        assert "resume" in runs[0].data.tags["lossbench.failure"]
+        last = checkpoints / run_id / "last.ckpt"
+        saved = checkpoint(last)
+        assert saved["epoch"] >= 1 and saved["epoch"] < 4
+        assert_finite_weights(saved)
+        # Nothing the checkpoint holds is missing from the store, and no epoch is there twice. (The store
+        # may hold one epoch more when the signal lands between best.ckpt and last.ckpt being written:
+        # test_interrupt_while_a_checkpoint_is_written_keeps_store_and_last_ckpt_in_step.)
+        logged = epochs_of(client, run_id)
+        assert logged in (list(range(saved["epoch"] + 1)), list(range(saved["epoch"] + 2))), (logged, saved["epoch"])
+        assert_complete_curves(client, run_id, len(logged))
+
+        again = train(*overrides, f"resume={last if resume == 'path' else 'true'}", cwd=work)
+        assert again.returncode == 0, again.stderr[-3000:]
+        client, runs = read_runs(store)
+        assert [(r.info.run_id, r.info.status) for r in runs] == [(run_id, "FINISHED")]
+        assert runs[0].data.tags.get("lossbench.failure", "") == ""
+        assert_complete_curves(client, run_id, 5)
+        for key in FINAL_METRICS:
+            assert key in runs[0].data.metrics, key
+
+
+def signal_on_save(epoch: int):
+    """A Lightning callback that sends SIGTERM to its own process while epoch ``epoch``'s first checkpoint is being saved."""
+    import pytorch_lightning as pl
+
+    class SignalOnSave(pl.Callback):
+        def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
+            if trainer.current_epoch == epoch:
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    return SignalOnSave()
+
+
+def test_interrupt_while_a_checkpoint_is_written_keeps_store_and_last_ckpt_in_step(tiny_mnist: Path, tmp_path: Path):
+    from lossbench.train import run
+
+    store = tmp_path / "mlflow.db"
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with pytest.raises((KeyboardInterrupt, SystemExit)):
+            run(compose(*tiny_overrides(tiny_mnist, store, "trainer.max_epochs=3")), extra_callbacks=[signal_on_save(epoch=1)])
+    finally:
+        for s, h in handlers.items():
+            signal.signal(s, h)
+    client, [r] = read_runs(store)
+    assert r.info.status == "KILLED"
+    saved = checkpoint(tmp_path / "checkpoints" / r.info.run_id / "last.ckpt")
+    assert saved["epoch"] == 0
+    assert epochs_of(client, r.info.run_id) == [0], "the store holds an epoch that last.ckpt does not"
+
+
+class SignalAfterWrite:
+    """While active, sends SIGTERM to this process the moment EpochLogger's ``n``-th store write returns.
+
+    A profile hook on the main thread only watches for that return (nothing is replaced or mocked):
+    it pins the signal to the instant between the store having an epoch and the logger knowing it.
+    """
+
+    def __init__(self, n: int):
+        self.n, self.seen = n, 0
+
+    def _profile(self, frame, event, arg) -> None:
+        if event == "return" and frame.f_code.co_name == "log_batch" and frame.f_back is not None \
+                and frame.f_back.f_code.co_name == "flush" and frame.f_back.f_globals.get("__name__") == "lossbench.tracking":
+            self.seen += 1
+            if self.seen == self.n:
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    def __enter__(self):
+        sys.setprofile(self._profile)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        sys.setprofile(None)
+
+
+def test_interrupt_right_after_an_epoch_is_written_logs_it_once(tiny_mnist: Path, tmp_path: Path):
+    from lossbench.train import run
+
+    store = tmp_path / "mlflow.db"
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with pytest.raises((KeyboardInterrupt, SystemExit)), SignalAfterWrite(n=2) as trigger:
+            run(compose(*tiny_overrides(tiny_mnist, store, "trainer.max_epochs=4")))
+    finally:
+        for s, h in handlers.items():
+            signal.signal(s, h)
+    assert trigger.seen >= 2, "the trigger never fired"
+    client, [r] = read_runs(store)
+    assert r.info.status == "KILLED"
+    saved = checkpoint(tmp_path / "checkpoints" / r.info.run_id / "last.ckpt")
+    assert_complete_curves(client, r.info.run_id, saved["epoch"] + 1)
+
+
+@pytest.mark.slow
+def test_interrupt_while_another_writer_holds_the_store_still_ends_killed(tiny_mnist: Path, tmp_path: Path):
+    """A parallel job holding SQLite's write lock makes the next per-epoch write wait; SIGTERM arrives then."""
+    import sqlite3
+
+    store, checkpoints, log = tmp_path / "mlflow.db", tmp_path / "checkpoints", tmp_path / "train.log"
+    proc = start_training(*tiny_overrides(tiny_mnist, store, *SLOW), cwd=tmp_path, log=log)
+    try:
+        run_id = wait_for_epochs(proc, store, checkpoints, log, epochs=1)
+        last = checkpoints / run_id / "last.ckpt"
+        other = sqlite3.connect(store, isolation_level=None, timeout=30)
+        try:
+            other.execute("BEGIN IMMEDIATE")  # another writer's transaction
+            saved_at = last.stat().st_mtime_ns
+            deadline = time.monotonic() + 60
+            while last.stat().st_mtime_ns == saved_at:  # the epoch ends; its metrics are written next
+                assert time.monotonic() < deadline and proc.poll() is None, log.read_text()[-3000:]
+                time.sleep(0.02)
+            time.sleep(1.0)  # the job now waits for the lock inside its write
+            proc.send_signal(signal.SIGTERM)
+            time.sleep(0.5)
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+        try:
+            code = proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            code = None
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    client, [r] = read_runs(store)
+    assert code is not None, f"still running 20 s after the lock was released; run {r.info.status}"
+    assert r.info.status == "KILLED"
+    assert epochs_of(client, run_id) == list(range(checkpoint(last)["epoch"] + 1))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get("LOSSBENCH_STORM"), reason="opt-in: LOSSBENCH_STORM=N sends N signals at random moments")
+def test_signal_storm_at_random_moments(tiny_mnist: Path, tmp_path: Path):
+    """SIGINT or SIGTERM at a random moment (0-3 s after epoch 0 is recorded); whatever the moment, the run
+    ends KILLED (or FINISHED, when the signal came after it ended) and the store holds exactly the epochs
+    last.ckpt holds. Random, so opt-in: ``LOSSBENCH_STORM=20 pytest tests/test_reliability.py -k storm``."""
+    import random
+
+    rng = random.Random(int(os.environ.get("LOSSBENCH_STORM_SEED", "0")))
+    outcomes = []
+    for trial in range(int(os.environ["LOSSBENCH_STORM"])):
+        work = tmp_path / f"trial{trial}"
+        work.mkdir()
+        store, checkpoints, log = work / "mlflow.db", work / "checkpoints", work / "train.log"
+        proc = start_training(*tiny_overrides(tiny_mnist, store, *SLOW), cwd=work, log=log)
+        try:
+            run_id = wait_for_epochs(proc, store, checkpoints, log, epochs=1)
+            delay, sig = rng.uniform(0, 3), rng.choice([signal.SIGINT, signal.SIGTERM])
+            time.sleep(delay)
+            proc.send_signal(sig)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                pass
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        client, [r] = read_runs(store)
+        last = checkpoints / run_id / "last.ckpt"
+        ckpt_epoch = checkpoint(last)["epoch"] if last.is_file() else -1
+        logged = {key: epochs_of(client, run_id, key) for key in EPOCH_METRICS}
+        ok = r.info.status in ("KILLED", "FINISHED") and all(v == list(range(ckpt_epoch + 1)) for v in logged.values())
+        outcomes.append(f"{sig.name} +{delay:.2f}s: {r.info.status}, last.ckpt epoch {ckpt_epoch}, store {logged['val/loss']}"
+                        + ("" if ok else "  <-- BAD"))
+    print("\n".join(outcomes))
+    assert not [o for o in outcomes if o.endswith("BAD")], "\n".join(outcomes)
+
+
+# ----------------------------------------------------------------------------- SIGKILL
+
+
+@pytest.mark.slow
+def test_sigkilled_run_is_failed_as_stale_never_skipped_and_can_be_resumed(tiny_mnist: Path, tmp_path: Path):
+    for trial in range(TRIALS):
+        work = tmp_path / f"trial{trial}"
+        work.mkdir()
+        store, checkpoints, log = work / "mlflow.db", work / "checkpoints", work / "train.log"
+        overrides = tiny_overrides(tiny_mnist, store, *SLOW)
+        proc = start_training(*overrides, cwd=work, log=log)
+        try:
+            killed = wait_for_epochs(proc, store, checkpoints, log)
+            proc.send_signal(signal.SIGKILL)
+            assert proc.wait(timeout=60) == -signal.SIGKILL
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        _, runs = read_runs(store)
+        assert [(r.info.run_id, r.info.status) for r in runs] == [(killed, "RUNNING")]  # nobody could end it
+
+        # A later run of the same config, even one told to skip finished configs, fails the stale run and trains afresh.
+        fresh = train(*overrides, "tracking.skip_finished=true", cwd=work)
+        assert fresh.returncode == 0, fresh.stderr[-3000:]
+        client, runs = read_runs(store)
+        status = {r.info.run_id: r.info.status for r in runs}
+        assert len(status) == 2 and status[killed] == "FAILED", status
+        stale = client.get_run(killed)
+        assert "stale" in stale.data.tags["lossbench.failure"] and str(proc.pid) in stale.data.tags["lossbench.failure"]
+        [new] = [i for i in status if i != killed]
+        assert status[new] == "FINISHED"
+        assert_complete_curves(client, new, 5)
+
+        # resume=true continues the killed run itself, from its last checkpoint.
+        saved = checkpoint(checkpoints / killed / "last.ckpt")
+        assert saved["epoch"] >= 1
+        resumed = train(*overrides, "resume=true", cwd=work)
+        assert resumed.returncode == 0, resumed.stderr[-3000:]
+        assert f"resuming run {killed}" in resumed.stdout + resumed.stderr
+        client, runs = read_runs(store)
+        assert {r.info.run_id: r.info.status for r in runs} == {killed: "FINISHED", new: "FINISHED"}
+        assert_complete_curves(client, killed, 5)
+
+
+# ----------------------------------------------------------------------------- parallel writers
+
+
+@pytest.mark.slow
+def test_four_processes_create_one_new_store_at_once_and_lose_no_metric(tiny_mnist: Path, tmp_path: Path):
+    """Four ``python -m lossbench.train`` processes released together (after their imports, see
+    faults.train_at_signal) into a store that does not exist yet: no crash, no metric point lost."""
+    for trial in range(TRIALS):
+        work = tmp_path / f"trial{trial}"
+        work.mkdir()
+        store, go = work / "mlflow.db", work / "go"
+        assert not store.exists()
+        procs = []
+        try:
+            for seed in range(4):
+                overrides = tiny_overrides(tiny_mnist, store, f"seed={seed}", "threads=1")
+                with open(work / f"job{seed}.log", "wb") as out:
+                    procs.append(subprocess.Popen([sys.executable, "-m", "faults", str(work / f"ready{seed}"), str(go), *overrides],
+                                                  cwd=work, env=cli_env(), stdout=out, stderr=subprocess.STDOUT))
+            deadline = time.monotonic() + 240
+            while not all((work / f"ready{seed}").exists() for seed in range(4)):
+                assert time.monotonic() < deadline and all(p.poll() is None for p in procs), "jobs did not get ready"
+                time.sleep(0.05)
+            go.touch()
+            codes = [p.wait(timeout=400) for p in procs]
+        finally:
+            for p in procs:
+                if p.poll() is None:
+                    p.kill()
+                    p.wait()
+        assert codes == [0, 0, 0, 0], "\n".join(f"job {s}:\n" + (work / f"job{s}.log").read_text()[-1500:] for s in range(4))
+        client, runs = read_runs(store)
+        assert sorted(r.data.tags["seed"] for r in runs) == ["0", "1", "2", "3"]
+        assert {r.info.status for r in runs} == {"FINISHED"}
+        points = 0
+        for r in runs:
+            assert_complete_curves(client, r.info.run_id, 2)
+            points += sum(len(client.get_metric_history(r.info.run_id, k)) for k in EPOCH_METRICS)
+            for key in FINAL_METRICS:
+                assert key in r.data.metrics, key
+        assert points == 4 * len(EPOCH_METRICS) * 2
+
+
+# ----------------------------------------------------------------------------- tracking server down or hung
+
+
+def closed_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class HungServer:
+    """Accepts TCP connections on 127.0.0.1 and never answers a byte, until closed."""
+
+    def __init__(self):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.held: list[socket.socket] = []
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+
+    def _serve(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except (TimeoutError, OSError):
+                continue
+            self.held.append(conn)  # read nothing, answer nothing
+
+    def __enter__(self) -> HungServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stopping.set()
+        self.thread.join(timeout=5)
+        for conn in self.held:
+            conn.close()
+        self.sock.close()
+
+
+@pytest.mark.slow
+def test_cli_fails_fast_naming_the_uri_when_the_server_is_down(tiny_mnist: Path, tmp_path: Path):
+    uri = f"http://127.0.0.1:{closed_port()}"
+    overrides = [o for o in tiny_overrides(tiny_mnist, tmp_path / "unused.db") if not o.startswith("tracking.uri=")]
+    started = time.monotonic()
+    done = train(*overrides, f"tracking.uri={uri}", cwd=tmp_path, timeout=300)
+    wall = time.monotonic() - started
+    assert done.returncode == 2, done.stderr[-3000:]
+    errors = [line for line in done.stderr.splitlines() if line.startswith("lossbench: error:")]
+    assert len(errors) == 1 and uri in errors[0], done.stderr[-3000:]
+    assert done.stderr.strip().splitlines() == errors, "stderr must be that one line"
+    waited = float(errors[0].split("unusable after ")[1].split(" s")[0])
+    assert waited <= 30, errors[0]
+    assert wall < 30 + 40, f"{wall:.0f} s including imports"  # imports take 6-16 s on a loaded 2-core machine
+    assert "Epoch" not in done.stdout + done.stderr and not (tmp_path / "checkpoints").exists(), "training must not have started"
+
+
+def test_run_gives_up_on_a_hung_server_within_tracking_timeout(tiny_mnist: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    import pytorch_lightning  # noqa: F401  (imports are not what is timed)
+    import torch  # noqa: F401
+    from mlflow.tracking import MlflowClient  # noqa: F401
+
+    from lossbench import data, losses, module, tracking  # noqa: F401
+    from lossbench.train import run
+
+    for name in HTTP_VARS:  # whatever an earlier in-process run set, and restore it afterwards
+        monkeypatch.setenv(name, "x")
+        monkeypatch.delenv(name)
+    with HungServer() as server:
+        uri = f"http://127.0.0.1:{server.port}"
+        cfg = compose(*[o for o in tiny_overrides(tiny_mnist, tmp_path / "unused.db") if not o.startswith("tracking.uri=")],
+                      f"tracking.uri={uri}", "tracking.timeout_s=6")
+        started = time.monotonic()
+        with pytest.raises(tracking.TrackingError) as raised:
+            run(cfg)
+        elapsed = time.monotonic() - started
+        assert server.held, "the client never reached the hung server"
+    assert uri in str(raised.value)
+    assert elapsed <= 6 + 4, f"gave up after {elapsed:.1f} s with tracking.timeout_s=6"
+    assert not (tmp_path / "checkpoints").exists()
+
+
+# ----------------------------------------------------------------------------- bad config, bad store
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("threads=0", "threads"),
+        ("data.eval_batch_size=-1", "data.eval_batch_size"),
+        ("early_stopping.patience=0", "early_stopping.patience"),
+        ("tracking.timeout_s=0", "tracking.timeout_s"),
+        ("resume=maybe-a-path-that-does-not-exist", "resume"),
+    ],
+)
+def test_bad_values_are_rejected_naming_the_key_before_training(tiny_mnist: Path, tmp_path: Path, override: str, key: str):
+    from lossbench.config import ConfigError
+    from lossbench.train import run
+
+    store = tmp_path / "mlflow.db"
+    with pytest.raises(ConfigError, match=r"(^|; )" + re.escape(key) + "="):
+        run(compose(*tiny_overrides(tiny_mnist, store, override)))
+    assert not store.exists() or read_runs(store)[1] == []
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_store_whose_parent_is_a_file_fails_before_training(tiny_mnist: Path, tmp_path: Path):
+    from lossbench.tracking import TrackingError
+    from lossbench.train import run
+
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a regular file\n")
+    with pytest.raises(TrackingError) as raised:
+        run(compose(*tiny_overrides(tiny_mnist, blocker / "mlflow.db")))
+    assert str(blocker) in str(raised.value) and "tracking.uri=" in str(raised.value)
+    assert blocker.read_text() == "a regular file\n"
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_resume_path_of_another_config_is_refused(tiny_mnist: Path, tmp_path: Path):
+    from lossbench.config import ConfigError
+    from lossbench.module import DivergenceError
+    from lossbench.train import run
+
+    store = tmp_path / "mlflow.db"
+    with pytest.raises(DivergenceError):
+        run(compose(*tiny_overrides(tiny_mnist, store, *NAN_AT_CALL_12, "trainer.max_epochs=3")))
+    client, [diverged] = read_runs(store)
+    last = tmp_path / "checkpoints" / diverged.info.run_id / "last.ckpt"
+    try:
+        with pytest.raises(ConfigError, match="resume="):
+            run(compose(*tiny_overrides(tiny_mnist, store, "loss=mae", "trainer.max_epochs=3", f"resume={last}")))
+    finally:  # whatever happened, the diverged run's record must be as it was
+        client, [after] = read_runs(store)
+        assert after.info.status == "FAILED" and after.data.params["loss.name"] == "nanafter"
+    assert epochs_of(client, diverged.info.run_id) == [0], "epochs trained with another loss were added to the run"
+
+
+# ----------------------------------------------------------------------------- secrets
+
+
+SECRETS = ["+db.password=hunter2", "+api_token=abc", "+service.url=postgresql://alice:s3cret@db.example/x"]
+
+
+@pytest.fixture(scope="module")
+def secret_run(tmp_path_factory: pytest.TempPathFactory):
+    """One real run (in process) with secrets among its overrides; returns (client, run, tmp folder)."""
+    from idx import write_mnist_family
+
+    from lossbench.train import run
+
+    tmp = tmp_path_factory.mktemp("secrets")
+    root = write_mnist_family(tmp / "data", "MNIST", n_train=600, n_test=200)
+    store = tmp / "mlflow.db"
+    run(compose(*tiny_overrides(root, store, "trainer.max_epochs=1", *SECRETS)))
+    client, runs = read_runs(store)
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    return client, runs[0], tmp
+
+
+def assert_no_secret(text: str, where: str) -> None:
+    for secret in ("hunter2", "s3cret"):
+        assert secret not in text, f"{secret!r} leaked into {where}"
+
+
+def test_params_and_tags_never_hold_secrets(secret_run):
+    _, r, _ = secret_run
+    assert r.data.params["db.password"] == "***"
+    assert r.data.params["api_token"] == "***"
+    assert r.data.params["service.url"] == "postgresql://alice:***@db.example/x"
+    for kind, values in (("params", r.data.params), ("tags", r.data.tags)):
+        for key, value in values.items():
+            assert_no_secret(value, f"{kind}[{key}]")
+            assert_no_secret(key, f"{kind} key {key}")
+
+
+def test_checkpoints_load_with_weights_only_and_hold_no_secret(secret_run):
+    _, r, _ = secret_run
+    folder = Path(r.data.tags["lossbench.checkpoint_dir"])
+    for name in ("last.ckpt", "best.ckpt"):
+        saved = checkpoint(folder / name)  # raises on any pickled object
+        assert saved["epoch"] == 0
+        assert_finite_weights(saved)
+        raw = (folder / name).read_bytes()
+        assert b"hunter2" not in raw and b"s3cret" not in raw
+
+
+def test_resolved_config_artifact_holds_no_secret(secret_run):
+    client, r, _ = secret_run
+    artifacts = Path(r.info.artifact_uri.removeprefix("file://"))
+    text = (artifacts / "config.resolved.yaml").read_text()
+    assert "api_token" in text  # the key is there, its value is not
+    assert_no_secret(text, "config.resolved.yaml")
+    assert "abc" not in text.split("api_token:")[1].splitlines()[0]
+
+
+@pytest.mark.slow
+def test_cli_run_artifacts_hold_no_secret(tiny_mnist: Path, tmp_path: Path):
+    store = tmp_path / "mlflow.db"
+    done = train(*tiny_overrides(tiny_mnist, store, "trainer.max_epochs=1", *SECRETS), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    _, runs = read_runs(store)
+    r = runs[0]
+    for kind, values in (("params", r.data.params), ("tags", r.data.tags)):
+        for key, value in values.items():
+            assert_no_secret(value, f"{kind}[{key}]")
+    artifacts = Path(r.info.artifact_uri.removeprefix("file://"))
+    files = [p for p in artifacts.rglob("*") if p.is_file() and p.suffix in (".yaml", ".yml", ".json", ".txt")]
+    assert files, "no text artifacts were logged"
+    for path in files:
+        assert_no_secret(path.read_text(), f"artifact {path.relative_to(artifacts)}")
