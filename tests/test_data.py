@@ -62,8 +62,13 @@ def origin(x: torch.Tensor, mean: float = MEAN, std: float = STD) -> np.ndarray:
     return decode_index(pixels_of(x, mean, std))
 
 
+def flat(batches) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The (x, y) mini-batches in order, whether given one by one or in chunks (lists of them)."""
+    return [pair for item in batches for pair in (item if isinstance(item, list) else [item])]
+
+
 def labels_in_order(batches) -> list[int]:
-    return torch.cat([y for _, y in batches]).tolist()
+    return torch.cat([y for _, y in flat(batches)]).tolist()
 
 
 # --------------------------------------------------------------------------- splits
@@ -221,7 +226,7 @@ def test_shuffled_batches_cover_every_sample_once_per_epoch_with_a_ragged_last_b
     x, y = _tensors(103)
     b = ShuffledBatches(x, y, batch_size=10, seed=0, epoch=lambda: 0)
     assert len(b) == 11
-    batches = list(b)
+    batches = flat(b)
     assert [len(yb) for _, yb in batches] == [10] * 10 + [3]
     for xb, yb in batches:
         assert torch.equal(xb, (yb.float() * 10).reshape(-1, 1).expand(-1, 3)), "rows of x and y must stay paired"
@@ -236,6 +241,16 @@ def test_len_counts_the_ragged_last_batch(n, batch_size, expected):
     shuffled, ordered = ShuffledBatches(x, y, batch_size, 0, lambda: 0), Batches(x, y, batch_size)
     assert len(shuffled) == len(list(shuffled)) == expected
     assert len(ordered) == len(list(ordered)) == expected
+
+
+@pytest.mark.parametrize("per_step, chunks", [(1, 11), (3, 4), (11, 1), (16, 1)])
+def test_chunks_group_consecutive_minibatches_without_changing_them(per_step: int, chunks: int):
+    x, y = _tensors(103)
+    chunked = ShuffledBatches(x, y, 10, seed=0, epoch=lambda: 0, per_step=per_step)
+    assert len(chunked) == len(list(chunked)) == chunks
+    assert all(isinstance(c, list) and 1 <= len(c) <= per_step for c in chunked)
+    one_by_one = flat(ShuffledBatches(x, y, 10, seed=0, epoch=lambda: 0, per_step=1))
+    assert [yb.tolist() for _, yb in flat(chunked)] == [yb.tolist() for _, yb in one_by_one]
 
 
 def test_shuffled_order_depends_on_seed_and_epoch_only():
@@ -268,7 +283,7 @@ def test_the_data_module_shuffles_the_training_split_by_run_seed_and_trainer_epo
         dm = family(root, shuffle_seed=seed, batch_size=64)
         dm.load()
         dm.trainer = SimpleNamespace(current_epoch=epoch)
-        batches = list(dm.train_dataloader())
+        batches = flat(dm.train_dataloader())
         assert [len(yb) for _, yb in batches] == [64] * 7 + [500 - 7 * 64]
         rows = np.concatenate([origin(xb) for xb, _ in batches]).tolist()
         return rows

@@ -207,3 +207,15 @@ def test_gradient_clipping_runs_under_manual_optimization(tiny_mnist: Path, tmp_
     clipped_loss = _curves(store, read_runs(store)[1][0])["train/loss"]
     free_loss = _curves(unclipped, read_runs(unclipped)[1][0])["train/loss"]
     assert clipped_loss != free_loss and all(math.isfinite(v) for v in clipped_loss)
+
+
+def test_early_stopping_ends_the_run_and_tests_the_best_checkpoint(tiny_mnist: Path, tmp_path: Path):
+    store = tmp_path / "mlflow.db"
+    # min_delta larger than any possible improvement: no epoch after the first counts as better.
+    run(compose(*tiny_overrides(tiny_mnist, store, "trainer.max_epochs=10", "early_stopping.enabled=true",
+                                "early_stopping.patience=2", "early_stopping.min_delta=100")))
+    client, [r] = read_runs(store)
+    assert r.info.status == "FINISHED"
+    assert sorted(m.step for m in client.get_metric_history(r.info.run_id, "val/nll")) == [0, 1, 2]
+    best = min(client.get_metric_history(r.info.run_id, "val/nll"), key=lambda m: m.value)
+    assert r.data.metrics["summary/best_val_nll"] == pytest.approx(best.value)
