@@ -11,6 +11,7 @@ import json
 import numbers
 import re
 from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -63,7 +64,8 @@ def _optional(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
 RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("seed", _is_int, "an integer"),
     ("threads", _optional(_positive_int), "null or an integer >= 1"),
-    ("resume", lambda v: isinstance(v, (bool, str)), "true, false or a checkpoint path"),
+    ("resume", lambda v: isinstance(v, bool) or (isinstance(v, str) and Path(v).expanduser().is_file()),
+     "true, false or the path of an existing checkpoint file"),
     ("trainer.max_epochs", _positive_int, "an integer >= 1"),
     ("trainer.gradient_clip_val", _optional(lambda v: _is_number(v) and v > 0), "null or a number > 0"),
     ("data.batch_size", _positive_int, "an integer >= 1"),

@@ -9,7 +9,6 @@ training loop (about ten times faster per epoch than a DataLoader with ``ToTenso
 from __future__ import annotations
 
 import gzip
-import os
 import shutil
 import struct
 from collections.abc import Callable, Iterator

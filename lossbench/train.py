@@ -146,9 +146,7 @@ def resume_point(cfg: DictConfig, tracker, identity: str) -> tuple[str | None, s
                 return run.info.run_id, str(last)
         log.info("resume=true: no interrupted run of this config with a checkpoint; starting a fresh run")
         return None, None
-    path = Path(cfg.resume).expanduser()
-    if not path.is_file():
-        raise ConfigError(f"resume={cfg.resume!r}: no such checkpoint file")
+    path = Path(cfg.resume).expanduser()  # validate() checked that it is a file
     run_id = Path(path).resolve().parent.name
     try:
         found = tracker.client.get_run(run_id)

@@ -78,6 +78,11 @@ def test_same_config_and_seed_give_the_same_metrics(tiny_mnist: Path, tmp_path: 
         ("data.label_noise.kind=pairwise", "data.label_noise.kind"),
         ("data.val_size=1.5", "data.val_size"),
         ("model=mlp model.net.dropout=1.2", "model.net.dropout"),
+        ("threads=0", "threads"),
+        ("data.eval_batch_size=-1", "data.eval_batch_size"),
+        ("early_stopping.patience=0", "early_stopping.patience"),
+        ("tracking.timeout_s=0", "tracking.timeout_s"),
+        ("resume=maybe-a-path-that-does-not-exist", "resume"),
     ],
 )
 def test_bad_values_are_rejected_naming_the_key_before_anything_is_recorded(tiny_mnist: Path, tmp_path: Path, override: str, key: str):
