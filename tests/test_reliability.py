@@ -69,6 +69,14 @@ def assert_complete_curves(client, run_id: str, epochs: int) -> None:
         assert steps == list(range(epochs)), f"{key}: steps {steps}"
 
 
+def start_slow_trial(data_root: Path, work: Path):
+    """A fresh folder with its own store, checkpoints and log, and a SlowCE run started in it."""
+    work.mkdir()
+    store, checkpoints, log = work / "mlflow.db", work / "checkpoints", work / "train.log"
+    overrides = tiny_overrides(data_root, store, *SLOW)
+    return work, store, checkpoints, log, overrides, start_training(*overrides, cwd=work, log=log)
+
+
 def wait_for_epochs(proc: subprocess.Popen, store: Path, checkpoints: Path, log: Path, epochs: int = 2,
                     timeout: float = 240) -> str:
     """Poll until the run in ``store`` has ``val/loss`` for ``epochs`` epochs; return its run id.
@@ -161,11 +169,7 @@ def test_cli_divergence_exits_1_with_one_line(tiny_mnist: Path, tmp_path: Path):
                          ids=["sigint-resume-true", "sigterm-resume-true", "sigterm-resume-path"])
 def test_interrupted_run_ends_killed_and_resumes_in_the_same_run(tiny_mnist: Path, tmp_path: Path, sig: signal.Signals, resume: str):
     for trial in range(TRIALS):
-        work = tmp_path / f"trial{trial}"
-        work.mkdir()
-        store, checkpoints, log = work / "mlflow.db", work / "checkpoints", work / "train.log"
-        overrides = tiny_overrides(tiny_mnist, store, *SLOW)
-        proc = start_training(*overrides, cwd=work, log=log)
+        work, store, checkpoints, log, overrides, proc = start_slow_trial(tiny_mnist, tmp_path / f"trial{trial}")
         try:
             run_id = wait_for_epochs(proc, store, checkpoints, log)
             time.sleep(0.25)  # into epoch 2's training steps; the windows around store writes and checkpoint saves have their own tests below
@@ -357,11 +361,7 @@ def test_signal_storm_at_random_moments(tiny_mnist: Path, tmp_path: Path):
 @pytest.mark.slow
 def test_sigkilled_run_is_failed_as_stale_never_skipped_and_can_be_resumed(tiny_mnist: Path, tmp_path: Path):
     for trial in range(TRIALS):
-        work = tmp_path / f"trial{trial}"
-        work.mkdir()
-        store, checkpoints, log = work / "mlflow.db", work / "checkpoints", work / "train.log"
-        overrides = tiny_overrides(tiny_mnist, store, *SLOW)
-        proc = start_training(*overrides, cwd=work, log=log)
+        work, store, checkpoints, log, overrides, proc = start_slow_trial(tiny_mnist, tmp_path / f"trial{trial}")
         try:
             killed = wait_for_epochs(proc, store, checkpoints, log)
             proc.send_signal(signal.SIGKILL)
