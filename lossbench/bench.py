@@ -147,6 +147,7 @@ def time_plain(cfg, device: str = "cpu") -> list[float]:
     import torch
     from hydra.utils import instantiate
 
+    from lossbench.config import without_name
     from lossbench.data import MNISTFamily
     from lossbench.losses import build_loss
 
@@ -156,7 +157,7 @@ def time_plain(cfg, device: str = "cpu") -> list[float]:
     torch.manual_seed(cfg.seed)
     net = instantiate(cfg.model.net).to(device)
     loss_fn = build_loss(cfg.loss, cfg.data.num_classes).to(device)
-    optimizer = instantiate({k: v for k, v in cfg.optimizer.items() if k != "name"})(net.parameters())
+    optimizer = instantiate(without_name(cfg.optimizer))(net.parameters())
     batch, eval_batch = cfg.data.batch_size, cfg.data.eval_batch_size
     generator = torch.Generator().manual_seed(cfg.seed)
     times = []

@@ -140,6 +140,11 @@ def redact_override(override: str) -> str:
     return f"{key}{sep}{redact(key.lstrip('+~'), value)}" if sep else override
 
 
+def without_name(group: DictConfig) -> dict[str, Any]:
+    """A group's config without its display ``name``: what Hydra instantiates (optimizer, scheduler)."""
+    return {k: v for k, v in group.items() if k != "name"}
+
+
 def resolved(cfg: DictConfig) -> dict[str, Any]:
     """The config as plain containers, interpolations resolved (without Hydra's own node)."""
     container = OmegaConf.to_container(cfg, resolve=True)

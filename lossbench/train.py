@@ -22,7 +22,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from lossbench.config import ConfigError, LossbenchError, config_hash, flatten, redact_override, redact_tree, resolved, validate
+from lossbench.config import ConfigError, LossbenchError, config_hash, flatten, redact_override, redact_tree, resolved, validate, without_name
 from lossbench.paths import conf_dir
 
 log = logging.getLogger("lossbench")
@@ -55,8 +55,8 @@ def run(cfg: DictConfig, extra_callbacks: list | None = None) -> float:
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     net = built("model", lambda: instantiate(cfg.model.net))
     loss = built("loss", lambda: build_loss(cfg.loss, cfg.data.num_classes))
-    optimizer = built("optimizer", lambda: instantiate({k: v for k, v in cfg.optimizer.items() if k != "name"}))
-    scheduler = built("scheduler", lambda: instantiate({k: v for k, v in cfg.scheduler.items() if k != "name"})) if "_target_" in cfg.scheduler else None
+    optimizer = built("optimizer", lambda: instantiate(without_name(cfg.optimizer)))
+    scheduler = built("scheduler", lambda: instantiate(without_name(cfg.scheduler))) if "_target_" in cfg.scheduler else None
     probe = built("optimizer", lambda: optimizer([torch.nn.Parameter(torch.zeros(1))]))  # bad keywords fail now, not mid-fit
     if scheduler is not None:
         built("scheduler", lambda: scheduler(probe))

@@ -9,7 +9,7 @@ import matplotlib.image
 import pytest
 from conftest import compose, read_runs, tiny_overrides
 
-from lossbench.config import ConfigError, config_hash
+from lossbench.config import ConfigError, config_hash, without_name
 from lossbench.paths import conf_dir
 from lossbench.train import run
 
@@ -144,7 +144,7 @@ def test_every_loss_config_trains_through_the_real_module(loss_yaml: str):
     x = torch.randn(64, 1, 28, 28)
     y = torch.arange(64) % 10
     x[torch.arange(64), 0, y * 2, :] += 3.0  # a learnable signal
-    module = LossbenchModule(instantiate(cfg.model.net), build_loss(cfg.loss, 10), instantiate({k: v for k, v in cfg.optimizer.items() if k != "name"}))
+    module = LossbenchModule(instantiate(cfg.model.net), build_loss(cfg.loss, 10), instantiate(without_name(cfg.optimizer)))
     before = [p.detach().clone() for p in module.parameters()]
     trainer = pl.Trainer(max_epochs=3, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
                          enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=1)
