@@ -1,25 +1,38 @@
-"""Overfitting figures from a run's curves: best epochs, generalisation gaps, overfitting onset.
+"""Overfitting verdicts from a run's curves: selected epoch, gaps, onset, drift. Pure functions, no I/O.
 
-Pure functions, no I/O. A run's *curves* map a metric name to its per-epoch values, index = epoch
-(0-based, the MLflow step), with ``NaN`` where an epoch has no value::
+A run's *curves* map a metric name to its per-epoch values, index = epoch (0-based, the MLflow
+step), with ``NaN`` where an epoch has no value::
 
     curves = {"val/nll": [0.9, 0.5, 0.4, 0.45], "train_eval/nll": [0.95, 0.5, 0.35, 0.3], ...}
 
-Curves may have different lengths; an epoch past a curve's end counts as missing (``NaN``).
-The yardsticks used here are those every run records whatever its loss (see DESIGN.md):
-``val/nll``, ``val/acc`` and the eval-mode training subset ``train_eval/nll``, ``train_eval/acc``.
+The yardsticks judged here are those every run records whatever its loss: ``val/nll``,
+``val/acc`` and the eval-mode training subset ``train_eval/nll``, ``train_eval/acc``.
+
+**The rule** (:func:`judge`), in one sentence: a run *overfits* when its validation yardstick,
+smoothed over ``smooth`` epochs, ends worse than its best by more than a margin, the best having
+come at least ``patience`` epochs before the end, while the same yardstick on training data ends
+better than it was at that best epoch; the onset is the epoch of that best. NLL is judged with a
+relative margin (``margin_nll``), accuracy with an absolute one (``margin_acc``). When validation
+NLL rises but training NLL rises too, the run is not overfitting but *drifting*: its calibration
+worsens on every split (bounded losses such as MAE, GCE or NCE+RCE do not minimise NLL).
+
+Why smoothed, and why the end: real per-epoch curves wobble by several per cent, so "k strict rises
+in a row" misses plain overfitting and flags noise. Comparing the smoothed end with the smoothed
+best asks the question a reader asks of the plot: did it end worse than it was, and did training
+keep improving meanwhile? The defaults were chosen on recorded Fashion-MNIST curves kept in
+``tests/data/real_curves.json``.
 
 Sign convention for gaps: **positive means overfitting** for both metrics,
 
 - accuracy gap = ``train_eval/acc - val/acc``
-- NLL gap      = ``val/nll - train_eval/nll``  (flipped from "train minus validation" on purpose,
-  so that both gaps read the same way).
+- NLL gap      = ``val/nll - train_eval/nll``  (flipped on purpose, so both gaps read the same way).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import NamedTuple
 
 Curves = Mapping[str, Sequence[float]]
@@ -34,18 +47,47 @@ TEST_LAST_ACC = "test_last/acc"
 
 SUMMARY_KEYS: tuple[str, ...] = (
     "summary/epochs",
+    "summary/selected_epoch",
     "summary/best_epoch_nll",
     "summary/best_epoch_acc",
     "summary/best_val_nll",
     "summary/best_val_acc",
-    "summary/gap_acc_best",
-    "summary/gap_nll_best",
+    "summary/gap_acc_selected",
+    "summary/gap_nll_selected",
     "summary/gap_acc_last",
     "summary/gap_nll_last",
+    "summary/val_nll_rise",
+    "summary/train_nll_change",
     "summary/has_onset",
     "summary/onset_epoch",
+    "summary/drift",
 )
 """Every key :func:`summarize` can return, in a stable order."""
+
+
+@dataclass(frozen=True)
+class Rule:
+    """The thresholds of :func:`judge` (config ``analysis.*``)."""
+
+    smooth: int = 3
+    """Centred moving-average width, in epochs, applied before judging (1: no smoothing)."""
+    patience: int = 3
+    """The best epoch must come at least this many epochs before the last one."""
+    margin_nll: float = 0.10
+    """Validation NLL must end this fraction above its minimum (0.10 = 10 %)."""
+    margin_acc: float = 0.01
+    """Validation accuracy must end this much below its maximum (0.01 = 1 percentage point)."""
+
+    @classmethod
+    def from_config(cls, analysis_cfg: Mapping) -> Rule:
+        """The rule from the ``analysis`` config group (its other keys, e.g. ``figures``, are ignored)."""
+        return cls(**{name: analysis_cfg[name] for name in cls.__dataclass_fields__ if name in analysis_cfg})
+
+    def __post_init__(self) -> None:
+        if self.smooth < 1 or self.patience < 1:
+            raise ValueError(f"smooth and patience must be at least 1, not {self.smooth} and {self.patience}")
+        if not (self.margin_nll >= 0 and self.margin_acc >= 0):
+            raise ValueError("margins must be >= 0")
 
 
 class Gap(NamedTuple):
@@ -57,14 +99,56 @@ class Gap(NamedTuple):
     """``val/nll - train_eval/nll``."""
 
 
+@dataclass(frozen=True)
+class Trend:
+    """How one validation yardstick moved from its (smoothed) best epoch to the end, and training with it."""
+
+    best_epoch: int
+    """Epoch of the smoothed best (min NLL / max accuracy)."""
+    last_epoch: int
+    val_best: float
+    val_end: float
+    train_at_best: float
+    train_end: float
+    worse: bool
+    """Validation ended worse than its best by more than the margin, at least ``patience`` epochs later."""
+    train_better: bool
+    """Training ended better than at the best epoch (``NaN`` training values count as not better)."""
+
+    @property
+    def val_change(self) -> float:
+        return self.val_end - self.val_best
+
+    @property
+    def train_change(self) -> float:
+        return self.train_end - self.train_at_best
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What :func:`judge` decided about one run, with the figures that decided it."""
+
+    kind: str
+    """``overfits``, ``drift`` (NLL worsens on training data too), ``improving`` (best at the end),
+    ``stable`` (none of these) or ``unknown`` (no validation curve)."""
+    onset_epoch: int | None
+    """The epoch after which the run overfits; ``None`` unless ``kind == "overfits"``."""
+    nll: Trend | None
+    acc: Trend | None
+    last_epoch: int | None
+    gap_last: Gap
+    text: str
+    """One plain sentence, e.g. ``overfits from epoch 7 (val NLL +50 % by epoch 24 while ...)``."""
+
+
 def _finite(x: float | None) -> bool:
     return x is not None and math.isfinite(x)
 
 
-def value_at(curves: Curves, name: str, epoch: int) -> float:
+def value_at(curves: Curves, name: str, epoch: int | None) -> float:
     """The value of metric ``name`` at ``epoch``; ``NaN`` when the metric, the epoch or the value is missing."""
     values = curves.get(name)
-    if values is None or epoch < 0 or epoch >= len(values):
+    if values is None or epoch is None or epoch < 0 or epoch >= len(values):
         return math.nan
     value = values[epoch]
     return float(value) if value is not None else math.nan
@@ -88,11 +172,24 @@ def dense_curve(points: Iterable[tuple[int, float]]) -> list[float]:
     return out
 
 
-def best_epoch(curves: Curves, metric: str = VAL_NLL, mode: str = "min") -> int | None:
-    """The epoch at which ``metric`` is lowest (``mode="min"``) or highest (``mode="max"``).
+def smoothed(values: Sequence[float], width: int) -> list[float]:
+    """Centred moving average over ``width`` epochs (shorter at the ends), ignoring ``NaN``; ``NaN`` stays where the value is missing."""
+    half_before, half_after = (width - 1) // 2, width // 2
+    out = []
+    for i, raw in enumerate(values):
+        if not _finite(raw):
+            out.append(math.nan)
+            continue
+        window = [float(v) for v in values[max(0, i - half_before) : i + half_after + 1] if _finite(v)]
+        out.append(sum(window) / len(window))
+    return out
 
-    ``NaN`` values are skipped; ties go to the earliest epoch. ``None`` when the metric has no
-    finite value.
+
+def best_epoch(curves: Curves, metric: str = VAL_ACC, mode: str = "max") -> int | None:
+    """The epoch at which ``metric`` is highest (``mode="max"``) or lowest (``mode="min"``).
+
+    ``NaN`` values are skipped; ties go to the earliest epoch, as Lightning's ``ModelCheckpoint``
+    keeps the first of equal scores. ``None`` when the metric has no finite value.
     """
     if mode not in ("min", "max"):
         raise ValueError(f"mode must be 'min' or 'max', not {mode!r}")
@@ -105,16 +202,6 @@ def best_epoch(curves: Curves, metric: str = VAL_NLL, mode: str = "min") -> int 
         if best is None or (value < best_value if mode == "min" else value > best_value):
             best, best_value = epoch, value
     return best
-
-
-def best_epoch_nll(curves: Curves) -> int | None:
-    """The epoch with the lowest validation NLL (``val/nll``); ``None`` when there is none."""
-    return best_epoch(curves, VAL_NLL, "min")
-
-
-def best_epoch_acc(curves: Curves) -> int | None:
-    """The epoch with the highest validation accuracy (``val/acc``); ``None`` when there is none."""
-    return best_epoch(curves, VAL_ACC, "max")
 
 
 def last_epoch(curves: Curves) -> int | None:
@@ -133,69 +220,90 @@ def last_epoch(curves: Curves) -> int | None:
 def generalisation_gap(curves: Curves, epoch: int | None) -> Gap:
     """The train-vs-validation gap at ``epoch``, positive when the model does better on training data.
 
-    - ``acc = train_eval/acc - val/acc``
-    - ``nll = val/nll - train_eval/nll`` (validation minus train, the opposite order to accuracy, so
-      that a positive NLL gap also means overfitting)
-
     ``train_eval/*`` is the fixed training subset evaluated in eval mode, not the running training
     loss. Either component is ``NaN`` when one of its two values is missing or ``epoch`` is ``None``.
     """
-    if epoch is None:
-        return Gap(math.nan, math.nan)
     acc = value_at(curves, TRAIN_EVAL_ACC, epoch) - value_at(curves, VAL_ACC, epoch)
     nll = value_at(curves, VAL_NLL, epoch) - value_at(curves, TRAIN_EVAL_NLL, epoch)
     return Gap(acc, nll)
 
 
-def overfitting_onset(curves: Curves, patience: int = 3) -> int | None:
-    """The epoch after which validation NLL rises for ``patience`` epochs in a row while train NLL falls.
+def trend(curves: Curves, val: str, train: str, mode: str, rule: Rule = Rule()) -> Trend | None:
+    """Compare the smoothed end of ``val`` with its smoothed best, and ``train`` at those two epochs.
 
-    Returns the smallest epoch ``e`` such that for every ``i`` in ``1..patience``::
-
-        val/nll[e + i]        >  val/nll[e + i - 1]          (validation NLL rises, strictly)
-        train_eval/nll[e + i] <  train_eval/nll[e + i - 1]   (train NLL falls, strictly)
-
-    i.e. ``e`` is the last epoch before the rise begins: the epoch at which validation NLL was at its
-    lowest just before the ``patience``-epoch rise (not necessarily the global minimum). The rise must
-    be complete within the curves: with ``patience=3`` and onset at epoch ``e``, epochs up to
-    ``e + 3`` must exist. Any ``NaN`` among the values involved breaks the streak. ``None`` when it
-    never happens (including when either curve is missing).
+    ``mode="min"`` for NLL (worse = end above ``best·(1 + margin_nll)``), ``"max"`` for accuracy
+    (worse = end below ``best − margin_acc``). ``None`` without a finite validation value.
     """
-    if patience < 1:
-        raise ValueError(f"patience must be at least 1, not {patience}")
+    last = last_epoch(curves)
+    v = smoothed(list(curves.get(val, ()))[: (last or 0) + 1], rule.smooth)
+    best = best_epoch({val: v}, val, mode)
+    if best is None or last is None:
+        return None
+    end = next((e for e in range(last, best - 1, -1) if _finite(value_at({val: v}, val, e))), best)
+    t = smoothed(list(curves.get(train, ()))[: last + 1], rule.smooth)
+    val_best, val_end = v[best], v[end]
+    train_at_best, train_end = value_at({train: t}, train, best), value_at({train: t}, train, end)
+    if mode == "min":
+        worse = val_end > val_best * (1 + rule.margin_nll) if val_best > 0 else val_end > val_best + rule.margin_nll
+        train_better = train_end < train_at_best
+    else:
+        worse = val_end < val_best - rule.margin_acc
+        train_better = train_end > train_at_best
+    worse = worse and end - best >= rule.patience
+    return Trend(best, end, val_best, val_end, train_at_best, train_end, worse, bool(train_better))
 
-    def diverging(epoch: int) -> bool:
-        """From ``epoch - 1`` to ``epoch``: validation NLL rose and train NLL fell (all values finite)."""
-        v0, v1 = value_at(curves, VAL_NLL, epoch - 1), value_at(curves, VAL_NLL, epoch)
-        t0, t1 = value_at(curves, TRAIN_EVAL_NLL, epoch - 1), value_at(curves, TRAIN_EVAL_NLL, epoch)
-        return all(map(math.isfinite, (v0, v1, t0, t1))) and v1 > v0 and t1 < t0
 
-    n = min(len(curves.get(VAL_NLL, ())), len(curves.get(TRAIN_EVAL_NLL, ())))
-    streak = 0
-    for epoch in range(1, n):
-        streak = streak + 1 if diverging(epoch) else 0
-        if streak == patience:
-            return epoch - patience
-    return None
+def _pct(change: float, base: float) -> str:
+    return f"{change / base:+.0%}".replace("%", " %") if base else f"{change:+.3f}"
 
 
-def summarize(curves: Curves, onset_patience: int = 3) -> dict[str, float]:
-    """Everything above as MLflow-ready metrics (all values finite; undefined ones are left out).
+def judge(curves: Curves, rule: Rule = Rule()) -> Verdict:
+    """Decide whether a run overfits, drifts, is still improving or is stable; see the module docstring."""
+    nll = trend(curves, VAL_NLL, TRAIN_EVAL_NLL, "min", rule)
+    acc = trend(curves, VAL_ACC, TRAIN_EVAL_ACC, "max", rule)
+    last = last_epoch(curves)
+    gap = generalisation_gap(curves, last)
+    gap_text = f"acc gap {gap.acc * 100:.1f} pp at the end" if _finite(gap.acc) else ""
+    if nll is None and acc is None:
+        return Verdict("unknown", None, None, None, last, gap, "no validation curve to judge")
+    overfit_nll = nll is not None and nll.worse and nll.train_better
+    overfit_acc = acc is not None and acc.worse and acc.train_better
+    if overfit_nll or overfit_acc:
+        onsets = [t.best_epoch for t, hit in ((nll, overfit_nll), (acc, overfit_acc)) if hit]
+        onset = min(onsets)
+        figures = []
+        if overfit_nll:
+            figures.append(f"val NLL {_pct(nll.val_change, nll.val_best)} by epoch {nll.last_epoch} "
+                           f"while train_eval NLL {_pct(nll.train_change, nll.train_at_best)}")
+        if overfit_acc:
+            figures.append(f"val acc {acc.val_change * 100:+.1f} pp while train_eval acc {acc.train_change * 100:+.1f} pp")
+        text = f"overfits from epoch {onset} ({'; '.join(figures + ([gap_text] if gap_text else []))})"
+        return Verdict("overfits", onset, nll, acc, last, gap, text)
+    if nll is not None and nll.worse:  # validation NLL rose, but training NLL did not fall: calibration drift
+        text = (f"no overfitting; NLL drifts with train (val NLL {_pct(nll.val_change, nll.val_best)}, train_eval NLL "
+                f"{_pct(nll.train_change, nll.train_at_best)} from epoch {nll.best_epoch} to {nll.last_epoch}; "
+                f"val acc within {rule.margin_acc * 100:g} pp of its best{'; ' + gap_text if gap_text else ''})")
+        return Verdict("drift", None, nll, acc, last, gap, text)
+    reference = acc or nll
+    if reference.last_epoch - reference.best_epoch < rule.patience:
+        text = f"no overfitting; still improving (best validation at epoch {reference.best_epoch} of {reference.last_epoch})"
+        return Verdict("improving", None, nll, acc, last, gap, text + (f"; {gap_text}" if gap_text else ""))
+    text = "no overfitting; validation stays within the margin of its best"
+    return Verdict("stable", None, nll, acc, last, gap, text + (f" ({gap_text})" if gap_text else ""))
 
-    Keys (see :data:`SUMMARY_KEYS`):
 
-    - ``summary/epochs``: number of epochs with a validation result (last such epoch + 1; 0 if none)
-    - ``summary/best_epoch_nll``, ``summary/best_val_nll``: epoch and value of the lowest ``val/nll``
-    - ``summary/best_epoch_acc``, ``summary/best_val_acc``: epoch and value of the highest ``val/acc``
-    - ``summary/gap_acc_best``, ``summary/gap_nll_best``: :func:`generalisation_gap` at the best
-      epoch by validation NLL (the epoch whose checkpoint is tested as ``test/*``)
-    - ``summary/gap_acc_last``, ``summary/gap_nll_last``: the same at :func:`last_epoch`
-    - ``summary/has_onset``: 1.0 when :func:`overfitting_onset` found an onset, else 0.0 (always present)
-    - ``summary/onset_epoch``: that epoch, **omitted when there is none**
+def summarize(curves: Curves, rule: Rule = Rule(), monitor: str = VAL_ACC, mode: str = "max") -> dict[str, float]:
+    """The verdict's figures as MLflow-ready metrics (all finite; undefined ones are left out).
 
-    A value that cannot be computed (a missing curve, a diverged run) is omitted rather than given
-    as ``NaN``, so the dict can be passed straight to ``mlflow.log_metrics`` and MLflow's UI sorts
-    it sensibly. ``summary/epochs`` and ``summary/has_onset`` are always present.
+    - ``summary/epochs``: epochs with a validation result; ``summary/selected_epoch``: the epoch whose
+      checkpoint is tested as ``test/*`` (best ``monitor``, ties to the earlier epoch)
+    - ``summary/best_epoch_nll``, ``summary/best_val_nll``, ``summary/best_epoch_acc``,
+      ``summary/best_val_acc``: raw (unsmoothed) best epochs and values of ``val/nll`` and ``val/acc``
+    - ``summary/gap_{acc,nll}_{selected,last}``: :func:`generalisation_gap` at the selected and last epoch
+    - ``summary/val_nll_rise``: relative rise of smoothed validation NLL from its minimum to the end;
+      ``summary/train_nll_change``: relative change of train_eval NLL over the same epochs
+    - ``summary/has_onset`` (always present), ``summary/onset_epoch`` (only when overfitting),
+      ``summary/drift`` (1.0 when NLL drifts with train)
     """
     out: dict[str, float] = {}
 
@@ -205,40 +313,34 @@ def summarize(curves: Curves, onset_patience: int = 3) -> dict[str, float]:
 
     last = last_epoch(curves)
     out["summary/epochs"] = float(last + 1) if last is not None else 0.0
-    e_nll = best_epoch_nll(curves)
-    e_acc = best_epoch_acc(curves)
-    if e_nll is not None:
-        put("summary/best_epoch_nll", e_nll)
-        put("summary/best_val_nll", value_at(curves, VAL_NLL, e_nll))
-    if e_acc is not None:
-        put("summary/best_epoch_acc", e_acc)
-        put("summary/best_val_acc", value_at(curves, VAL_ACC, e_acc))
-    gap_best = generalisation_gap(curves, e_nll)
-    gap_last = generalisation_gap(curves, last)
-    put("summary/gap_acc_best", gap_best.acc)
-    put("summary/gap_nll_best", gap_best.nll)
-    put("summary/gap_acc_last", gap_last.acc)
-    put("summary/gap_nll_last", gap_last.nll)
-    onset = overfitting_onset(curves, onset_patience)
-    out["summary/has_onset"] = 0.0 if onset is None else 1.0
-    put("summary/onset_epoch", onset)
+    selected = best_epoch(curves, monitor, mode)
+    put("summary/selected_epoch", selected)
+    for metric, how, name in ((VAL_NLL, "min", "nll"), (VAL_ACC, "max", "acc")):
+        epoch = best_epoch(curves, metric, how)
+        put(f"summary/best_epoch_{name}", epoch)
+        put(f"summary/best_val_{name}", value_at(curves, metric, epoch))
+    for where, epoch in (("selected", selected), ("last", last)):
+        gap = generalisation_gap(curves, epoch)
+        put(f"summary/gap_acc_{where}", gap.acc)
+        put(f"summary/gap_nll_{where}", gap.nll)
+    verdict = judge(curves, rule)
+    if verdict.nll is not None and verdict.nll.val_best > 0:
+        put("summary/val_nll_rise", verdict.nll.val_change / verdict.nll.val_best)
+        if verdict.nll.train_at_best > 0:
+            put("summary/train_nll_change", verdict.nll.train_change / verdict.nll.train_at_best)
+    out["summary/has_onset"] = 0.0 if verdict.onset_epoch is None else 1.0
+    put("summary/onset_epoch", verdict.onset_epoch)
+    out["summary/drift"] = 1.0 if verdict.kind == "drift" else 0.0
     return {key: out[key] for key in SUMMARY_KEYS if key in out}
 
 
 def memorisation_drop(metrics: Mapping[str, float]) -> float | None:
-    """``test/acc - test_last/acc``: accuracy lost by training on past the best epoch.
+    """``test/acc - test_last/acc``: accuracy lost by training on past the selected epoch.
 
-    ``test/acc`` is the best checkpoint (by ``val/nll``), ``test_last/acc`` the final weights; with
-    noisy labels a large positive drop is the network memorising the wrong labels. ``None`` unless
-    both are given and finite.
+    With noisy labels a large positive drop is the network memorising the wrong labels. ``None``
+    unless both are given and finite.
     """
     best, last = metrics.get(TEST_ACC), metrics.get(TEST_LAST_ACC)
     if not (_finite(best) and _finite(last)):
         return None
     return float(best) - float(last)  # type: ignore[arg-type]
-
-
-def summarize_test(metrics: Mapping[str, float]) -> dict[str, float]:
-    """Test-time summary metrics: ``{"summary/memorisation_drop": ...}``, empty when undefined."""
-    drop = memorisation_drop(metrics)
-    return {} if drop is None else {"summary/memorisation_drop": drop}

@@ -1,41 +1,161 @@
-"""Overfitting figures on synthetic curves whose best epoch, gap and onset are known by construction."""
+"""Overfitting verdicts on synthetic curves whose answer is known by construction, and on recorded real curves.
+
+tests/data/real_curves.json holds Fashion-MNIST curves recorded with lossbench (the commands are in
+its ``_about``): a change of rule is judged against what those runs plainly show.
+"""
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import pytest
 
 from lossbench import analysis
-from lossbench.analysis import Gap
+from lossbench.analysis import Rule
 
 NAN = math.nan
+REAL = {k: v for k, v in json.loads((Path(__file__).parent / "data" / "real_curves.json").read_text()).items()
+        if not k.startswith("_")}
 
 
 def overfitting_curves() -> dict[str, list[float]]:
-    """Val NLL falls to its minimum at epoch 3, then rises for 4 epochs while train NLL keeps falling.
-
-    Val accuracy peaks at epoch 4 (one epoch after the NLL minimum, as often happens).
-    """
+    """Val NLL falls to its minimum at epoch 3, then rises for 6 epochs while train NLL keeps falling."""
     return {
-        "val/nll": [1.0, 0.6, 0.45, 0.40, 0.42, 0.47, 0.55, 0.60],
-        "train_eval/nll": [1.1, 0.6, 0.40, 0.30, 0.25, 0.20, 0.15, 0.10],
-        "val/acc": [0.70, 0.80, 0.85, 0.87, 0.88, 0.875, 0.87, 0.86],
-        "train_eval/acc": [0.68, 0.81, 0.88, 0.91, 0.93, 0.95, 0.97, 0.99],
+        "val/nll": [1.0, 0.6, 0.45, 0.40, 0.42, 0.47, 0.55, 0.60, 0.66, 0.72],
+        "train_eval/nll": [1.1, 0.6, 0.40, 0.30, 0.25, 0.20, 0.15, 0.10, 0.08, 0.06],
+        "val/acc": [0.70, 0.80, 0.85, 0.87, 0.88, 0.875, 0.87, 0.865, 0.86, 0.86],
+        "train_eval/acc": [0.68, 0.81, 0.88, 0.91, 0.93, 0.95, 0.97, 0.98, 0.99, 0.99],
     }
 
 
-def test_best_epochs_by_nll_and_by_accuracy() -> None:
+def test_smoothing_is_a_centred_mean_that_keeps_gaps() -> None:
+    assert analysis.smoothed([1.0, 2.0, 3.0, 10.0], 3) == pytest.approx([1.5, 2.0, 5.0, 6.5])
+    assert analysis.smoothed([1.0, 2.0], 1) == [1.0, 2.0]
+    out = analysis.smoothed([1.0, NAN, 3.0], 3)
+    assert out[0] == 1.0 and math.isnan(out[1]) and out[2] == 3.0
+
+
+def test_a_clean_rise_after_the_minimum_is_overfitting_from_that_epoch() -> None:
+    verdict = analysis.judge(overfitting_curves())
+    # Smoothed val NLL: minimum at epoch 3 ((0.45 + 0.40 + 0.42) / 3 = 0.4233), end (0.66 + 0.72) / 2 = 0.69.
+    assert verdict.kind == "overfits" and verdict.onset_epoch == 3
+    assert verdict.nll.val_best == pytest.approx((0.45 + 0.40 + 0.42) / 3)
+    assert verdict.nll.val_end == pytest.approx((0.66 + 0.72) / 2)
+    assert verdict.text.startswith("overfits from epoch 3 (val NLL +63 % by epoch 9 while train_eval NLL -78 %")
+    assert verdict.gap_last.acc == pytest.approx(0.99 - 0.86)
+    # Without smoothing the raw minimum (epoch 3) decides too.
+    assert analysis.judge(overfitting_curves(), Rule(smooth=1)).onset_epoch == 3
+
+
+def test_a_noisy_plateau_is_not_overfitting() -> None:
+    wobble = [0.0, 0.03, -0.02, 0.04, -0.03, 0.02, -0.01, 0.03, -0.02, 0.01, 0.02, -0.02]
+    curves = {
+        "val/nll": [1.0, 0.7, 0.55] + [0.50 + w for w in wobble],
+        "train_eval/nll": [1.0, 0.65, 0.5] + [0.45 - 0.01 * i for i in range(len(wobble))],
+        "val/acc": [0.7, 0.8, 0.84] + [0.85 - w / 10 for w in wobble],
+        "train_eval/acc": [0.7, 0.8, 0.85] + [0.86 + 0.002 * i for i in range(len(wobble))],
+    }
+    verdict = analysis.judge(curves)
+    assert verdict.kind == "stable" and verdict.onset_epoch is None
+    # The old rule's failure mode: one strict rise after a dip. Any single wobble here is +4 % to +8 %.
+    assert not verdict.nll.worse
+
+
+def test_nll_rising_on_train_and_validation_together_is_drift_not_overfitting() -> None:
+    curves = {
+        "val/nll": [1.2, 1.0, 0.9, 1.0, 1.1, 1.2, 1.3, 1.4, 1.5],
+        "train_eval/nll": [1.1, 0.9, 0.8, 0.9, 1.0, 1.1, 1.2, 1.3, 1.4],
+        "val/acc": [0.70, 0.75, 0.78, 0.79, 0.80, 0.80, 0.805, 0.80, 0.81],
+        "train_eval/acc": [0.70, 0.76, 0.79, 0.81, 0.82, 0.83, 0.84, 0.85, 0.86],
+    }
+    verdict = analysis.judge(curves)
+    assert verdict.kind == "drift" and verdict.onset_epoch is None
+    assert verdict.nll.worse and not verdict.nll.train_better
+    assert verdict.text.startswith("no overfitting; NLL drifts with train")
+    summary = analysis.summarize(curves)
+    assert summary["summary/drift"] == 1.0 and summary["summary/has_onset"] == 0.0
+    assert summary["summary/val_nll_rise"] == pytest.approx(((1.4 + 1.5) / 2) / ((0.9 + 1.0 + 1.0) / 3) - 1)
+
+
+def test_monotone_improvement_is_still_improving() -> None:
+    curves = {"val/nll": [1.0, 0.8, 0.6, 0.5, 0.45, 0.42], "train_eval/nll": [1.0, 0.7, 0.5, 0.4, 0.3, 0.25],
+              "val/acc": [0.6, 0.7, 0.75, 0.78, 0.8, 0.81], "train_eval/acc": [0.6, 0.72, 0.78, 0.82, 0.85, 0.87]}
+    verdict = analysis.judge(curves)
+    assert verdict.kind == "improving" and verdict.onset_epoch is None
+    assert analysis.judge({}).kind == "unknown"
+
+
+def test_validation_accuracy_falling_while_train_accuracy_rises_is_overfitting() -> None:
+    curves = {"val/acc": [0.70, 0.80, 0.85, 0.84, 0.83, 0.82, 0.81, 0.80],
+              "train_eval/acc": [0.70, 0.82, 0.88, 0.91, 0.94, 0.96, 0.98, 0.99]}
+    verdict = analysis.judge(curves)
+    # Smoothed val acc peaks at epoch 3 ((0.85 + 0.84 + 0.83) / 3 = 0.84) and ends at 0.805.
+    assert verdict.kind == "overfits" and verdict.onset_epoch == 3 and verdict.nll is None
+    assert "val acc -3.5 pp while train_eval acc +7.5 pp" in verdict.text
+
+
+def test_a_rise_too_close_to_the_end_is_not_yet_overfitting() -> None:
+    curves = {k: v[:7] for k, v in overfitting_curves().items()}  # minimum at 3, 3 epochs after it (+20 %)
+    assert analysis.judge(curves).kind == "overfits"
+    assert analysis.judge(curves, Rule(patience=4)).kind == "improving"
+
+
+def test_the_margin_decides_how_large_a_rise_counts() -> None:
     curves = overfitting_curves()
-    assert analysis.best_epoch_nll(curves) == 3
-    assert analysis.best_epoch_acc(curves) == 4
-    assert analysis.best_epoch(curves, "train_eval/nll", "min") == 7
+    assert analysis.judge(curves, Rule(margin_nll=0.6, margin_acc=0.5)).kind == "overfits"
+    assert analysis.judge(curves, Rule(margin_nll=0.7, margin_acc=0.5)).kind == "stable"
+    with pytest.raises(ValueError, match="at least 1"):
+        Rule(smooth=0)
+    assert Rule.from_config({"smooth": 5, "patience": 2, "margin_nll": 0.2, "margin_acc": 0.02, "figures": True}) == \
+        Rule(5, 2, 0.2, 0.02)
+
+
+@pytest.mark.parametrize("seed", ["s0", "s1"])
+def test_recorded_cross_entropy_on_2000_images_overfits_between_epochs_4_and_12(seed: str) -> None:
+    curves = REAL[f"overfit25/ce/{seed}"]
+    verdict = analysis.judge(curves)
+    assert verdict.kind == "overfits" and 4 <= verdict.onset_epoch <= 12
+    assert verdict.nll.val_change / verdict.nll.val_best > 0.3, "val NLL ends far above its minimum"
+    assert verdict.nll.train_end < 0.3 * verdict.nll.train_at_best, "while train NLL keeps falling"
+
+
+@pytest.mark.parametrize("seed", ["s0", "s1"])
+def test_recorded_mae_drifts_and_is_selected_late_by_accuracy(seed: str) -> None:
+    curves = REAL[f"overfit25/mae/{seed}"]
+    verdict = analysis.judge(curves)
+    assert verdict.kind == "drift", verdict.text
+    assert verdict.nll.train_change > 0, "training NLL rises too"
+    selected_by_acc = analysis.best_epoch(curves, "val/acc", "max")
+    selected_by_nll = analysis.best_epoch(curves, "val/nll", "min")
+    assert selected_by_acc >= 15 and selected_by_nll <= 7
+
+
+@pytest.mark.parametrize("name", ["full10/ce/s0", "full10/ce/s1", "full10/mae/s0", "full10/mae/s1"])
+def test_recorded_runs_on_10000_images_for_10_epochs_do_not_overfit(name: str) -> None:
+    verdict = analysis.judge(REAL[name])
+    assert verdict.kind != "overfits", verdict.text
+    assert verdict.kind == ("improving" if "/ce/" in name else "drift")
+
+
+def test_old_rule_missed_the_recorded_overfitting() -> None:
+    """The rule this replaced ("val NLL rises 3 epochs in a row while train NLL falls") found nothing here."""
+    for seed in ("s0", "s1"):
+        curves = REAL[f"overfit25/ce/{seed}"]
+        val, train = curves["val/nll"], curves["train_eval/nll"]
+        streak, found = 0, False
+        for e in range(1, len(val)):
+            streak = streak + 1 if val[e] > val[e - 1] and train[e] < train[e - 1] else 0
+            found = found or streak == 3
+        assert not found
+        assert analysis.judge(curves).kind == "overfits"
 
 
 def test_best_epoch_skips_nan_and_breaks_ties_early() -> None:
-    assert analysis.best_epoch_nll({"val/nll": [NAN, 0.5, 0.3, NAN, 0.3]}) == 2
-    assert analysis.best_epoch_nll({"val/nll": [NAN, NAN]}) is None
-    assert analysis.best_epoch_nll({}) is None
+    assert analysis.best_epoch({"val/nll": [NAN, 0.5, 0.3, NAN, 0.3]}, "val/nll", "min") == 2
+    assert analysis.best_epoch({"val/acc": [0.5, 0.8, 0.8]}) == 1
+    assert analysis.best_epoch({"val/nll": [NAN, NAN]}, "val/nll", "min") is None
     with pytest.raises(ValueError, match="mode"):
         analysis.best_epoch({"val/nll": [1.0]}, "val/nll", "lowest")
 
@@ -44,92 +164,34 @@ def test_gap_is_positive_when_overfitting_for_both_metrics() -> None:
     gap = analysis.generalisation_gap(overfitting_curves(), 3)
     assert gap.acc == pytest.approx(0.91 - 0.87)
     assert gap.nll == pytest.approx(0.40 - 0.30)
-    assert gap.acc > 0 and gap.nll > 0
-
-
-def test_gap_is_nan_where_a_value_is_missing() -> None:
     curves = {"val/acc": [0.5, 0.6], "train_eval/acc": [0.5], "val/nll": [1.0, 0.9], "train_eval/nll": [1.0, NAN]}
     gap = analysis.generalisation_gap(curves, 1)
     assert math.isnan(gap.acc) and math.isnan(gap.nll)
     assert all(math.isnan(x) for x in analysis.generalisation_gap(curves, None))
 
 
-def test_onset_is_the_last_epoch_before_the_rise() -> None:
-    assert analysis.overfitting_onset(overfitting_curves(), patience=3) == 3
-    assert analysis.overfitting_onset(overfitting_curves(), patience=4) == 3
-
-
-def test_no_onset_when_validation_keeps_improving() -> None:
-    curves = {"val/nll": [1.0, 0.8, 0.6, 0.5, 0.45], "train_eval/nll": [1.0, 0.7, 0.5, 0.4, 0.3]}
-    assert analysis.overfitting_onset(curves) is None
-    assert analysis.overfitting_onset({}) is None
-
-
-def test_no_onset_when_train_nll_rises_with_validation() -> None:
-    # Both rise: the run is diverging, not overfitting.
-    curves = {"val/nll": [0.5, 0.4, 0.5, 0.6, 0.7], "train_eval/nll": [0.5, 0.4, 0.45, 0.5, 0.6]}
-    assert analysis.overfitting_onset(curves, patience=1) is None
-
-
-def test_onset_at_the_patience_boundary() -> None:
-    # The rise after epoch 3 lasts exactly 4 epochs (to the end of the run): found with k=4, not k=5.
-    curves = overfitting_curves()
-    assert analysis.overfitting_onset(curves, patience=4) == 3
-    assert analysis.overfitting_onset(curves, patience=5) is None
-    # One epoch shorter: the 3-epoch rise ends on the last epoch and still counts.
-    short = {k: v[:7] for k, v in curves.items()}
-    assert analysis.overfitting_onset(short, patience=3) == 3
-    assert analysis.overfitting_onset(short, patience=4) is None
-
-
-def test_an_interrupted_rise_restarts_the_count() -> None:
-    # Rises 2 epochs after epoch 1, dips at epoch 4, then rises 3 epochs after epoch 4.
-    curves = {
-        "val/nll": [1.0, 0.5, 0.6, 0.7, 0.55, 0.6, 0.7, 0.8],
-        "train_eval/nll": [1.0, 0.5, 0.4, 0.3, 0.25, 0.2, 0.15, 0.1],
-    }
-    assert analysis.overfitting_onset(curves, patience=3) == 4
-    assert analysis.overfitting_onset(curves, patience=2) == 1
-
-
-def test_onset_with_patience_one() -> None:
-    curves = {"val/nll": [1.0, 0.5, 0.6, 0.4], "train_eval/nll": [1.0, 0.5, 0.4, 0.3]}
-    assert analysis.overfitting_onset(curves, patience=1) == 1
-    with pytest.raises(ValueError, match="patience"):
-        analysis.overfitting_onset(curves, patience=0)
-
-
-def test_nan_breaks_an_onset_streak() -> None:
-    # Val NLL rises from epoch 1 on, but epoch 3 is missing: the count starts again at epoch 4.
-    curves = {
-        "val/nll": [1.0, 0.5, 0.6, NAN, 0.7, 0.8, 0.9, 1.0],
-        "train_eval/nll": [1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3],
-    }
-    assert analysis.overfitting_onset(curves, patience=3) == 4
-    assert analysis.overfitting_onset(curves, patience=1) == 1
-    # A missing train value breaks it too.
-    curves = overfitting_curves()
-    curves["train_eval/nll"][5] = NAN
-    assert analysis.overfitting_onset(curves, patience=3) is None
-    assert analysis.overfitting_onset(curves, patience=1) == 3
-
-
 def test_summarize_names_and_values() -> None:
-    summary = analysis.summarize(overfitting_curves(), onset_patience=3)
+    curves = overfitting_curves()
+    summary = analysis.summarize(curves)
     assert summary == pytest.approx({
-        "summary/epochs": 8.0,
+        "summary/epochs": 10.0,
+        "summary/selected_epoch": 4.0,  # highest val/acc
         "summary/best_epoch_nll": 3.0,
         "summary/best_epoch_acc": 4.0,
         "summary/best_val_nll": 0.40,
         "summary/best_val_acc": 0.88,
-        "summary/gap_acc_best": 0.91 - 0.87,
-        "summary/gap_nll_best": 0.40 - 0.30,
+        "summary/gap_acc_selected": 0.93 - 0.88,
+        "summary/gap_nll_selected": 0.42 - 0.25,
         "summary/gap_acc_last": 0.99 - 0.86,
-        "summary/gap_nll_last": 0.60 - 0.10,
+        "summary/gap_nll_last": 0.72 - 0.06,
+        "summary/val_nll_rise": 0.69 / ((0.45 + 0.40 + 0.42) / 3) - 1,
+        "summary/train_nll_change": 0.07 / ((0.40 + 0.30 + 0.25) / 3) - 1,
         "summary/has_onset": 1.0,
         "summary/onset_epoch": 3.0,
+        "summary/drift": 0.0,
     })
     assert list(summary) == [k for k in analysis.SUMMARY_KEYS if k in summary]
+    assert analysis.summarize(curves, monitor="val/nll", mode="min")["summary/selected_epoch"] == 3.0
 
 
 def test_summarize_leaves_out_what_is_undefined() -> None:
@@ -137,13 +199,13 @@ def test_summarize_leaves_out_what_is_undefined() -> None:
     curves = {"val/nll": [0.9, 0.7, NAN], "val/acc": [0.6, 0.7, NAN], "train_eval/nll": [0.95, 0.6, NAN]}
     summary = analysis.summarize(curves)
     assert summary["summary/epochs"] == 2.0
-    assert summary["summary/best_epoch_nll"] == 1.0
+    assert summary["summary/selected_epoch"] == 1.0
     assert summary["summary/gap_nll_last"] == pytest.approx(0.1)
     assert summary["summary/has_onset"] == 0.0
     assert "summary/onset_epoch" not in summary
-    assert "summary/gap_acc_best" not in summary and "summary/gap_acc_last" not in summary
+    assert "summary/gap_acc_selected" not in summary and "summary/gap_acc_last" not in summary
     assert all(math.isfinite(v) for v in summary.values())
-    assert analysis.summarize({}) == {"summary/epochs": 0.0, "summary/has_onset": 0.0}
+    assert analysis.summarize({}) == {"summary/epochs": 0.0, "summary/has_onset": 0.0, "summary/drift": 0.0}
 
 
 def test_last_epoch_ignores_trailing_missing_validation() -> None:
@@ -163,10 +225,3 @@ def test_memorisation_drop() -> None:
     assert analysis.memorisation_drop({"test/acc": 0.9, "test_last/acc": 0.8}) == pytest.approx(0.1)
     assert analysis.memorisation_drop({"test/acc": 0.9}) is None
     assert analysis.memorisation_drop({"test/acc": 0.9, "test_last/acc": NAN}) is None
-    assert analysis.summarize_test({"test/acc": 0.9, "test_last/acc": 0.85}) == pytest.approx(
-        {"summary/memorisation_drop": 0.05})
-    assert analysis.summarize_test({}) == {}
-
-
-def test_gap_is_a_named_tuple() -> None:
-    assert Gap(acc=0.1, nll=0.2) == (0.1, 0.2)
