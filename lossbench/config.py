@@ -27,9 +27,18 @@ class ConfigError(LossbenchError):
     """A config value that lossbench cannot train with."""
 
 
-# Keys that say where or how a run is recorded or executed, not what is trained: two configs that
-# differ only here are the same experiment (and the same config hash).
-NON_IDENTITY_KEYS = ("tracking", "resume", "threads", "data.root", "data.download", "trainer.enable_progress_bar")
+# Keys that say where or how a run is recorded, executed or judged, not what is trained: two configs
+# that differ only here are the same experiment (the same config hash; the report groups them together).
+OPERATIONAL_KEYS = ("tracking", "resume", "threads", "analysis", "hydra", "data.root", "data.download",
+                    "trainer.accelerator", "trainer.devices", "trainer.enable_progress_bar")
+CONFIG_HASH_VERSION = "2"
+"""Tagged on every run as ``config_hash_version``. Version 1 (before 2026-11-30) also hashed ``analysis.*``,
+``trainer.accelerator`` and ``trainer.devices``; such runs are not matched for skipping or resuming."""
+
+
+def is_operational(key: str) -> bool:
+    """True when a dotted config key (or param name) is one of :data:`OPERATIONAL_KEYS` or below one."""
+    return any(key == k or key.startswith(k + ".") for k in OPERATIONAL_KEYS)
 
 # A key is secret when one of its words (split on _ and -) is one of these: api_key, db-password, token.
 _SECRET_WORDS = {"password", "passwd", "pass", "pwd", "token", "secret", "key", "credential", "credentials", "apikey"}
@@ -86,7 +95,12 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("loss.input", lambda v: v in ("logits", "softmax", "sigmoid", "log_softmax"), "logits, softmax, sigmoid or log_softmax"),
     ("loss.target", lambda v: isinstance(v, str), "a target encoding name"),
     ("early_stopping.patience", _positive_int, "an integer >= 1"),
-    ("analysis.onset_patience", _positive_int, "an integer >= 1"),
+    ("checkpoint.mode", lambda v: v in ("min", "max"), "min or max"),
+    ("early_stopping.mode", lambda v: v in ("min", "max"), "min or max"),
+    ("analysis.smooth", _positive_int, "an integer >= 1 (epochs)"),
+    ("analysis.patience", _positive_int, "an integer >= 1 (epochs)"),
+    ("analysis.margin_nll", lambda v: _is_number(v) and v >= 0, "a number >= 0 (a fraction: 0.1 = 10 %)"),
+    ("analysis.margin_acc", lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1) (0.01 = 1 pp)"),
     ("tracking.timeout_s", lambda v: _is_number(v) and v > 0, "a number of seconds > 0"),
     ("tracking.experiment", lambda v: isinstance(v, str) and v.strip() != "", "a non-empty name"),
 ]
@@ -153,6 +167,6 @@ def resolved(cfg: DictConfig) -> dict[str, Any]:
 
 
 def config_hash(cfg: DictConfig) -> str:
-    """A short, stable hash of what a run trains: equal configs (up to NON_IDENTITY_KEYS) give equal hashes."""
-    items = {k: v for k, v in flatten(resolved(cfg)) if not any(k == n or k.startswith(n + ".") for n in NON_IDENTITY_KEYS)}
+    """A short, stable hash of what a run trains: configs equal up to :data:`OPERATIONAL_KEYS` give equal hashes."""
+    items = {k: v for k, v in flatten(resolved(cfg)) if not is_operational(k)}
     return hashlib.sha256(json.dumps(items, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -176,6 +176,7 @@ class Splits:
     test_x: Tensor
     test_y: Tensor
     train_eval_idx: Tensor  # rows of the training split evaluated in eval mode each epoch
+    train_true_y: Tensor | None = None  # the clean training labels when train_y holds noisy ones
 
 
 class MNISTFamily(pl.LightningDataModule):
@@ -239,9 +240,11 @@ class MNISTFamily(pl.LightningDataModule):
         if self.train_size is not None:  # a fixed subset, the same for every run seed
             train_idx = train_idx[: self.train_size]
         train_y, val_y = train_labels[train_idx], train_labels[val_idx]
+        clean_train_y = None
         rate = float(self.label_noise.get("rate", 0.0))
         if rate > 0:
             kind, noise_seed = self.label_noise.get("kind", "symmetric"), int(self.label_noise.get("seed", 0))
+            clean_train_y = train_y
             train_y, report = corrupt_labels(train_y, rate, kind, noise_seed, self.num_classes)
             self.noise_report = report.as_dict()
             if self.label_noise.get("noisy_val", False):
@@ -252,7 +255,7 @@ class MNISTFamily(pl.LightningDataModule):
             train_x=self._normalise(train_images[train_idx]), train_y=train_y,
             val_x=self._normalise(train_images[val_idx]), val_y=val_y,
             test_x=self._normalise(test_images), test_y=test_labels,
-            train_eval_idx=train_eval_idx.sort().values,
+            train_eval_idx=train_eval_idx.sort().values, train_true_y=clean_train_y,
         )
         return self.splits
 
@@ -263,7 +266,7 @@ class MNISTFamily(pl.LightningDataModule):
         splits = self.load()
         device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
         if splits.train_x.device != device:
-            self.splits = Splits(*(t.to(device) for t in vars(splits).values()))
+            self.splits = Splits(*(None if t is None else t.to(device) for t in vars(splits).values()))
 
     def _current_epoch(self) -> int:
         return self.trainer.current_epoch if self.trainer is not None else 0
@@ -281,6 +284,12 @@ class MNISTFamily(pl.LightningDataModule):
 
     def test_dataloader(self) -> Batches:
         return Batches(self.splits.test_x, self.splits.test_y, self.eval_batch_size)
+
+    @property
+    def train_eval_true_labels(self) -> Tensor | None:
+        """The clean labels of the train_eval rows (whose loader yields the noisy ones); ``None`` without label noise."""
+        s = self.load()
+        return None if s.train_true_y is None else s.train_true_y[s.train_eval_idx]
 
     @property
     def sizes(self) -> dict[str, int]:

@@ -28,3 +28,26 @@ def confusion_matrix(logits: Tensor, target: Tensor, num_classes: int) -> Tensor
     """Counts ``(C, C)``: rows are true classes, columns predicted classes."""
     pred = logits.argmax(dim=1)
     return torch.bincount(target * num_classes + pred, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+
+
+def memorisation(logits: Tensor, noisy: Tensor, true: Tensor) -> dict[str, Tensor]:
+    """What a network trained on noisy labels does with them, on samples whose label was flipped or not.
+
+    - ``memorised``: accuracy against the *noisy* label on flipped samples (the fraction memorised)
+    - ``flipped_true_acc``: accuracy against the *true* label on the same flipped samples
+    - ``clean_acc``: accuracy on samples whose label was not flipped
+
+    A subset with no sample gives ``NaN``.
+    """
+    pred = logits.argmax(dim=1)
+    flipped = noisy != true
+    nan = torch.tensor(float("nan"), device=logits.device)
+
+    def share(hits: Tensor, mask: Tensor) -> Tensor:
+        return hits[mask].float().mean() if bool(mask.any()) else nan
+
+    return {
+        "memorised": share(pred == noisy, flipped),
+        "flipped_true_acc": share(pred == true, flipped),
+        "clean_acc": share(pred == noisy, ~flipped),
+    }

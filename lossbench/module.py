@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from lossbench.config import LossbenchError
-from lossbench.metrics import confusion_matrix, yardsticks
+from lossbench.metrics import confusion_matrix, memorisation, yardsticks
 
 EVAL_PREFIXES = ("val", "train_eval")  # validation dataloader 0 and 1
 
@@ -48,6 +48,7 @@ class LossbenchModule(pl.LightningModule):
         scheduler_monitor: str = "val/nll",
         num_classes: int = 10,
         gradient_clip_val: float | None = None,
+        train_eval_true: Tensor | None = None,
     ):
         super().__init__()
         self.automatic_optimization = False  # several optimizer steps per Lightning step: see the module docstring
@@ -55,6 +56,7 @@ class LossbenchModule(pl.LightningModule):
         self.net, self.loss = net, loss
         self.optimizer_factory, self.scheduler_factory, self.scheduler_monitor = optimizer, scheduler, scheduler_monitor
         self.num_classes = num_classes
+        self.train_eval_true = train_eval_true  # clean labels of the train_eval rows when training labels are noisy
         self.history: list[dict[str, float]] = []
         self.test_prefix = "test"
         self.test_results: dict[str, dict[str, float]] = {}
@@ -149,7 +151,10 @@ class LossbenchModule(pl.LightningModule):
     def on_validation_epoch_end(self) -> None:
         names, values = [], []
         for idx in sorted(self._eval_outputs):
-            for key, value in self._results(idx)[2].items():
+            logits, target, results = self._results(idx)
+            if EVAL_PREFIXES[idx] == "train_eval" and self.train_eval_true is not None:
+                results.update(memorisation(logits, target, self.train_eval_true.to(target.device)))
+            for key, value in results.items():
                 names.append(f"{EVAL_PREFIXES[idx]}/{key}")
                 values.append(value)
         self._epoch_eval = dict(zip(names, torch.stack(values).tolist()))

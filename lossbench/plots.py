@@ -54,17 +54,24 @@ def _plot_curve(ax: Axes, values: Sequence[float], **style: object) -> bool:
     return True
 
 
-def _mark_onset(ax: Axes, onset_epoch: int | None, label: bool) -> None:
+def _mark_epochs(ax: Axes, selected_epoch: int | None, onset_epoch: int | None, label: bool,
+                 selected_by: str = "val/acc") -> None:
+    """Vertical lines: the selected (best) epoch dotted green, the overfitting onset dashed red."""
+    if selected_epoch is not None:
+        ax.axvline(selected_epoch, color="tab:green", linestyle=":", linewidth=1.2,
+                   label=f"selected epoch {selected_epoch} (best {selected_by})" if label else None)
     if onset_epoch is not None:
         ax.axvline(onset_epoch, color="tab:red", linestyle="--", linewidth=1,
                    label=f"overfitting onset (epoch {onset_epoch})" if label else None)
 
 
-def learning_curves(curves: Curves, path: PathLike, title: str = "", onset_epoch: int | None = None) -> Path:
+def learning_curves(curves: Curves, path: PathLike, title: str = "", onset_epoch: int | None = None,
+                    selected_epoch: int | None = None, selected_by: str = "val/acc") -> Path:
     """Three panels against epoch: the run's own loss, NLL, accuracy; train, train (eval mode), validation.
 
-    ``onset_epoch`` (see :func:`lossbench.analysis.overfitting_onset`) is marked with a dashed
-    vertical line and a legend entry on every panel. Panels whose metrics are all missing say so.
+    ``selected_epoch`` (the checkpoint tested as ``test/*``, best ``selected_by``) is marked with a
+    dotted vertical line, ``onset_epoch`` (see :func:`lossbench.analysis.judge`) with a dashed one,
+    each with a legend entry on every panel. Panels whose metrics are all missing say so.
     """
     fig = Figure(figsize=(14, 4.2), layout="constrained")
     axes = fig.subplots(1, len(_PANELS))
@@ -73,11 +80,11 @@ def learning_curves(curves: Curves, path: PathLike, title: str = "", onset_epoch
                  for metric, label, style in series]
         if not any(drawn):
             ax.text(0.5, 0.5, "not recorded", transform=ax.transAxes, ha="center", va="center", color="gray")
-        _mark_onset(ax, onset_epoch, label=True)
+        _mark_epochs(ax, selected_epoch, onset_epoch, label=True, selected_by=selected_by)
         ax.set_title(name)
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
-        if any(drawn) or onset_epoch is not None:
+        if any(drawn) or onset_epoch is not None or selected_epoch is not None:
             ax.legend(fontsize="small")
     if title:
         fig.suptitle(title)
@@ -122,11 +129,13 @@ def confusion_matrix(matrix: Sequence[Sequence[float]] | np.ndarray, path: PathL
 
 
 def curve_grid(panels: Mapping[str, Sequence[Curves]], path: PathLike,
-               metrics: Sequence[str] = ("val/nll", "train_eval/nll"), title: str = "", ncols: int = 3) -> Path:
+               metrics: Sequence[str] = ("val/nll", "train_eval/nll"), title: str = "", ncols: int = 3,
+               marks: Mapping[str, Sequence[tuple[int | None, int | None]]] | None = None) -> Path:
     """One small panel per group (e.g. loss × optimizer), its runs (seeds) overlaid.
 
     Each metric keeps one colour and style across panels; every run is one thin line. Panels share
-    the epoch axis but not the value axis (a diverged loss would flatten the others).
+    the epoch axis but not the value axis (a diverged loss would flatten the others). ``marks[group]``
+    gives each run's ``(selected epoch, onset epoch)``, drawn as in :func:`learning_curves`.
     """
     if not panels:
         raise ValueError("curve_grid needs at least one panel")
@@ -141,6 +150,8 @@ def curve_grid(panels: Mapping[str, Sequence[Curves]], path: PathLike,
             for r_index, curves in enumerate(runs):
                 _plot_curve(ax, curves.get(metric, ()), color=f"C{m_index}", linestyle=styles[m_index % len(styles)],
                             linewidth=1.2, alpha=0.8, label=metric if r_index == 0 else None)
+        for r_index, (selected, onset) in enumerate((marks or {}).get(name, ())):
+            _mark_epochs(ax, selected, onset, label=r_index == 0 and ax is axes[0])
         ax.set_title(f"{name}  (n={len(runs)})", fontsize="medium")
         ax.grid(alpha=0.3)
     for ax in axes[n:]:
@@ -219,4 +230,33 @@ def noise_chart(best: Mapping[str, Mapping[float, Sequence[float]]],
     ax.legend(fontsize="small")
     if title:
         ax.set_title(title)
+    return _save(fig, path)
+
+
+def memorisation_curves(panels: Mapping[str, Mapping[str, Sequence[Sequence[float]]]], path: PathLike,
+                        title: str = "") -> Path:
+    """The memorised fraction of flipped training labels against epoch: one panel per label-noise rate,
+    one colour per loss; thin lines are runs, the thick line their mean."""
+    if not panels:
+        raise ValueError("memorisation_curves needs at least one panel")
+    fig = Figure(figsize=(5.2 * len(panels), 4.2), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(panels), squeeze=False)).ravel()
+    for ax, (name, by_loss) in zip(axes, panels.items()):
+        for index, (loss, runs) in enumerate(by_loss.items()):
+            width = max((len(r) for r in runs), default=0)
+            matrix = np.full((len(runs), width), np.nan)
+            for i, run in enumerate(runs):
+                matrix[i, : len(run)] = np.asarray(run, dtype=float)
+                ax.plot(np.arange(len(run)), matrix[i, : len(run)], color=f"C{index}", linewidth=0.8, alpha=0.4)
+            with np.errstate(all="ignore"):
+                mean = np.nanmean(matrix, axis=0) if width else np.array([])
+            ax.plot(np.arange(width), mean, color=f"C{index}", linewidth=2, label=loss)
+        ax.set_title(name)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("flipped labels predicted as labelled")
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
+    if title:
+        fig.suptitle(title)
     return _save(fig, path)

@@ -22,7 +22,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from lossbench.config import ConfigError, LossbenchError, config_hash, flatten, redact_override, redact_tree, resolved, validate, without_name
+from lossbench.config import CONFIG_HASH_VERSION, ConfigError, LossbenchError, config_hash, flatten, redact_override, redact_tree, resolved, validate, without_name
 from lossbench.paths import conf_dir
 
 log = logging.getLogger("lossbench")
@@ -74,7 +74,8 @@ def run(cfg: DictConfig, extra_callbacks: list | None = None) -> float:
     if run_id is None:
         name = cfg.tracking.run_name or f"{cfg.loss.name}-{cfg.optimizer.name}-{cfg.model.name}-s{cfg.seed}-{uuid.uuid4().hex[:6]}"
         tags = {"loss": cfg.loss.name, "optimizer": cfg.optimizer.name, "model": cfg.model.name, "data": cfg.data.name,
-                "scheduler": cfg.scheduler.name, "seed": cfg.seed, "config_hash": identity, **sweep.tags()}
+                "scheduler": cfg.scheduler.name, "seed": cfg.seed, "config_hash": identity,
+                "config_hash_version": CONFIG_HASH_VERSION, **sweep.tags()}
         run_id = tracker.create_run(name, tags, dict(flatten(resolved(cfg))))
     else:
         tracker.reopen(run_id)
@@ -85,7 +86,7 @@ def run(cfg: DictConfig, extra_callbacks: list | None = None) -> float:
     with recorded(tracker, run_id):
         trainer_cfg = OmegaConf.to_container(cfg.trainer)
         module = LossbenchModule(net, loss, optimizer, scheduler, num_classes=cfg.data.num_classes,
-                                 gradient_clip_val=trainer_cfg.pop("gradient_clip_val"))
+                                 gradient_clip_val=trainer_cfg.pop("gradient_clip_val"), train_eval_true=data.train_eval_true_labels)
         best = pl.callbacks.ModelCheckpoint(dirpath=checkpoint_dir, filename="best", monitor=cfg.checkpoint.monitor, mode=cfg.checkpoint.mode, save_last=True)
         callbacks = [EpochLogger(tracker, run_id, checkpoint_dir), best, *(extra_callbacks or [])]
         if os.environ.get(FIRST_STEP_ENV):
@@ -100,21 +101,26 @@ def run(cfg: DictConfig, extra_callbacks: list | None = None) -> float:
         trainer.fit(module, datamodule=data, ckpt_path=ckpt_path, weights_only=True)
         history = curves(module.history)
 
-        # 4. Test the final weights, then the best checkpoint (by validation NLL).
+        # 4. Test the final weights, then the best checkpoint (by checkpoint.monitor, validation accuracy by default).
         module.test_prefix = "test_last"
         trainer.test(module, datamodule=data, verbose=False)
         module.test_prefix = "test"
         trainer.test(module, datamodule=data, ckpt_path=best.best_model_path or None, verbose=False, weights_only=True)
 
         # 5. Record what the run means: test metrics, overfitting summary, figures, config.
-        summary = analysis.summarize(history, cfg.analysis.onset_patience)
+        rule = analysis.Rule.from_config(cfg.analysis)
+        summary = analysis.summarize(history, rule, cfg.checkpoint.monitor, cfg.checkpoint.mode)
+        verdict = analysis.judge(history, rule)
         results = {**module.test_results["test"], **module.test_results["test_last"], **summary}
         tracker.log_metrics(run_id, {k: v for k, v in results.items() if v is not None and not math.isnan(v)})
-        tracker.set_tags(run_id, {"onset_epoch": summary.get("summary/onset_epoch", "none")})
+        tracker.set_tags(run_id, {"onset_epoch": "none" if verdict.onset_epoch is None else verdict.onset_epoch,
+                                  "verdict": verdict.kind, "verdict_text": verdict.text})
         record_artifacts(tracker, run_id, cfg, history, summary, module)
     objective = history[OBJECTIVE][-1] if history.get(OBJECTIVE) else math.nan
     sweep.record_outcome("finished", run_id, objective)
-    log.info("run %s finished: test/acc %.4f (best checkpoint), %.4f (last epoch); %s", run_id, results["test/acc"], results["test_last/acc"], tracker.uri)
+    log.info("run %s finished: test/acc %.4f (epoch %d, best %s), %.4f (last epoch); %s", run_id, results["test/acc"],
+             summary.get("summary/selected_epoch", -1), cfg.checkpoint.monitor, results["test_last/acc"], verdict.text)
+    log.info("tracking store: %s", tracker.uri)
     return objective
 
 
@@ -218,9 +224,12 @@ def record_artifacts(tracker, run_id: str, cfg: DictConfig, history, summary, mo
         (out / "overrides.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(overrides)))
         tracker.log_artifact(run_id, out / "overrides.yaml")
     if cfg.analysis.figures:
-        onset = summary.get("summary/onset_epoch")
+        onset, selected = summary.get("summary/onset_epoch"), summary.get("summary/selected_epoch")
         title = f"{cfg.loss.name} / {cfg.optimizer.name} / {cfg.model.name} / seed {cfg.seed}"
-        figure = plots.learning_curves(history, out / "learning_curves.png", title=title, onset_epoch=None if onset is None or math.isnan(onset) else int(onset))
+        figure = plots.learning_curves(history, out / "learning_curves.png", title=title,
+                                       onset_epoch=None if onset is None else int(onset),
+                                       selected_epoch=None if selected is None else int(selected),
+                                       selected_by=cfg.checkpoint.monitor)
         tracker.log_artifact(run_id, figure, "figures")
         if module.test_confusion is not None:
             matrix = plots.confusion_matrix(module.test_confusion.numpy(), out / "confusion_matrix.png", title=f"{title} — test, best checkpoint")

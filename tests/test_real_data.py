@@ -74,3 +74,35 @@ def test_one_epoch_of_a_linear_model_reaches_logistic_regression_accuracy(fashio
     assert r.data.tags["data"] == "fashion_mnist" and r.data.params["data.dataset"] == "FashionMNIST"
     # published: multinomial logistic regression on Fashion-MNIST reaches 0.842 test accuracy
     assert r.data.metrics["test/acc"] >= 0.80, r.data.metrics
+
+
+def _verdict_of(fashion_root: Path, tmp_path: Path, *overrides: str):
+    from lossbench.train import run
+
+    store = tmp_path / "mlflow.db"
+    run(compose("data=fashion_mnist", "model=mlp", "loss=ce", f"data.root={fashion_root}", f"tracking.uri=sqlite:///{store}",
+                f"tracking.checkpoint_dir={tmp_path / 'checkpoints'}", "analysis.figures=false", "threads=1", *overrides))
+    client, runs = read_runs(store)
+    r = runs[0]
+    curves = {k: [m.value for m in sorted(client.get_metric_history(r.info.run_id, k), key=lambda m: m.step)]
+              for k in ("val/nll", "val/acc", "train_eval/nll", "train_eval/acc")}
+    return r, curves
+
+
+def test_an_mlp_on_2000_images_overfits_and_is_flagged_with_an_onset(fashion_root: Path, tmp_path: Path):
+    """The case the first rule missed (see tests/data/real_curves.json, recorded from the same setting for 25 epochs)."""
+    from lossbench import analysis
+
+    r, curves = _verdict_of(fashion_root, tmp_path, "data.train_size=2000", "trainer.max_epochs=18")
+    assert r.data.tags["verdict"] == "overfits", r.data.tags["verdict_text"]
+    onset = int(r.data.tags["onset_epoch"])
+    assert 3 <= onset <= 12 and r.data.metrics["summary/onset_epoch"] == onset
+    assert r.data.metrics["summary/val_nll_rise"] > 0.10
+    assert analysis.judge(curves).onset_epoch == onset, "the tag is the verdict of the logged curves"
+    # The selected checkpoint is the best validation accuracy, not an early NLL minimum.
+    assert r.data.metrics["summary/selected_epoch"] == analysis.best_epoch(curves, "val/acc", "max")
+
+
+def test_an_mlp_on_the_full_training_set_for_three_epochs_is_not_flagged(fashion_root: Path, tmp_path: Path):
+    r, _ = _verdict_of(fashion_root, tmp_path, "trainer.max_epochs=3")
+    assert r.data.tags["verdict"] != "overfits" and r.data.tags["onset_epoch"] == "none", r.data.tags["verdict_text"]

@@ -224,3 +224,37 @@ def test_early_stopping_ends_the_run_and_tests_the_best_checkpoint(tiny_mnist: P
     assert sorted(m.step for m in client.get_metric_history(r.info.run_id, "val/nll")) == [0, 1, 2]
     best = min(client.get_metric_history(r.info.run_id, "val/nll"), key=lambda m: m.value)
     assert r.data.metrics["summary/best_val_nll"] == pytest.approx(best.value)
+
+
+def test_memorisation_accuracies_add_up_to_train_eval_accuracy_under_label_noise(tiny_mnist: Path, tmp_path: Path):
+    """Flipped and clean samples partition train_eval: acc·N = clean_acc·N_clean + memorised·N_flipped, every epoch."""
+    from lossbench.data import MNISTFamily
+
+    store = tmp_path / "mlflow.db"
+    overrides = tiny_overrides(tiny_mnist, store, "model=mlp", "trainer.max_epochs=3", "data.label_noise.rate=0.4")
+    cfg = compose(*overrides)
+    data = MNISTFamily.from_config(cfg.data, seed=cfg.seed)
+    splits = data.load()
+    noisy, true = splits.train_y[splits.train_eval_idx], data.train_eval_true_labels
+    n_flipped = int((noisy != true).sum())
+    assert 0 < n_flipped < len(true), "the subset holds flipped and clean samples"
+    run(cfg)
+    client, runs = read_runs(store)
+    rid = runs[0].info.run_id
+    history = {k: [m.value for m in sorted(client.get_metric_history(rid, k), key=lambda m: m.step)]
+               for k in ("train_eval/acc", "train_eval/memorised", "train_eval/flipped_true_acc", "train_eval/clean_acc")}
+    assert all(len(v) == 3 for v in history.values())
+    n = len(true)
+    for e in range(3):
+        assert history["train_eval/acc"][e] * n == pytest.approx(
+            history["train_eval/clean_acc"][e] * (n - n_flipped) + history["train_eval/memorised"][e] * n_flipped, abs=1e-3)
+        # A flipped sample cannot be predicted as both its noisy and its true label.
+        assert history["train_eval/memorised"][e] + history["train_eval/flipped_true_acc"][e] <= 1 + 1e-6
+
+
+def test_without_label_noise_there_is_no_flipped_subset(tiny_mnist: Path, tmp_path: Path):
+    store = tmp_path / "mlflow.db"
+    run(compose(*tiny_overrides(tiny_mnist, store, "data.label_noise.rate=0.0")))
+    client, runs = read_runs(store)
+    assert runs[0].info.status == "FINISHED"
+    assert not {"train_eval/memorised", "train_eval/clean_acc"} & set(runs[0].data.metrics)
