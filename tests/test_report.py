@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from scipy import stats as scipy_stats
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
@@ -75,7 +76,8 @@ def log_run(client: MlflowClient, experiment_id: str, run: FakeRun) -> str:
         metrics.append(Metric("test_last/acc", run.test_last_acc, 5000, 0))
     params = [Param("loss.name", run.loss), Param("optimizer.name", run.optimizer), Param("seed", str(run.seed)),
               Param("data.label_noise.rate", str(run.noise_rate)), Param("optimizer.lr", "0.001"),
-              Param("tracking.run_name", run.name)]
+              Param("tracking.run_name", run.name), Param("checkpoint.monitor", "val/acc"),
+              Param("checkpoint.mode", "max")]
     client.log_batch(created.info.run_id, metrics=metrics, params=params)
     if run.status != "RUNNING":
         client.set_terminated(created.info.run_id, run.status)
@@ -153,31 +155,62 @@ def table(markdown: str, heading: str) -> list[dict[str, str]]:
 
 
 def mean_std(values: Sequence[float], scale: float, digits: int) -> str:
-    """The expected cell, computed independently of lossbench."""
-    return f"{statistics.mean(values) * scale:.{digits}f} ± {statistics.stdev(values) * scale:.{digits}f}"
+    """The expected noise-table cell (mean [95 % t interval] (n)), computed independently of lossbench."""
+    return mean_ci(values, scale, digits)
+
+
+def mean_ci(values: Sequence[float], scale: float, digits: int) -> str:
+    """Mean with its two-sided 95 % Student-t interval, from scipy, formatted as the report does."""
+    m = statistics.mean(values)
+    if statistics.stdev(values) == 0:  # scipy answers NaN for a zero scale; the interval is the point itself
+        return f"{m * scale:.{digits}f} [{m * scale:.{digits}f}, {m * scale:.{digits}f}] (n={len(values)})"
+    low, high = scipy_stats.t.interval(0.95, len(values) - 1, loc=m, scale=statistics.stdev(values) / len(values) ** 0.5)
+    return f"{m * scale:.{digits}f} [{low * scale:.{digits}f}, {high * scale:.{digits}f}] (n={len(values)})"
 
 
 def by_name(name: str) -> FakeRun:
     return next(r for r in SWEEP_RUNS if r.name == name)
 
 
-def best_epoch(run: FakeRun) -> int:
-    return min(range(run.epochs), key=lambda i: run.curves["val/nll"][i])
+def selected_epoch(run: FakeRun) -> int:
+    """The highest val/acc, ties to the earlier epoch (the runs say checkpoint.monitor = val/acc)."""
+    return max(range(run.epochs), key=lambda i: (run.curves["val/acc"][i], -i))
 
 
-def test_results_table_equals_mean_and_std_of_logged_values(store: Store) -> None:
+def test_results_table_has_intervals_selected_and_last_figures(store: Store) -> None:
     rows = table(store.result.markdown.read_text(), "Results")
     assert [(r["loss"], r["optimizer"]) for r in rows] == [("mse", "adam"), ("ce", "adam")], "sorted by test acc"
     for row in rows:
         runs = [by_name(n) for n in KEPT[row["loss"]]]
-        assert row["n"] == "2"
-        assert row["test acc (%)"] == mean_std([r.test_acc for r in runs], 100, 2)
-        assert row["best val NLL"] == mean_std([min(r.curves["val/nll"]) for r in runs], 1, 4)
-        gaps = [r.curves["train_eval/acc"][best_epoch(r)] - r.curves["val/acc"][best_epoch(r)] for r in runs]
-        assert row["gap acc @best (pp)"] == mean_std(gaps, 100, 2)
-        assert row["s / epoch"] == mean_std([statistics.mean(r.curves["time/epoch_s"]) for r in runs], 1, 2)
-    onset = {r["loss"]: r["onset epoch (runs with one)"] for r in rows}
+        assert row["test acc @selected (%)"] == mean_ci([r.test_acc for r in runs], 100, 2)
+        sel = [selected_epoch(r) for r in runs]
+        assert row["selected epoch"] == f"{statistics.mean(sel):.1f}"
+        gaps_sel = [r.curves["train_eval/acc"][e] - r.curves["val/acc"][e] for r, e in zip(runs, sel)]
+        gaps_last = [r.curves["train_eval/acc"][-1] - r.curves["val/acc"][-1] for r in runs]
+        assert row["gap acc (pp) sel → last"] == f"{statistics.mean(gaps_sel) * 100:.1f} → {statistics.mean(gaps_last) * 100:.1f}"
+    onset = {r["loss"]: r["onset (runs)"] for r in rows}
     assert onset == {"ce": "2.0 (2/2)", "mse": "— (0/2)"}
+    assert "best val/acc (highest)" in section(store.result.markdown.read_text(), "Results"), "says which monitor chose"
+
+
+def test_verdicts_come_first_in_plain_words(store: Store) -> None:
+    markdown = store.result.markdown.read_text()
+    assert markdown.index("## Verdicts") < markdown.index("## Results")
+    verdicts = section(markdown, "Verdicts")
+    assert "**ce / adam**: overfits in 2/2 runs, from epoch 2 (val NLL +" in verdicts
+    assert "**mse / adam**: no overfitting" in verdicts
+    runs = {r["run"].split("]")[0].lstrip("["): r for r in table(markdown, "Runs used")}
+    assert runs["ce-s0"]["verdict"].startswith("overfits from epoch 2")
+
+
+def test_paired_comparison_with_the_reference(store: Store) -> None:
+    rows = {r["group"]: r for r in table(store.result.markdown.read_text(), "Compared with ce")}
+    assert rows["ce / adam"]["difference vs reference (pp) [95 % CI], p (n seeds): verdict"] == "reference"
+    diffs = [by_name("mse-s0").test_acc - by_name("ce-s0").test_acc, by_name("mse-s1").test_acc - by_name("ce-s1").test_acc]
+    test = scipy_stats.ttest_rel([by_name("mse-s0").test_acc, by_name("mse-s1").test_acc],
+                                 [by_name("ce-s0").test_acc, by_name("ce-s1").test_acc])
+    cell = rows["mse / adam"]["difference vs reference (pp) [95 % CI], p (n seeds): verdict"]
+    assert cell.startswith(f"+{statistics.mean(diffs) * 100:.2f} [") and f"p={test.pvalue:.2g} (n=2)" in cell
 
 
 def test_summary_json_holds_the_same_numbers(store: Store) -> None:
@@ -189,11 +222,16 @@ def test_summary_json_holds_the_same_numbers(store: Store) -> None:
         accs = [by_name(n).test_acc for n in names]
         assert rows[loss]["test_acc"]["mean"] == pytest.approx(statistics.mean(accs))
         assert rows[loss]["test_acc"]["std"] == pytest.approx(statistics.stdev(accs))
+        low, high = scipy_stats.t.interval(0.95, 1, loc=statistics.mean(accs), scale=statistics.stdev(accs) / 2 ** 0.5)
+        assert (rows[loss]["test_acc"]["low"], rows[loss]["test_acc"]["high"]) == pytest.approx((low, high))
         assert rows[loss]["n"] == 2
         assert sorted(rows[loss]["run_ids"]) == sorted(store.run_ids[n] for n in names)
-    assert rows["ce"]["onset_epoch"] == {"mean": 2.0, "std": 0.0, "n": 2}
-    assert rows["mse"]["onset_epoch"] == {"mean": None, "std": None, "n": 0}
-    assert summary["noisy_labels"] is None, "all runs have the same noise rate"
+    assert rows["ce"]["onset_epoch"]["mean"] == 2.0 and rows["ce"]["onset_epoch"]["n"] == 2
+    assert rows["mse"]["onset_epoch"]["n"] == 0 and rows["mse"]["onset_epoch"]["mean"] is None
+    assert rows["ce"]["verdict"].startswith("overfits in 2/2 runs")
+    assert [c["label"] for c in summary["comparisons"]] == ["mse / adam", "ce / adam"]
+    assert summary["comparisons"][0]["test"].startswith("paired t-test")
+    assert "noise" not in summary["group_by"], "all runs have the same noise rate"
 
 
 def test_unfinished_runs_are_listed_and_never_counted(store: Store) -> None:
@@ -205,11 +243,13 @@ def test_unfinished_runs_are_listed_and_never_counted(store: Store) -> None:
     assert unfinished["mse-s2-failed"]["epochs"] == "3"
     assert unfinished["ce-s2-running"]["status"] == "RUNNING"
     assert unfinished["ce-s2-running"]["reason"] == "in progress"
-    used = {r["run"] for r in table(markdown, "Runs used")}
-    assert used == {n for names in KEPT.values() for n in names}
+    used = {r["run id"]: r["run"] for r in table(markdown, "Runs used")}
+    assert {store.run_ids[n] for names in KEPT.values() for n in names} == set(used)
+    for run_id, link in used.items():  # each name links to its run in the MLflow UI
+        assert re.fullmatch(rf"\[[\w-]+\]\(http://127\.0\.0\.1:5000/#/experiments/\d+/runs/{run_id}\)", link)
     assert "other-sweep" not in markdown, "a run of another sweep leaked in"
     html = store.result.html.read_text()
-    assert '<span class="status FAILED">FAILED</span>' in html and FAILURE in html
+    assert "<td>FAILED</td>" in html and FAILURE in html
 
 
 def test_duplicate_config_hash_keeps_the_newest(store: Store) -> None:
@@ -223,22 +263,26 @@ def test_duplicate_config_hash_keeps_the_newest(store: Store) -> None:
 def test_report_is_logged_to_the_sweep_parent_run(store: Store) -> None:
     assert store.result.report_run_id == store.sweep_parent_id
     logged = {Path(a.path).name for a in store.client.list_artifacts(store.sweep_parent_id, "report")}
-    assert {"report.md", "report.html", "report_inline.html", "summary.json", "curves.png", "gap_acc.png",
-            "gap_nll.png"} <= logged
-    assert store.client.get_run(store.sweep_parent_id).info.status == "FINISHED"
+    assert {"report.md", "report.html", "summary.json", "curves.png", "gap_acc.png", "gap_nll.png"} <= logged
+    parent = store.client.get_run(store.sweep_parent_id)
+    assert parent.info.status == "FINISHED"
+    description = parent.data.tags["mlflow.note.content"]
+    assert "## Verdicts" in description and "| mse | adam |" in description and "![" not in description
+    assert parent.data.metrics["group.ce_adam.test_acc"] == pytest.approx(statistics.mean(
+        by_name(n).test_acc for n in KEPT["ce"]))
+    assert parent.data.metrics["group.ce_adam.overfit_runs"] == 2.0
 
 
-def test_html_is_self_contained_and_its_images_exist(store: Store) -> None:
+def test_html_is_self_contained_with_embedded_figures(store: Store) -> None:
     html = store.result.html.read_text()
     assert html.startswith("<!DOCTYPE html>") and "<style>" in html and "<table>" in html
     sources = re.findall(r'<img src="([^"]+)"', html)
-    assert {"curves.png", "gap_acc.png", "gap_nll.png"} <= set(sources)
-    for src in sources:
-        assert not src.startswith(("/", "http")), "images must be referenced by relative path"
-        assert (store.result.out_dir / src).is_file()
-    assert not re.search(r'(?:src|href)="https?://', html), "no external resources"
-    inline = (store.result.out_dir / "report_inline.html").read_text()
-    assert inline.count('<img src="data:image/png;base64,') == len(sources), "figures embedded for MLflow's viewer"
+    assert len(sources) == len(store.result.figures) == 3
+    assert all(src.startswith("data:image/png;base64,") for src in sources), "MLflow's viewer cannot follow relative links"
+    assert not re.search(r'(?:src)="https?://', html), "no external resources"
+    markdown = store.result.markdown.read_text()
+    for name in ("curves.png", "gap_acc.png", "gap_nll.png"):
+        assert f"]({name})" in markdown and (store.result.out_dir / name).is_file()
 
 
 def test_noisy_labels_table(store: Store) -> None:
@@ -248,16 +292,15 @@ def test_noisy_labels_table(store: Store) -> None:
         ("ce", "0.0"), ("ce", "0.4"), ("mae", "0.0"), ("mae", "0.4")]
     for row in rows:
         pairs = NOISE_ACC[(row["loss"], float(row["noise rate"]))]
-        assert row["n"] == "2"
-        assert row["test acc @best (%)"] == mean_std([b for b, _ in pairs], 100, 2)
+        assert row["test acc @selected (%)"] == mean_std([b for b, _ in pairs], 100, 2)
         assert row["test acc @last (%)"] == mean_std([last for _, last in pairs], 100, 2)
         assert row["memorisation drop (pp)"] == mean_std([b - last for b, last in pairs], 100, 2)
     assert (store.noisy.out_dir / "noise.png").is_file()
-    assert 'src="noise.png"' in store.noisy.html.read_text()
+    assert "](noise.png)" in store.noisy.markdown.read_text()
     results = table(markdown, "Results")
     assert len(results) == 4 and {r["noise rate"] for r in results} == {"0.0", "0.4"}, "noise rates are not mixed"
     summary = json.loads(store.noisy.summary_json.read_text())
-    assert len(summary["noisy_labels"]) == 4
+    assert len(summary["rows"]) == 4 and {r["noise"] for r in summary["rows"]} == {"0.0", "0.4"}
 
 
 def test_without_a_sweep_the_report_goes_to_one_report_run(store: Store) -> None:
@@ -306,7 +349,7 @@ def test_select_runs_without_config_hash_keeps_everything() -> None:
     selection = report.select_runs([*runs, report.RunRecord("k", "killed", "KILLED", 9)])
     assert selection.finished == runs and not selection.superseded
     assert [r.name for r in selection.not_finished] == ["killed"]
-    assert math.isnan(report.Stat.of([]).mean) and report.Stat.of([0.5]).format(100, 2) == "50.00"
+
 
 
 def test_rows_mixing_other_params_are_flagged_but_seeds_are_not() -> None:

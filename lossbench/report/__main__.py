@@ -1,0 +1,5 @@
+import sys
+
+from lossbench.report.cli import main
+
+sys.exit(main())

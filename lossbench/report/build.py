@@ -1,0 +1,206 @@
+"""Read the runs, aggregate, write the report folder, and log it to the sweep's parent run.
+
+::
+
+    reports/<experiment>[-<sweep>]/
+        report.md  report.html  summary.json  curves.png  gap_acc.png  gap_nll.png  [noise.png  memorisation.png]
+
+``report.html`` is self-contained (figures embedded), so it renders in MLflow's artifact viewer too.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lossbench import analysis
+from lossbench.report import aggregate, content
+from lossbench.report.figures import write_figures
+from lossbench.report.runs import (KIND_TAG, SWEEP_TAG, ReportError, check_store_exists, default_tracking_uri,
+                                   find_experiment, load_runs, no_runs_error, quote, select_runs, train_filter)
+
+ARTIFACT_PATH = "report"
+REPORT_FILES: tuple[str, ...] = ("report.md", "report.html", "report_inline.html", "summary.json", "curves.png",
+                                 "gap_acc.png", "gap_nll.png", "noise.png", "memorisation.png")
+"""Everything the report may write (and older versions wrote); stale copies are removed before writing."""
+NOTE_TAG = "mlflow.note.content"
+"""MLflow shows a run's ``mlflow.note.content`` tag as its Markdown description."""
+
+
+@dataclass(frozen=True)
+class ReportResult:
+    """Where a report went."""
+
+    out_dir: Path
+    markdown: Path
+    html: Path
+    summary_json: Path
+    figures: list[Path]
+    summary: dict[str, Any]
+    tracking_uri: str
+    experiment_id: str
+    report_run_id: str | None
+    """The MLflow run holding the report as artifacts; ``None`` when not logged."""
+
+
+def _safe_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "report"
+
+
+def default_out_dir(experiment: str, sweep_id: str | None = None) -> Path:
+    """``reports/<experiment>[-<sweep>]`` (characters unsafe in file names replaced by ``_``)."""
+    return Path("reports") / _safe_name(experiment if sweep_id is None else f"{experiment}-{sweep_id}")
+
+
+def _json_float(x: float) -> float | None:
+    return float(x) if x == x and abs(x) != float("inf") else None
+
+
+def _row_json(row: aggregate.GroupRow) -> dict[str, Any]:
+    names = ("test_acc", "test_last_acc", "selected_epoch", "gap_acc_selected", "gap_acc_last", "gap_nll_selected",
+             "gap_nll_last", "val_nll_rise", "onset_epoch", "best_val_nll", "memorisation_drop", "memorised_last",
+             "time_per_epoch_s")
+    return {**row.key, "setting": row.setting, "label": row.label, "n": len(row.runs), "n_onset": row.n_onset,
+            "verdict": row.verdict, "run_ids": [r.run_id for r in row.runs],
+            "runs": [{"run_id": r.run_id, "seed": r.seed, "verdict": row.verdicts[r.run_id].kind,
+                      "verdict_text": row.verdicts[r.run_id].text} for r in row.runs],
+            **{name: row.interval(name).to_json() for name in names}}
+
+
+def _monitor_text(runs: list) -> str:
+    counts = aggregate.monitors(runs)
+    if not counts:
+        return ""
+    parts = [f"best {monitor} ({'highest' if mode == 'max' else 'lowest'})" + (f" in {n} runs" if len(counts) > 1 else "")
+             for (monitor, mode), n in sorted(counts.items())]
+    return "The tested (\"selected\") checkpoint is the epoch with the " + ", ".join(parts) + \
+        " (`checkpoint.monitor`; ties: the earlier epoch)."
+
+
+def ui_base(uri: str) -> str:
+    """Where the MLflow UI for a store is: the server itself for http(s) stores, else ``mlflow ui``'s default."""
+    return uri.rstrip("/") if uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
+
+
+def build_report(experiment: str, sweep_id: str | None = None, tracking_uri: str | None = None,
+                 out_dir: str | Path | None = None, rule: analysis.Rule = analysis.Rule(), reference: str = "ce",
+                 log_to_mlflow: bool = True, client: Any = None) -> ReportResult:
+    """Read the runs, write the report folder, and (by default) log it to the sweep's parent run.
+
+    Raises :class:`ReportError` when the experiment does not exist or no run matches.
+    """
+    from mlflow.tracking import MlflowClient
+
+    uri = tracking_uri or default_tracking_uri()
+    if client is None:
+        check_store_exists(uri)
+        client = MlflowClient(tracking_uri=uri)
+    exp = find_experiment(client, experiment, uri)
+    filter_string = train_filter(sweep_id)
+    runs = load_runs(client, exp.experiment_id, filter_string)
+    if not runs:
+        raise no_runs_error(client, exp, uri, filter_string, sweep_id)
+
+    selection = select_runs(runs)
+    dims = aggregate.group_dimensions(selection.finished)
+    rows = aggregate.group_runs(selection.finished, dims, rule)
+    tuning = aggregate.tune(rows)
+    ref = aggregate.reference_loss(rows, reference)
+    comparisons = aggregate.compare(tuning.chosen if tuning else rows, ref) if ref else []
+    noisy = "noise" in dims
+    out = Path(out_dir) if out_dir is not None else default_out_dir(experiment, sweep_id)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in REPORT_FILES:
+        (out / name).unlink(missing_ok=True)
+    figures = write_figures(out, rows, noisy)
+
+    title = f"lossbench report: {experiment}" + (f", sweep {sweep_id}" if sweep_id else "")
+    counts = (f"{len(runs)} training run(s) match {content.code(filter_string)}: {len(selection.finished)} finished "
+              f"and counted, {len(selection.superseded)} superseded, {len(selection.not_finished)} not finished.")
+    intro = [f"Experiment `{experiment}` (id {exp.experiment_id}) in `{uri}`; generated "
+             f"{time.strftime('%Y-%m-%d %H:%M:%S %Z')}.", counts]
+    base = ui_base(uri)
+    link = lambda run_id: f"{base}/#/experiments/{exp.experiment_id}/runs/{run_id}"  # noqa: E731
+    markdown = content.document(title, intro, selection, rows, dims, figures, rule, _monitor_text(selection.finished),
+                                tuning, comparisons, ref, noisy, link)
+    (out / "report.md").write_text(markdown, encoding="utf-8")
+    (out / "report.html").write_text(content.to_html(markdown, title, out), encoding="utf-8")
+
+    summary: dict[str, Any] = {
+        "experiment": experiment, "experiment_id": exp.experiment_id, "sweep_id": sweep_id, "tracking_uri": uri,
+        "filter": filter_string, "group_by": dims, "rule": vars(rule) if hasattr(rule, "__dict__") else {},
+        "monitor": [{"monitor": m, "mode": mode, "runs": n} for (m, mode), n in aggregate.monitors(selection.finished).items()],
+        "intervals": "mean with a two-sided 95 % Student-t interval over the runs (seeds) of a row; low/high null with n < 2",
+        "counts": {"matched": len(runs), "finished": len(selection.finished),
+                   "superseded": len(selection.superseded), "not_finished": len(selection.not_finished)},
+        "rows": [_row_json(row) for row in rows],
+        "tuned": None if tuning is None else [tuning.tuned[row.group].to_json() for row in tuning.chosen],
+        "reference": ref,
+        "comparisons": [{"label": c.row.label, "reference": c.reference.label, "rank": c.rank, "metric": "test_acc",
+                         **c.paired.to_json()} for c in comparisons],
+        "not_finished": [{"run_id": r.run_id, "name": r.name, "status": r.status,
+                          "reason": r.tags.get("lossbench.failure")} for r in selection.not_finished],
+        "superseded": [{"run_id": old.run_id, "name": old.name, "config_hash": old.config_hash,
+                        "kept_run_id": new.run_id} for old, new in selection.superseded],
+        "figures": sorted(figures.values()),
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, allow_nan=False, default=str) + "\n", encoding="utf-8")
+
+    run_id = log_report(client, exp.experiment_id, out, experiment, sweep_id, markdown, rows) if log_to_mlflow else None
+    return ReportResult(out, out / "report.md", out / "report.html", out / "summary.json",
+                        [out / f for f in sorted(figures.values())], summary, uri, exp.experiment_id, run_id)
+
+
+def report_run(client: Any, experiment_id: str, experiment: str, sweep_id: str | None) -> tuple[str, bool]:
+    """The run that holds the report: ``(run_id, created)``.
+
+    With a sweep: its parent run (``lossbench.kind = 'sweep'`` and ``sweep_id``), else a new one named
+    ``report-<sweep>`` with those tags. Without: the run named ``report-<experiment>`` tagged
+    ``lossbench.kind = 'report'``, created on first use (re-running the report updates it).
+    """
+    if sweep_id is not None:
+        filter_string = f"tags.`{KIND_TAG}` = 'sweep' and tags.{SWEEP_TAG} = {quote(sweep_id)}"
+        name, tags = f"report-{sweep_id}", {KIND_TAG: "sweep", SWEEP_TAG: sweep_id}
+    else:
+        name = f"report-{experiment}"
+        filter_string = f"tags.`{KIND_TAG}` = 'report' and attributes.run_name = {quote(name)}"
+        tags = {KIND_TAG: "report"}
+    found = client.search_runs([experiment_id], filter_string=filter_string, max_results=1,
+                               order_by=["attributes.start_time DESC"])
+    if found:
+        return found[0].info.run_id, False
+    return client.create_run(experiment_id, run_name=name, tags=tags).info.run_id, True
+
+
+def metric_key(label: str, name: str) -> str:
+    """A legal MLflow metric key for a group's figure, e.g. ``group.ce_adam.test_acc``."""
+    return f"group.{_safe_name(label)}.{name}"
+
+
+def log_report(client: Any, experiment_id: str, out: Path, experiment: str, sweep_id: str | None,
+               markdown: str, rows: list[aggregate.GroupRow]) -> str:
+    """Log the report to :func:`report_run`: the folder as artifacts under ``report/``, the Markdown
+    (without its images, which a description cannot show) as the run's description, and each group's
+    mean test accuracy and verdict as metrics; returns the run id."""
+    from mlflow.entities import Metric, RunTag
+
+    run_id, created = report_run(client, experiment_id, experiment, sweep_id)
+    client.log_artifacts(run_id, str(out), artifact_path=ARTIFACT_PATH)
+    description = re.sub(r"^!\[[^\]]*\]\([^)]*\)\n?", "", markdown, flags=re.M)
+    description += f"\n\nFigures and the full page: artifacts `{ARTIFACT_PATH}/report.html`, `{ARTIFACT_PATH}/curves.png`.\n"
+    now = int(time.time() * 1000)
+    metrics = []
+    for row in rows:
+        for name in ("test_acc", "test_last_acc"):
+            iv = row.interval(name)
+            if iv.n:
+                metrics.append(Metric(metric_key(row.label, name), iv.mean, now, 0))
+        metrics.append(Metric(metric_key(row.label, "overfit_runs"), float(row.n_onset), now, 0))
+    client.log_batch(run_id, metrics=metrics[:1000], tags=[RunTag(NOTE_TAG, description[:60000])])
+    if created:
+        client.set_terminated(run_id, "FINISHED")
+    return run_id

@@ -1,0 +1,190 @@
+"""Reading a report's runs from MLflow, and deciding which of them count.
+
+Only FINISHED runs count. When several FINISHED runs share a ``config_hash`` (a forced re-run), the
+newest (latest start) is kept and the others are listed as superseded. RUNNING, FAILED, KILLED and
+SCHEDULED runs are listed with their ``lossbench.failure`` reason, never dropped silently.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lossbench import analysis
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+KIND_TAG = "lossbench.kind"
+FAILURE_TAG = "lossbench.failure"
+SWEEP_TAG = "sweep_id"
+NOISE_PARAM = "data.label_noise.rate"
+CURVE_METRICS: tuple[str, ...] = ("val/nll", "val/acc", "train_eval/nll", "train_eval/acc", "time/epoch_s",
+                                  "train_eval/memorised")
+"""The metric histories the report reads (the others stay in MLflow)."""
+
+# Grouping dimensions: name -> (tag, param fallback).
+_DIMENSIONS: dict[str, tuple[str, str]] = {
+    "loss": ("loss", "loss.name"),
+    "optimizer": ("optimizer", "optimizer.name"),
+    "model": ("model", "model.name"),
+    "data": ("data", "data.name"),
+}
+
+
+class ReportError(Exception):
+    """A problem the user can fix (wrong experiment name, a filter that matches nothing)."""
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """What the report needs of one MLflow run."""
+
+    run_id: str
+    name: str
+    status: str
+    start_time: int
+    """Milliseconds since the epoch."""
+    tags: Mapping[str, str] = field(default_factory=dict)
+    params: Mapping[str, str] = field(default_factory=dict)
+    metrics: Mapping[str, float] = field(default_factory=dict)
+    """Latest value of each metric (``test/*`` are logged once)."""
+    curves: Mapping[str, Sequence[float]] = field(default_factory=dict)
+    """Per-epoch histories of :data:`CURVE_METRICS`."""
+
+    def dimension(self, name: str) -> str:
+        """The run's loss, optimizer, model, data or noise rate (tag, else param), ``?`` if unknown."""
+        if name == "noise":
+            rate = self.noise_rate
+            return "?" if rate is None else str(rate)
+        tag, param = _DIMENSIONS[name]
+        return self.tags.get(tag) or self.params.get(param) or "?"
+
+    @property
+    def noise_rate(self) -> float | None:
+        """``data.label_noise.rate`` as a number; ``None`` when the run has no such param."""
+        raw = self.params.get(NOISE_PARAM)
+        try:
+            return float(raw) if raw is not None else None
+        except ValueError:
+            return None
+
+    @property
+    def config_hash(self) -> str | None:
+        return self.tags.get("config_hash") or None
+
+    @property
+    def seed(self) -> str:
+        return self.tags.get("seed") or self.params.get("seed") or "?"
+
+    @property
+    def monitor(self) -> tuple[str, str]:
+        """``(checkpoint.monitor, checkpoint.mode)`` that chose the run's tested checkpoint.
+
+        Runs recorded before the monitor was a param used ``val/nll`` (min).
+        """
+        return self.params.get("checkpoint.monitor", "val/nll"), self.params.get("checkpoint.mode", "min")
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The runs of a report, split by how they count."""
+
+    finished: list[RunRecord]
+    """FINISHED runs entering the means (newest per ``config_hash``)."""
+    superseded: list[tuple[RunRecord, RunRecord]]
+    """(older FINISHED run, the newer run with the same ``config_hash`` that replaces it)."""
+    not_finished: list[RunRecord]
+    """RUNNING, FAILED, KILLED, SCHEDULED runs: listed, never counted."""
+
+
+def select_runs(runs: Iterable[RunRecord]) -> Selection:
+    """Split runs into finished (deduplicated by ``config_hash``, newest kept), superseded and not finished."""
+    finished: list[RunRecord] = []
+    not_finished: list[RunRecord] = []
+    for run in sorted(runs, key=lambda r: (r.start_time, r.run_id)):
+        (finished if run.status == "FINISHED" else not_finished).append(run)
+    newest: dict[str, RunRecord] = {}
+    for run in finished:  # oldest first, so the last one seen per hash is the newest
+        if run.config_hash is not None:
+            newest[run.config_hash] = run
+    kept = [r for r in finished if r.config_hash is None or newest[r.config_hash] is r]
+    superseded = [(r, newest[r.config_hash]) for r in finished
+                  if r.config_hash is not None and newest[r.config_hash] is not r]
+    return Selection(kept, superseded, not_finished)
+
+
+def default_tracking_uri() -> str:
+    """``$MLFLOW_TRACKING_URI``, else an SQLite store ``mlflow.db`` in the working directory."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
+def quote(value: str) -> str:
+    """``value`` as a string literal of MLflow's search syntax."""
+    if "'" in value and '"' in value:
+        raise ReportError(f"cannot search for {value!r}: it holds both kinds of quote")
+    return f'"{value}"' if "'" in value else f"'{value}'"
+
+
+def train_filter(sweep_id: str | None = None) -> str:
+    """The MLflow search filter for the training runs of an experiment, or of one sweep."""
+    text = f"tags.`{KIND_TAG}` = 'train'"
+    if sweep_id is not None:
+        text += f" and tags.{SWEEP_TAG} = {quote(sweep_id)}"
+    return text
+
+
+def load_runs(client: Any, experiment_id: str, filter_string: str,
+              curve_metrics: Sequence[str] = CURVE_METRICS, page_size: int = 1000) -> list[RunRecord]:
+    """Every active run matching ``filter_string`` (paging through all results), oldest first, with its curves."""
+    records: list[RunRecord] = []
+    token: str | None = None
+    while True:
+        page = client.search_runs([experiment_id], filter_string=filter_string, max_results=page_size,
+                                  order_by=["attributes.start_time ASC"], page_token=token)
+        for run in page:
+            curves = {}
+            for key in curve_metrics:
+                if key in run.data.metrics:
+                    history = sorted(client.get_metric_history(run.info.run_id, key), key=lambda m: m.timestamp)
+                    curves[key] = analysis.dense_curve((m.step, m.value) for m in history)
+            records.append(RunRecord(
+                run_id=run.info.run_id, name=run.info.run_name or run.info.run_id, status=run.info.status,
+                start_time=int(run.info.start_time or 0), tags=dict(run.data.tags), params=dict(run.data.params),
+                metrics=dict(run.data.metrics), curves=curves))
+        token = page.token
+        if not token:
+            return records
+
+
+def check_store_exists(uri: str) -> None:
+    """Refuse a ``sqlite:///`` URI whose file is missing, rather than let MLflow create an empty store."""
+    if not uri.startswith("sqlite:///"):
+        return
+    path = uri[len("sqlite:///"):].split("?", 1)[0]
+    if path and path != ":memory:" and not Path(path).exists():
+        raise ReportError(f"no MLflow store at {Path(path).resolve()} (from {uri}): the file does not exist. "
+                          "Run from the folder where training ran, or pass --tracking-uri / set MLFLOW_TRACKING_URI.")
+
+
+def find_experiment(client: Any, name: str, uri: str) -> Any:
+    """The experiment called ``name``; a :class:`ReportError` listing the store's experiments otherwise."""
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None or experiment.lifecycle_stage == "deleted":
+        names = sorted(e.name for e in client.search_experiments())
+        listing = ", ".join(repr(n) for n in names) if names else "none"
+        state = "is deleted" if experiment is not None else "not found"
+        raise ReportError(f"experiment {name!r} {state} in tracking store {uri}. Available experiments: {listing}")
+    return experiment
+
+
+def no_runs_error(client: Any, experiment: Any, uri: str, filter_string: str, sweep_id: str | None) -> ReportError:
+    """The error for a filter that matches nothing, naming the sweep ids that do exist."""
+    message = f"no runs in experiment {experiment.name!r} ({uri}) match the filter: {filter_string}"
+    if sweep_id is not None:
+        runs = client.search_runs([experiment.experiment_id], filter_string=train_filter(), max_results=1000)
+        sweeps = sorted({r.data.tags[SWEEP_TAG] for r in runs if SWEEP_TAG in r.data.tags})
+        message += (f". Sweep ids among its training runs: {', '.join(sweeps)}" if sweeps
+                    else ". None of its training runs has a sweep_id tag")
+    return ReportError(message)
