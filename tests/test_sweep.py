@@ -89,3 +89,34 @@ def test_rerunning_a_sweep_skips_finished_jobs_and_reruns_deleted_ones(tiny_mnis
 
     forced = sweep(tmp_path, tiny_mnist, "loss=ce", "optimizer=adam", "tracking.skip_finished=false")
     assert forced.returncode == 0 and "1 finished" in forced.stdout
+
+
+def test_tuned_view_picks_each_losss_learning_rate_on_validation_and_reports_its_own_test_numbers(tiny_mnist: Path, tmp_path: Path):
+    import statistics
+
+    from lossbench.report import build_report
+    from lossbench.stats import mean_ci
+
+    done = sweep(tmp_path, tiny_mnist, "loss=ce,mae", "optimizer.lr=0.0003,0.03", "seed=0,1",
+                 "hydra/launcher=joblib", "hydra.launcher.n_jobs=2")
+    assert done.returncode == 0, done.stderr[-3000:]
+    client, runs = train_runs(tmp_path / "mlflow.db")
+    assert len(runs) == 8
+    # Independently: per loss, the lr whose mean val/acc (1 epoch: the selected epoch is 0) is highest.
+    val: dict[tuple[str, str], list[float]] = {}
+    for r in runs:
+        acc = client.get_metric_history(r.info.run_id, "val/acc")[0].value
+        val.setdefault((r.data.tags["loss"], r.data.params["optimizer.lr"]), []).append(acc)
+    expected = {loss: max(("0.0003", "0.03"), key=lambda lr: (statistics.mean(val[(loss, lr)]), lr == "0.0003"))
+                for loss in ("ce", "mae")}
+    result = build_report("lossbench", tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", out_dir=tmp_path / "report")
+    tuned = {t["group"]: t for t in result.summary["tuned"]}
+    for loss, lr in expected.items():
+        t = tuned[f"{loss} / adam"]
+        assert t["setting"] == f"optimizer.lr={lr}" and t["budget"] == 4 and t["n_settings"] == 2
+        chosen = [r for r in runs if r.info.run_id in t["run_ids"]]
+        assert {r.data.params["optimizer.lr"] for r in chosen} == {lr} and len(chosen) == 2
+        cell = mean_ci([r.data.metrics["test/acc"] for r in chosen]).format(100, 2)
+        assert f"| {loss} | adam | optimizer.lr={lr} |" in result.markdown.read_text()
+        assert cell in result.markdown.read_text().split("## Tuned")[1].split("##")[0]
+    assert result.summary["comparisons"] and all(c["n"] == 2 for c in result.summary["comparisons"])
