@@ -55,14 +55,17 @@ def _plot_curve(ax: Axes, values: Sequence[float], **style: object) -> bool:
 
 
 def _mark_epochs(ax: Axes, selected_epoch: int | None, onset_epoch: int | None, label: bool,
-                 selected_by: str = "val/acc") -> None:
-    """Vertical lines: the selected (best) epoch dotted green, the overfitting onset dashed red."""
+                 selected_by: str = "val/acc", per_run: bool = False) -> None:
+    """Vertical lines: the selected (best) epoch dotted green, the overfitting onset dashed red.
+
+    ``per_run``: the legend names the kind of line, not one run's epoch (a panel holds several runs).
+    """
     if selected_epoch is not None:
-        ax.axvline(selected_epoch, color="tab:green", linestyle=":", linewidth=1.2,
-                   label=f"selected epoch {selected_epoch} (best {selected_by})" if label else None)
+        text = "selected epoch (each run)" if per_run else f"selected epoch {selected_epoch} (best {selected_by})"
+        ax.axvline(selected_epoch, color="tab:green", linestyle=":", linewidth=1.2, label=text if label else None)
     if onset_epoch is not None:
-        ax.axvline(onset_epoch, color="tab:red", linestyle="--", linewidth=1,
-                   label=f"overfitting onset (epoch {onset_epoch})" if label else None)
+        text = "overfitting onset (each run)" if per_run else f"overfitting onset (epoch {onset_epoch})"
+        ax.axvline(onset_epoch, color="tab:red", linestyle="--", linewidth=1, label=text if label else None)
 
 
 def learning_curves(curves: Curves, path: PathLike, title: str = "", onset_epoch: int | None = None,
@@ -150,15 +153,17 @@ def curve_grid(panels: Mapping[str, Sequence[Curves]], path: PathLike,
             for r_index, curves in enumerate(runs):
                 _plot_curve(ax, curves.get(metric, ()), color=f"C{m_index}", linestyle=styles[m_index % len(styles)],
                             linewidth=1.2, alpha=0.8, label=metric if r_index == 0 else None)
-        for r_index, (selected, onset) in enumerate((marks or {}).get(name, ())):
-            _mark_epochs(ax, selected, onset, label=r_index == 0 and ax is axes[0])
+        for selected, onset in (marks or {}).get(name, ()):
+            _mark_epochs(ax, selected, onset, label=ax is axes[0], per_run=True)
         ax.set_title(f"{name}  (n={len(runs)})", fontsize="medium")
         ax.grid(alpha=0.3)
     for ax in axes[n:]:
         ax.set_visible(False)
     for ax in axes[max(0, n - cols):n]:
         ax.set_xlabel("epoch")
-    axes[0].legend(fontsize="small")
+    handles, labels = axes[0].get_legend_handles_labels()
+    unique = dict(zip(labels, handles))  # one entry per kind of line, however many runs drew one
+    axes[0].legend(unique.values(), unique.keys(), fontsize="small")
     if title:
         fig.suptitle(title)
     return _save(fig, path)
