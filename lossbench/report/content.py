@@ -25,10 +25,10 @@ def cell(text: object) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
-def table(columns: Sequence[str], rows: Sequence[Sequence[object]], numeric_from: int = 99) -> str:
-    """A GitHub-flavoured Markdown table; columns from ``numeric_from`` on are right-aligned."""
+def table(columns: Sequence[str], rows: Sequence[Sequence[object]], numeric_from: int = 99, numeric_to: int = 99) -> str:
+    """A GitHub-flavoured Markdown table; columns ``numeric_from`` to ``numeric_to`` (exclusive) are right-aligned."""
     lines = ["| " + " | ".join(map(cell, columns)) + " |",
-             "|" + "|".join("---:" if i >= numeric_from else "---" for i in range(len(columns))) + "|"]
+             "|" + "|".join("---:" if numeric_from <= i < numeric_to else "---" for i in range(len(columns))) + "|"]
     lines += ["| " + " | ".join(map(cell, row)) + " |" for row in rows]
     return "\n".join(lines)
 
@@ -87,7 +87,7 @@ def comparison_table(comparisons: Sequence[Comparison]) -> str:
     columns = ["rank", "group", "test acc (%)", "difference vs reference (pp) [95 % CI], p (n seeds): verdict"]
     body = [[c.rank if c.rank is not None else "—", c.row.label, c.row.interval("test_acc").format(100, 2),
              "reference" if c.row is c.reference else c.paired.format(100, 2)] for c in comparisons]
-    return table(columns, body, numeric_from=2)
+    return table(columns, body, numeric_from=2, numeric_to=3)
 
 
 def noise_table(rows: Sequence[GroupRow], dims: Sequence[str]) -> str:
@@ -138,7 +138,7 @@ def runs_table(rows: Sequence[GroupRow], link=None) -> str:
                          "—" if not math.isfinite(v["selected_epoch"]) else f"{v['selected_epoch']:.0f}",
                          f"{v['epochs']:.0f}", verdict.text, run.run_id])
     return table(["run", "group", "seed", "test acc @selected (%)", "test acc @last (%)", "selected epoch", "epochs",
-                  "verdict", "run id"], body, numeric_from=3)
+                  "verdict", "run id"], body, numeric_from=3, numeric_to=7)
 
 
 def document(title: str, intro: Sequence[str], selection: Selection, rows: Sequence[GroupRow], dims: Sequence[str],
