@@ -279,7 +279,7 @@ def test_rce_losses_equal_the_released_code(name):
 
 @pytest.mark.parametrize("name", sorted(RELEASED))
 def test_the_released_softmax_clamp_moves_the_value_by_at_most_its_bound(name):
-    """Where some p_k < 1e-7 the released code counts 1e-7 instead: a difference in (0, (C-1)·1e-7·|A|] per sample."""
+    """Where some p_k < 1e-7 the released code counts 1e-7 instead: it is higher, by at most (C-1)·1e-7·|A|."""
     z, y = small_batch(4, n=16, scale=12.0)
     assert torch.softmax(z, 1).min() < 1e-7
     gap = RELEASED[name](z, y).item() - loss_of(name)(z.float(), y).item()
