@@ -1,0 +1,71 @@
+"""The experiments in conf/experiment/: each composes, and its sweep expands to the grid its header
+promises. The grid is expanded by Hydra's own BasicSweeper, as `python -m lossbench.train` does."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+
+import pytest
+from conftest import compose
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.override_parser.overrides_parser import OverridesParser
+
+from lossbench.paths import conf_dir
+
+CLASSIC = ("ce", "mse", "mae", "bce", "hinge")
+
+
+def sweep_jobs(experiment: str, *arguments: str) -> list[list[str]]:
+    """The overrides of every job the basic sweeper launches for ``+experiment=<experiment> <arguments>``:
+    the experiment's sweeper params, then the command line's arguments (a key given twice: the last wins)."""
+    cfg = compose(f"+experiment={experiment}", hydra_config=True)
+    params = [f"{key}={value}" for key, value in cfg.hydra.sweeper.params.items()]
+    overrides = OverridesParser.create().parse_overrides([*params, *arguments])
+    (batch,) = BasicSweeper.split_arguments(overrides, max_batch_size=None)
+    return batch
+
+
+@pytest.mark.parametrize("path", sorted((conf_dir() / "experiment").glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_experiment_composes_as_a_sweep(path):
+    cfg = compose(f"+experiment={path.stem}", hydra_config=True)
+    assert cfg.hydra.mode.name == "MULTIRUN"
+    assert cfg.tracking.experiment == path.stem
+
+
+def as_dict(job: list[str]) -> dict[str, str]:
+    return dict(override.split("=", 1) for override in job)
+
+
+def test_fair_comparison_grid():
+    jobs = [as_dict(job) for job in sweep_jobs("fair_comparison")]
+    cells = Counter((job["loss"], float(job["optimizer.lr"])) for job in jobs)
+    losses = sorted({loss for loss, _ in cells})
+    rates = sorted({lr for _, lr in cells})
+    assert losses == sorted(CLASSIC)
+    assert len(rates) >= 3
+    steps = [math.log10(b / a) for a, b in zip(rates, rates[1:])]
+    assert steps == pytest.approx([steps[0]] * len(steps)), f"learning rates {rates} are not log-spaced"
+    # Equal budget: every loss x rate has the same three seeds, so every loss gets rates x 3 runs.
+    seeds: dict[tuple[str, float], list[int]] = {}
+    for job in jobs:
+        seeds.setdefault((job["loss"], float(job["optimizer.lr"])), []).append(int(job["seed"]))
+    assert all(sorted(s) == [0, 1, 2] for s in seeds.values()), seeds
+    assert len(jobs) == len(CLASSIC) * len(rates) * 3 == len(cells) * 3
+    # A job per loss, composed: CPU-sized, and the same for every job apart from the grid.
+    for loss in CLASSIC:
+        job = next(j for j in jobs if j["loss"] == loss)
+        c = compose("+experiment=fair_comparison", *(f"{k}={v}" for k, v in job.items()))
+        assert (c.loss.name, c.optimizer.lr, c.seed) == (loss, float(job["optimizer.lr"]), int(job["seed"]))
+        assert (c.data.name, c.model.name, c.optimizer.name) == ("fashion_mnist", "linear", "adam")
+        assert c.data.train_size == 10_000 and c.trainer.max_epochs == 5
+        assert c.data.val_size == 5000, "selection needs the whole validation split"
+        assert c.tracking.experiment == "fair_comparison"
+
+
+def test_fair_comparison_grid_can_be_overridden_from_the_command_line():
+    jobs = [as_dict(job) for job in sweep_jobs("fair_comparison", "optimizer.lr=3e-4,3e-3", "data=mnist")]
+    assert len(jobs) == len(CLASSIC) * 2 * 3
+    assert {job["optimizer.lr"] for job in jobs} == {"0.0003", "0.003"}
+    c = compose("+experiment=fair_comparison", *(f"{k}={v}" for k, v in jobs[0].items()))
+    assert c.data.name == "mnist" and c.optimizer.lr in (3e-4, 3e-3)
