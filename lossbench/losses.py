@@ -21,6 +21,7 @@ Notation in the docstrings: :math:`p = \\mathrm{softmax}(z)`, :math:`y` the true
 from __future__ import annotations
 
 import argparse
+import math
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -283,6 +284,13 @@ class GCELoss(_IndexLoss):
         return f"q={self.q}, reduction={self.reduction}"
 
 
+RELEASED_LOG_ZERO = math.log(1e-4)
+"""RCE's ``log 0`` in the SCE and APL authors' released code, which clamps the one-hot label at 1e-4:
+ln 1e-4 ≈ −9.2103. Their published α, β were tuned with it, so it is lossbench's default."""
+PAPER_LOG_ZERO = -4.0
+"""RCE's ``log 0`` as the SCE paper's text states it (Wang et al., 2019): A = −4."""
+
+
 class RCELoss(_IndexLoss):
     r"""Reverse cross-entropy: the cross-entropy with prediction and label swapped.
 
@@ -290,10 +298,17 @@ class RCELoss(_IndexLoss):
         \ell(z, y) = -\sum_k p_k \log e_{y,k} = -A\,(1 - p_y), \qquad \log 0 := A
 
     Wang et al., "Symmetric Cross Entropy for Robust Learning with Noisy Labels", ICCV 2019
-    (arXiv:1908.06112), with :math:`\log 0` truncated to :math:`A = -4` as there. It is symmetric:
-    :math:`\sum_k \ell(z, k) = -A\,(C - 1)` whatever :math:`z`, hence robust to symmetric label
-    noise (Ghosh et al., 2017); it is MAE on the softmax scaled by :math:`-A/2`. The authors' code
-    clips the one-hot label at 1e-4 instead, i.e. :math:`A = \log 10^{-4} \approx -9.21`.
+    (arXiv:1908.06112). It is symmetric: :math:`\sum_k \ell(z, k) = -A\,(C - 1)` whatever
+    :math:`z`, hence robust to symmetric label noise (Ghosh et al., 2017); it is MAE on the softmax
+    scaled by :math:`-A/2`.
+
+    :math:`A` (``log_zero``) is a choice, and it scales the loss. The paper's text sets
+    :math:`A = -4`; the authors' released code (``loss.py`` of HanxunH/SCELoss-Reproduce and of
+    HanxunH/Active-Passive-Losses) clamps the one-hot label at 1e-4 before its log, i.e.
+    :math:`A = \ln 10^{-4} \approx -9.21`, and the published α, β were tuned with that. The default
+    is therefore the released value (:data:`RELEASED_LOG_ZERO`); ``log_zero=-4`` gives the paper's.
+    The released code also clamps the softmax at 1e-7 from below, which changes the value by at most
+    :math:`(C-1) \cdot 10^{-7} \cdot |A|` per sample; lossbench does not (the formula above, exactly).
 
     Shape:
         - logits: :math:`(N, C)` raw scores, any float dtype (computed in float32)
@@ -301,18 +316,21 @@ class RCELoss(_IndexLoss):
         - output: scalar; :math:`(N)` if ``reduction='none'``
     """
 
-    def __init__(self, A: float = -4.0, reduction: str = "mean"):
+    def __init__(self, log_zero: float = RELEASED_LOG_ZERO, reduction: str = "mean"):
         super().__init__(reduction)
-        if A >= 0:
-            raise ValueError(f"A={A!r} stands for log 0 and must be negative")
-        self.A = A
+        if not log_zero < 0:
+            raise ValueError(
+                f"log_zero={log_zero!r} stands for log 0 and must be negative: "
+                f"{RELEASED_LOG_ZERO:.4f} (released code) or {PAPER_LOG_ZERO} (paper)"
+            )
+        self.log_zero = float(log_zero)
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         _, log_p_y = _log_probs(logits, target)
-        return _reduce(self.A * torch.expm1(log_p_y), self.reduction)  # -A (1 - p_y)
+        return _reduce(self.log_zero * torch.expm1(log_p_y), self.reduction)  # -A (1 - p_y)
 
     def extra_repr(self) -> str:
-        return f"A={self.A}, reduction={self.reduction}"
+        return f"log_zero={self.log_zero}, reduction={self.reduction}"
 
 
 class SCELoss(_IndexLoss):
@@ -322,9 +340,10 @@ class SCELoss(_IndexLoss):
         \ell(z, y) = \alpha\,(-\log p_y) + \beta\,(-A)(1 - p_y)
 
     Wang et al., "Symmetric Cross Entropy for Robust Learning with Noisy Labels", ICCV 2019
-    (arXiv:1908.06112): :math:`\ell_{sl} = \alpha\,\ell_{ce} + \beta\,\ell_{rce}`, :math:`A = -4`.
-    CE learns fast, the symmetric RCE term (see :class:`RCELoss`) resists noisy labels. Their MNIST
-    setting is :math:`\alpha = 0.01, \beta = 1`.
+    (arXiv:1908.06112): :math:`\ell_{sl} = \alpha\,\ell_{ce} + \beta\,\ell_{rce}`. CE learns
+    fast, the symmetric RCE term (see :class:`RCELoss`) resists noisy labels. Their MNIST setting is
+    :math:`\alpha = 0.01, \beta = 1`, tuned with the released code's :math:`A = \ln 10^{-4}`
+    (``log_zero``, the default; the paper's text says :math:`A = -4`, see :class:`RCELoss`).
 
     Shape:
         - logits: :math:`(N, C)` raw scores, any float dtype (computed in float32)
@@ -332,17 +351,19 @@ class SCELoss(_IndexLoss):
         - output: scalar; :math:`(N)` if ``reduction='none'``
     """
 
-    def __init__(self, alpha: float = 0.1, beta: float = 1.0, A: float = -4.0, reduction: str = "mean"):
+    def __init__(
+        self, alpha: float = 0.1, beta: float = 1.0, log_zero: float = RELEASED_LOG_ZERO, reduction: str = "mean"
+    ):
         super().__init__(reduction)
         self.alpha, self.beta = alpha, beta
-        self.rce = RCELoss(A, reduction="none")
+        self.rce = RCELoss(log_zero, reduction="none")
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         ce = F.cross_entropy(logits.float(), target, reduction="none")
         return _reduce(self.alpha * ce + self.beta * self.rce(logits, target), self.reduction)
 
     def extra_repr(self) -> str:
-        return f"alpha={self.alpha}, beta={self.beta}, A={self.rce.A}, reduction={self.reduction}"
+        return f"alpha={self.alpha}, beta={self.beta}, log_zero={self.rce.log_zero}, reduction={self.reduction}"
 
 
 class NCELoss(_IndexLoss):
@@ -377,8 +398,9 @@ class NCERCELoss(_IndexLoss):
     Ma et al., "Normalized Loss Functions for Deep Learning with Noisy Labels", ICML 2020
     (arXiv:2006.13554): :math:`\mathcal{L}_{APL} = \alpha\,\mathcal{L}_{active} +
     \beta\,\mathcal{L}_{passive}`. The "active" NCE pushes :math:`p_y` up, the "passive" RCE pushes
-    the other classes down; both are robust. Their MNIST setting is :math:`\alpha = 1, \beta = 10`.
-    :math:`A` as in :class:`RCELoss`.
+    the other classes down; both are robust. Their MNIST setting is :math:`\alpha = 1, \beta = 10`,
+    tuned with their released RCE, :math:`A = \ln 10^{-4}` (``log_zero``, the default; see
+    :class:`RCELoss`).
 
     Shape:
         - logits: :math:`(N, C)` raw scores, any float dtype (computed in float32)
@@ -386,17 +408,19 @@ class NCERCELoss(_IndexLoss):
         - output: scalar; :math:`(N)` if ``reduction='none'``
     """
 
-    def __init__(self, alpha: float = 1.0, beta: float = 1.0, A: float = -4.0, reduction: str = "mean"):
+    def __init__(
+        self, alpha: float = 1.0, beta: float = 1.0, log_zero: float = RELEASED_LOG_ZERO, reduction: str = "mean"
+    ):
         super().__init__(reduction)
         self.alpha, self.beta = alpha, beta
         self.nce = NCELoss(reduction="none")
-        self.rce = RCELoss(A, reduction="none")
+        self.rce = RCELoss(log_zero, reduction="none")
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         return _reduce(self.alpha * self.nce(logits, target) + self.beta * self.rce(logits, target), self.reduction)
 
     def extra_repr(self) -> str:
-        return f"alpha={self.alpha}, beta={self.beta}, A={self.rce.A}, reduction={self.reduction}"
+        return f"alpha={self.alpha}, beta={self.beta}, log_zero={self.rce.log_zero}, reduction={self.reduction}"
 
 
 class ClassHingeEmbeddingLoss(nn.HingeEmbeddingLoss):

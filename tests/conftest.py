@@ -18,15 +18,16 @@ def tiny_mnist(tmp_path: Path) -> Path:
     return write_mnist_family(tmp_path / "data", "MNIST", n_train=600, n_test=200)
 
 
-def compose(*overrides: str):
-    """The real config, composed exactly as `python -m lossbench.train` would (without Hydra's runtime)."""
+def compose(*overrides: str, hydra_config: bool = False):
+    """The real config, composed exactly as `python -m lossbench.train` would (without Hydra's runtime);
+    ``hydra_config=True`` keeps the ``hydra`` node (sweeper params, launcher, mode)."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
     from lossbench.paths import conf_dir
 
     with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-        return hydra_compose("config", overrides=list(overrides))
+        return hydra_compose("config", overrides=list(overrides), return_hydra_config=hydra_config)
 
 
 def tiny_overrides(root: Path, store: Path, *extra: str) -> list[str]:

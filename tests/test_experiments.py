@@ -1,26 +1,75 @@
-"""Every predefined experiment (conf/experiment/*.yaml) composes, and its first job trains one batch."""
+"""The experiments in conf/experiment/: each composes, and its sweep expands to the grid its header
+promises, and its first job trains a batch. The grid is expanded by Hydra's own BasicSweeper, as
+`python -m lossbench.train` does."""
 
 from __future__ import annotations
 
+import math
+from collections import Counter
 from pathlib import Path
 
 import pytest
 from conftest import compose, read_runs, tiny_overrides
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from lossbench.paths import conf_dir
 
+CLASSIC = ("ce", "mse", "mae", "bce", "hinge")
 EXPERIMENTS = sorted(p.stem for p in (conf_dir() / "experiment").glob("*.yaml"))
 
 
-def compose_experiment(name: str, *overrides: str):
-    from hydra import compose, initialize_config_dir
+def sweep_jobs(experiment: str, *arguments: str) -> list[list[str]]:
+    """The overrides of every job the basic sweeper launches for ``+experiment=<experiment> <arguments>``:
+    the experiment's sweeper params, then the command line's arguments (a key given twice: the last wins)."""
+    cfg = compose(f"+experiment={experiment}", hydra_config=True)
+    params = [f"{key}={value}" for key, value in cfg.hydra.sweeper.params.items()]
+    overrides = OverridesParser.create().parse_overrides([*params, *arguments])
+    (batch,) = BasicSweeper.split_arguments(overrides, max_batch_size=None)
+    return batch
 
-    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-        return compose("config", overrides=[f"+experiment={name}", *overrides], return_hydra_config=True)
+
+def as_dict(job: list[str]) -> dict[str, str]:
+    return dict(override.split("=", 1) for override in job)
+
+
+def test_fair_comparison_grid():
+    jobs = [as_dict(job) for job in sweep_jobs("fair_comparison")]
+    cells = Counter((job["loss"], float(job["optimizer.lr"])) for job in jobs)
+    losses = sorted({loss for loss, _ in cells})
+    rates = sorted({lr for _, lr in cells})
+    assert losses == sorted(CLASSIC)
+    assert len(rates) >= 3
+    steps = [math.log10(b / a) for a, b in zip(rates, rates[1:])]
+    # log-spaced: the same ratio between neighbours, give or take rounding (1e-3, 3e-3, 1e-2: x3, x3.3)
+    assert steps == pytest.approx([steps[0]] * len(steps), rel=0.15), f"learning rates {rates} are not log-spaced"
+    # Equal budget: every loss x rate has the same three seeds, so every loss gets rates x 3 runs.
+    seeds: dict[tuple[str, float], list[int]] = {}
+    for job in jobs:
+        seeds.setdefault((job["loss"], float(job["optimizer.lr"])), []).append(int(job["seed"]))
+    assert all(sorted(s) == [0, 1, 2] for s in seeds.values()), seeds
+    assert len(jobs) == len(CLASSIC) * len(rates) * 3 == len(cells) * 3
+    # A job per loss, composed: CPU-sized, and the same for every job apart from the grid.
+    for loss in CLASSIC:
+        job = next(j for j in jobs if j["loss"] == loss)
+        c = compose("+experiment=fair_comparison", *(f"{k}={v}" for k, v in job.items()))
+        assert (c.loss.name, c.optimizer.lr, c.seed) == (loss, float(job["optimizer.lr"]), int(job["seed"]))
+        assert (c.data.name, c.model.name, c.optimizer.name) == ("fashion_mnist", "linear", "adam")
+        assert c.data.train_size == 10_000 and c.trainer.max_epochs == 5 and c.threads == 1
+        assert c.data.val_size == 5000, "selection needs the whole validation split"
+        assert c.tracking.experiment == "fair_comparison"
+
+
+def test_fair_comparison_grid_can_be_overridden_from_the_command_line():
+    jobs = [as_dict(job) for job in sweep_jobs("fair_comparison", "optimizer.lr=3e-4,3e-3", "data=mnist")]
+    assert len(jobs) == len(CLASSIC) * 2 * 3
+    assert {job["optimizer.lr"] for job in jobs} == {"0.0003", "0.003"}
+    c = compose("+experiment=fair_comparison", *(f"{k}={v}" for k, v in jobs[0].items()))
+    assert c.data.name == "mnist" and c.optimizer.lr in (3e-4, 3e-3)
 
 
 def first_job(cfg) -> list[str]:
-    """The first value of each swept key, as overrides (a glob sweeps over conf/loss: its first file)."""
+    """The first value of each swept key, as overrides (a glob sweeps over conf/<group>: its first file)."""
     overrides = []
     for key, values in cfg.hydra.sweeper.params.items():
         text = str(values)
@@ -33,20 +82,20 @@ def first_job(cfg) -> list[str]:
 
 
 def test_every_experiment_is_documented_in_the_readme() -> None:
-    assert len(EXPERIMENTS) >= 4
+    assert "fair_comparison" in EXPERIMENTS and len(EXPERIMENTS) >= 5
     readme = (Path(__file__).parent.parent / "README.md").read_text()
     for name in EXPERIMENTS:
         assert f"+experiment={name}" in readme, f"README does not show how to run {name}"
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
-def test_experiment_composes_as_a_sweep_into_its_own_mlflow_experiment(name: str) -> None:
-    cfg = compose_experiment(name)
+def test_experiment_composes_as_a_valid_sweep_into_its_own_mlflow_experiment(name: str) -> None:
+    from lossbench.config import validate
+
+    cfg = compose(f"+experiment={name}", hydra_config=True)
     assert cfg.hydra.mode.name == "MULTIRUN"
     assert cfg.tracking.experiment == name
     assert cfg.hydra.sweeper.params, "an experiment sweeps something"
-    from lossbench.config import validate
-
     validate(cfg)
 
 
@@ -55,9 +104,9 @@ def test_first_job_of_each_experiment_trains_one_batch(name: str, tiny_mnist: Pa
     from lossbench.train import run
 
     store = tmp_path / "mlflow.db"
-    probe = compose_experiment(name)
+    probe = compose(f"+experiment={name}", hydra_config=True)
     cfg = compose(f"+experiment={name}", *first_job(probe), *tiny_overrides(tiny_mnist, store, "trainer.max_epochs=1"),
-                  "+trainer.limit_train_batches=1")  # in process, as the sweep's first job would
+                  "data=mnist", f"data.root={tiny_mnist}", "+trainer.limit_train_batches=1")  # as the sweep's first job
     run(cfg)
     _, runs = read_runs(store, name)
     assert [r.info.status for r in runs] == ["FINISHED"]

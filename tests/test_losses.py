@@ -35,7 +35,7 @@ LOSS_DIR = conf_dir() / "loss"
 LOSS_FILES = sorted(LOSS_DIR.glob("*.yaml"))
 NAMES = [f.stem for f in LOSS_FILES]
 C = 10
-A = -4.0  # log 0 in RCE/SCE/NCE+RCE
+A = math.log(1e-4)  # log 0 in RCE/SCE/NCE+RCE: the released code's one-hot clamp at 1e-4 (the YAMLs' log_zero)
 
 
 def cfg_of(name: str, **criterion_overrides):
@@ -86,9 +86,9 @@ def ref_hinge(z, y, power):
     return total / (n * c)
 
 
-def ref_rce(z, y):  # -sum_k p_k log t_k with log 1 = 0 and log 0 = A, per sample
+def ref_rce(z, y, log_zero=A):  # -sum_k p_k log t_k with log 1 = 0 and log 0 = log_zero, per sample
     p, t = softmax(z), onehot(y, z.shape[1])
-    log_t = np.where(t == 1, 0.0, A)
+    log_t = np.where(t == 1, 0.0, log_zero)
     return -(p * log_t).sum(axis=1)
 
 
@@ -161,10 +161,10 @@ AT_ZERO_LOGITS = {
     "focal": 2.184424,  # sqrt(0.9) * ln 10
     "poly1": 3.202585,  # ln 10 + 0.9
     "gce": 1.143534,  # (1 - 0.199526) / 0.7
-    "sce": 3.623026,  # 0.01 * ln 10 + 4 * 0.9
-    "rce": 3.6,  # -A * (1 - 0.1)
+    "sce": 8.312332,  # 0.01 * ln 10 + 9.210340 * 0.9
+    "rce": 8.289306,  # -A * (1 - 0.1), A = ln 1e-4 = -9.210340
     "nce": 0.1,  # ln 10 / (10 ln 10)
-    "nce_rce": 36.1,  # 0.1 + 10 * 3.6
+    "nce_rce": 82.993063,  # 0.1 + 10 * 8.289306
 }
 
 
@@ -233,6 +233,84 @@ def test_textbook_cross_entropy():
     assert loss_of("ce", num_classes=3)(logits, classes).item() == pytest.approx(expected, rel=1e-6)
     assert nn.CrossEntropyLoss()(logits, classes).item() == pytest.approx(expected, rel=1e-6)
     assert loss_of("ce", num_classes=3)(logits, classes).item() != pytest.approx(0.813, abs=1e-3)
+
+
+# --------------------------------------------------------------------------------------------------
+# RCE's log 0: the authors' released code (default) and the paper's text (log_zero = -4)
+# --------------------------------------------------------------------------------------------------
+
+# The released formulas, rewritten here from loss.py of HanxunH/SCELoss-Reproduce @c81fb33 (SCELoss,
+# lines 14-27) and HanxunH/Active-Passive-Losses @04bce53 (ReverseCrossEntropy lines 51-57,
+# NormalizedCrossEntropy lines 86-90, NCEandRCE lines 175-176): softmax clamped to [1e-7, 1], one-hot clamped to [1e-4, 1]
+# before its log, each term averaged over the batch and then weighted.
+
+
+def released_rce(z, y):
+    pred = torch.softmax(z, dim=1).clamp(min=1e-7, max=1.0)
+    label = nn.functional.one_hot(y, z.shape[1]).to(z.dtype).clamp(min=1e-4, max=1.0)
+    return (-1 * torch.sum(pred * torch.log(label), dim=1)).mean()
+
+
+def released_nce(z, y):
+    log_p = torch.log_softmax(z, dim=1)
+    label = nn.functional.one_hot(y, z.shape[1]).to(z.dtype)
+    return (-1 * torch.sum(label * log_p, dim=1) / (-log_p.sum(dim=1))).mean()
+
+
+RELEASED = {
+    "rce": released_rce,
+    "sce": lambda z, y: 0.01 * nn.functional.cross_entropy(z, y) + 1.0 * released_rce(z, y),
+    "nce_rce": lambda z, y: 1.0 * released_nce(z, y) + 10.0 * released_rce(z, y),
+}
+
+
+@pytest.mark.parametrize("name", sorted(RELEASED))
+def test_rce_losses_equal_the_released_code(name):
+    for seed in range(3):
+        z, y = small_batch(seed, n=64, scale=2.0)
+        assert torch.softmax(z, 1).min() > 1e-7, "no softmax clamp in play: the formulas must agree exactly"
+        ours, theirs = z.float().requires_grad_(), z.clone().requires_grad_()
+        value, expected = loss_of(name)(ours, y), RELEASED[name](theirs, y)
+        value.backward()
+        expected.backward()
+        assert value.item() == pytest.approx(expected.item(), rel=1e-6)
+        torch.testing.assert_close(ours.grad, theirs.grad.float(), rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("name", sorted(RELEASED))
+def test_the_released_softmax_clamp_moves_the_value_by_at_most_its_bound(name):
+    """Where some p_k < 1e-7 the released code counts 1e-7 instead: it is higher, by at most (C-1)·1e-7·|A|."""
+    z, y = small_batch(4, n=16, scale=12.0)
+    assert torch.softmax(z, 1).min() < 1e-7
+    gap = RELEASED[name](z, y).item() - loss_of(name)(z.float(), y).item()
+    weight = 10.0 if name == "nce_rce" else 1.0  # β on the RCE term
+    assert 0 < gap <= weight * (C - 1) * 1e-7 * abs(A) * 1.001
+
+
+PAPER = {  # the paper's text, A = -4: RCE = 4 (1 - p_y)
+    "rce": lambda z, y: np.mean(4 * (1 - p_true(z, y))),
+    "sce": lambda z, y: np.mean(0.01 * -np.log(p_true(z, y)) + 4 * (1 - p_true(z, y))),
+    "nce_rce": lambda z, y: np.mean(ref_nce(z, y) + 10.0 * 4 * (1 - p_true(z, y))),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PAPER))
+def test_log_zero_minus_four_is_the_papers_formula(name):
+    z, y = small_batch(5, n=32)
+    got = loss_of(name, log_zero=-4)(z.float(), y).item()
+    assert got == pytest.approx(PAPER[name](z.numpy(), y.numpy()), rel=1e-5)
+    assert loss_of(name)(z.float(), y).item() != pytest.approx(got, rel=1e-2), "the default is not the paper's A"
+
+
+def test_rce_default_is_the_released_constant():
+    assert losses.RCELoss().log_zero == losses.RELEASED_LOG_ZERO == pytest.approx(-9.2103404, abs=1e-7)
+    for name in RELEASED:
+        assert cfg_of(name).criterion.log_zero == losses.RELEASED_LOG_ZERO
+
+
+def test_rce_rejects_a_non_negative_log_zero():
+    with pytest.raises(ValueError, match=r"log_zero=4 stands for log 0 and must be negative: -9.2103 .* or -4.0"):
+        losses.RCELoss(log_zero=4)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -518,7 +596,7 @@ def test_table_lists_every_loss(capsys):
     out = capsys.readouterr().out
     for name in NAMES:
         assert name in out
-    assert "gamma=0.5" in out and "alpha=1.0, beta=10.0, A=-4.0" in out
+    assert "gamma=0.5" in out and "alpha=1.0, beta=10.0, log_zero=-9.210340371976182" in out
 
 
 def test_docs_table_is_current():
