@@ -29,7 +29,8 @@ class ConfigError(LossbenchError):
 
 # Keys that say where or how a run is recorded or executed, not what is trained: two configs that
 # differ only here are the same experiment (and the same config hash).
-NON_IDENTITY_KEYS = ("tracking", "resume", "threads", "data.root", "data.download", "trainer.enable_progress_bar")
+NON_IDENTITY_KEYS = ("tracking", "resume", "threads", "data.root", "data.download", "trainer.enable_progress_bar",
+                     "trainer.enable_model_summary")
 
 # A key is secret when one of its words (split on _ and -) is one of these: api_key, db-password, token.
 _SECRET_WORDS = {"password", "passwd", "pass", "pwd", "token", "secret", "key", "credential", "credentials", "apikey"}

@@ -5,11 +5,11 @@ sweep), groups them by loss × optimizer (× model, data and label-noise rate wh
 writes a report folder::
 
     reports/<experiment>[-<sweep>]/
-        report.md  report.html  report_inline.html  summary.json
+        report.md  report.html (figures embedded)  summary.json
         curves.png  gap_acc.png  gap_nll.png  [noise.png]
 
-then logs that folder as artifacts (under ``report/``) of the sweep's parent run, so it shows in
-the MLflow UI. Usage::
+then puts it on the sweep's parent run, so it shows in the MLflow UI: the folder as artifacts
+(under ``report/``), the Markdown as the run's description, each group's means as metrics. Usage::
 
     python -m lossbench.report --experiment lossbench --sweep 3f2a9c [--tracking-uri URI] [--out DIR]
 
@@ -57,7 +57,7 @@ NOISE_PARAM = "data.label_noise.rate"
 ARTIFACT_PATH = "report"
 CURVE_METRICS: tuple[str, ...] = ("val/nll", "val/acc", "train_eval/nll", "train_eval/acc", "time/epoch_s")
 """The metric histories the report reads (the others stay in MLflow)."""
-REPORT_FILES: tuple[str, ...] = ("report.md", "report.html", "report_inline.html", "summary.json",
+REPORT_FILES: tuple[str, ...] = ("report.md", "report.html", "report_inline.html", "summary.json",  # inline: older reports
                                  "curves.png", "gap_acc.png", "gap_nll.png", "noise.png")
 """Everything the report may write; stale copies are removed before writing."""
 
@@ -718,8 +718,8 @@ def build_report(experiment: str, sweep_id: str | None = None, tracking_uri: str
              f"{time.strftime('%Y-%m-%d %H:%M:%S %Z')}.", counts]
     blocks = build_blocks(title, intro, selection, rows, dims, rows if noisy else None, figures, onset_patience)
     (out / "report.md").write_text(render_markdown(blocks), encoding="utf-8")
-    (out / "report.html").write_text(render_html(blocks, title), encoding="utf-8")
-    (out / "report_inline.html").write_text(render_html(blocks, title, embed_from=out), encoding="utf-8")
+    # Figures embedded: MLflow's artifact viewer shows HTML from a blob URL, where relative links break.
+    (out / "report.html").write_text(render_html(blocks, title, embed_from=out), encoding="utf-8")
 
     summary: dict[str, Any] = {
         "experiment": experiment, "experiment_id": exp.experiment_id, "sweep_id": sweep_id, "tracking_uri": uri,
@@ -764,9 +764,24 @@ def report_run(client: Any, experiment_id: str, experiment: str, sweep_id: str |
 
 
 def log_report(client: Any, experiment_id: str, out: Path, experiment: str, sweep_id: str | None) -> str:
-    """Log the report folder as artifacts under ``report/`` of :func:`report_run`; returns its id."""
+    """Put the report on :func:`report_run` (returns its id): the folder as artifacts under ``report/``,
+    its Markdown as the run's description, and each group's means as metrics (``test_acc/ce_adam``).
+
+    Re-running the report overwrites all three.
+    """
+    from mlflow.entities import Metric, RunTag
+
+    from lossbench import report_store
+
     run_id, created = report_run(client, experiment_id, experiment, sweep_id)
     client.log_artifacts(run_id, str(out), artifact_path=ARTIFACT_PATH)
+    note = report_store.description((out / "report.md").read_text(encoding="utf-8"), run_id, ARTIFACT_PATH)
+    rows = json.loads((out / "summary.json").read_text(encoding="utf-8"))["rows"]
+    now = int(time.time() * 1000)
+    metrics = [Metric(k, v, now, 0) for k, v in report_store.group_metrics(rows).items()]
+    client.log_batch(run_id, metrics=metrics[:1000], tags=[RunTag(report_store.NOTE_TAG, note)])
+    for i in range(1000, len(metrics), 1000):
+        client.log_batch(run_id, metrics=metrics[i : i + 1000])
     if created:
         client.set_terminated(run_id, "FINISHED")
     return run_id
@@ -799,19 +814,22 @@ def main(argv: Sequence[str] | None = None, echo: Callable[[str], None] = print)
     except ReportError as error:
         print(f"lossbench.report: {error}", file=sys.stderr)
         return 2
+    from lossbench import store_links
+
     counts = result.summary["counts"]
-    echo(f"Report: {result.html} (also report.md, report_inline.html, summary.json, {len(result.figures)} figures)")
+    echo(f"Report: {result.html} (also report.md, summary.json, {len(result.figures)} figures)")
     echo(f"Runs: {counts['finished']} finished and counted, {counts['superseded']} superseded, "
          f"{counts['not_finished']} not finished.")
     if result.report_run_id:
-        echo(f"Logged as artifacts '{ARTIFACT_PATH}/' of MLflow run {result.report_run_id} "
-             f"(experiment id {result.experiment_id}); in the UI open {ARTIFACT_PATH}/report_inline.html.")
-    page = f"#/experiments/{result.experiment_id}" + (f"/runs/{result.report_run_id}" if result.report_run_id else "")
-    if result.tracking_uri.startswith(("http://", "https://")):
-        echo(f"Look at it:  {result.tracking_uri.rstrip('/')}/{page}")
+        echo(f"Logged on MLflow run {result.report_run_id} (experiment id {result.experiment_id}): its description, "
+             f"per-group metrics, and the artifacts '{ARTIFACT_PATH}/'.")
+        url = store_links.run_url(result.tracking_uri, result.experiment_id, result.report_run_id)
+    elif args.sweep is not None:
+        url = store_links.sweep_url(result.tracking_uri, result.experiment_id, args.sweep)
     else:
-        echo(f"Look at it:  mlflow ui --backend-store-uri {result.tracking_uri}")
-        echo(f"  then open http://127.0.0.1:5000/{page}")
+        url = store_links.experiment_url(result.tracking_uri, result.experiment_id)
+    for line in store_links.look_lines(result.tracking_uri, url):
+        echo(line)
     return 0
 
 

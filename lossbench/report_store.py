@@ -1,0 +1,67 @@
+"""What a report writes back onto the MLflow run that holds it (a sweep's parent run).
+
+The run's description (MLflow's ``mlflow.note.content`` tag, shown as Markdown on the run's page)
+becomes the report's Markdown, with its figures pointing at the run's own artifacts; the rows of
+``summary.json`` become per-group metrics (``test_acc/ce_adam`` = mean test accuracy of that group).
+Pure functions: :func:`lossbench.report.log_report` does the writing.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import quote
+
+NOTE_TAG = "mlflow.note.content"
+NOTE_LIMIT = 8000
+"""MLflow truncates a run tag's value to 8000 characters (``mlflow.utils.validation.MAX_TAG_VAL_LENGTH``)."""
+
+_IMAGE = re.compile(r"!\[([^\]]*)\]\(([^)\s]+)\)")
+_SECTION = re.compile(r"^## ", re.MULTILINE)
+
+
+def artifact_src(run_id: str, path: str) -> str:
+    """A URL of one run artifact that the MLflow UI's own page can load (relative to the UI's root)."""
+    return f"get-artifact?path={quote(path, safe='')}&run_uuid={run_id}"
+
+
+def description(markdown: str, run_id: str, artifact_dir: str, limit: int = NOTE_LIMIT) -> str:
+    """The report's Markdown as a run description: images served from the run's artifacts, within ``limit``.
+
+    When it is too long, whole ``## `` sections are dropped from the end and a closing line names
+    the full report (``<artifact_dir>/report.html``), so no table is ever cut in half.
+    """
+    text = _IMAGE.sub(lambda m: f"![{m[1]}]({artifact_src(run_id, f'{artifact_dir}/{m[2]}')})", markdown).rstrip() + "\n"
+    if len(text) <= limit:
+        return text
+    tail = (f"\n*Shortened to fit MLflow's description limit: the whole report is the artifact "
+            f"`{artifact_dir}/report.html`.*\n")
+    starts = [m.start() for m in _SECTION.finditer(text)]
+    for end in reversed(starts):
+        if end + len(tail) <= limit:
+            return text[:end].rstrip() + "\n" + tail
+    return text[: limit - len(tail)].rsplit("\n", 1)[0] + "\n" + tail
+
+
+def metric_key(text: str) -> str:
+    """``text`` made a legal MLflow metric key part (alphanumerics, ``_ - .``; ``" / "`` becomes ``_``)."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text.replace(" / ", "_")).strip("_") or "group"
+
+
+def group_metrics(rows: list[Mapping[str, Any]]) -> dict[str, float]:
+    """``<statistic>/<group>`` -> mean, and ``n/<group>``, for every row of ``summary.json``.
+
+    A statistic is any row field of the form ``{"mean": ..., "std": ..., "n": ...}``; empty means
+    (``null``) are left out, as MLflow would draw them as zeros.
+    """
+    metrics: dict[str, float] = {}
+    for row in rows:
+        group = metric_key(str(row.get("label", "")))
+        if isinstance(row.get("n"), (int, float)):
+            metrics[f"n/{group}"] = float(row["n"])
+        for name, value in row.items():
+            if isinstance(value, Mapping) and isinstance(value.get("mean"), (int, float)) and math.isfinite(value["mean"]):
+                metrics[f"{metric_key(name)}/{group}"] = float(value["mean"])
+    return metrics
