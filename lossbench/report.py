@@ -765,7 +765,7 @@ def report_run(client: Any, experiment_id: str, experiment: str, sweep_id: str |
 
 def log_report(client: Any, experiment_id: str, out: Path, experiment: str, sweep_id: str | None) -> str:
     """Put the report on :func:`report_run` (returns its id): the folder as artifacts under ``report/``,
-    its Markdown as the run's description, and each group's means as metrics (``test_acc/ce_adam``).
+    its Markdown as the run's description, and each group's means as metrics (``report/test_acc/ce_adam``).
 
     Re-running the report overwrites all three.
     """

@@ -2,7 +2,8 @@
 
 The run's description (MLflow's ``mlflow.note.content`` tag, shown as Markdown on the run's page)
 becomes the report's Markdown, with its figures pointing at the run's own artifacts; the rows of
-``summary.json`` become per-group metrics (``test_acc/ce_adam`` = mean test accuracy of that group).
+``summary.json`` become per-group metrics (``report/test_acc/ce_adam`` = mean test accuracy of that
+group), all under one ``report/`` prefix so the UI's chart view keeps them in one section.
 Pure functions: :func:`lossbench.report.log_report` does the writing.
 """
 
@@ -15,11 +16,25 @@ from typing import Any
 from urllib.parse import quote
 
 NOTE_TAG = "mlflow.note.content"
+METRIC_PREFIX = "report"
+STATISTICS = ("test_acc", "test_last_acc", "best_val_nll", "gap_acc_best", "gap_nll_best", "onset_epoch",
+              "memorisation_drop")
+"""The ``summary.json`` row statistics put on the run as metrics (those a row has; each row's mean)."""
 NOTE_LIMIT = 8000
 """MLflow truncates a run tag's value to 8000 characters (``mlflow.utils.validation.MAX_TAG_VAL_LENGTH``)."""
 
 _IMAGE = re.compile(r"!\[([^\]]*)\]\(([^)\s]+)\)")
 _SECTION = re.compile(r"^## ", re.MULTILINE)
+_CODE_SPAN = re.compile(r"(`+)(?:.+?)\1")
+
+
+def _literal_at(markdown: str) -> str:
+    """``@`` outside code spans as ``&#64;``: MLflow's Markdown would turn ``@best`` into a mention link."""
+    out, last = [], 0
+    for m in _CODE_SPAN.finditer(markdown):
+        out += [markdown[last : m.start()].replace("@", "&#64;"), m[0]]
+        last = m.end()
+    return "".join(out) + markdown[last:].replace("@", "&#64;")
 
 
 def artifact_src(run_id: str, path: str) -> str:
@@ -28,12 +43,14 @@ def artifact_src(run_id: str, path: str) -> str:
 
 
 def description(markdown: str, run_id: str, artifact_dir: str, limit: int = NOTE_LIMIT) -> str:
-    """The report's Markdown as a run description: images served from the run's artifacts, within ``limit``.
+    """The report's Markdown as a run description: images served from the run's artifacts, ``@`` kept literal,
+    within ``limit`` characters.
 
     When it is too long, whole ``## `` sections are dropped from the end and a closing line names
     the full report (``<artifact_dir>/report.html``), so no table is ever cut in half.
     """
-    text = _IMAGE.sub(lambda m: f"![{m[1]}]({artifact_src(run_id, f'{artifact_dir}/{m[2]}')})", markdown).rstrip() + "\n"
+    text = _IMAGE.sub(lambda m: f"![{m[1]}]({artifact_src(run_id, f'{artifact_dir}/{m[2]}')})", markdown)
+    text = _literal_at(text).rstrip() + "\n"
     if len(text) <= limit:
         return text
     tail = (f"\n*Shortened to fit MLflow's description limit: the whole report is the artifact "
@@ -50,18 +67,19 @@ def metric_key(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text.replace(" / ", "_")).strip("_") or "group"
 
 
-def group_metrics(rows: list[Mapping[str, Any]]) -> dict[str, float]:
-    """``<statistic>/<group>`` -> mean, and ``n/<group>``, for every row of ``summary.json``.
+def group_metrics(rows: list[Mapping[str, Any]], statistics: tuple[str, ...] = STATISTICS) -> dict[str, float]:
+    """``report/<statistic>/<group>`` -> the row's mean, and ``report/n/<group>``, for every row of ``summary.json``.
 
-    A statistic is any row field of the form ``{"mean": ..., "std": ..., "n": ...}``; empty means
+    A statistic is a row field of the form ``{"mean": ..., "std": ..., "n": ...}``; empty means
     (``null``) are left out, as MLflow would draw them as zeros.
     """
     metrics: dict[str, float] = {}
     for row in rows:
         group = metric_key(str(row.get("label", "")))
         if isinstance(row.get("n"), (int, float)):
-            metrics[f"n/{group}"] = float(row["n"])
-        for name, value in row.items():
+            metrics[f"{METRIC_PREFIX}/n/{group}"] = float(row["n"])
+        for name in statistics:
+            value = row.get(name)
             if isinstance(value, Mapping) and isinstance(value.get("mean"), (int, float)) and math.isfinite(value["mean"]):
-                metrics[f"{metric_key(name)}/{group}"] = float(value["mean"])
+                metrics[f"{METRIC_PREFIX}/{name}/{group}"] = float(value["mean"])
     return metrics

@@ -85,7 +85,7 @@ def read_outcomes(sweep_dir: Path) -> list[dict[str, Any]]:
 
 
 def summary_screen(outcomes: list[dict[str, Any]], tracking_uri: str, experiment: str, sweep_id: str,
-                   experiment_id: str | None = None) -> str:
+                   experiment_id: str | None = None, parent_run_id: str | None = None) -> str:
     """The sweep's closing screen: counts, the best job, failures, and where to look at the runs and the report."""
     from lossbench import store_links
 
@@ -101,6 +101,8 @@ def summary_screen(outcomes: list[dict[str, Any]], tracking_uri: str, experiment
     lines.append(f"report: python -m lossbench.report --experiment {experiment} --sweep {sweep_id} --tracking-uri {tracking_uri}")
     if experiment_id is not None:
         lines += store_links.look_lines(tracking_uri, store_links.sweep_url(tracking_uri, experiment_id, sweep_id))
+        if parent_run_id is not None:
+            lines.append(f"answer: {store_links.run_url(tracking_uri, experiment_id, parent_run_id)}   (the sweep's run: report and figures)")
     else:
         lines.append(f"runs:   mlflow ui --backend-store-uri {tracking_uri}   (filter: tags.sweep_id = '{sweep_id}')")
     return "\n".join(lines)
@@ -149,6 +151,6 @@ class SweepCallback(Callback):
             tracker.end(self.parent_id, "FAILED" if failed else "FINISHED", f"{failed} of {len(outcomes)} jobs failed" if failed else None)
             write_report(tracker, config.tracking.experiment, sweep_id, config.analysis.onset_patience)
         print(summary_screen(outcomes, tracker.uri if tracker else config.tracking.uri, config.tracking.experiment, sweep_id,
-                             tracker.experiment_id if tracker else None), flush=True)
+                             tracker.experiment_id if tracker else None, self.parent_id if tracker else None), flush=True)
         if failed:
             raise SystemExit(1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import re
@@ -223,22 +224,33 @@ def test_duplicate_config_hash_keeps_the_newest(store: Store) -> None:
 def test_report_is_logged_to_the_sweep_parent_run(store: Store) -> None:
     assert store.result.report_run_id == store.sweep_parent_id
     logged = {Path(a.path).name for a in store.client.list_artifacts(store.sweep_parent_id, "report")}
-    assert {"report.md", "report.html", "report_inline.html", "summary.json", "curves.png", "gap_acc.png",
-            "gap_nll.png"} <= logged
-    assert store.client.get_run(store.sweep_parent_id).info.status == "FINISHED"
+    assert {"report.md", "report.html", "summary.json", "curves.png", "gap_acc.png", "gap_nll.png"} <= logged
+    parent = store.client.get_run(store.sweep_parent_id)
+    assert parent.info.status == "FINISHED"
+    note = parent.data.tags["mlflow.note.content"]  # the run's description in MLflow's UI
+    markdown = store.result.markdown.read_text()
+    first_table = next(line for line in markdown.splitlines() if line.startswith("| "))
+    assert first_table.replace("@", "&#64;") in note, "the description holds the report's first table"
+    assert f"get-artifact?path=report%2Fcurves.png&run_uuid={parent.info.run_id}" in note
+    assert "](curves.png)" not in note, "figures point at the run's artifacts, not at files beside the Markdown"
+    rows = json.loads(store.result.summary_json.read_text())["rows"]
+    assert rows
+    for row in rows:
+        group = row["label"].replace(" / ", "_")
+        assert parent.data.metrics[f"report/test_acc/{group}"] == pytest.approx(row["test_acc"]["mean"])
+        assert parent.data.metrics[f"report/n/{group}"] == row["n"]
 
 
-def test_html_is_self_contained_and_its_images_exist(store: Store) -> None:
+def test_html_is_self_contained_with_its_figures_embedded(store: Store) -> None:
     html = store.result.html.read_text()
     assert html.startswith("<!DOCTYPE html>") and "<style>" in html and "<table>" in html
     sources = re.findall(r'<img src="([^"]+)"', html)
-    assert {"curves.png", "gap_acc.png", "gap_nll.png"} <= set(sources)
-    for src in sources:
-        assert not src.startswith(("/", "http")), "images must be referenced by relative path"
-        assert (store.result.out_dir / src).is_file()
+    embedded = [base64.b64decode(src.split(",", 1)[1]) for src in sources if src.startswith("data:image/png;base64,")]
+    assert len(embedded) == len(sources), "figures embedded: MLflow's viewer cannot follow relative links"
+    figures = {(store.result.out_dir / name).read_bytes() for name in ("curves.png", "gap_acc.png", "gap_nll.png")}
+    assert figures <= set(embedded)
     assert not re.search(r'(?:src|href)="https?://', html), "no external resources"
-    inline = (store.result.out_dir / "report_inline.html").read_text()
-    assert inline.count('<img src="data:image/png;base64,') == len(sources), "figures embedded for MLflow's viewer"
+    assert not (store.result.out_dir / "report_inline.html").exists(), "one HTML page, not two"
 
 
 def test_noisy_labels_table(store: Store) -> None:
@@ -253,7 +265,8 @@ def test_noisy_labels_table(store: Store) -> None:
         assert row["test acc @last (%)"] == mean_std([last for _, last in pairs], 100, 2)
         assert row["memorisation drop (pp)"] == mean_std([b - last for b, last in pairs], 100, 2)
     assert (store.noisy.out_dir / "noise.png").is_file()
-    assert 'src="noise.png"' in store.noisy.html.read_text()
+    noise_png = base64.b64encode((store.noisy.out_dir / "noise.png").read_bytes()).decode()
+    assert f'src="data:image/png;base64,{noise_png}"' in store.noisy.html.read_text()
     results = table(markdown, "Results")
     assert len(results) == 4 and {r["noise rate"] for r in results} == {"0.0", "0.4"}, "noise rates are not mixed"
     summary = json.loads(store.noisy.summary_json.read_text())
