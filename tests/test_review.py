@@ -149,3 +149,14 @@ def test_missing_mnist_says_how_to_get_mnist_and_never_to_import_fashion_mnist_a
     assert "--dataset FashionMNIST" in message, "Debian's files are imported as what they are"
     fashion = missing_message("FashionMNIST", tmp_path, ["t10k-labels-idx1-ubyte"])
     assert "/usr/share/datasets/fashion-mnist" in fashion and "data=fashion_mnist works" not in fashion
+
+
+def test_a_report_that_cannot_be_written_is_a_warning_not_the_sweeps_outcome(tmp_path: Path, caplog) -> None:
+    from lossbench.sweep import write_report
+    from lossbench.tracking import Tracker
+
+    tracker = Tracker.connect(f"sqlite:///{tmp_path / 'mlflow.db'}", "empty")  # no training runs: nothing to report
+    with caplog.at_level(logging.WARNING, logger="lossbench"):
+        write_report(tracker, "empty", "abc123", onset_patience=3)  # must not raise
+    (warning,) = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert "sweep abc123: the report was not written (ReportError: no runs in experiment 'empty'" in warning.getMessage()
