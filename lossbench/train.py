@@ -39,12 +39,11 @@ def run(cfg: DictConfig, extra_callbacks: list | None = None) -> float:
     import pytorch_lightning as pl
     import torch
 
-    from lossbench import analysis, sweep
+    from lossbench import analysis, store_links, sweep
+    from lossbench.console import EpochLine, MiniBatchProgressBar
     from lossbench.data import MNISTFamily
     from lossbench.losses import build_loss
     from lossbench.module import LossbenchModule, curves
-    from lossbench import store_links
-    from lossbench.console import EpochLine, MiniBatchProgressBar
     from lossbench.tracking import CHECKPOINT_TAG, FIRST_STEP_ENV, EpochLogger, FirstStepMark, Tracker
 
     quiet_libraries()

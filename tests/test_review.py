@@ -160,3 +160,12 @@ def test_a_report_that_cannot_be_written_is_a_warning_not_the_sweeps_outcome(tmp
         write_report(tracker, "empty", "abc123", onset_patience=3)  # must not raise
     (warning,) = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert "sweep abc123: the report was not written (ReportError: no runs in experiment 'empty'" in warning.getMessage()
+
+
+def test_class_names_come_from_the_data_set() -> None:
+    from lossbench.data import MNISTFamily
+
+    fashion = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+    assert MNISTFamily(dataset="FashionMNIST").class_names == fashion
+    assert MNISTFamily(dataset="MNIST").class_names[7] == "7 - seven"
+    assert MNISTFamily(dataset="MNIST", num_classes=5).class_names is None, "names that do not fit are not used"
