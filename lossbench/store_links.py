@@ -7,18 +7,26 @@ Facts from MLflow 3.17's UI bundle (``mlflow/server/js/build``):
   (without it the UI falls back to the browser's saved choice, ``genai`` on a fresh browser).
 - The runs table reads its filter from the ``searchFilter`` query parameter of
   ``#/experiments/<id>/runs``; a run's page is ``#/experiments/<id>/runs/<run id>``.
+- A "shared view" is an experiment tag ``mlflow.sharedViewState.<key>`` holding the runs page's state as
+  JSON (filter, ``groupBy`` as ``tag.average.<tag>``, ``chartsSearchFilter``, a regular expression);
+  ``#/experiments/<id>/runs?viewStateShareKey=<key>`` opens it, ``compareRunsMode=CHART`` as charts.
 - Experiments carry the tag ``mlflow.experimentKind``; ``custom_model_development`` is the kind the UI
   labels "Machine learning" (model training). lossbench sets it on its experiments.
 """
 
 from __future__ import annotations
 
+import json
+import re
 from urllib.parse import quote, urlencode, urlsplit, urlunsplit
 
 from lossbench.config import redact
 
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 MODEL_TRAINING_KIND = "custom_model_development"
+SHARED_VIEW_TAG = "mlflow.sharedViewState."
+CURVE_CHARTS = "^(val|train_eval)/nll$"
+"""The charts a sweep's curves view shows: validation and training (eval mode) NLL, the yardsticks of overfitting."""
 UI_PORT = 5000
 _VIEW = {"workflowType": "machine_learning"}  # MLflow UI's model-training view
 
@@ -60,6 +68,21 @@ def experiment_url(uri: str, experiment_id: str, port: int = UI_PORT) -> str:
 def sweep_url(uri: str, experiment_id: str, sweep_id: str, port: int = UI_PORT) -> str:
     """The experiment's runs table filtered to one sweep (``tags.sweep_id = '<id>'``), in the model-training view."""
     params = {**_VIEW, "searchFilter": f"tags.sweep_id = '{sweep_id}'"}
+    return f"{ui_base(uri, port)}/{_hash_route(f'experiments/{experiment_id}/runs', params)}"
+
+
+def curves_view(sweep_id: str, group_by: str = "loss") -> tuple[str, str, str]:
+    """(experiment tag, its JSON value, share key) of a view of the sweep's runs grouped by ``group_by``
+    (the mean of each group's runs), as charts of :data:`CURVE_CHARTS`."""
+    key = "lossbench-curves-" + re.sub(r"[^A-Za-z0-9_-]+", "_", sweep_id)
+    state = {"searchFilter": f"tags.sweep_id = '{sweep_id}'", "groupBy": f"tag.average.{group_by}",
+             "chartsSearchFilter": CURVE_CHARTS}
+    return SHARED_VIEW_TAG + key, json.dumps(state), key
+
+
+def curves_url(uri: str, experiment_id: str, share_key: str, port: int = UI_PORT) -> str:
+    """The runs page opened on a shared view (:func:`curves_view`), as charts, in the model-training view."""
+    params = {**_VIEW, "compareRunsMode": "CHART", "viewStateShareKey": share_key}
     return f"{ui_base(uri, port)}/{_hash_route(f'experiments/{experiment_id}/runs', params)}"
 
 

@@ -103,16 +103,22 @@ def summary_screen(outcomes: list[dict[str, Any]], tracking_uri: str, experiment
         lines += store_links.look_lines(tracking_uri, store_links.sweep_url(tracking_uri, experiment_id, sweep_id))
         if parent_run_id is not None:
             lines.append(f"answer: {store_links.run_url(tracking_uri, experiment_id, parent_run_id)}   (the sweep's run: report and figures)")
+        share_key = store_links.curves_view(sweep_id)[2]
+        lines.append(f"curves: {store_links.curves_url(tracking_uri, experiment_id, share_key)}   (val/nll, train_eval/nll by loss)")
     else:
         lines.append(f"runs:   mlflow ui --backend-store-uri {tracking_uri}   (filter: tags.sweep_id = '{sweep_id}')")
     return "\n".join(lines)
 
 
 def write_report(tracker, experiment: str, sweep_id: str, onset_patience: int) -> None:
-    """Build the sweep's report onto its parent run; a failure is a warning, never the sweep's outcome."""
+    """Build the sweep's report onto its parent run, and save its curves view (grouped NLL charts) in the
+    experiment; a failure is a warning, never the sweep's outcome."""
+    from lossbench import store_links
     from lossbench.report import build_report
 
     try:
+        tag, state, _ = store_links.curves_view(sweep_id)
+        tracker.client.set_experiment_tag(tracker.experiment_id, tag, state)
         result = build_report(experiment, sweep_id=sweep_id, tracking_uri=tracker.uri, onset_patience=onset_patience, client=tracker.client)
         log.info("sweep %s: report %s, also on the sweep's parent run", sweep_id, result.html)
     except Exception as e:

@@ -58,6 +58,7 @@ def test_the_printed_links_show_the_runs_the_report_and_the_curves(tiny_mnist: P
     sweep_link = next(link for link in links if "searchFilter" in link)
     run_links = [link for link in links if "/runs/" in link and "searchFilter" not in link]
     answer_link = re.search(r"^answer:\s+(http://127\.0\.0\.1:5000/\S+)", screen, re.MULTILINE)[1]
+    curves_link = re.search(r"^curves:\s+(http://127\.0\.0\.1:5000/\S+)", screen, re.MULTILINE)[1]
 
     client, runs = read_runs(store)
     trained = {r.info.run_name: r for r in runs if r.data.tags.get("lossbench.kind") == "train"}
@@ -120,15 +121,14 @@ def test_the_printed_links_show_the_runs_the_report_and_the_curves(tiny_mnist: P
             page.locator('input[value="CHART"]').dispatch_event("click")
             page.get_by_placeholder("Search metric charts").fill("^(val|train_eval)/nll$")  # the search takes a regex
             page.set_viewport_size({"width": 1400, "height": 1350})
-            for metric in ("train_eval/nll", "val/nll"):
-                title = page.locator(f'h4[title="{metric}"]')
-                title.scroll_into_view_if_needed()
-                expect(title).to_be_visible()
-                for loss in ("ce", "mae"):  # one line per group: the mean of its runs
-                    expect(page.get_by_text(f"{loss} ({metric})", exact=True)).to_be_visible()
-            expect(page.locator("h4[title]")).to_have_count(2)
+            expect_nll_charts_by_loss(page)
             page.mouse.wheel(0, -2000)
             page.screenshot(path=shots / "3-grouped-nll-charts.png")
+
+            # 3b. The sweep's "curves:" link opens that view with no click (a shared view the sweep saved).
+            page.goto(here(curves_link))
+            expect(page.get_by_text("Group: mae")).to_be_visible()
+            expect_nll_charts_by_loss(page)
             page.set_viewport_size({"width": 1400, "height": 900})
 
             # 4. A training run's link: its learning curves render from the artifacts.
@@ -150,6 +150,19 @@ def test_the_printed_links_show_the_runs_the_report_and_the_curves(tiny_mnist: P
         DOCS_FIGURES.mkdir(parents=True, exist_ok=True)
         for shot in sorted(shots.glob("*.png")):
             shutil.copyfile(shot, DOCS_FIGURES / shot.name)
+
+
+def expect_nll_charts_by_loss(page) -> None:
+    """Exactly two charts, train_eval/nll and val/nll, each with one line per loss (the mean of its runs)."""
+    from playwright.sync_api import expect
+
+    for metric in ("train_eval/nll", "val/nll"):
+        title = page.locator(f'h4[title="{metric}"]')
+        title.scroll_into_view_if_needed()
+        expect(title).to_be_visible()
+        for loss in ("ce", "mae"):
+            expect(page.get_by_text(f"{loss} ({metric})", exact=True)).to_be_visible()
+    expect(page.locator("h4[title]")).to_have_count(2)
 
 
 def close_assistant(page) -> None:

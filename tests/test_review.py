@@ -3,6 +3,7 @@ the per-epoch line, the progress bar, the experiment kind, and the missing-data 
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import re
@@ -29,6 +30,17 @@ def test_sweep_link_filters_the_runs_table_in_the_model_training_view() -> None:
     base, route, query = hash_route(store_links.sweep_url("sqlite:////data/mlflow.db", "7", "3f2a9c"))
     assert (base, route) == ("http://127.0.0.1:5000", "/experiments/7/runs")
     assert query == {"workflowType": ["machine_learning"], "searchFilter": ["tags.sweep_id = '3f2a9c'"]}
+
+
+def test_curves_link_opens_the_sweeps_shared_view_as_charts() -> None:
+    tag, value, key = store_links.curves_view("3f2a9c")
+    assert tag == f"mlflow.sharedViewState.{key}"
+    assert json.loads(value) == {"searchFilter": "tags.sweep_id = '3f2a9c'", "groupBy": "tag.average.loss",
+                                 "chartsSearchFilter": "^(val|train_eval)/nll$"}
+    assert re.fullmatch(store_links.CURVE_CHARTS, "val/nll") and not re.match(store_links.CURVE_CHARTS, "summary/best_val_nll")
+    _, route, query = hash_route(store_links.curves_url("sqlite:////w/mlflow.db", "7", key))
+    assert route == "/experiments/7/runs"
+    assert query == {"workflowType": ["machine_learning"], "compareRunsMode": ["CHART"], "viewStateShareKey": [key]}
 
 
 def test_run_link_on_a_tracking_server_names_the_server_without_its_password() -> None:
