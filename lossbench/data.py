@@ -63,15 +63,24 @@ def _check_idx_file(path: Path, ndim: int) -> int:
     return shape[0]
 
 
+DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")  # Debian's dataset-fashion-mnist package
+
+
 def missing_message(dataset: str, root: Path, missing: list[str]) -> str:
+    """How to get a missing data set: online once, or from a folder of its own idx files (never another set's)."""
     raw = root / dataset / "raw"
-    return (
-        f"{dataset} not found: missing {', '.join(missing)} in {raw}. "
-        f"Provide it with `python scripts/prepare_data.py --from DIR --dataset {dataset} --root {root}` "
-        f"(DIR: a folder of idx files, .gz or not, e.g. /usr/share/datasets/fashion-mnist from Debian's "
-        f"dataset-fashion-mnist), or point data.root= (or $LOSSBENCH_DATA) at a folder holding {dataset}/raw/, "
-        f"or run once online with data.download=true."
+    source = f"DIR, a folder of {dataset}'s four idx files (.gz or not)"
+    if dataset == "FashionMNIST":
+        source += f", e.g. {DEBIAN_FASHION_MNIST} from Debian's dataset-fashion-mnist package"
+    text = (
+        f"{dataset} not found: missing {', '.join(missing)} in {raw}. Get it online once with data.download=true, "
+        f"or import it offline with `python scripts/prepare_data.py --from DIR --dataset {dataset} --root {root}` "
+        f"({source}), or point data.root= (or $LOSSBENCH_DATA) at a folder holding {dataset}/raw/."
     )
+    if dataset != "FashionMNIST":
+        text += (f" Offline, data=fashion_mnist works from Debian's package (apt-get install dataset-fashion-mnist; "
+                 f"then scripts/prepare_data.py --from {DEBIAN_FASHION_MNIST} --dataset FashionMNIST).")
+    return text
 
 
 def read_split(dataset: str, root: Path, train: bool, download: bool) -> tuple[Tensor, Tensor]:
@@ -290,6 +299,12 @@ class MNISTFamily(pl.LightningDataModule):
         """The clean labels of the train_eval rows (whose loader yields the noisy ones); ``None`` without label noise."""
         s = self.load()
         return None if s.train_true_y is None else s.train_true_y[s.train_eval_idx]
+
+    @property
+    def class_names(self) -> list[str] | None:
+        """The data set's own class names (torchvision's ``classes``), or None when they do not fit ``num_classes``."""
+        names = list(getattr(getattr(torchvision.datasets, self.dataset, None), "classes", []) or [])
+        return names if len(names) == self.num_classes else None
 
     @property
     def sizes(self) -> dict[str, int]:

@@ -134,11 +134,19 @@ def confusion_matrix(matrix: Sequence[Sequence[float]] | np.ndarray, path: PathL
 def curve_grid(panels: Mapping[str, Sequence[Curves]], path: PathLike,
                metrics: Sequence[str] = ("val/nll", "train_eval/nll"), title: str = "", ncols: int = 3,
                marks: Mapping[str, Sequence[tuple[int | None, int | None]]] | None = None) -> Path:
+    """One small panel per group (e.g. loss × optimizer), its runs (seeds) overlaid: :func:`curve_grid_figure` as a PNG."""
+    return _save(curve_grid_figure(panels, metrics, title, ncols, marks), path)
+
+
+def curve_grid_figure(panels: Mapping[str, Sequence[Curves]], metrics: Sequence[str] = ("val/nll", "train_eval/nll"),
+                      title: str = "", ncols: int = 3,
+                      marks: Mapping[str, Sequence[tuple[int | None, int | None]]] | None = None) -> Figure:
     """One small panel per group (e.g. loss × optimizer), its runs (seeds) overlaid.
 
     Each metric keeps one colour and style across panels; every run is one thin line. Panels share
-    the epoch axis but not the value axis (a diverged loss would flatten the others). ``marks[group]``
-    gives each run's ``(selected epoch, onset epoch)``, drawn as in :func:`learning_curves`.
+    the epoch axis but not the value axis (a diverged loss would flatten the others). The lowest
+    panel of every column carries the epoch ticks and label, also when the last row is not full.
+    ``marks[group]`` gives each run's ``(selected epoch, onset epoch)``, drawn as in :func:`learning_curves`.
     """
     if not panels:
         raise ValueError("curve_grid needs at least one panel")
@@ -159,14 +167,16 @@ def curve_grid(panels: Mapping[str, Sequence[Curves]], path: PathLike,
         ax.grid(alpha=0.3)
     for ax in axes[n:]:
         ax.set_visible(False)
-    for ax in axes[max(0, n - cols):n]:
-        ax.set_xlabel("epoch")
+    for index, ax in enumerate(axes[:n]):
+        lowest = index + cols >= n  # no panel below it in its column
+        ax.tick_params(axis="x", labelbottom=lowest)
+        ax.set_xlabel("epoch" if lowest else "")
     handles, labels = axes[0].get_legend_handles_labels()
     unique = dict(zip(labels, handles))  # one entry per kind of line, however many runs drew one
     axes[0].legend(unique.values(), unique.keys(), fontsize="small")
     if title:
         fig.suptitle(title)
-    return _save(fig, path)
+    return fig
 
 
 def _mean_std(values: Sequence[float]) -> tuple[float, float]:

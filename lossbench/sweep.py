@@ -4,14 +4,15 @@
 any Hydra launcher (basic, joblib, submitit). Before the jobs start, :class:`SweepCallback` creates
 the tracking store once (SQLite's schema creation races when parallel jobs create it together),
 derives the sweep id from the sweep's own command line (so re-running it resumes the same sweep) and
-opens a parent run; each job writes its outcome to its output folder; at the end the callback reads
-them back and prints one screen.
+opens a parent run; each job writes its outcome to its output folder; at the end the callback puts
+the sweep's report on the parent run, reads the outcomes back and prints one screen with the links.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import os
 from pathlib import Path
@@ -22,6 +23,9 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from lossbench import analysis
+
+log = logging.getLogger("lossbench")
 SWEEP_ID_ENV = "LOSSBENCH_SWEEP_ID"
 PARENT_RUN_ENV = "LOSSBENCH_SWEEP_PARENT_RUN"
 OUTCOME_FILE = "lossbench_outcome.json"
@@ -82,7 +86,11 @@ def read_outcomes(sweep_dir: Path) -> list[dict[str, Any]]:
     return [json.loads(p.read_text()) for p in sorted(Path(sweep_dir).glob(f"*/{OUTCOME_FILE}"))]
 
 
-def summary_screen(outcomes: list[dict[str, Any]], tracking_uri: str, experiment: str, sweep_id: str) -> str:
+def summary_screen(outcomes: list[dict[str, Any]], tracking_uri: str, experiment: str, sweep_id: str,
+                   experiment_id: str | None = None, parent_run_id: str | None = None) -> str:
+    """The sweep's closing screen: counts, the best job, failures, and where to look at the runs and the report."""
+    from lossbench import store_links
+
     counts = {s: sum(o["status"] == s for o in outcomes) for s in ("finished", "failed", "skipped")}
     lines = [f"sweep {sweep_id}: {len(outcomes)} jobs — {counts['finished']} finished, {counts['failed']} failed, {counts['skipped']} skipped (already finished)"]
     scored = [o for o in outcomes if o["status"] != "failed" and o["objective"] is not None and not math.isnan(o["objective"])]
@@ -92,9 +100,32 @@ def summary_screen(outcomes: list[dict[str, Any]], tracking_uri: str, experiment
     for o in outcomes:
         if o["status"] == "failed":
             lines.append(f"FAILED {' '.join(o['overrides'])}: {o['reason']}")
-    lines.append(f"runs:   mlflow ui --backend-store-uri {tracking_uri}   (filter: tags.sweep_id = '{sweep_id}')")
     lines.append(f"report: python -m lossbench.report --experiment {experiment} --sweep {sweep_id} --tracking-uri {tracking_uri}")
+    if experiment_id is not None:
+        lines += store_links.look_lines(tracking_uri, store_links.sweep_url(tracking_uri, experiment_id, sweep_id))
+        if parent_run_id is not None:
+            lines.append(f"answer: {store_links.run_url(tracking_uri, experiment_id, parent_run_id)}   (the sweep's run: report and figures)")
+        share_key = store_links.curves_view(sweep_id)[2]
+        lines.append(f"curves: {store_links.curves_url(tracking_uri, experiment_id, share_key)}   (val/nll, train_eval/nll by loss)")
+    else:
+        lines.append(f"runs:   mlflow ui --backend-store-uri {tracking_uri}   (filter: tags.sweep_id = '{sweep_id}')")
     return "\n".join(lines)
+
+
+def write_report(tracker, experiment: str, sweep_id: str, rule) -> None:
+    """Build the sweep's report onto its parent run, and save its curves view (grouped NLL charts) in the
+    experiment; a failure is a warning, never the sweep's outcome."""
+    from lossbench import store_links
+    from lossbench.report import build_report
+
+    try:
+        tag, state, _ = store_links.curves_view(sweep_id)
+        tracker.client.set_experiment_tag(tracker.experiment_id, tag, state)
+        result = build_report(experiment, sweep_id=sweep_id, tracking_uri=tracker.uri, rule=rule, client=tracker.client)
+        log.info("sweep %s: report %s, also on the sweep's parent run", sweep_id, result.html)
+    except Exception as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        log.warning("sweep %s: the report was not written (%s: %s); run the report command below", sweep_id, type(e).__name__, first)
 
 
 class SweepCallback(Callback):
@@ -126,6 +157,8 @@ class SweepCallback(Callback):
         tracker = getattr(self, "tracker", None)
         if tracker is not None:
             tracker.end(self.parent_id, "FAILED" if failed else "FINISHED", f"{failed} of {len(outcomes)} jobs failed" if failed else None)
-        print(summary_screen(outcomes, tracker.uri if tracker else config.tracking.uri, config.tracking.experiment, sweep_id), flush=True)
+            write_report(tracker, config.tracking.experiment, sweep_id, analysis.Rule.from_config(config.analysis))
+        print(summary_screen(outcomes, tracker.uri if tracker else config.tracking.uri, config.tracking.experiment, sweep_id,
+                             tracker.experiment_id if tracker else None, self.parent_id if tracker else None), flush=True)
         if failed:
             raise SystemExit(1)

@@ -26,6 +26,7 @@ from mlflow.entities import Metric, Param, RunTag, ViewType
 from mlflow.tracking import MlflowClient
 
 from lossbench.config import LossbenchError, redact
+from lossbench.store_links import EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND
 
 FAILURE_TAG = "lossbench.failure"
 KIND_TAG = "lossbench.kind"
@@ -159,6 +160,8 @@ class Tracker:
                 found = client.get_experiment_by_name(experiment)
                 if found is None:
                     found = cls._create_experiment(client, uri, experiment)
+                elif found.lifecycle_stage != "deleted" and EXPERIMENT_KIND_TAG not in found.tags:  # made before lossbench tagged them
+                    client.set_experiment_tag(found.experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND)
         except LossbenchError:
             raise
         except Exception as e:
@@ -171,10 +174,11 @@ class Tracker:
 
     @staticmethod
     def _create_experiment(client: MlflowClient, uri: str, name: str):
+        """A new experiment, marked as model training so MLflow's UI lists its runs, not a GenAI overview."""
         db = _sqlite_path(uri)
         location = (db.parent / "mlartifacts" / uuid.uuid4().hex[:12]).as_uri() if db is not None else None
         try:
-            client.create_experiment(name, artifact_location=location)
+            client.create_experiment(name, artifact_location=location, tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING_KIND})
         except Exception:  # another job created it first: fine
             pass
         found = client.get_experiment_by_name(name)

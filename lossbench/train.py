@@ -39,7 +39,8 @@ def run(cfg: DictConfig, extra_callbacks: list | None = None) -> float:
     import pytorch_lightning as pl
     import torch
 
-    from lossbench import analysis, sweep
+    from lossbench import analysis, store_links, sweep
+    from lossbench.console import EpochLine, MiniBatchProgressBar
     from lossbench.data import MNISTFamily
     from lossbench.losses import build_loss
     from lossbench.module import LossbenchModule, curves
@@ -88,7 +89,7 @@ def run(cfg: DictConfig, extra_callbacks: list | None = None) -> float:
         module = LossbenchModule(net, loss, optimizer, scheduler, num_classes=cfg.data.num_classes,
                                  gradient_clip_val=trainer_cfg.pop("gradient_clip_val"), train_eval_true=data.train_eval_true_labels)
         best = pl.callbacks.ModelCheckpoint(dirpath=checkpoint_dir, filename="best", monitor=cfg.checkpoint.monitor, mode=cfg.checkpoint.mode, save_last=True)
-        callbacks = [EpochLogger(tracker, run_id, checkpoint_dir), best, *(extra_callbacks or [])]
+        callbacks = [EpochLogger(tracker, run_id, checkpoint_dir), best, EpochLine(), *(extra_callbacks or [])]
         if os.environ.get(FIRST_STEP_ENV):
             callbacks.append(FirstStepMark(os.environ[FIRST_STEP_ENV]))  # start-up benchmark probe
         if cfg.early_stopping.enabled:
@@ -96,8 +97,10 @@ def run(cfg: DictConfig, extra_callbacks: list | None = None) -> float:
             callbacks.append(pl.callbacks.EarlyStopping(monitor=es.monitor, mode=es.mode, patience=es.patience, min_delta=es.min_delta))
         progress = trainer_cfg.pop("enable_progress_bar")
         progress = sys.stdout.isatty() if progress is None else progress
+        if progress:
+            callbacks.append(MiniBatchProgressBar(-(-data.sizes["train"] // data.batch_size), data.batches_per_step))
         trainer = pl.Trainer(**trainer_cfg, callbacks=callbacks, logger=False, enable_progress_bar=progress,
-                             enable_model_summary=progress, num_sanity_val_steps=0, default_root_dir=output_dir())
+                             num_sanity_val_steps=0, default_root_dir=output_dir())
         trainer.fit(module, datamodule=data, ckpt_path=ckpt_path, weights_only=True)
         history = curves(module.history)
 
@@ -115,12 +118,13 @@ def run(cfg: DictConfig, extra_callbacks: list | None = None) -> float:
         tracker.log_metrics(run_id, {k: v for k, v in results.items() if v is not None and not math.isnan(v)})
         tracker.set_tags(run_id, {"onset_epoch": "none" if verdict.onset_epoch is None else verdict.onset_epoch,
                                   "verdict": verdict.kind, "verdict_text": verdict.text})
-        record_artifacts(tracker, run_id, cfg, history, summary, module)
+        record_artifacts(tracker, run_id, cfg, history, summary, module, data.class_names)
     objective = history[OBJECTIVE][-1] if history.get(OBJECTIVE) else math.nan
     sweep.record_outcome("finished", run_id, objective)
     log.info("run %s finished: test/acc %.4f (epoch %d, best %s), %.4f (last epoch); %s", run_id, results["test/acc"],
              summary.get("summary/selected_epoch", -1), cfg.checkpoint.monitor, results["test_last/acc"], verdict.text)
-    log.info("tracking store: %s", tracker.uri)
+    for line in store_links.look_lines(tracker.uri, store_links.run_url(tracker.uri, tracker.experiment_id, run_id)):
+        log.info(line)
     return objective
 
 
@@ -212,8 +216,8 @@ def output_dir() -> str:
     return HydraConfig.get().runtime.output_dir if HydraConfig.initialized() else tempfile.mkdtemp(prefix="lossbench-")
 
 
-def record_artifacts(tracker, run_id: str, cfg: DictConfig, history, summary, module) -> None:
-    """Learning curves, confusion matrix, the resolved config and the Hydra overrides, as run artifacts."""
+def record_artifacts(tracker, run_id: str, cfg: DictConfig, history, summary, module, class_names=None) -> None:
+    """Learning curves, confusion matrix (labelled with ``class_names``), the resolved config and the Hydra overrides, as run artifacts."""
     from lossbench import plots  # matplotlib: imported after training, not before the first step
 
     out = Path(output_dir())
@@ -232,7 +236,8 @@ def record_artifacts(tracker, run_id: str, cfg: DictConfig, history, summary, mo
                                        selected_by=cfg.checkpoint.monitor)
         tracker.log_artifact(run_id, figure, "figures")
         if module.test_confusion is not None:
-            matrix = plots.confusion_matrix(module.test_confusion.numpy(), out / "confusion_matrix.png", title=f"{title} — test, best checkpoint")
+            matrix = plots.confusion_matrix(module.test_confusion.numpy(), out / "confusion_matrix.png", class_names=class_names,
+                                            title=f"{title} — test, best checkpoint")
             tracker.log_artifact(run_id, matrix, "figures")
 
 

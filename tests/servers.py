@@ -298,3 +298,35 @@ def mlflow_server(postgres: Postgres, tmp_path_factory: pytest.TempPathFactory) 
     with start_mlflow_server(postgres, tmp_path_factory.mktemp("mlflow-server")) as server:
         yield server
     assert not group_members(server.pid), f"mlflow server processes {group_members(server.pid)} leaked"
+
+
+@dataclass
+class MlflowUi:
+    """A running ``mlflow ui`` on a store: the browser opens ``base``; ``pid`` leads its process group."""
+
+    base: str
+    port: int
+    pid: int
+    log: Path
+
+
+@contextlib.contextmanager
+def start_mlflow_ui(store_uri: str, workdir: Path, python: str = sys.executable,
+                    timeout: float = 150.0) -> Iterator[MlflowUi]:
+    """Run ``mlflow ui --backend-store-uri <store_uri>`` on 127.0.0.1 and a free port, as a person would
+    (one worker: the default four take half a minute more to start on two cores); stop its group afterwards."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    log, port = workdir / "mlflow-ui.log", free_port()
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    cmd = [python, "-m", "mlflow", "ui", "--backend-store-uri", store_uri, "--host", "127.0.0.1",
+           "--port", str(port), "--workers", "1"]
+    with open(log, "wb") as log_file:
+        proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=env, cwd=workdir,
+                                start_new_session=True)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_for_health(base, proc, log, timeout=timeout)
+        yield MlflowUi(base, port, proc.pid, log)
+    finally:
+        stop_group(proc)

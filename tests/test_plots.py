@@ -80,3 +80,26 @@ def test_noise_chart_png(tmp_path: Path) -> None:
     best = {"ce": {0.0: [0.92, 0.93], 0.4: [0.85, 0.86]}, "mae": {0.0: [0.9], 0.4: [0.88, 0.87]}}
     last = {"ce": {0.0: [0.92, 0.925], 0.4: [0.7, 0.72]}, "mae": {0.0: [0.9], 0.4: [0.87, 0.87]}}
     assert_png(plots.noise_chart(best, last, tmp_path / "noise.png", title="noise"))
+
+
+@pytest.mark.parametrize("n, ncols", [(4, 3), (5, 3), (7, 4), (3, 3), (2, 3)])
+def test_curve_grid_labels_the_epoch_axis_under_every_column(n: int, ncols: int) -> None:
+    panels = {f"loss{i} / adam": [curves()] for i in range(n)}
+    fig = plots.curve_grid_figure(panels, ncols=ncols)
+    fig.canvas.draw()  # tick labels exist once drawn
+    shown = [ax for ax in fig.axes if ax.get_visible()]
+    assert len(shown) == n
+    cols = min(ncols, n)
+    by_column: dict[int, list] = {}
+    for ax in shown:  # position on the figure, not creation order, tells columns and rows apart
+        box = ax.get_position()
+        by_column.setdefault(round(box.x0, 3), []).append(ax)
+    assert len(by_column) == cols
+    for column in by_column.values():
+        lowest = min(column, key=lambda ax: ax.get_position().y0)
+        for ax in column:
+            labels = [t.get_text() for t in ax.get_xticklabels() if t.get_visible() and t.get_text()]
+            if ax is lowest:
+                assert ax.get_xlabel() == "epoch" and labels, f"{ax.get_title()}: the lowest panel of its column shows epochs"
+            else:
+                assert ax.get_xlabel() == "" and not labels, f"{ax.get_title()}: a panel above another repeats no epoch axis"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import re
@@ -246,7 +247,7 @@ def test_unfinished_runs_are_listed_and_never_counted(store: Store) -> None:
     used = {r["run id"]: r["run"] for r in table(markdown, "Runs used")}
     assert {store.run_ids[n] for names in KEPT.values() for n in names} == set(used)
     for run_id, link in used.items():  # each name links to its run in the MLflow UI
-        assert re.fullmatch(rf"\[[\w-]+\]\(http://127\.0\.0\.1:5000/#/experiments/\d+/runs/{run_id}\)", link)
+        assert re.fullmatch(rf"\[[\w-]+\]\(http://127\.0\.0\.1:5000/#/experiments/\d+/runs/{run_id}\?workflowType=machine_learning\)", link)
     assert "other-sweep" not in markdown, "a run of another sweep leaked in"
     html = store.result.html.read_text()
     assert "<td>FAILED</td>" in html and FAILURE in html
@@ -266,23 +267,33 @@ def test_report_is_logged_to_the_sweep_parent_run(store: Store) -> None:
     assert {"report.md", "report.html", "summary.json", "curves.png", "gap_acc.png", "gap_nll.png"} <= logged
     parent = store.client.get_run(store.sweep_parent_id)
     assert parent.info.status == "FINISHED"
-    description = parent.data.tags["mlflow.note.content"]
-    assert "## Verdicts" in description and "| mse | adam |" in description and "![" not in description
-    assert parent.data.metrics["group.ce_adam.test_acc"] == pytest.approx(statistics.mean(
-        by_name(n).test_acc for n in KEPT["ce"]))
-    assert parent.data.metrics["group.ce_adam.overfit_runs"] == 2.0
+    note = parent.data.tags["mlflow.note.content"]  # the run's description in MLflow's UI
+    markdown = store.result.markdown.read_text()
+    first_table = next(line for line in markdown.splitlines() if line.startswith("| "))
+    assert first_table.replace("@", "&#64;") in note, "the description holds the report's first table"
+    assert f"get-artifact?path=report%2Fcurves.png&run_uuid={parent.info.run_id}" in note
+    assert "](curves.png)" not in note, "figures point at the run's artifacts, not at files beside the Markdown"
+    assert "## Verdicts" in note and "**ce / adam**: overfits in 2/2 runs" in note
+    rows = json.loads(store.result.summary_json.read_text())["rows"]
+    assert rows
+    for row in rows:
+        group = row["label"].replace(" / ", "_")
+        assert parent.data.metrics[f"report/test_acc/{group}"] == pytest.approx(row["test_acc"]["mean"])
+        assert parent.data.metrics[f"report/n/{group}"] == row["n"]
+    assert parent.data.metrics["report/n_onset/ce_adam"] == 2.0 and parent.data.metrics["report/n_onset/mse_adam"] == 0.0
 
 
-def test_html_is_self_contained_with_embedded_figures(store: Store) -> None:
+def test_html_is_self_contained_with_its_figures_embedded(store: Store) -> None:
     html = store.result.html.read_text()
     assert html.startswith("<!DOCTYPE html>") and "<style>" in html and "<table>" in html
     sources = re.findall(r'<img src="([^"]+)"', html)
-    assert len(sources) == len(store.result.figures) == 3
-    assert all(src.startswith("data:image/png;base64,") for src in sources), "MLflow's viewer cannot follow relative links"
-    assert not re.search(r'(?:src)="https?://', html), "no external resources"
-    markdown = store.result.markdown.read_text()
-    for name in ("curves.png", "gap_acc.png", "gap_nll.png"):
-        assert f"]({name})" in markdown and (store.result.out_dir / name).is_file()
+    embedded = [base64.b64decode(src.split(",", 1)[1]) for src in sources if src.startswith("data:image/png;base64,")]
+    assert len(embedded) == len(sources), "figures embedded: MLflow's viewer cannot follow relative links"
+    figures = {(store.result.out_dir / name).read_bytes() for name in ("curves.png", "gap_acc.png", "gap_nll.png")}
+    assert figures <= set(embedded)
+    assert not re.search(r'src="https?://', html), "no external resources"
+    assert set(re.findall(r'href="(https?://[^/"]+)', html)) == {"http://127.0.0.1:5000"}, "links only to the MLflow UI"
+    assert not (store.result.out_dir / "report_inline.html").exists(), "one HTML page, not two"
 
 
 def test_noisy_labels_table(store: Store) -> None:
@@ -296,7 +307,8 @@ def test_noisy_labels_table(store: Store) -> None:
         assert row["test acc @last (%)"] == mean_std([last for _, last in pairs], 100, 2)
         assert row["memorisation drop (pp)"] == mean_std([b - last for b, last in pairs], 100, 2)
     assert (store.noisy.out_dir / "noise.png").is_file()
-    assert "](noise.png)" in store.noisy.markdown.read_text()
+    noise_png = base64.b64encode((store.noisy.out_dir / "noise.png").read_bytes()).decode()
+    assert f'src="data:image/png;base64,{noise_png}"' in store.noisy.html.read_text()
     results = table(markdown, "Results")
     assert len(results) == 4 and {r["noise rate"] for r in results} == {"0.0", "0.4"}, "noise rates are not mixed"
     summary = json.loads(store.noisy.summary_json.read_text())

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lossbench import analysis
-from lossbench.report import aggregate, content
+from lossbench import analysis, store_links
+from lossbench.report import aggregate, content, parent_run
 from lossbench.report.figures import write_figures
 from lossbench.report.runs import (KIND_TAG, SWEEP_TAG, ReportError, check_store_exists, default_tracking_uri,
                                    find_experiment, load_runs, no_runs_error, quote, select_runs, train_filter)
@@ -27,8 +27,6 @@ ARTIFACT_PATH = "report"
 REPORT_FILES: tuple[str, ...] = ("report.md", "report.html", "report_inline.html", "summary.json", "curves.png",
                                  "gap_acc.png", "gap_nll.png", "noise.png", "memorisation.png")
 """Everything the report may write (and older versions wrote); stale copies are removed before writing."""
-NOTE_TAG = "mlflow.note.content"
-"""MLflow shows a run's ``mlflow.note.content`` tag as its Markdown description."""
 
 
 @dataclass(frozen=True)
@@ -81,11 +79,6 @@ def _monitor_text(runs: list) -> str:
         " (`checkpoint.monitor`; ties: the earlier epoch)."
 
 
-def ui_base(uri: str) -> str:
-    """Where the MLflow UI for a store is: the server itself for http(s) stores, else ``mlflow ui``'s default."""
-    return uri.rstrip("/") if uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
-
-
 def build_report(experiment: str, sweep_id: str | None = None, tracking_uri: str | None = None,
                  out_dir: str | Path | None = None, rule: analysis.Rule = analysis.Rule(), reference: str = "ce",
                  log_to_mlflow: bool = True, client: Any = None) -> ReportResult:
@@ -123,8 +116,7 @@ def build_report(experiment: str, sweep_id: str | None = None, tracking_uri: str
               f"and counted, {len(selection.superseded)} superseded, {len(selection.not_finished)} not finished.")
     intro = [f"Experiment `{experiment}` (id {exp.experiment_id}) in `{uri}`; generated "
              f"{time.strftime('%Y-%m-%d %H:%M:%S %Z')}.", counts]
-    base = ui_base(uri)
-    link = lambda run_id: f"{base}/#/experiments/{exp.experiment_id}/runs/{run_id}"  # noqa: E731
+    link = lambda run_id: store_links.run_url(uri, exp.experiment_id, run_id)  # noqa: E731
     markdown = content.document(title, intro, selection, rows, dims, figures, rule, _monitor_text(selection.finished),
                                 tuning, comparisons, ref, noisy, link)
     (out / "report.md").write_text(markdown, encoding="utf-8")
@@ -150,7 +142,7 @@ def build_report(experiment: str, sweep_id: str | None = None, tracking_uri: str
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2, allow_nan=False, default=str) + "\n", encoding="utf-8")
 
-    run_id = log_report(client, exp.experiment_id, out, experiment, sweep_id, markdown, rows) if log_to_mlflow else None
+    run_id = log_report(client, exp.experiment_id, out, experiment, sweep_id, markdown, summary["rows"]) if log_to_mlflow else None
     return ReportResult(out, out / "report.md", out / "report.html", out / "summary.json",
                         [out / f for f in sorted(figures.values())], summary, uri, exp.experiment_id, run_id)
 
@@ -176,31 +168,21 @@ def report_run(client: Any, experiment_id: str, experiment: str, sweep_id: str |
     return client.create_run(experiment_id, run_name=name, tags=tags).info.run_id, True
 
 
-def metric_key(label: str, name: str) -> str:
-    """A legal MLflow metric key for a group's figure, e.g. ``group.ce_adam.test_acc``."""
-    return f"group.{_safe_name(label)}.{name}"
-
-
-def log_report(client: Any, experiment_id: str, out: Path, experiment: str, sweep_id: str | None,
-               markdown: str, rows: list[aggregate.GroupRow]) -> str:
-    """Log the report to :func:`report_run`: the folder as artifacts under ``report/``, the Markdown
-    (without its images, which a description cannot show) as the run's description, and each group's
-    mean test accuracy and verdict as metrics; returns the run id."""
+def log_report(client: Any, experiment_id: str, out: Path, experiment: str, sweep_id: str | None, markdown: str,
+               rows: list[dict[str, Any]]) -> str:
+    """Put the report on :func:`report_run` (returns its id): the folder as artifacts under ``report/``,
+    its Markdown as the run's description (figures served from those artifacts), and each group's
+    means as metrics (``report/test_acc/ce_adam``). Re-running the report overwrites all three."""
     from mlflow.entities import Metric, RunTag
 
     run_id, created = report_run(client, experiment_id, experiment, sweep_id)
     client.log_artifacts(run_id, str(out), artifact_path=ARTIFACT_PATH)
-    description = re.sub(r"^!\[[^\]]*\]\([^)]*\)\n?", "", markdown, flags=re.M)
-    description += f"\n\nFigures and the full page: artifacts `{ARTIFACT_PATH}/report.html`, `{ARTIFACT_PATH}/curves.png`.\n"
+    note = parent_run.description(markdown, run_id, ARTIFACT_PATH)
     now = int(time.time() * 1000)
-    metrics = []
-    for row in rows:
-        for name in ("test_acc", "test_last_acc"):
-            iv = row.interval(name)
-            if iv.n:
-                metrics.append(Metric(metric_key(row.label, name), iv.mean, now, 0))
-        metrics.append(Metric(metric_key(row.label, "overfit_runs"), float(row.n_onset), now, 0))
-    client.log_batch(run_id, metrics=metrics[:1000], tags=[RunTag(NOTE_TAG, description[:60000])])
+    metrics = [Metric(k, v, now, 0) for k, v in parent_run.group_metrics(rows).items()]
+    client.log_batch(run_id, metrics=metrics[:1000], tags=[RunTag(parent_run.NOTE_TAG, note)])
+    for i in range(1000, len(metrics), 1000):
+        client.log_batch(run_id, metrics=metrics[i : i + 1000])
     if created:
         client.set_terminated(run_id, "FINISHED")
     return run_id

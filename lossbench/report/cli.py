@@ -6,8 +6,8 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from lossbench import analysis
-from lossbench.report.build import ARTIFACT_PATH, build_report, ui_base
+from lossbench import analysis, store_links
+from lossbench.report.build import ARTIFACT_PATH, build_report
 from lossbench.report.runs import DEFAULT_TRACKING_URI, ReportError
 
 _RULE = analysis.Rule()
@@ -56,10 +56,13 @@ def main(argv: Sequence[str] | None = None, echo: Callable[[str], None] = print)
     for row in result.summary["rows"]:
         echo(f"  {row['label']}: {row['verdict']}")
     if result.report_run_id:
-        echo(f"Logged to MLflow run {result.report_run_id} (experiment id {result.experiment_id}): its description "
-             f"holds the tables; artifacts '{ARTIFACT_PATH}/' the page and figures.")
-    page = f"#/experiments/{result.experiment_id}" + (f"/runs/{result.report_run_id}" if result.report_run_id else "")
-    if not result.tracking_uri.startswith(("http://", "https://")):
-        echo(f"Look at it:  mlflow ui --backend-store-uri {result.tracking_uri}")
-    echo(f"  then open {ui_base(result.tracking_uri)}/{page}")
+        echo(f"Logged on MLflow run {result.report_run_id} (experiment id {result.experiment_id}): its description, "
+             f"per-group metrics, and the artifacts '{ARTIFACT_PATH}/'.")
+        url = store_links.run_url(result.tracking_uri, result.experiment_id, result.report_run_id)
+    elif args.sweep is not None:
+        url = store_links.sweep_url(result.tracking_uri, result.experiment_id, args.sweep)
+    else:
+        url = store_links.experiment_url(result.tracking_uri, result.experiment_id)
+    for line in store_links.look_lines(result.tracking_uri, url):
+        echo(line)
     return 0

@@ -1,0 +1,76 @@
+"""What a person watching a run sees: one line per epoch, and a progress bar in mini-batches.
+
+Both are Lightning callbacks. :class:`EpochLine` writes to the ``lossbench`` logger, so the lines
+reach the terminal and the job's log file alike; :class:`MiniBatchProgressBar` counts the
+mini-batches of an epoch, though one Lightning step carries ``data.batches_per_step`` of them.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import pytorch_lightning as pl
+from pytorch_lightning.callbacks import TQDMProgressBar
+from tqdm import tqdm
+
+log = logging.getLogger("lossbench")
+COLUMNS = ("train/loss", "val/loss", "val/acc", "val/nll")
+
+
+def epoch_line(record: dict[str, float], max_epochs: int | None = None) -> str:
+    """``epoch 3/10  train/loss 0.2841  val/loss 0.3012  val/acc 0.9120  val/nll 0.3012  1.9 s``."""
+    total = f"/{max_epochs}" if max_epochs and max_epochs > 0 else ""
+    cells = [f"epoch {int(record['epoch']) + 1}{total}"]
+    for key in COLUMNS:
+        value = record.get(key, math.nan)
+        cells.append(f"{key} {value:.4f}")
+    cells.append(f"{record.get('time/epoch_s', math.nan):.1f} s")
+    return "  ".join(cells)
+
+
+class EpochLine(pl.Callback):
+    """Logs one line per finished epoch, read from the module's ``history``.
+
+    The module appends an epoch's record in its own ``on_train_epoch_end``, which Lightning calls
+    after the callbacks' one; so each line is written as the next epoch starts, and the last one
+    when training ends (a few milliseconds later). A resumed run does not repeat its past epochs.
+    """
+
+    def __init__(self) -> None:
+        self.shown = 0
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: Any) -> None:
+        self.shown = len(pl_module.history)
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: Any) -> None:
+        self._show(trainer, pl_module)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: Any) -> None:
+        self._show(trainer, pl_module)
+
+    def _show(self, trainer: pl.Trainer, pl_module: Any) -> None:
+        for record in pl_module.history[self.shown :]:
+            with tqdm.external_write_mode():  # a live progress bar is cleared, then redrawn below the line
+                log.info(epoch_line(record, trainer.max_epochs))
+        self.shown = len(pl_module.history)
+
+
+class MiniBatchProgressBar(TQDMProgressBar):
+    """Lightning's bar, counting mini-batches: ``batches_per_epoch`` in all, ``per_step`` per Lightning step."""
+
+    def __init__(self, batches_per_epoch: int, per_step: int) -> None:
+        super().__init__()
+        self.batches_per_epoch, self.per_step = batches_per_epoch, per_step
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, *args: Any) -> None:
+        super().on_train_epoch_start(trainer, *args)
+        self.train_progress_bar.total = self.batches_per_epoch
+        self.train_progress_bar.unit = "batch"
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+        bar = self.train_progress_bar
+        if bar is not None and not bar.disable:
+            bar.n = min((batch_idx + 1) * self.per_step, self.batches_per_epoch)
+            bar.refresh()
