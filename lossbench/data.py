@@ -20,7 +20,7 @@ import torch
 import torchvision.datasets
 from torch import Tensor
 
-from lossbench.config import LossbenchError
+from lossbench.config import ConfigError, LossbenchError
 from lossbench.noise import corrupt_labels
 
 DATASETS = ("MNIST", "FashionMNIST", "KMNIST")
@@ -229,6 +229,10 @@ class MNISTFamily(pl.LightningDataModule):
             return self.splits
         train_images, train_labels = read_split(self.dataset, self.root, train=True, download=self.download)
         test_images, test_labels = read_split(self.dataset, self.root, train=False, download=self.download)
+        top = int(max(train_labels.max(), test_labels.max()))
+        if top >= self.num_classes:  # the model would emit too few outputs, and losses index past them
+            raise ConfigError(f"data.num_classes={self.num_classes} is too small: {self.dataset}'s labels go up to {top}; "
+                              f"set data.num_classes={top + 1}")
         n = len(train_labels)
         n_val = self.val_size if isinstance(self.val_size, int) else round(self.val_size * n)
         if not 0 < n_val < n:
@@ -242,7 +246,10 @@ class MNISTFamily(pl.LightningDataModule):
         rate = float(self.label_noise.get("rate", 0.0))
         if rate > 0:
             kind, noise_seed = self.label_noise.get("kind", "symmetric"), int(self.label_noise.get("seed", 0))
-            train_y, report = corrupt_labels(train_y, rate, kind, noise_seed, self.num_classes)
+            try:
+                train_y, report = corrupt_labels(train_y, rate, kind, noise_seed, self.num_classes)
+            except ValueError as e:  # e.g. asymmetric noise's MNIST class map with data.num_classes < 9
+                raise ConfigError(f"data.label_noise: {e}") from e
             self.noise_report = report.as_dict()
             if self.label_noise.get("noisy_val", False):
                 val_y, _ = corrupt_labels(val_y, rate, kind, noise_seed + 1, self.num_classes)
