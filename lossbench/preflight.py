@@ -74,13 +74,15 @@ def check_one_batch(net: nn.Module, loss: nn.Module, x: Tensor, y: Tensor, cfg: 
 
 
 def _model_message(cfg: DictConfig, x: Tensor, error: Exception) -> str:
-    """Name the model key that does not fit the images when the config says one (``in_features``), else the group."""
+    """Name the ``model.net`` key that does not fit the images when the config has one, else the model group."""
     image = "x".join(map(str, x.shape[1:]))
-    values = x[0].numel()
-    in_features = cfg.model.net.get("in_features")
-    if in_features is not None and in_features != values:
-        return (f"model.net.in_features={in_features} does not fit the data: an image is {image} = {values} values; "
-                f"set model.net.in_features={values}")
+    fits = {"in_features": (x[0].numel(), f"an image is {image} = {x[0].numel()} values"),  # Linear, MLP
+            "in_channels": (x.shape[1], f"images are {image}: {x.shape[1]} channel(s)"),  # CNN
+            "image_size": (x.shape[-1], f"images are {image}")}
+    for key, (value, why) in fits.items():
+        given = cfg.model.net.get(key)
+        if given is not None and given != value:
+            return f"model.net.{key}={given} does not fit the data: {why}; set model.net.{key}={value}"
     return f"model={cfg.model.name}: cannot take a batch of {image} images: {_one_line(error)}; check model.net.*"
 
 
