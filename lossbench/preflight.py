@@ -35,14 +35,16 @@ def training_device(trainer_cfg: dict[str, Any]) -> torch.device:
 def check_one_batch(net: nn.Module, loss: nn.Module, x: Tensor, y: Tensor, cfg: DictConfig, device: torch.device) -> None:
     """Raise :class:`ConfigError` naming the key to change when a training batch cannot go through ``net`` and ``loss``.
 
-    Forward and backward run in eval mode and the gradients are dropped afterwards: no batch-norm
-    statistic, dropout draw, random number or weight changes, so training is exactly what it would be.
+    Forward and backward run with model and loss in eval mode and the gradients are dropped afterwards:
+    no batch-norm statistic, dropout draw, random number, weight or loss state changes, so training is
+    exactly what it would be.
     """
     net.to(device)
     loss.to(device)
     x, y = x.to(device), y.to(device)
-    was_training = net.training
+    was_training = net.training, loss.training
     net.eval()
+    loss.eval()  # a loss may count or change with its training calls (tests/faults.py does)
     try:
         try:
             logits = net(x)
@@ -70,7 +72,8 @@ def check_one_batch(net: nn.Module, loss: nn.Module, x: Tensor, y: Tensor, cfg: 
             raise ConfigError(f"{name} cannot be differentiated: {_one_line(e)}; fix loss.criterion") from e
     finally:
         net.zero_grad(set_to_none=True)
-        net.train(was_training)
+        net.train(was_training[0])
+        loss.train(was_training[1])
 
 
 def _model_message(cfg: DictConfig, x: Tensor, error: Exception) -> str:

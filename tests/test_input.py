@@ -124,22 +124,23 @@ def test_pieces_that_do_not_fit_each_other_fail_naming_the_key(tiny_mnist: Path,
 
 
 def test_the_first_batch_check_leaves_training_exactly_as_it_was(tiny_mnist: Path, tmp_path: Path):
-    """Batch norm and dropout would change state in a training-mode pass: the check runs in eval mode and drops its gradients."""
+    """Batch norm, dropout and a stateful loss would change in a training-mode pass: the check runs in eval mode, drops its gradients."""
     import torch
     from hydra.utils import instantiate
 
     from lossbench.losses import build_loss
     from lossbench.preflight import check_one_batch
 
-    cfg = compose("model=cnn4", "model.net.dropout=0.5")
+    cfg = compose("model=cnn4", "model.net.dropout=0.5", "loss.criterion._target_=faults.NaNAfter", "+loss.criterion.after=1")
     torch.manual_seed(0)
-    net = instantiate(cfg.model.net)
+    net, loss = instantiate(cfg.model.net), build_loss(cfg.loss, 10)
     before = {k: v.clone() for k, v in net.state_dict().items()}
     x, y = torch.randn(8, 1, 28, 28), torch.arange(8)
     state = torch.get_rng_state()
-    check_one_batch(net, build_loss(cfg.loss, 10), x, y, cfg, torch.device("cpu"))
+    check_one_batch(net, loss, x, y, cfg, torch.device("cpu"))  # NaN from its first training call: the check must not make one
     assert all(torch.equal(before[k], v) for k, v in net.state_dict().items()), "running statistics or weights moved"
-    assert all(p.grad is None for p in net.parameters()) and net.training
+    assert all(p.grad is None for p in net.parameters()) and net.training and loss.training
+    assert loss.criterion.calls == 0, "the check counted as a training call of the loss"
     assert torch.equal(state, torch.get_rng_state()), "the check drew random numbers"
 
 
