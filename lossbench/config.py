@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import numbers
 import re
 from collections.abc import Callable, Iterator, Mapping
@@ -15,6 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from lossbench.metric_names import MONITORABLE
 
 
 class LossbenchError(Exception):
@@ -54,7 +58,8 @@ def _is_int(v: Any) -> bool:
 
 
 def _is_number(v: Any) -> bool:
-    return isinstance(v, numbers.Real) and not isinstance(v, bool)
+    """A finite real number (not a bool): inf and NaN are never a usable hyper-parameter."""
+    return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def _positive_int(v: Any) -> bool:
@@ -65,6 +70,13 @@ def _probability(v: Any) -> bool:
     return _is_number(v) and 0 <= v < 1
 
 
+def _betas(v: Any) -> bool:
+    return (OmegaConf.is_list(v) or isinstance(v, (list, tuple))) and len(v) == 2 and all(_probability(b) for b in v)
+
+
+SEED_MAX = 2**32 - 1  # what Lightning's seed_everything (numpy's seed) accepts: 0 .. 2^32 - 1
+
+
 def _optional(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
     return lambda v: v is None or check(v)
 
@@ -72,7 +84,7 @@ def _optional(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
 # (dotted key, check, what it accepts). Keys absent from the config (e.g. a custom optimizer without
 # momentum) are not checked.
 RULES: list[tuple[str, Callable[[Any], bool], str]] = [
-    ("seed", _is_int, "an integer"),
+    ("seed", lambda v: _is_int(v) and 0 <= v <= SEED_MAX, f"an integer from 0 to {SEED_MAX}"),
     ("threads", _optional(_positive_int), "null or an integer >= 1"),
     ("resume", lambda v: isinstance(v, bool) or (isinstance(v, str) and Path(v).expanduser().is_file()),
      "true, false or the path of an existing checkpoint file"),
@@ -86,18 +98,34 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("data.train_eval_size", lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
     ("data.train_size", _optional(_positive_int), "null or an integer >= 1"),
     ("data.std", lambda v: _is_number(v) and v > 0, "a number > 0"),
+    ("data.mean", _is_number, "a finite number"),
+    ("data.split_seed", _is_int, "an integer"),
+    ("data.label_noise.seed", _is_int, "an integer"),
     ("data.num_classes", lambda v: _is_int(v) and v >= 2, "an integer >= 2"),
     ("data.label_noise.rate", _probability, "a probability in [0, 1)"),
     ("data.label_noise.kind", lambda v: v in ("symmetric", "asymmetric"), "symmetric or asymmetric"),
     ("optimizer.lr", lambda v: _is_number(v) and v > 0, "a number > 0"),
     ("optimizer.weight_decay", lambda v: _is_number(v) and v >= 0, "a number >= 0"),
     ("optimizer.momentum", lambda v: _probability(v), "a number in [0, 1)"),
+    ("optimizer.betas", _betas, "a pair of numbers in [0, 1), e.g. [0.9,0.999]"),
+    ("optimizer.eps", lambda v: _is_number(v) and v >= 0, "a number >= 0"),
+    ("optimizer.alpha", lambda v: _is_number(v) and v >= 0, "a number >= 0"),
+    ("scheduler.step_size", _positive_int, "an integer >= 1"),
+    ("scheduler.gamma", lambda v: _is_number(v) and v > 0, "a number > 0"),
+    ("scheduler.T_max", _positive_int, "an integer >= 1"),
+    ("scheduler.eta_min", lambda v: _is_number(v) and v >= 0, "a number >= 0"),
+    ("scheduler.factor", lambda v: _is_number(v) and 0 < v < 1, "a number in (0, 1)"),
+    ("scheduler.patience", lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
     ("model.net.dropout", _probability, "a probability in [0, 1)"),
     ("loss.input", lambda v: v in ("logits", "softmax", "sigmoid", "log_softmax"), "logits, softmax, sigmoid or log_softmax"),
     ("loss.target", lambda v: isinstance(v, str), "a target encoding name"),
-    ("early_stopping.patience", _positive_int, "an integer >= 1"),
+    ("checkpoint.monitor", lambda v: v in MONITORABLE, "one of " + ", ".join(MONITORABLE)),
     ("checkpoint.mode", lambda v: v in ("min", "max"), "min or max"),
+    ("early_stopping.enabled", lambda v: isinstance(v, bool), "true or false"),
+    ("early_stopping.monitor", lambda v: v in MONITORABLE, "one of " + ", ".join(MONITORABLE)),
     ("early_stopping.mode", lambda v: v in ("min", "max"), "min or max"),
+    ("early_stopping.patience", _positive_int, "an integer >= 1"),
+    ("early_stopping.min_delta", lambda v: _is_number(v) and v >= 0, "a number >= 0"),
     ("analysis.smooth", _positive_int, "an integer >= 1 (epochs)"),
     ("analysis.patience", _positive_int, "an integer >= 1 (epochs)"),
     ("analysis.margin_nll", lambda v: _is_number(v) and v >= 0, "a number >= 0 (a fraction: 0.1 = 10 %)"),
@@ -108,7 +136,11 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [
 
 
 def validate(cfg: DictConfig) -> None:
-    """Raise :class:`ConfigError` naming the first key whose value lossbench cannot use."""
+    """Raise :class:`ConfigError` naming every key whose value lossbench cannot use; torch is not needed."""
+    try:
+        tree = resolved(cfg)
+    except OmegaConfBaseException as e:  # an interpolation that points nowhere, e.g. optimizer.lr='${nope}'
+        raise ConfigError(f"{e.full_key or 'config'}: {str(e).strip().splitlines()[0]} (fix it on the command line)") from e
     problems = []
     for key, check, accepts in RULES:
         value = OmegaConf.select(cfg, key, default=_MISSING, throw_on_missing=False)
@@ -116,9 +148,33 @@ def validate(cfg: DictConfig) -> None:
             continue
         if not check(value):
             problems.append(f"{key}={value!r} is invalid: expected {accepts}")
+    checked = {key for key, _, _ in RULES}
+    problems += [f"{key}={value!r} is invalid: expected a finite number" for key, value in _non_finite(tree)
+                 if key not in checked and not key.startswith("loss.criterion.")]  # a test loss may take NaN on purpose
+    problems += _monitor_direction(cfg, "checkpoint") + _monitor_direction(cfg, "early_stopping")
     if problems:
         raise ConfigError("; ".join(problems) + " (fix it on the command line, e.g. key=value)")
 
+
+def _non_finite(tree: Any, key: str = "") -> Iterator[tuple[str, float]]:
+    """``(dotted key, value)`` of every inf or NaN in a nested config container (list items included)."""
+    if isinstance(tree, Mapping):
+        for k, v in tree.items():
+            yield from _non_finite(v, f"{key}.{k}" if key else str(k))
+    elif isinstance(tree, list):
+        for v in tree:
+            yield from _non_finite(v, key)
+    elif isinstance(tree, float) and not math.isfinite(tree):
+        yield key, tree
+
+
+def _monitor_direction(cfg: DictConfig, group: str) -> list[str]:
+    """A mode that selects the worst epoch of its monitor (val/acc with min, val/nll with max) is a mistake."""
+    monitor, mode = OmegaConf.select(cfg, f"{group}.monitor"), OmegaConf.select(cfg, f"{group}.mode")
+    better = MONITORABLE.get(monitor)
+    if better is None or mode not in ("min", "max") or mode == better:
+        return []
+    return [f"{group}.mode={mode} would keep the worst {monitor} ({monitor} improves {'upwards' if better == 'max' else 'downwards'}): set {group}.mode={better}"]
 
 
 def flatten(mapping: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:

@@ -20,7 +20,7 @@ import torch
 import torchvision.datasets
 from torch import Tensor
 
-from lossbench.config import LossbenchError
+from lossbench.config import ConfigError, LossbenchError
 from lossbench.noise import corrupt_labels
 
 DATASETS = ("MNIST", "FashionMNIST", "KMNIST")
@@ -239,6 +239,10 @@ class MNISTFamily(pl.LightningDataModule):
             return self.splits
         train_images, train_labels = read_split(self.dataset, self.root, train=True, download=self.download)
         test_images, test_labels = read_split(self.dataset, self.root, train=False, download=self.download)
+        top = int(max(train_labels.max(), test_labels.max()))
+        if top >= self.num_classes:  # the model would emit too few outputs, and losses index past them
+            raise ConfigError(f"data.num_classes={self.num_classes} is too small: {self.dataset}'s labels go up to {top}; "
+                              f"set data.num_classes={top + 1}")
         n = len(train_labels)
         n_val = self.val_size if isinstance(self.val_size, int) else round(self.val_size * n)
         if not 0 < n_val < n:

@@ -23,9 +23,8 @@ import torch
 from torch import Tensor, nn
 
 from lossbench.config import LossbenchError
+from lossbench.metric_names import EVAL_PREFIXES  # validation dataloader 0 and 1
 from lossbench.metrics import confusion_matrix, memorisation, yardsticks
-
-EVAL_PREFIXES = ("val", "train_eval")  # validation dataloader 0 and 1
 
 
 class DivergenceError(LossbenchError):

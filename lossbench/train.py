@@ -39,7 +39,7 @@ def run(cfg: DictConfig, extra_callbacks: list | None = None) -> float:
     import pytorch_lightning as pl
     import torch
 
-    from lossbench import analysis, store_links, sweep
+    from lossbench import analysis, preflight, store_links, sweep
     from lossbench.console import EpochLine, MiniBatchProgressBar
     from lossbench.data import MNISTFamily
     from lossbench.losses import build_loss
@@ -52,7 +52,7 @@ def run(cfg: DictConfig, extra_callbacks: list | None = None) -> float:
     os.environ.pop("PYTORCH_NVML_BASED_CUDA_CHECK", None)
     torch.set_num_threads(cfg.threads or sweep.threads_per_job())
     data = MNISTFamily.from_config(cfg.data, seed=cfg.seed)
-    data.load()
+    splits = data.load()
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     net = built("model", lambda: instantiate(cfg.model.net))
     loss = built("loss", lambda: build_loss(cfg.loss, cfg.data.num_classes))
@@ -61,6 +61,9 @@ def run(cfg: DictConfig, extra_callbacks: list | None = None) -> float:
     probe = built("optimizer", lambda: optimizer([torch.nn.Parameter(torch.zeros(1))]))  # bad keywords fail now, not mid-fit
     if scheduler is not None:
         built("scheduler", lambda: scheduler(probe))
+    device = preflight.training_device({k: v for k, v in OmegaConf.to_container(cfg.trainer).items() if k not in ("gradient_clip_val", "enable_progress_bar")})
+    batch = slice(0, cfg.data.batch_size)  # one training batch through model and loss, on the training device
+    preflight.check_one_batch(net, loss, splits.train_x[batch], splits.train_y[batch], cfg, device)
     tracker = Tracker.connect(cfg.tracking.uri, cfg.tracking.experiment, cfg.tracking.timeout_s)
 
     # 2. Skip, resume, or start a run of this exact config.
@@ -243,23 +246,38 @@ def record_artifacts(tracker, run_id: str, cfg: DictConfig, history, summary, mo
 
 @hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="config")
 def main(cfg: DictConfig) -> float:
+    """Bad input exits 2 and a failed run exits 1, each with one line; a sweep records the job as failed and goes on."""
     from lossbench import sweep
 
     try:
         return run(cfg)
     except LossbenchError as e:
-        if sweep.in_sweep():  # one bad job must not stop the sweep
-            log.error("job failed: %s", e)
-            sweep.record_outcome("failed", None, None, str(e))
-            return math.nan
-        print(f"lossbench: error: {e}", file=sys.stderr)
-        sys.exit(e.exit_code)
-    except Exception as e:
-        if sweep.in_sweep():
-            log.exception("job failed")
-            sweep.record_outcome("failed", None, None, f"{type(e).__name__}: {e}")
-            return math.nan
-        raise
+        message, code = str(e), e.exit_code
+    except Exception as e:  # not the user's input (a full disk, a store that went away): the traceback goes to the log
+        text = " ".join(str(e).split())[:300] or "no message"
+        message, code = f"{type(e).__name__}: {text} ({save_traceback(e)})", 1
+    if sweep.in_sweep():  # one bad job must not stop the sweep
+        log.error("job failed: %s", message)
+        sweep.record_outcome("failed", None, None, message)
+        return math.nan
+    print(f"lossbench: error: {message}", file=sys.stderr)
+    sys.exit(code)
+
+
+def save_traceback(error: BaseException) -> str:
+    """Append ``error``'s traceback to the job's log file (Hydra's, else one in the output folder); say where it went."""
+    record = log.makeRecord(log.name, logging.ERROR, __file__, 0, "run failed", None, (type(error), error, error.__traceback__))
+    hydra_log = next((h for h in logging.getLogger().handlers if isinstance(h, logging.FileHandler)), None)
+    path = Path(hydra_log.baseFilename) if hydra_log else Path(output_dir()) / "lossbench_error.log"
+    formatter = hydra_log.formatter if hydra_log and hydra_log.formatter else logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
+    try:
+        if hydra_log:
+            hydra_log.flush()
+        with open(path, "a") as f:
+            f.write(formatter.format(record) + "\n")
+    except OSError as e:  # the disk that filled up may hold the log too
+        return f"full traceback not saved: {path}: {e.strerror}"
+    return f"full traceback in {path}"
 
 
 if __name__ == "__main__":
