@@ -25,8 +25,8 @@ def training_device(trainer_cfg: dict[str, Any]) -> torch.device:
     try:
         with warnings.catch_warnings():  # what Lightning warns about (e.g. an unused srun) it says again when training starts
             warnings.simplefilter("ignore")
-            trainer = pl.Trainer(**trainer_cfg, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                                 enable_model_summary=False)
+            trainer = pl.Trainer(**{**trainer_cfg, "logger": False, "enable_checkpointing": False,
+                                    "enable_progress_bar": False, "enable_model_summary": False})
     except Exception as e:
         raise ConfigError(f"trainer: cannot start with {_settings(trainer_cfg)}: {_one_line(e)}") from e
     return trainer.strategy.root_device

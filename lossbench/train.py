@@ -61,7 +61,7 @@ def run(cfg: DictConfig, extra_callbacks: list | None = None) -> float:
     probe = built("optimizer", lambda: optimizer([torch.nn.Parameter(torch.zeros(1))]))  # bad keywords fail now, not mid-fit
     if scheduler is not None:
         built("scheduler", lambda: scheduler(probe))
-    device = preflight.training_device({k: v for k, v in OmegaConf.to_container(cfg.trainer).items() if k not in ("gradient_clip_val", "enable_progress_bar")})
+    device = preflight.training_device({k: v for k, v in OmegaConf.to_container(cfg.trainer).items() if k != "gradient_clip_val"})
     batch = slice(0, cfg.data.batch_size)  # one training batch through model and loss, on the training device
     preflight.check_one_batch(net, loss, splits.train_x[batch], splits.train_y[batch], cfg, device)
     tracker = Tracker.connect(cfg.tracking.uri, cfg.tracking.experiment, cfg.tracking.timeout_s)
