@@ -64,8 +64,8 @@ def _optional(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
 RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("seed", _is_int, "an integer"),
     ("threads", _optional(_positive_int), "null or an integer >= 1"),
-    ("resume", lambda v: isinstance(v, bool) or (isinstance(v, str) and Path(v).expanduser().is_file()),
-     "true, false or the path of an existing checkpoint file"),
+    ("resume", lambda v: v is None or isinstance(v, bool) or (isinstance(v, str) and Path(v).expanduser().is_file()),
+     "null, true, false or the path of an existing checkpoint file"),
     ("trainer.max_epochs", _positive_int, "an integer >= 1"),
     ("trainer.gradient_clip_val", _optional(lambda v: _is_number(v) and v > 0), "null or a number > 0"),
     ("data.batch_size", _positive_int, "an integer >= 1"),

@@ -131,14 +131,16 @@ def built(group: str, build):
 
 
 def resume_point(cfg: DictConfig, tracker, identity: str) -> tuple[str | None, str | None]:
-    """(run id, checkpoint) to continue, or (None, None) for a fresh run. ``resume`` is false, true or a path."""
+    """(run id, checkpoint) to continue, or (None, None) for a fresh run. ``resume`` is null, false, true or a path."""
     import torch
 
+    from lossbench.sweep import in_sweep as sweep_job
     from lossbench.tracking import CHECKPOINT_TAG
 
-    if cfg.resume is False:
+    resume = sweep_job() if cfg.resume is None else cfg.resume  # null: resume in sweeps (a requeued or re-run job)
+    if resume is False:
         return None, None
-    if cfg.resume is True:
+    if resume is True:
         for run in tracker.runs_of_config(identity, ["KILLED", "FAILED"]):
             last = Path(run.data.tags.get(CHECKPOINT_TAG, "")) / "last.ckpt"
             if last.is_file():
@@ -174,7 +176,11 @@ class recorded:
         if error is None:
             status, reason = "FINISHED", None
         elif isinstance(error, KeyboardInterrupt) or (isinstance(error, SystemExit) and _interrupted(error)):
-            status, reason = "KILLED", "interrupted (SIGINT/SIGTERM); continue it with resume=true"
+            cause = error if isinstance(error, KeyboardInterrupt) else error.__context__
+            status, reason = "KILLED", f"interrupted ({str(cause or '') or 'SIGINT'}); continue it with resume=true"
+            from lossbench import sweep
+
+            sweep.record_outcome("killed", self.run_id, None, reason)
         else:
             first = str(error).strip().splitlines()[0] if str(error).strip() else "no message"
             status, reason = "FAILED", f"{type(error).__name__}: {first}"
@@ -188,7 +194,7 @@ class recorded:
 
 
 def _raise_interrupt(signum, frame):
-    raise KeyboardInterrupt(f"signal {signum}")
+    raise KeyboardInterrupt(f"{signal.Signals(signum).name}: cancelled, preempted or stopped")
 
 
 def _interrupted(error: SystemExit) -> bool:
