@@ -85,7 +85,7 @@ def write_conf(root: Path, node: str, munge_socket: Path) -> Path:
         f"SlurmctldPort={free_port()}",
         f"SlurmdPort={free_port()}",
         "SlurmUser=root",
-        f"AuthInfo=socket={munge_socket}",
+        f"AuthInfo=socket={munge_socket},cred_expire=10",  # a requeued job waits cred_expire (default 120 s) to start again
         f"StateSaveLocation={root / 'state'}",
         f"SlurmdSpoolDir={root / 'spool'}",
         f"SlurmctldPidFile={root / 'slurmctld.pid'}",
@@ -97,6 +97,7 @@ def write_conf(root: Path, node: str, munge_socket: Path) -> Path:
         "SelectType=select/cons_tres",
         "SelectTypeParameters=CR_Core_Memory",
         "SchedulerType=sched/backfill",
+        "SchedulerParameters=sched_interval=5,bf_interval=5",  # a requeued job starts seconds after it may
         "ReturnToService=2",
         "MinJobAge=3600",
         "KillWait=20",  # seconds between a cancel's SIGTERM and its SIGKILL

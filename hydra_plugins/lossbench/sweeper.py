@@ -56,20 +56,13 @@ class SkippingLauncher:
         launched = dict(zip([num for num, _ in todo], launch_numbered(self.inner, todo)))
         return [skipped[num] if num in skipped else launched[num] for num, _ in jobs]
 
-    def job_config(self, num: int, overrides: Sequence[str]) -> DictConfig:
-        """The job's config as its launcher will compose it, with its number set."""
-        cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
-        with open_dict(cfg.hydra.job):
-            cfg.hydra.job.num = num
-        return cfg
-
     def skip_if_finished(self, num: int, overrides: Sequence[str]) -> JobReturn | None:
         """A ``skipped`` JobReturn (outcome written) when this job's config FINISHED before, else None."""
         from lossbench import sweep
         from lossbench.config import config_hash
         from lossbench.train import OBJECTIVE
 
-        cfg = self.job_config(num, overrides)
+        cfg = job_config(self.hydra_context, self.config, num, overrides)
         if cfg.tracking.get("skip_finished") is False:
             return None
         task = copy.deepcopy(cfg)  # what the task function receives: the config without Hydra's node
@@ -95,6 +88,14 @@ class SkippingLauncher:
 
     def __getattr__(self, name: str):  # everything else is the wrapped launcher's
         return getattr(self.inner, name)
+
+
+def job_config(hydra_context, config: DictConfig, num: int, overrides: Sequence[str]) -> DictConfig:
+    """A job's config as its launcher composes it (Hydra's node included), with its number set."""
+    cfg = hydra_context.config_loader.load_sweep_config(config, list(overrides))
+    with open_dict(cfg.hydra.job):
+        cfg.hydra.job.num = num
+    return cfg
 
 
 def job_output_dir(cfg: DictConfig) -> Path:
