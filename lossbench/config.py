@@ -29,7 +29,7 @@ class ConfigError(LossbenchError):
 
 # Keys that say where or how a run is recorded or executed, not what is trained: two configs that
 # differ only here are the same experiment (and the same config hash).
-NON_IDENTITY_KEYS = ("tracking", "resume", "threads", "data.root", "data.download", "trainer.enable_progress_bar")
+NON_IDENTITY_KEYS = ("tracking", "resume", "threads", "jobs_per_gpu", "data.root", "data.download", "trainer.enable_progress_bar")
 
 # A key is secret when one of its words (split on _ and -) is one of these: api_key, db-password, token.
 _SECRET_WORDS = {"password", "passwd", "pass", "pwd", "token", "secret", "key", "credential", "credentials", "apikey"}
@@ -64,6 +64,7 @@ def _optional(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
 RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("seed", _is_int, "an integer"),
     ("threads", _optional(_positive_int), "null or an integer >= 1"),
+    ("jobs_per_gpu", _positive_int, "an integer >= 1"),
     ("resume", lambda v: v is None or isinstance(v, bool) or (isinstance(v, str) and Path(v).expanduser().is_file()),
      "null, true, false or the path of an existing checkpoint file"),
     ("trainer.max_epochs", _positive_int, "an integer >= 1"),

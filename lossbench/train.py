@@ -39,7 +39,7 @@ def run(cfg: DictConfig, extra_callbacks: list | None = None) -> float:
     import pytorch_lightning as pl
     import torch
 
-    from lossbench import analysis, sweep
+    from lossbench import analysis, gpus, sweep
     from lossbench.data import MNISTFamily
     from lossbench.losses import build_loss
     from lossbench.module import LossbenchModule, curves
@@ -84,6 +84,8 @@ def run(cfg: DictConfig, extra_callbacks: list | None = None) -> float:
     # 3. Train. The run ends FINISHED, FAILED (with the reason) or KILLED, whatever happens.
     with recorded(tracker, run_id):
         trainer_cfg = OmegaConf.to_container(cfg.trainer)
+        if cfg.trainer.accelerator != "cpu" and (gpu := gpus.gpu_for_sweep_job(cfg.jobs_per_gpu)) is not None:
+            trainer_cfg["devices"] = [gpu]  # parallel jobs on one machine take its GPUs in turn
         module = LossbenchModule(net, loss, optimizer, scheduler, num_classes=cfg.data.num_classes,
                                  gradient_clip_val=trainer_cfg.pop("gradient_clip_val"))
         best = pl.callbacks.ModelCheckpoint(dirpath=checkpoint_dir, filename="best", monitor=cfg.checkpoint.monitor, mode=cfg.checkpoint.mode, save_last=True)
@@ -235,7 +237,7 @@ def record_artifacts(tracker, run_id: str, cfg: DictConfig, history, summary, mo
 
 @hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="config")
 def main(cfg: DictConfig) -> float:
-    from lossbench import sweep
+    from lossbench import gpus, sweep
 
     try:
         return run(cfg)
@@ -252,6 +254,8 @@ def main(cfg: DictConfig) -> float:
             sweep.record_outcome("failed", None, None, f"{type(e).__name__}: {e}")
             return math.nan
         raise
+    finally:
+        gpus.release()  # a joblib worker's GPU slot, free for the next job
 
 
 if __name__ == "__main__":
