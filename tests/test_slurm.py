@@ -24,7 +24,7 @@ pytest_plugins = ["slurm_cluster"]
 TESTS = Path(__file__).parent
 LAUNCHER = ["hydra/launcher=slurm", "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=1", "hydra.launcher.timeout_min=10"]
 # SlowCE sleeps 0.08 s per training call: 8 calls, about 0.7 s per epoch; two jobs share the 2 cores.
-SLOW = ["loss=ce", "loss.name=slowce", "loss.criterion._target_=faults.SlowCE", "+loss.criterion.delay_s=0.08", "trainer.max_epochs=20"]
+SLOW = ["loss=ce", "loss.name=slowce", "loss.criterion._target_=faults.SlowCE", "+loss.criterion.delay_s=0.08", "trainer.max_epochs=12"]
 EPOCH_KEYS = ("train/loss", "val/loss", "val/acc", "train_eval/acc")
 
 
@@ -96,11 +96,6 @@ def test_a_sweep_finishes_and_a_diverging_job_fails_in_mlflow_and_in_slurm(slurm
     assert (finished["JobState"], finished["ExitCode"]) == ("COMPLETED", "0:0")
     assert (diverged["JobState"], diverged["ExitCode"]) == ("FAILED", "1:0"), "Slurm must not call a diverged job COMPLETED"
 
-    jobs_before = len(slurm.jobs())
-    again = run_sweep(slurm, tmp_path, tiny_mnist, *nan_loss, "+loss.criterion.after=1000")
-    assert again.returncode == 0 and "0 finished, 0 failed, 0 killed, 1 skipped" in again.stdout, (again.stdout + again.stderr)[-3000:]
-    assert submitted(again.stdout + again.stderr) == [] and len(slurm.jobs()) == jobs_before, "a finished config is not submitted"
-
 
 def test_cancelled_job_ends_killed_and_a_timed_out_one_is_requeued_into_the_same_run(slurm, tiny_mnist: Path, tmp_path: Path):
     store = tmp_path / "mlflow.db"
@@ -125,7 +120,7 @@ def test_cancelled_job_ends_killed_and_a_timed_out_one_is_requeued_into_the_same
     now = train_runs(store)
     assert now["0"].info.status == "KILLED" and "SIGTERM" in now["0"].data.tags["lossbench.failure"]
     assert now["1"].info.run_id == runs["1"].info.run_id and now["1"].info.status == "FINISHED", "requeued into the same run"
-    assert_every_epoch_once(client, now["1"].info.run_id, 20)
+    assert_every_epoch_once(client, now["1"].info.run_id, 12)
     requeued = slurm.job_fields(timed_out)
     assert (requeued["JobState"], requeued["Restarts"], requeued["ExitCode"]) == ("COMPLETED", "1", "0:0")
     assert slurm.job_fields(cancelled)["JobState"] == "CANCELLED"
@@ -139,7 +134,7 @@ def test_cancelled_job_ends_killed_and_a_timed_out_one_is_requeued_into_the_same
     assert len(submitted(again.stdout + again.stderr)) == 1
     resumed = train_runs(store)["0"]
     assert resumed.info.run_id == runs["0"].info.run_id and resumed.info.status == "FINISHED"
-    assert_every_epoch_once(client, resumed.info.run_id, 20)
+    assert_every_epoch_once(client, resumed.info.run_id, 12)
 
     # And once more: everything finished, nothing is submitted.
     jobs_before = len(slurm.jobs())

@@ -77,12 +77,17 @@ def test_rerunning_a_sweep_skips_finished_jobs_and_reruns_deleted_ones(tiny_mnis
 
     second = sweep(tmp_path, tiny_mnist, "loss=ce,mae", "optimizer=adam,sgd")
     assert second.returncode == 0 and "0 finished, 0 failed, 0 killed, 4 skipped" in second.stdout, second.stdout[-2000:]
+    second_dir = max((tmp_path / "multirun").glob("*/*"))
+    assert sorted(p.name for p in second_dir.iterdir() if p.is_dir()) == ["0", "1", "2", "3"]
+    assert not any((second_dir / n / ".hydra").exists() for n in "0123"), "a finished config is skipped before launch"
     assert {r.info.run_id for r in train_runs(store)[1]} == ids
 
     deleted = sorted(ids)[0]
     client.delete_run(deleted)
     third = sweep(tmp_path, tiny_mnist, "loss=ce,mae", "optimizer=adam,sgd")
     assert third.returncode == 0 and "1 finished, 0 failed, 0 killed, 3 skipped" in third.stdout, third.stdout[-2000:]
+    third_dir = max((tmp_path / "multirun").glob("*/*"))
+    assert sum((third_dir / n / ".hydra").exists() for n in "0123") == 1, "only the deleted run's job is launched"
     now = {r.info.run_id for r in train_runs(store)[1]}
     assert len(now) == 4 and ids - now == {deleted} and len(now - ids) == 1
     assert len({r.data.tags["sweep_id"] for r in train_runs(store)[1]}) == 1, "a re-run sweep keeps its sweep id"
