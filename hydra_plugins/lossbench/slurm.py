@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import signal
 import subprocess
 import time
@@ -125,7 +126,7 @@ class SlurmLauncher(SubmititSlurmLauncher):
 
     def job_return(self, job, numbered: tuple[int, Any], lost_state: str | None) -> JobReturn:
         """The job's own JobReturn; for a job that ended otherwise, one built from its outcome file."""
-        from hydra_plugins.lossbench.sweeper import job_config, job_output_dir
+        from hydra_plugins.lossbench.sweeper import job_config, job_output_dir, task_hash, tracker_of
 
         from lossbench import sweep
 
@@ -141,6 +142,11 @@ class SlurmLauncher(SubmititSlurmLauncher):
             reason = f"Slurm job {job.job_id} ended {lost_state} without a result" if lost_state else f"Slurm job {job.job_id}: {error}"
             sweep.write_outcome(job_dir, "killed" if lost_state else "failed", None, None, reason, list(overrides))
             log.error("job #%d: %s", num, reason)
+            if lost_state:  # killed outright (SIGKILL, out of memory): its run, if it had one, is still RUNNING
+                tracker = tracker_of(cfg)
+                for run in tracker.runs_of_config(task_hash(cfg), ["RUNNING"]):
+                    if run.data.tags.get("sweep_id") == os.environ.get(sweep.SWEEP_ID_ENV):
+                        tracker.end(run.info.run_id, "KILLED", reason)
         ret = JobReturn(overrides=list(overrides), cfg=cfg, hydra_cfg=cfg, working_dir=str(job_dir), task_name=cfg.hydra.job.name)
         ret.status, ret.return_value = JobStatus.COMPLETED, math.nan  # the sweep goes on; the outcome file says why
         return ret

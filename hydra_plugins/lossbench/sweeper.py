@@ -44,7 +44,6 @@ class SkippingLauncher:
 
     def __init__(self, inner, hydra_context, config: DictConfig):
         self.inner, self.hydra_context, self.config = inner, hydra_context, config
-        self._trackers: dict[tuple[str, str], Any] = {}
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         jobs = list(enumerate(job_overrides, initial_job_idx))
@@ -59,16 +58,12 @@ class SkippingLauncher:
     def skip_if_finished(self, num: int, overrides: Sequence[str]) -> JobReturn | None:
         """A ``skipped`` JobReturn (outcome written) when this job's config FINISHED before, else None."""
         from lossbench import sweep
-        from lossbench.config import config_hash
         from lossbench.train import OBJECTIVE
 
         cfg = job_config(self.hydra_context, self.config, num, overrides)
         if cfg.tracking.get("skip_finished") is False:
             return None
-        task = copy.deepcopy(cfg)  # what the task function receives: the config without Hydra's node
-        with read_write(task), open_dict(task):
-            del task["hydra"]
-        done = self.tracker(cfg).runs_of_config(config_hash(task), ["FINISHED"])
+        done = tracker_of(cfg).runs_of_config(task_hash(cfg), ["FINISHED"])
         if not done:
             return None
         objective = done[0].data.metrics.get(OBJECTIVE, math.nan)
@@ -77,14 +72,6 @@ class SkippingLauncher:
         ret = JobReturn(overrides=list(overrides), cfg=cfg, hydra_cfg=cfg, working_dir=str(job_dir), task_name=cfg.hydra.job.name)
         ret.status, ret.return_value = JobStatus.COMPLETED, objective
         return ret
-
-    def tracker(self, cfg: DictConfig):
-        from lossbench.tracking import Tracker
-
-        key = (cfg.tracking.uri, cfg.tracking.experiment)
-        if key not in self._trackers:
-            self._trackers[key] = Tracker.connect(cfg.tracking.uri, cfg.tracking.experiment, cfg.tracking.timeout_s)
-        return self._trackers[key]
 
     def __getattr__(self, name: str):  # everything else is the wrapped launcher's
         return getattr(self.inner, name)
@@ -96,6 +83,29 @@ def job_config(hydra_context, config: DictConfig, num: int, overrides: Sequence[
     with open_dict(cfg.hydra.job):
         cfg.hydra.job.num = num
     return cfg
+
+
+def task_hash(cfg: DictConfig) -> str:
+    """lossbench's ``config_hash`` of a job's config, taken as the task receives it (without Hydra's node)."""
+    from lossbench.config import config_hash
+
+    task = copy.deepcopy(cfg)
+    with read_write(task), open_dict(task):
+        del task["hydra"]
+    return config_hash(task)
+
+
+_trackers: dict[tuple[str, str], Any] = {}
+
+
+def tracker_of(cfg: DictConfig):
+    """One connected Tracker per (store, experiment) for the sweep's own process."""
+    from lossbench.tracking import Tracker
+
+    key = (cfg.tracking.uri, cfg.tracking.experiment)
+    if key not in _trackers:
+        _trackers[key] = Tracker.connect(cfg.tracking.uri, cfg.tracking.experiment, cfg.tracking.timeout_s)
+    return _trackers[key]
 
 
 def job_output_dir(cfg: DictConfig) -> Path:
