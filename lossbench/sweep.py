@@ -78,8 +78,20 @@ def record_outcome(status: str, run_id: str | None, objective: float | None, rea
     if not in_sweep():
         return
     hc = HydraConfig.get()
-    outcome = {"status": status, "run_id": run_id, "objective": objective, "reason": reason, "overrides": list(hc.overrides.task)}
-    Path(hc.runtime.output_dir, OUTCOME_FILE).write_text(json.dumps(outcome, default=str))
+    write_outcome(Path(hc.runtime.output_dir), status, run_id, objective, reason, list(hc.overrides.task))
+
+
+def write_outcome(job_dir: Path, status: str, run_id: str | None, objective: float | None, reason: str | None, overrides: list[str]) -> None:
+    """A job's outcome (finished, failed, killed or skipped) in its output folder ``job_dir``."""
+    outcome = {"status": status, "run_id": run_id, "objective": objective, "reason": reason, "overrides": list(overrides)}
+    Path(job_dir).mkdir(parents=True, exist_ok=True)
+    Path(job_dir, OUTCOME_FILE).write_text(json.dumps(outcome, default=str))
+
+
+def read_outcome(job_dir: Path) -> dict[str, Any] | None:
+    """The outcome a job left in ``job_dir``, or None when it left none (killed before it could)."""
+    path = Path(job_dir, OUTCOME_FILE)
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def read_outcomes(sweep_dir: Path) -> list[dict[str, Any]]:
@@ -91,15 +103,16 @@ def summary_screen(outcomes: list[dict[str, Any]], tracking_uri: str, experiment
     """The sweep's closing screen: counts, the best job, failures, and where to look at the runs and the report."""
     from lossbench import store_links
 
-    counts = {s: sum(o["status"] == s for o in outcomes) for s in ("finished", "failed", "skipped")}
-    lines = [f"sweep {sweep_id}: {len(outcomes)} jobs — {counts['finished']} finished, {counts['failed']} failed, {counts['skipped']} skipped (already finished)"]
-    scored = [o for o in outcomes if o["status"] != "failed" and o["objective"] is not None and not math.isnan(o["objective"])]
+    counts = {s: sum(o["status"] == s for o in outcomes) for s in ("finished", "failed", "killed", "skipped")}
+    lines = [f"sweep {sweep_id}: {len(outcomes)} jobs — {counts['finished']} finished, {counts['failed']} failed, "
+             f"{counts['killed']} killed, {counts['skipped']} skipped (already finished)"]
+    scored = [o for o in outcomes if o["status"] in ("finished", "skipped") and o["objective"] is not None and not math.isnan(o["objective"])]
     if scored:
         best = max(scored, key=lambda o: o["objective"])
         lines.append(f"best val/acc {best['objective']:.4f}: {' '.join(best['overrides'])} (run {best['run_id']})")
     for o in outcomes:
-        if o["status"] == "failed":
-            lines.append(f"FAILED {' '.join(o['overrides'])}: {o['reason']}")
+        if o["status"] in ("failed", "killed"):
+            lines.append(f"{o['status'].upper()} {' '.join(o['overrides'])}: {o['reason']}")
     lines.append(f"report: python -m lossbench.report --experiment {experiment} --sweep {sweep_id} --tracking-uri {tracking_uri}")
     if experiment_id is not None:
         lines += store_links.look_lines(tracking_uri, store_links.sweep_url(tracking_uri, experiment_id, sweep_id))
@@ -150,15 +163,17 @@ class SweepCallback(Callback):
         self.tracker, self.parent_id = tracker, parent_id
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        """Print the sweep's screen; exit non-zero when a job failed (after every job has run)."""
+        """Print the sweep's screen; exit non-zero when a job failed or was killed (after every job has run)."""
         sweep_id = os.environ.get(SWEEP_ID_ENV, "?")
         outcomes = read_outcomes(Path(config.hydra.sweep.dir))
         failed = sum(o["status"] == "failed" for o in outcomes)
+        killed = sum(o["status"] == "killed" for o in outcomes)
         tracker = getattr(self, "tracker", None)
         if tracker is not None:
-            tracker.end(self.parent_id, "FAILED" if failed else "FINISHED", f"{failed} of {len(outcomes)} jobs failed" if failed else None)
+            status = "FAILED" if failed else "KILLED" if killed else "FINISHED"
+            tracker.end(self.parent_id, status, f"{failed} failed and {killed} killed of {len(outcomes)} jobs" if failed or killed else None)
             write_report(tracker, config.tracking.experiment, sweep_id, analysis.Rule.from_config(config.analysis))
         print(summary_screen(outcomes, tracker.uri if tracker else config.tracking.uri, config.tracking.experiment, sweep_id,
                              tracker.experiment_id if tracker else None, self.parent_id if tracker else None), flush=True)
-        if failed:
+        if failed or killed:
             raise SystemExit(1)

@@ -39,7 +39,7 @@ def run(cfg: DictConfig, extra_callbacks: list | None = None) -> float:
     import pytorch_lightning as pl
     import torch
 
-    from lossbench import analysis, preflight, store_links, sweep
+    from lossbench import analysis, gpus, preflight, store_links, sweep
     from lossbench.console import EpochLine, MiniBatchProgressBar
     from lossbench.data import MNISTFamily
     from lossbench.losses import build_loss
@@ -89,6 +89,8 @@ def run(cfg: DictConfig, extra_callbacks: list | None = None) -> float:
     # 3. Train. The run ends FINISHED, FAILED (with the reason) or KILLED, whatever happens.
     with recorded(tracker, run_id):
         trainer_cfg = OmegaConf.to_container(cfg.trainer)
+        if cfg.trainer.accelerator != "cpu" and (gpu := gpus.gpu_for_sweep_job(cfg.jobs_per_gpu)) is not None:
+            trainer_cfg["devices"] = [gpu]  # parallel jobs on one machine take its GPUs in turn
         module = LossbenchModule(net, loss, optimizer, scheduler, num_classes=cfg.data.num_classes,
                                  gradient_clip_val=trainer_cfg.pop("gradient_clip_val"), train_eval_true=data.train_eval_true_labels)
         best = pl.callbacks.ModelCheckpoint(dirpath=checkpoint_dir, filename="best", monitor=cfg.checkpoint.monitor, mode=cfg.checkpoint.mode, save_last=True)
@@ -144,14 +146,16 @@ def built(group: str, build):
 
 
 def resume_point(cfg: DictConfig, tracker, identity: str) -> tuple[str | None, str | None]:
-    """(run id, checkpoint) to continue, or (None, None) for a fresh run. ``resume`` is false, true or a path."""
+    """(run id, checkpoint) to continue, or (None, None) for a fresh run. ``resume`` is null, false, true or a path."""
     import torch
 
+    from lossbench.sweep import in_sweep as sweep_job
     from lossbench.tracking import CHECKPOINT_TAG
 
-    if cfg.resume is False:
+    resume = sweep_job() if cfg.resume is None else cfg.resume  # null: resume in sweeps (a requeued or re-run job)
+    if resume is False:
         return None, None
-    if cfg.resume is True:
+    if resume is True:
         for run in tracker.runs_of_config(identity, ["KILLED", "FAILED"]):
             last = Path(run.data.tags.get(CHECKPOINT_TAG, "")) / "last.ckpt"
             if last.is_file():
@@ -187,7 +191,11 @@ class recorded:
         if error is None:
             status, reason = "FINISHED", None
         elif isinstance(error, KeyboardInterrupt) or (isinstance(error, SystemExit) and _interrupted(error)):
-            status, reason = "KILLED", "interrupted (SIGINT/SIGTERM); continue it with resume=true"
+            cause = error if isinstance(error, KeyboardInterrupt) else error.__context__
+            status, reason = "KILLED", f"interrupted ({str(cause or '') or 'SIGINT'}); continue it with resume=true"
+            from lossbench import sweep
+
+            sweep.record_outcome("killed", self.run_id, None, reason)
         else:
             first = str(error).strip().splitlines()[0] if str(error).strip() else "no message"
             status, reason = "FAILED", f"{type(error).__name__}: {first}"
@@ -201,7 +209,7 @@ class recorded:
 
 
 def _raise_interrupt(signum, frame):
-    raise KeyboardInterrupt(f"signal {signum}")
+    raise KeyboardInterrupt(f"{signal.Signals(signum).name}: cancelled, preempted or stopped")
 
 
 def _interrupted(error: SystemExit) -> bool:
@@ -247,7 +255,7 @@ def record_artifacts(tracker, run_id: str, cfg: DictConfig, history, summary, mo
 @hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="config")
 def main(cfg: DictConfig) -> float:
     """Bad input exits 2 and a failed run exits 1, each with one line; a sweep records the job as failed and goes on."""
-    from lossbench import sweep
+    from lossbench import gpus, sweep
 
     try:
         return run(cfg)
@@ -256,6 +264,8 @@ def main(cfg: DictConfig) -> float:
     except Exception as e:  # not the user's input (a full disk, a store that went away): the traceback goes to the log
         text = " ".join(str(e).split())[:300] or "no message"
         message, code = f"{type(e).__name__}: {text} ({save_traceback(e)})", 1
+    finally:
+        gpus.release()  # a joblib worker's GPU slot, free for the next job
     if sweep.in_sweep():  # one bad job must not stop the sweep
         log.error("job failed: %s", message)
         sweep.record_outcome("failed", None, None, message)

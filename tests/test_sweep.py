@@ -44,7 +44,7 @@ def test_four_job_sweep_into_a_new_store(tiny_mnist: Path, tmp_path: Path, launc
     assert {r.data.tags["mlflow.parentRunId"] for r in runs} == {parent[0].info.run_id}
     expected_threads = max(1, available_cores() // 2) if launcher else available_cores()
     assert {r.data.tags["threads"] for r in runs} == {str(expected_threads)}, "jobs x threads must not exceed the cores"
-    assert "4 finished, 0 failed, 0 skipped" in done.stdout and "python -m lossbench.report" in done.stdout
+    assert "4 finished, 0 failed, 0 killed, 0 skipped" in done.stdout and "python -m lossbench.report" in done.stdout
 
 
 def test_submitit_local_sweep_completes(tiny_mnist: Path, tmp_path: Path):
@@ -76,13 +76,18 @@ def test_rerunning_a_sweep_skips_finished_jobs_and_reruns_deleted_ones(tiny_mnis
     assert len(ids) == 4
 
     second = sweep(tmp_path, tiny_mnist, "loss=ce,mae", "optimizer=adam,sgd")
-    assert second.returncode == 0 and "0 finished, 0 failed, 4 skipped" in second.stdout, second.stdout[-2000:]
+    assert second.returncode == 0 and "0 finished, 0 failed, 0 killed, 4 skipped" in second.stdout, second.stdout[-2000:]
+    second_dir = max((tmp_path / "multirun").glob("*/*"))
+    assert sorted(p.name for p in second_dir.iterdir() if p.is_dir()) == ["0", "1", "2", "3"]
+    assert not any((second_dir / n / ".hydra").exists() for n in "0123"), "a finished config is skipped before launch"
     assert {r.info.run_id for r in train_runs(store)[1]} == ids
 
     deleted = sorted(ids)[0]
     client.delete_run(deleted)
     third = sweep(tmp_path, tiny_mnist, "loss=ce,mae", "optimizer=adam,sgd")
-    assert third.returncode == 0 and "1 finished, 0 failed, 3 skipped" in third.stdout, third.stdout[-2000:]
+    assert third.returncode == 0 and "1 finished, 0 failed, 0 killed, 3 skipped" in third.stdout, third.stdout[-2000:]
+    third_dir = max((tmp_path / "multirun").glob("*/*"))
+    assert sum((third_dir / n / ".hydra").exists() for n in "0123") == 1, "only the deleted run's job is launched"
     now = {r.info.run_id for r in train_runs(store)[1]}
     assert len(now) == 4 and ids - now == {deleted} and len(now - ids) == 1
     assert len({r.data.tags["sweep_id"] for r in train_runs(store)[1]}) == 1, "a re-run sweep keeps its sweep id"
