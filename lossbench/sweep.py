@@ -145,7 +145,7 @@ class SweepCallback(Callback):
     """Hydra callback: prepare the store and the parent run before the jobs, summarise after them."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from lossbench.tracking import KIND_TAG, Tracker
+        from lossbench.store import KIND_TAG, Tracker
 
         sweep_id = sweep_id_of(config)
         os.environ[SWEEP_ID_ENV] = sweep_id

@@ -44,7 +44,8 @@ def run(cfg: DictConfig, extra_callbacks: list | None = None) -> float:
     from lossbench.data import MNISTFamily
     from lossbench.losses import build_loss
     from lossbench.module import LossbenchModule, curves
-    from lossbench.tracking import CHECKPOINT_TAG, FIRST_STEP_ENV, EpochLogger, FirstStepMark, Tracker
+    from lossbench.callbacks import FIRST_STEP_ENV, EpochLogger, FirstStepMark
+    from lossbench.store import CHECKPOINT_TAG, Tracker
 
     quiet_libraries()
     # Lightning makes torch's CUDA check go through NVML so that forked DataLoader workers stay safe.
@@ -93,8 +94,10 @@ def run(cfg: DictConfig, extra_callbacks: list | None = None) -> float:
             trainer_cfg["devices"] = [gpu]  # parallel jobs on one machine take its GPUs in turn
         module = LossbenchModule(net, loss, optimizer, scheduler, num_classes=cfg.data.num_classes,
                                  gradient_clip_val=trainer_cfg.pop("gradient_clip_val"), train_eval_true=data.train_eval_true_labels)
-        best = pl.callbacks.ModelCheckpoint(dirpath=checkpoint_dir, filename="best", monitor=cfg.checkpoint.monitor, mode=cfg.checkpoint.mode, save_last=True)
-        callbacks = [EpochLogger(tracker, run_id, checkpoint_dir), best, EpochLine(), *(extra_callbacks or [])]
+        best = pl.callbacks.ModelCheckpoint(dirpath=checkpoint_dir, filename="best", monitor=cfg.checkpoint.monitor, mode=cfg.checkpoint.mode)
+        # Every epoch's end, whatever the monitor did: Lightning's save_last writes last.ckpt only when "best" improved.
+        last = pl.callbacks.ModelCheckpoint(dirpath=checkpoint_dir, filename="last", monitor=None, save_top_k=1, enable_version_counter=False)
+        callbacks = [EpochLogger(tracker, run_id, checkpoint_dir), best, last, EpochLine(), *(extra_callbacks or [])]
         if os.environ.get(FIRST_STEP_ENV):
             callbacks.append(FirstStepMark(os.environ[FIRST_STEP_ENV]))  # start-up benchmark probe
         if cfg.early_stopping.enabled:
@@ -150,7 +153,7 @@ def resume_point(cfg: DictConfig, tracker, identity: str) -> tuple[str | None, s
     import torch
 
     from lossbench.sweep import in_sweep as sweep_job
-    from lossbench.tracking import CHECKPOINT_TAG
+    from lossbench.store import CHECKPOINT_TAG
 
     resume = sweep_job() if cfg.resume is None else cfg.resume  # null: resume in sweeps (a requeued or re-run job)
     if resume is False:

@@ -97,7 +97,8 @@ def train_at_signal(ready: str, go: str, overrides: list[str], timeout_s: float 
     import torch  # noqa: F401
 
     import lossbench.data  # noqa: F401
-    import lossbench.tracking  # noqa: F401
+    import lossbench.callbacks  # noqa: F401
+    import lossbench.store  # noqa: F401
     import lossbench.train  # noqa: F401
 
     Path(ready).write_text("ready\n")

@@ -247,7 +247,7 @@ class SignalAfterWrite:
 
     def _profile(self, frame, event, arg) -> None:
         if event == "return" and frame.f_code.co_name == "log_batch" and frame.f_back is not None \
-                and frame.f_back.f_code.co_name == "flush" and frame.f_back.f_globals.get("__name__") == "lossbench.tracking":
+                and frame.f_back.f_code.co_name == "flush" and frame.f_back.f_globals.get("__name__") == "lossbench.callbacks":
             self.seen += 1
             if self.seen == self.n:
                 os.kill(os.getpid(), signal.SIGTERM)
@@ -503,7 +503,7 @@ def test_run_gives_up_on_a_hung_server_within_tracking_timeout(tiny_mnist: Path,
     import torch  # noqa: F401
     from mlflow.tracking import MlflowClient  # noqa: F401
 
-    from lossbench import data, losses, module, tracking  # noqa: F401
+    from lossbench import callbacks, data, losses, module, store  # noqa: F401
     from lossbench.train import run
 
     for name in HTTP_VARS:  # whatever an earlier in-process run set, and restore it afterwards
@@ -514,7 +514,7 @@ def test_run_gives_up_on_a_hung_server_within_tracking_timeout(tiny_mnist: Path,
         cfg = compose(*[o for o in tiny_overrides(tiny_mnist, tmp_path / "unused.db") if not o.startswith("tracking.uri=")],
                       f"tracking.uri={uri}", "tracking.timeout_s=6")
         started = time.monotonic()
-        with pytest.raises(tracking.TrackingError) as raised:
+        with pytest.raises(store.TrackingError) as raised:
             run(cfg)
         elapsed = time.monotonic() - started
         assert server.held, "the client never reached the hung server"
@@ -527,7 +527,7 @@ def test_run_gives_up_on_a_hung_server_within_tracking_timeout(tiny_mnist: Path,
 
 
 def test_store_whose_parent_is_a_file_fails_before_training(tiny_mnist: Path, tmp_path: Path):
-    from lossbench.tracking import TrackingError
+    from lossbench.store import TrackingError
     from lossbench.train import run
 
     blocker = tmp_path / "not-a-folder"

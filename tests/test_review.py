@@ -142,7 +142,7 @@ def test_a_run_logs_one_line_per_epoch_and_counts_mini_batches(tiny_mnist: Path,
 
 
 def test_experiments_are_marked_for_model_training_even_when_made_before(tmp_path: Path) -> None:
-    from lossbench.tracking import Tracker
+    from lossbench.store import Tracker
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     tracker = Tracker.connect(uri, "fresh")
@@ -168,7 +168,7 @@ def test_missing_mnist_says_how_to_get_mnist_and_never_to_import_fashion_mnist_a
 
 def test_a_report_that_cannot_be_written_is_a_warning_not_the_sweeps_outcome(tmp_path: Path, caplog) -> None:
     from lossbench.sweep import write_report
-    from lossbench.tracking import Tracker
+    from lossbench.store import Tracker
 
     tracker = Tracker.connect(f"sqlite:///{tmp_path / 'mlflow.db'}", "empty")  # no training runs: nothing to report
     with caplog.at_level(logging.WARNING, logger="lossbench"):

@@ -122,7 +122,7 @@ def test_missing_data_names_files_path_and_fix_and_leaves_no_run(tmp_path: Path)
 
 
 def test_unwritable_store_fails_before_training(tiny_mnist: Path, tmp_path: Path):
-    from lossbench.tracking import TrackingError
+    from lossbench.store import TrackingError
 
     with pytest.raises(TrackingError, match="does not exist"):
         run(compose(*tiny_overrides(tiny_mnist, tmp_path / "no" / "such" / "mlflow.db")))
@@ -258,3 +258,18 @@ def test_without_label_noise_there_is_no_flipped_subset(tiny_mnist: Path, tmp_pa
     client, runs = read_runs(store)
     assert runs[0].info.status == "FINISHED"
     assert not {"train_eval/memorised", "train_eval/clean_acc"} & set(runs[0].data.metrics)
+
+
+def test_last_checkpoint_follows_every_epoch_even_when_the_monitor_does_not_improve(tiny_mnist: Path, tmp_path: Path):
+    """Lightning's save_last writes last.ckpt only when the monitored best improves; resume needs every epoch."""
+    import torch
+
+    store = tmp_path / "mlflow.db"
+    run(compose(*tiny_overrides(tiny_mnist, store, "trainer.max_epochs=3", "optimizer.lr=1e-12")))  # val/acc never moves
+    client, runs = read_runs(store)
+    folder = tmp_path / "checkpoints" / runs[0].info.run_id
+    last = torch.load(folder / "last.ckpt", map_location="cpu", weights_only=True)
+    best = torch.load(folder / "best.ckpt", map_location="cpu", weights_only=True)
+    assert last["epoch"] == 2 and [r["epoch"] for r in last["lossbench_history"]] == [0, 1, 2]
+    assert best["epoch"] == 0, "ties go to the earlier epoch"
+    assert runs[0].data.metrics["summary/selected_epoch"] == 0

@@ -100,7 +100,7 @@ _trackers: dict[tuple[str, str], Any] = {}
 
 def tracker_of(cfg: DictConfig):
     """One connected Tracker per (store, experiment) for the sweep's own process."""
-    from lossbench.tracking import Tracker
+    from lossbench.store import Tracker
 
     key = (cfg.tracking.uri, cfg.tracking.experiment)
     if key not in _trackers:

@@ -14,11 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from lossbench import analysis
+from lossbench.store import FAILURE_TAG, KIND_TAG, SWEEP_TAG, sqlite_path
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
-KIND_TAG = "lossbench.kind"
-FAILURE_TAG = "lossbench.failure"
-SWEEP_TAG = "sweep_id"
 NOISE_PARAM = "data.label_noise.rate"
 CURVE_METRICS: tuple[str, ...] = ("val/nll", "val/acc", "train_eval/nll", "train_eval/acc", "time/epoch_s",
                                   "train_eval/memorised")
@@ -160,10 +158,8 @@ def load_runs(client: Any, experiment_id: str, filter_string: str,
 
 def check_store_exists(uri: str) -> None:
     """Refuse a ``sqlite:///`` URI whose file is missing, rather than let MLflow create an empty store."""
-    if not uri.startswith("sqlite:///"):
-        return
-    path = uri[len("sqlite:///"):].split("?", 1)[0]
-    if path and path != ":memory:" and not Path(path).exists():
+    path = sqlite_path(uri)
+    if path is not None and str(path) not in ("", ".", ":memory:") and not path.exists():
         raise ReportError(f"no MLflow store at {Path(path).resolve()} (from {uri}): the file does not exist. "
                           "Run from the folder where training ran, or pass --tracking-uri / set MLFLOW_TRACKING_URI.")
 

@@ -1,8 +1,9 @@
-"""MLflow: the store, run names, tags, params, metrics and artifacts of one training run.
+"""The MLflow store: connecting, run names, tags, params, metrics, artifacts, paging, run status.
 
-One ``Tracker`` per job talks to the store through ``MlflowClient``. Epoch curves are written in
-batches (one ``log_batch`` per epoch) with ``step = epoch``; a run always ends FINISHED, FAILED
-(with the reason in the ``lossbench.failure`` tag) or KILLED, never stays RUNNING.
+One ``Tracker`` per job talks to the store through ``MlflowClient``. A run always ends FINISHED,
+FAILED (with the reason in the ``lossbench.failure`` tag) or KILLED, never stays RUNNING. No
+Lightning import: the report and the sweep use this module too; the Lightning callback that writes
+each epoch lives in :mod:`lossbench.callbacks`.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pytorch_lightning as pl
 from mlflow.entities import Metric, Param, RunTag, ViewType
 from mlflow.tracking import MlflowClient
 
@@ -31,7 +31,7 @@ from lossbench.store_links import EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND
 FAILURE_TAG = "lossbench.failure"
 KIND_TAG = "lossbench.kind"
 CHECKPOINT_TAG = "lossbench.checkpoint_dir"
-FIRST_STEP_ENV = "LOSSBENCH_FIRST_STEP_FILE"
+SWEEP_TAG = "sweep_id"
 _BATCH = 100  # params per log_batch call (MLflow's limit is 100 params, 1000 metrics)
 
 
@@ -49,8 +49,9 @@ def resolve_uri(uri: str, base: Path | None = None) -> str:
     return uri
 
 
-def _sqlite_path(uri: str) -> Path | None:
-    return Path(uri[len("sqlite:///") :]) if uri.startswith("sqlite:///") else None
+def sqlite_path(uri: str) -> Path | None:
+    """The file of a ``sqlite:///`` URI (query string dropped); ``None`` for other stores."""
+    return Path(uri[len("sqlite:///") :].split("?", 1)[0]) if uri.startswith("sqlite:///") else None
 
 
 _HTTP_VARS_SET_HERE: set[str] = set()
@@ -145,7 +146,7 @@ class Tracker:
     def connect(cls, uri: str, experiment: str, timeout_s: float = 30) -> Tracker:
         """Open (creating if needed) the store and the experiment; fail clearly before any training."""
         uri = resolve_uri(uri)
-        db = _sqlite_path(uri)
+        db = sqlite_path(uri)
         if db is not None:
             if not db.parent.is_dir():
                 raise TrackingError(f"tracking store {uri}: folder {db.parent} does not exist; create it or set tracking.uri=")
@@ -175,7 +176,7 @@ class Tracker:
     @staticmethod
     def _create_experiment(client: MlflowClient, uri: str, name: str):
         """A new experiment, marked as model training so MLflow's UI lists its runs, not a GenAI overview."""
-        db = _sqlite_path(uri)
+        db = sqlite_path(uri)
         location = (db.parent / "mlartifacts" / uuid.uuid4().hex[:12]).as_uri() if db is not None else None
         try:
             client.create_experiment(name, artifact_location=location, tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING_KIND})
@@ -261,59 +262,3 @@ class Tracker:
         if reason:
             self.set_tags(run_id, {FAILURE_TAG: reason[:5000]})
         self.client.set_terminated(run_id, status=status)
-
-
-class EpochLogger(pl.Callback):
-    """Writes each epoch's record to MLflow in one batch, once the checkpoint that holds it is on disk.
-
-    Lightning writes ``last.ckpt`` at the end of each epoch, after the module appends the epoch to
-    its history; this callback flushes the history at the start of the next epoch and at the end of
-    training. After an exception it flushes only the epochs ``last.ckpt`` holds. So a resumed run
-    re-sends exactly the epochs the store lacks: no epoch is missing or logged twice.
-    """
-
-    def __init__(self, tracker: Tracker, run_id: str, checkpoint_dir: Path):
-        self.tracker, self.run_id, self.last_checkpoint = tracker, run_id, Path(checkpoint_dir) / "last.ckpt"
-        self.logged: set[int] = set()
-
-    def on_fit_start(self, trainer, pl_module) -> None:
-        self.logged = self.tracker.logged_epochs(self.run_id)
-        self.flush(pl_module.history)  # a resumed checkpoint's epochs the store may lack
-
-    def on_train_epoch_start(self, trainer, pl_module) -> None:
-        self.flush(pl_module.history)
-
-    def on_train_end(self, trainer, pl_module) -> None:
-        self.flush(pl_module.history)
-
-    def on_exception(self, trainer, pl_module, exception) -> None:
-        self.flush(pl_module.history[: self._epochs_on_disk()])
-
-    def _epochs_on_disk(self) -> int:
-        try:
-            import torch
-
-            return len(torch.load(self.last_checkpoint, map_location="cpu", weights_only=True).get("lossbench_history", []))
-        except Exception:  # no checkpoint yet, or one cut off mid-write
-            return 0
-
-    def flush(self, records: list[dict[str, float]]) -> None:
-        """Log the records whose epoch is not in the store yet, in batches of up to 1000 points."""
-        now = int(time.time() * 1000)
-        batch = [Metric(key, float(value), now, r["epoch"]) for r in records if r["epoch"] not in self.logged
-                 for key, value in r.items() if key != "epoch"]
-        with deferred_interrupts():  # a held interrupt is raised only after `logged` says what landed
-            for i in range(0, len(batch), 1000):
-                self.tracker.client.log_batch(self.run_id, metrics=batch[i : i + 1000])
-            self.logged.update(r["epoch"] for r in records)
-
-
-class FirstStepMark(pl.Callback):
-    """Writes ``time.time()`` to a file at the first training batch: the start-up benchmark's probe."""
-
-    def __init__(self, path: str):
-        self.path = path
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        if trainer.global_step == 0 and batch_idx == 0:
-            Path(self.path).write_text(repr(time.time()))
