@@ -52,6 +52,11 @@ _URI_CREDENTIALS = re.compile(r"(?P<scheme>[a-z][a-z0-9+.\-]*://)(?P<user>[^:/@\
 
 _MISSING = object()
 
+# Choices that config validation and the code that uses them share (one list each; torch-free here).
+NOISE_KINDS: tuple[str, ...] = ("symmetric", "asymmetric")
+LOSS_INPUTS: tuple[str, ...] = ("logits", "softmax", "sigmoid", "log_softmax")
+LOSS_TARGETS: tuple[str, ...] = ("index", "onehot", "signed")
+
 
 def _is_int(v: Any) -> bool:
     return isinstance(v, numbers.Integral) and not isinstance(v, bool)
@@ -104,7 +109,7 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("data.label_noise.seed", _is_int, "an integer"),
     ("data.num_classes", lambda v: _is_int(v) and v >= 2, "an integer >= 2"),
     ("data.label_noise.rate", _probability, "a probability in [0, 1)"),
-    ("data.label_noise.kind", lambda v: v in ("symmetric", "asymmetric"), "symmetric or asymmetric"),
+    ("data.label_noise.kind", lambda v: v in NOISE_KINDS, " or ".join(NOISE_KINDS)),
     ("optimizer.lr", lambda v: _is_number(v) and v > 0, "a number > 0"),
     ("optimizer.weight_decay", lambda v: _is_number(v) and v >= 0, "a number >= 0"),
     ("optimizer.momentum", lambda v: _probability(v), "a number in [0, 1)"),
@@ -118,8 +123,8 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("scheduler.factor", lambda v: _is_number(v) and 0 < v < 1, "a number in (0, 1)"),
     ("scheduler.patience", lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
     ("model.net.dropout", _probability, "a probability in [0, 1)"),
-    ("loss.input", lambda v: v in ("logits", "softmax", "sigmoid", "log_softmax"), "logits, softmax, sigmoid or log_softmax"),
-    ("loss.target", lambda v: isinstance(v, str), "a target encoding name"),
+    ("loss.input", lambda v: v in LOSS_INPUTS, "one of " + ", ".join(LOSS_INPUTS)),
+    ("loss.target", lambda v: v in LOSS_TARGETS, "one of " + ", ".join(LOSS_TARGETS)),
     ("checkpoint.monitor", lambda v: v in MONITORABLE, "one of " + ", ".join(MONITORABLE)),
     ("checkpoint.mode", lambda v: v in ("min", "max"), "min or max"),
     ("early_stopping.enabled", lambda v: isinstance(v, bool), "true or false"),

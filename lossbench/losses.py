@@ -24,16 +24,15 @@ import argparse
 import math
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-InputTransform = Literal["logits", "softmax", "sigmoid", "log_softmax"]
-TargetEncoding = Literal["index", "onehot", "signed"]
-INPUT_TRANSFORMS: tuple[str, ...] = ("logits", "softmax", "sigmoid", "log_softmax")
-TARGET_ENCODINGS: tuple[str, ...] = ("index", "onehot", "signed")
+from lossbench.config import LOSS_INPUTS as INPUT_TRANSFORMS
+from lossbench.config import LOSS_TARGETS as TARGET_ENCODINGS
+
 REDUCTIONS: tuple[str, ...] = ("none", "mean", "sum")
 LOSS_KEYS: tuple[str, ...] = ("name", "criterion", "input", "target", "smoothing")
 

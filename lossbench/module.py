@@ -27,6 +27,9 @@ from lossbench.metric_names import EVAL_PREFIXES  # validation dataloader 0 and 
 from lossbench.metrics import confusion_matrix, memorisation, yardsticks
 
 
+PLATEAU_MONITOR = "val/nll"  # what ReduceLROnPlateau (scheduler=plateau) watches: a yardstick every loss shares
+
+
 class DivergenceError(LossbenchError):
     """The training loss became NaN or infinite."""
 
@@ -44,7 +47,6 @@ class LossbenchModule(pl.LightningModule):
         loss: nn.Module,
         optimizer: Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer],
         scheduler: Callable[[torch.optim.Optimizer], Any] | None = None,
-        scheduler_monitor: str = "val/nll",
         num_classes: int = 10,
         gradient_clip_val: float | None = None,
         train_eval_true: Tensor | None = None,
@@ -53,12 +55,10 @@ class LossbenchModule(pl.LightningModule):
         self.automatic_optimization = False  # several optimizer steps per Lightning step: see the module docstring
         self.gradient_clip_val = gradient_clip_val
         self.net, self.loss = net, loss
-        self.optimizer_factory, self.scheduler_factory, self.scheduler_monitor = optimizer, scheduler, scheduler_monitor
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.num_classes = num_classes
         self.train_eval_true = train_eval_true  # clean labels of the train_eval rows when training labels are noisy
         self.history: list[dict[str, float]] = []
-        self.test_prefix = "test"
-        self.test_results: dict[str, dict[str, float]] = {}
         self.test_confusion: Tensor | None = None
         self._eval_outputs: dict[int, list[tuple[Tensor, Tensor]]] = {}
         self._epoch_eval: dict[str, float] = {}
@@ -126,7 +126,7 @@ class LossbenchModule(pl.LightningModule):
         if scheduler is None:
             return
         if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-            scheduler.step(self._epoch_eval[self.scheduler_monitor])
+            scheduler.step(self._epoch_eval[PLATEAU_MONITOR])
         else:
             scheduler.step()
 
@@ -169,12 +169,9 @@ class LossbenchModule(pl.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         logits, target, results = self._results(0)
-        values = torch.stack(list(results.values())).tolist()
-        self.test_results[self.test_prefix] = {f"{self.test_prefix}/{k}": v for k, v in zip(results, values)}
-        if self.test_prefix == "test":
-            self.test_confusion = confusion_matrix(logits, target, self.num_classes).cpu()
+        self.test_confusion = confusion_matrix(logits, target, self.num_classes).cpu()  # of the weights just tested
         self._eval_outputs = {}
-        self.log_dict(self.test_results[self.test_prefix])
+        self.log_dict({f"test/{k}": v for k, v in results.items()})  # what trainer.test() returns
 
     # ------------------------------------------------------------------ checkpoints carry the curves
 

@@ -45,7 +45,7 @@ from fractions import Fraction
 import torch
 from torch import Tensor
 
-NOISE_KINDS: tuple[str, ...] = ("symmetric", "asymmetric")
+from lossbench.config import NOISE_KINDS  # one list, shared with config validation
 
 ASYMMETRIC_MNIST: dict[int, int] = {7: 1, 2: 7, 5: 6, 6: 5, 3: 8}
 """Source class -> target class for MNIST asymmetric noise (Patrini et al. 2017; Ma et al. 2020)."""

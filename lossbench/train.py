@@ -113,16 +113,15 @@ def run(cfg: DictConfig, extra_callbacks: list | None = None) -> float:
         history = curves(module.history)
 
         # 4. Test the final weights, then the best checkpoint (by checkpoint.monitor, validation accuracy by default).
-        module.test_prefix = "test_last"
-        trainer.test(module, datamodule=data, verbose=False)
-        module.test_prefix = "test"
-        trainer.test(module, datamodule=data, ckpt_path=best.best_model_path or None, verbose=False, weights_only=True)
+        (final,) = trainer.test(module, datamodule=data, verbose=False)
+        (selected,) = trainer.test(module, datamodule=data, ckpt_path=best.best_model_path or None, verbose=False, weights_only=True)
+        tests = {**selected, **{k.replace("test/", "test_last/", 1): v for k, v in final.items()}}  # module.test_confusion: selected
 
         # 5. Record what the run means: test metrics, overfitting summary, figures, config.
         rule = analysis.Rule.from_config(cfg.analysis)
         summary = analysis.summarize(history, rule, cfg.checkpoint.monitor, cfg.checkpoint.mode)
         verdict = analysis.judge(history, rule)
-        results = {**module.test_results["test"], **module.test_results["test_last"], **summary}
+        results = {**tests, **summary}
         tracker.log_metrics(run_id, {k: v for k, v in results.items() if v is not None and not math.isnan(v)})
         tracker.set_tags(run_id, {"onset_epoch": "none" if verdict.onset_epoch is None else verdict.onset_epoch,
                                   "verdict": verdict.kind, "verdict_text": verdict.text})
