@@ -223,10 +223,10 @@ def without_name(group: DictConfig) -> dict[str, Any]:
 
 
 def resolved(cfg: DictConfig) -> dict[str, Any]:
-    """The config as plain containers, interpolations resolved (without Hydra's own node)."""
-    container = OmegaConf.to_container(cfg, resolve=True)
-    container.pop("hydra", None)
-    return container
+    """The config as plain containers, interpolations resolved (without Hydra's own node, which is never resolved)."""
+    if "hydra" in cfg:
+        cfg = OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"])
+    return OmegaConf.to_container(cfg, resolve=True)
 
 
 def config_hash(cfg: DictConfig) -> str:
