@@ -29,7 +29,7 @@ class ConfigError(LossbenchError):
 
 # Keys that say where or how a run is recorded, executed or judged, not what is trained: two configs
 # that differ only here are the same experiment (the same config hash; the report groups them together).
-OPERATIONAL_KEYS = ("tracking", "resume", "threads", "analysis", "hydra", "data.root", "data.download",
+OPERATIONAL_KEYS = ("tracking", "resume", "threads", "launch", "optimizer.fused", "analysis", "hydra", "data.root", "data.download",
                     "trainer.accelerator", "trainer.devices", "trainer.enable_progress_bar")
 CONFIG_HASH_VERSION = "2"
 """Tagged on every run as ``config_hash_version``. Version 1 (before 2026-11-30) also hashed ``analysis.*``,
