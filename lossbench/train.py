@@ -43,6 +43,7 @@ def run(cfg: DictConfig, extra_callbacks: list | None = None) -> float:
     from lossbench.data import MNISTFamily
     from lossbench.losses import build_loss
     from lossbench.module import LossbenchModule, curves
+    from lossbench.optim import check_fused
     from lossbench.tracking import CHECKPOINT_TAG, FIRST_STEP_ENV, EpochLogger, FirstStepMark, Tracker
 
     quiet_libraries()
@@ -50,6 +51,7 @@ def run(cfg: DictConfig, extra_callbacks: list | None = None) -> float:
     # lossbench forks no workers, and through NVML every optimizer step pays ~50 us to ask for CUDA.
     os.environ.pop("PYTORCH_NVML_BASED_CUDA_CHECK", None)
     torch.set_num_threads(cfg.threads or sweep.threads_per_job())
+    check_fused(cfg.optimizer)
     data = MNISTFamily.from_config(cfg.data, seed=cfg.seed)
     data.load()
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
