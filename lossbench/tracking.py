@@ -30,7 +30,6 @@ from lossbench.config import LossbenchError, redact
 FAILURE_TAG = "lossbench.failure"
 KIND_TAG = "lossbench.kind"
 CHECKPOINT_TAG = "lossbench.checkpoint_dir"
-FIRST_STEP_ENV = "LOSSBENCH_FIRST_STEP_FILE"
 _BATCH = 100  # params per log_batch call (MLflow's limit is 100 params, 1000 metrics)
 
 
@@ -302,14 +301,3 @@ class EpochLogger(pl.Callback):
             for i in range(0, len(batch), 1000):
                 self.tracker.client.log_batch(self.run_id, metrics=batch[i : i + 1000])
             self.logged.update(r["epoch"] for r in records)
-
-
-class FirstStepMark(pl.Callback):
-    """Writes ``time.time()`` to a file at the first training batch: the start-up benchmark's probe."""
-
-    def __init__(self, path: str):
-        self.path = path
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        if trainer.global_step == 0 and batch_idx == 0:
-            Path(self.path).write_text(repr(time.time()))

@@ -32,7 +32,8 @@ OBJECTIVE = "val/acc"  # what a sweep's job returns (Hydra sweepers optimise it)
 def run(cfg: DictConfig, extra_callbacks: list | None = None) -> float:
     """Train and record one configuration; return the last epoch's validation accuracy.
 
-    ``extra_callbacks`` are added to the Lightning trainer (the benchmark times epochs with one).
+    ``extra_callbacks``: your own Lightning callbacks, added to the trainer after lossbench's (e.g. to
+    time epochs or inspect the optimizer; see benchmarks/ for examples).
     """
     # 1. Check everything before anything is recorded; config errors answer before the heavy imports.
     validate(cfg)
@@ -44,7 +45,7 @@ def run(cfg: DictConfig, extra_callbacks: list | None = None) -> float:
     from lossbench.losses import build_loss
     from lossbench.module import LossbenchModule, curves
     from lossbench.optim import check_fused
-    from lossbench.tracking import CHECKPOINT_TAG, FIRST_STEP_ENV, EpochLogger, FirstStepMark, Tracker
+    from lossbench.tracking import CHECKPOINT_TAG, EpochLogger, Tracker
 
     quiet_libraries()
     # Lightning makes torch's CUDA check go through NVML so that forked DataLoader workers stay safe.
@@ -91,8 +92,6 @@ def run(cfg: DictConfig, extra_callbacks: list | None = None) -> float:
                                  gradient_clip_val=trainer_cfg.pop("gradient_clip_val"), train_eval_true=data.train_eval_true_labels)
         best = pl.callbacks.ModelCheckpoint(dirpath=checkpoint_dir, filename="best", monitor=cfg.checkpoint.monitor, mode=cfg.checkpoint.mode, save_last=True)
         callbacks = [EpochLogger(tracker, run_id, checkpoint_dir), best, *(extra_callbacks or [])]
-        if os.environ.get(FIRST_STEP_ENV):
-            callbacks.append(FirstStepMark(os.environ[FIRST_STEP_ENV]))  # start-up benchmark probe
         if cfg.early_stopping.enabled:
             es = cfg.early_stopping
             callbacks.append(pl.callbacks.EarlyStopping(monitor=es.monitor, mode=es.mode, patience=es.patience, min_delta=es.min_delta))
