@@ -101,22 +101,25 @@ def run(cfg: DictConfig, extra_callbacks: list | None = None) -> float:
                              enable_model_summary=progress, num_sanity_val_steps=0, default_root_dir=output_dir())
         trainer.fit(module, datamodule=data, ckpt_path=ckpt_path, weights_only=True)
         history = curves(module.history)
+        rule = analysis.Rule.from_config(cfg.analysis)
+        summary = analysis.summarize(history, rule, cfg.checkpoint.monitor, cfg.checkpoint.mode)
+        figures = start_figures(cfg, history, summary)  # drawn in the background while the run finishes
 
         # 4. Test the final weights, then the best checkpoint (by checkpoint.monitor, validation accuracy by default).
         module.test_prefix = "test_last"
         trainer.test(module, datamodule=data, verbose=False)
         module.test_prefix = "test"
         trainer.test(module, datamodule=data, ckpt_path=best.best_model_path or None, verbose=False, weights_only=True)
+        if figures is not None:
+            figures.add_confusion(module.test_confusion)
 
-        # 5. Record what the run means: test metrics, overfitting summary, figures, config.
-        rule = analysis.Rule.from_config(cfg.analysis)
-        summary = analysis.summarize(history, rule, cfg.checkpoint.monitor, cfg.checkpoint.mode)
+        # 5. Record what the run means: test metrics, overfitting summary, config, figures.
         verdict = analysis.judge(history, rule)
         results = {**module.test_results["test"], **module.test_results["test_last"], **summary}
         tracker.log_metrics(run_id, {k: v for k, v in results.items() if v is not None and not math.isnan(v)})
         tracker.set_tags(run_id, {"onset_epoch": "none" if verdict.onset_epoch is None else verdict.onset_epoch,
                                   "verdict": verdict.kind, "verdict_text": verdict.text})
-        record_artifacts(tracker, run_id, cfg, history, summary, module)
+        record_artifacts(tracker, run_id, cfg, figures)
     objective = history[OBJECTIVE][-1] if history.get(OBJECTIVE) else math.nan
     sweep.record_outcome("finished", run_id, objective)
     log.info("run %s finished: test/acc %.4f (epoch %d, best %s), %.4f (last epoch); %s", run_id, results["test/acc"],
@@ -213,10 +216,18 @@ def output_dir() -> str:
     return HydraConfig.get().runtime.output_dir if HydraConfig.initialized() else tempfile.mkdtemp(prefix="lossbench-")
 
 
-def record_artifacts(tracker, run_id: str, cfg: DictConfig, history, summary, module) -> None:
-    """Learning curves, confusion matrix, the resolved config and the Hydra overrides, as run artifacts."""
-    from lossbench import plots  # matplotlib: imported after training, not before the first step
+def start_figures(cfg: DictConfig, history, summary):
+    """Start drawing the run's figures in a background thread (None when ``analysis.figures`` is false)."""
+    if not cfg.analysis.figures:
+        return None
+    from lossbench.run_figures import RunFigures
 
+    title = f"{cfg.loss.name} / {cfg.optimizer.name} / {cfg.model.name} / seed {cfg.seed}"
+    return RunFigures(Path(output_dir()), title, history, summary, cfg.checkpoint.monitor)
+
+
+def record_artifacts(tracker, run_id: str, cfg: DictConfig, figures) -> None:
+    """The resolved config, the Hydra overrides and (once drawn) the figures, as run artifacts."""
     out = Path(output_dir())
     (out / "config.resolved.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(redact_tree(resolved(cfg)))))
     tracker.log_artifact(run_id, out / "config.resolved.yaml")
@@ -224,17 +235,8 @@ def record_artifacts(tracker, run_id: str, cfg: DictConfig, history, summary, mo
         overrides = [redact_override(o) for o in HydraConfig.get().overrides.task]
         (out / "overrides.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(overrides)))
         tracker.log_artifact(run_id, out / "overrides.yaml")
-    if cfg.analysis.figures:
-        onset, selected = summary.get("summary/onset_epoch"), summary.get("summary/selected_epoch")
-        title = f"{cfg.loss.name} / {cfg.optimizer.name} / {cfg.model.name} / seed {cfg.seed}"
-        figure = plots.learning_curves(history, out / "learning_curves.png", title=title,
-                                       onset_epoch=None if onset is None else int(onset),
-                                       selected_epoch=None if selected is None else int(selected),
-                                       selected_by=cfg.checkpoint.monitor)
+    for figure in figures.wait() if figures is not None else []:
         tracker.log_artifact(run_id, figure, "figures")
-        if module.test_confusion is not None:
-            matrix = plots.confusion_matrix(module.test_confusion.numpy(), out / "confusion_matrix.png", title=f"{title} — test, best checkpoint")
-            tracker.log_artifact(run_id, matrix, "figures")
 
 
 @hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="config")
