@@ -37,7 +37,7 @@ _PANELS: tuple[tuple[str, tuple[tuple[str, str, str], ...]], ...] = (
 def _save(fig: Figure, path: PathLike) -> Path:
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=DPI, format="png")
+    fig.savefig(out, dpi=DPI, format="png", pil_kwargs={"compress_level": 1})  # fast zlib level: ~5x quicker, files ~1.5x larger
     return out
 
 

@@ -95,3 +95,16 @@ def test_rounds_alternate_plain_and_lossbench_and_pool_their_epochs():
     assert run["epoch_s_by_round"] == [[1.0, 2.0, 3.0], [4.0, 0.5, 6.0]]
     assert run["median_epoch_s"] == 2.5 and run["min_epoch_s"] == 0.5 and run["warmup_s"] == [9.0, 9.0]
     assert pooled["rounds"] == 2 and pooled["max_rss_mb"] == 300.0 and pooled["wall_s"] == 20.0
+
+
+def test_the_sweep_section_runs_the_readme_command_as_typed(tmp_path: Path):
+    from benchmarks.jobs import sweep_command
+    from benchmarks.settings import REPO, SWEEP_AS_TYPED
+
+    typed = next(line.split("#")[0].split() for line in (REPO / "README.md").read_text().splitlines()
+                 if line.startswith("python -m lossbench.train -m loss="))
+    command = sweep_command(Settings(root="/data"), tmp_path, "after", [])
+    assert typed[:3] == ["python", "-m", "lossbench.train"] and typed[3:] == SWEEP_AS_TYPED
+    assert command[1:3] == ["-m", "lossbench.train"] and command[3 : 3 + len(SWEEP_AS_TYPED)] == SWEEP_AS_TYPED
+    assert "trainer.max_epochs=1" in command and "data=fashion_mnist" in command
+    assert not any(o.startswith(("hydra/launcher", "hydra.launcher", "optimizer.fused")) for o in command), "after = as typed"
