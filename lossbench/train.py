@@ -105,11 +105,17 @@ def run(cfg: DictConfig, extra_callbacks: list | None = None) -> float:
         summary = analysis.summarize(history, rule, cfg.checkpoint.monitor, cfg.checkpoint.mode)
         figures = start_figures(cfg, history, summary)  # drawn in the background while the run finishes
 
-        # 4. Test the final weights, then the best checkpoint (by checkpoint.monitor, validation accuracy by default).
-        module.test_prefix = "test_last"
-        trainer.test(module, datamodule=data, verbose=False)
-        module.test_prefix = "test"
-        trainer.test(module, datamodule=data, ckpt_path=best.best_model_path or None, verbose=False, weights_only=True)
+        # 4. Test the final weights, then the best checkpoint (by checkpoint.monitor, validation accuracy by default);
+        #    when the last epoch is the best one, its checkpoint holds the final weights and one test serves both.
+        if best.best_model_path and last_is_best(history.get(cfg.checkpoint.monitor, []), cfg.checkpoint.mode):
+            module.test_prefix = "test"
+            trainer.test(module, datamodule=data, verbose=False)
+            module.test_results["test_last"] = {k.replace("test/", "test_last/", 1): v for k, v in module.test_results["test"].items()}
+        else:
+            module.test_prefix = "test_last"
+            trainer.test(module, datamodule=data, verbose=False)
+            module.test_prefix = "test"
+            trainer.test(module, datamodule=data, ckpt_path=best.best_model_path or None, verbose=False, weights_only=True)
         if figures is not None:
             figures.add_confusion(module.test_confusion)
 
@@ -126,6 +132,14 @@ def run(cfg: DictConfig, extra_callbacks: list | None = None) -> float:
              summary.get("summary/selected_epoch", -1), cfg.checkpoint.monitor, results["test_last/acc"], verdict.text)
     log.info("tracking store: %s", tracker.uri)
     return objective
+
+
+def last_is_best(values: list[float], mode: str) -> bool:
+    """True when the last epoch's monitored value beats every earlier one strictly (ModelCheckpoint keeps the earlier on a tie)."""
+    if not values or any(math.isnan(v) for v in values):
+        return False
+    last, earlier = values[-1], values[:-1]
+    return all(last > v for v in earlier) if mode == "max" else all(last < v for v in earlier)
 
 
 def built(group: str, build):
