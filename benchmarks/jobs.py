@@ -13,8 +13,17 @@ from typing import Any
 
 from benchmarks.children import child_env, spawn, tail
 from benchmarks.first_step import FIRST_STEP_ENV
-from benchmarks.settings import (BARE_IMPORT, JOB_OVERHEAD_TARGET_S, MEMORY_TARGET_MB, REPO, STARTUP_TARGET, SWEEP_AS_TYPED,
-                                 SWEEP_BEFORE_OVERRIDES, SWEEP_TARGET, Settings)
+from benchmarks.settings import (
+    BARE_IMPORT,
+    JOB_OVERHEAD_TARGET_S,
+    MEMORY_TARGET_MB,
+    REPO,
+    STARTUP_TARGET,
+    SWEEP_AS_TYPED,
+    SWEEP_BEFORE_OVERRIDES,
+    SWEEP_TARGET,
+    Settings,
+)
 from lossbench.paths import compose
 
 

@@ -20,9 +20,22 @@ from typing import Any
 from benchmarks import jobs
 from benchmarks.children import pool_rounds, run_variant, schedule
 from benchmarks.epochs import child
-from benchmarks.settings import (DATASET_OF, DEFAULT_SECTIONS, GPU_BATCH, GPU_MODELS, JOB_OVERHEAD_TARGET_S, MEMORY_TARGET_MB,
-                                 OVERHEAD_TARGET, SECTIONS, SMOKE_DATA, SMOKE_OVERRIDES, SPEEDUP_TARGET, STARTUP_TARGET,
-                                 SWEEP_TARGET, Settings)
+from benchmarks.settings import (
+    DATASET_OF,
+    DEFAULT_SECTIONS,
+    GPU_BATCH,
+    GPU_MODELS,
+    JOB_OVERHEAD_TARGET_S,
+    MEMORY_TARGET_MB,
+    OVERHEAD_TARGET,
+    SECTIONS,
+    SMOKE_DATA,
+    SMOKE_OVERRIDES,
+    SPEEDUP_TARGET,
+    STARTUP_TARGET,
+    SWEEP_TARGET,
+    Settings,
+)
 from benchmarks.table import machine_info, ratios, table
 
 

@@ -8,7 +8,14 @@ import platform
 from pathlib import Path
 from typing import Any
 
-from benchmarks.settings import JOB_OVERHEAD_TARGET_S, MEMORY_TARGET_MB, OVERHEAD_TARGET, SPEEDUP_TARGET, STARTUP_TARGET, SWEEP_TARGET
+from benchmarks.settings import (
+    JOB_OVERHEAD_TARGET_S,
+    MEMORY_TARGET_MB,
+    OVERHEAD_TARGET,
+    SPEEDUP_TARGET,
+    STARTUP_TARGET,
+    SWEEP_TARGET,
+)
 from lossbench.sweep import available_cores
 
 

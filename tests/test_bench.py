@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import children, main as bench
+from benchmarks import children
+from benchmarks import main as bench
 from benchmarks.settings import DEFAULT_SECTIONS, Settings
 
 
