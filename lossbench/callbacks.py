@@ -10,8 +10,6 @@ from mlflow.entities import Metric
 
 from lossbench.store import Tracker, deferred_interrupts
 
-FIRST_STEP_ENV = "LOSSBENCH_FIRST_STEP_FILE"
-
 
 class EpochLogger(pl.Callback):
     """Writes each epoch's record to MLflow in one batch, once the checkpoint that holds it is on disk.
@@ -56,14 +54,3 @@ class EpochLogger(pl.Callback):
             for i in range(0, len(batch), 1000):
                 self.tracker.client.log_batch(self.run_id, metrics=batch[i : i + 1000])
             self.logged.update(r["epoch"] for r in records)
-
-
-class FirstStepMark(pl.Callback):
-    """Writes ``time.time()`` to a file at the first training batch: the start-up benchmark's probe."""
-
-    def __init__(self, path: str):
-        self.path = path
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        if trainer.global_step == 0 and batch_idx == 0:
-            Path(self.path).write_text(repr(time.time()))

@@ -33,8 +33,8 @@ class ConfigError(LossbenchError):
 
 # Keys that say where or how a run is recorded, executed or judged, not what is trained: two configs
 # that differ only here are the same experiment (the same config hash; the report groups them together).
-OPERATIONAL_KEYS = ("tracking", "resume", "threads", "jobs_per_gpu", "analysis", "hydra", "data.root", "data.download",
-                    "trainer.accelerator", "trainer.devices", "trainer.enable_progress_bar",
+OPERATIONAL_KEYS = ("tracking", "resume", "threads", "launch", "optimizer.fused", "analysis", "hydra", "data.root",
+                    "data.download", "trainer.accelerator", "trainer.devices", "trainer.enable_progress_bar",
                     "trainer.enable_model_summary")
 CONFIG_HASH_VERSION = "2"
 """Tagged on every run as ``config_hash_version``. Version 1 (before 2026-11-30) also hashed ``analysis.*``,
@@ -91,7 +91,7 @@ def _optional(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
 RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("seed", lambda v: _is_int(v) and 0 <= v <= SEED_MAX, f"an integer from 0 to {SEED_MAX}"),
     ("threads", _optional(_positive_int), "null or an integer >= 1"),
-    ("jobs_per_gpu", _positive_int, "an integer >= 1"),
+    ("launch.jobs_per_gpu", _positive_int, "an integer >= 1"),
     ("resume", lambda v: v is None or isinstance(v, bool) or (isinstance(v, str) and Path(v).expanduser().is_file()),
      "null, true, false or the path of an existing checkpoint file"),
     ("trainer.max_epochs", _positive_int, "an integer >= 1"),

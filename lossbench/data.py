@@ -188,6 +188,10 @@ class Splits:
     train_true_y: Tensor | None = None  # the clean training labels when train_y holds noisy ones
 
 
+# The splits of the last data set a process loaded (a joblib worker runs many jobs on the same data).
+_LAST_LOADED: dict = {}
+
+
 class MNISTFamily(pl.LightningDataModule):
     """An MNIST-format data set as in-memory tensors: train, validation (carved from train), test.
 
@@ -235,8 +239,32 @@ class MNISTFamily(pl.LightningDataModule):
         )
 
     def load(self) -> Splits:
+        """Read, check, split and normalise once; a process's next job with the same data and files reuses the result."""
         if self.splits is not None:
             return self.splits
+        key = self._cache_key()
+        if key is not None and _LAST_LOADED.get("key") == key:
+            self.splits, self.noise_report = _LAST_LOADED["splits"], dict(_LAST_LOADED["noise_report"])
+            return self.splits
+        self._read_and_split()
+        _LAST_LOADED.clear()
+        if key is not None:
+            _LAST_LOADED.update(key=key, splits=self.splits, noise_report=dict(self.noise_report))
+        return self.splits
+
+    def _cache_key(self) -> tuple | None:
+        """What the splits depend on: every setting but the run's shuffle seed and batch sizes, and the raw files'
+        sizes and modification times; None when the files are not there yet (a download)."""
+        raw = self.root / self.dataset / "raw"
+        try:
+            files = tuple(sorted((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in raw.iterdir()))
+        except OSError:
+            return None
+        settings = (self.dataset, str(self.root), self.mean, self.std, self.val_size, self.train_size, self.train_eval_size,
+                    self.split_seed, repr(sorted(self.label_noise.items())), self.num_classes)
+        return (settings, files) if files else None
+
+    def _read_and_split(self) -> None:
         train_images, train_labels = read_split(self.dataset, self.root, train=True, download=self.download)
         test_images, test_labels = read_split(self.dataset, self.root, train=False, download=self.download)
         top = int(max(train_labels.max(), test_labels.max()))
@@ -270,7 +298,6 @@ class MNISTFamily(pl.LightningDataModule):
             test_x=self._normalise(test_images), test_y=test_labels,
             train_eval_idx=train_eval_idx.sort().values, train_true_y=clean_train_y,
         )
-        return self.splits
 
     def _normalise(self, images: Tensor) -> Tensor:
         return images.unsqueeze(1).float().div_(255).sub_(self.mean).div_(self.std)

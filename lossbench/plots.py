@@ -37,7 +37,7 @@ _PANELS: tuple[tuple[str, tuple[tuple[str, str, str], ...]], ...] = (
 def _save(fig: Figure, path: PathLike) -> Path:
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=DPI, format="png")
+    fig.savefig(out, dpi=DPI, format="png", pil_kwargs={"compress_level": 1})  # fast zlib level: ~5x quicker, files ~1.5x larger
     return out
 
 
@@ -76,7 +76,9 @@ def learning_curves(curves: Curves, path: PathLike, title: str = "", onset_epoch
     dotted vertical line, ``onset_epoch`` (see :func:`lossbench.analysis.judge`) with a dashed one,
     each with a legend entry on every panel. Panels whose metrics are all missing say so.
     """
-    fig = Figure(figsize=(14, 4.2), layout="constrained")
+    # Fixed margins, not a layout engine: "constrained" lays the figure out by drawing it, doubling its cost per run.
+    fig = Figure(figsize=(14, 4.2))
+    fig.subplots_adjust(left=0.045, right=0.99, bottom=0.12, top=0.86 if title else 0.92, wspace=0.2)
     axes = fig.subplots(1, len(_PANELS))
     for ax, (name, series) in zip(axes, _PANELS):
         drawn = [_plot_curve(ax, curves.get(metric, ()), color=_colour(metric), linestyle=style, label=label)
@@ -113,7 +115,10 @@ def confusion_matrix(matrix: Sequence[Sequence[float]] | np.ndarray, path: PathL
     integer = bool(np.all(np.isfinite(m)) and np.all(m == np.round(m)))
 
     size = max(5.0, 0.55 * n + 2.5)
-    fig = Figure(figsize=(size + 1.0, size), layout="constrained")
+    fig = Figure(figsize=(size + 1.0, size))  # fixed margins: see learning_curves
+    long_names = max(map(len, names), default=0) > 2
+    fig.subplots_adjust(left=0.1 + 0.012 * max(0, max(map(len, names), default=0) - 2), right=0.98,
+                        bottom=0.16 if long_names else 0.1, top=0.92)
     ax = fig.subplots()
     image = ax.imshow(frac, cmap="Blues", vmin=0.0, vmax=1.0)
     fig.colorbar(image, ax=ax, label="fraction of the true class", shrink=0.8)
@@ -122,7 +127,6 @@ def confusion_matrix(matrix: Sequence[Sequence[float]] | np.ndarray, path: PathL
             text = f"{int(m[i, j])}" if integer else f"{m[i, j]:.2f}"
             ax.text(j, i, text, ha="center", va="center", fontsize="small" if n <= 12 else "x-small",
                     color="white" if frac[i, j] > 0.5 else "black")
-    long_names = max(map(len, names), default=0) > 2
     ax.set_xticks(range(n), names, rotation=45 if long_names else 0, ha="right" if long_names else "center")
     ax.set_yticks(range(n), names)
     ax.set_xlabel("predicted class")

@@ -22,7 +22,18 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from lossbench.config import CONFIG_HASH_VERSION, ConfigError, LossbenchError, config_hash, flatten, redact_override, redact_tree, resolved, validate, without_name
+from lossbench.config import (
+    CONFIG_HASH_VERSION,
+    ConfigError,
+    LossbenchError,
+    config_hash,
+    flatten,
+    redact_override,
+    redact_tree,
+    resolved,
+    validate,
+    without_name,
+)
 from lossbench.paths import conf_dir
 
 log = logging.getLogger("lossbench")
@@ -32,7 +43,8 @@ OBJECTIVE = "val/acc"  # what a sweep's job returns (Hydra sweepers optimise it)
 def run(cfg: DictConfig, extra_callbacks: list | None = None) -> float:
     """Train and record one configuration; return the last epoch's validation accuracy.
 
-    ``extra_callbacks`` are added to the Lightning trainer (the benchmark times epochs with one).
+    ``extra_callbacks``: your own Lightning callbacks, added to the trainer after lossbench's (e.g. to
+    time epochs or inspect the optimizer; see benchmarks/ for examples).
     """
     # 1. Check everything before anything is recorded; config errors answer before the heavy imports.
     validate(cfg)
@@ -40,11 +52,12 @@ def run(cfg: DictConfig, extra_callbacks: list | None = None) -> float:
     import torch
 
     from lossbench import analysis, gpus, preflight, store_links, sweep
+    from lossbench.callbacks import EpochLogger
     from lossbench.console import EpochLine, MiniBatchProgressBar
     from lossbench.data import MNISTFamily
     from lossbench.losses import build_loss
     from lossbench.module import LossbenchModule, curves
-    from lossbench.callbacks import FIRST_STEP_ENV, EpochLogger, FirstStepMark
+    from lossbench.optim import check_fused
     from lossbench.store import CHECKPOINT_TAG, Tracker
 
     quiet_libraries()
@@ -52,6 +65,7 @@ def run(cfg: DictConfig, extra_callbacks: list | None = None) -> float:
     # lossbench forks no workers, and through NVML every optimizer step pays ~50 us to ask for CUDA.
     os.environ.pop("PYTORCH_NVML_BASED_CUDA_CHECK", None)
     torch.set_num_threads(cfg.threads or sweep.threads_per_job())
+    check_fused(cfg.optimizer)
     data = MNISTFamily.from_config(cfg.data, seed=cfg.seed)
     splits = data.load()
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -90,7 +104,7 @@ def run(cfg: DictConfig, extra_callbacks: list | None = None) -> float:
     # 3. Train. The run ends FINISHED, FAILED (with the reason) or KILLED, whatever happens.
     with recorded(tracker, run_id):
         trainer_cfg = OmegaConf.to_container(cfg.trainer)
-        if cfg.trainer.accelerator != "cpu" and (gpu := gpus.gpu_for_sweep_job(cfg.jobs_per_gpu)) is not None:
+        if cfg.trainer.accelerator != "cpu" and (gpu := gpus.gpu_for_sweep_job(cfg.launch.jobs_per_gpu)) is not None:
             trainer_cfg["devices"] = [gpu]  # parallel jobs on one machine take its GPUs in turn
         module = LossbenchModule(net, loss, optimizer, scheduler, num_classes=cfg.data.num_classes,
                                  gradient_clip_val=trainer_cfg.pop("gradient_clip_val"), train_eval_true=data.train_eval_true_labels)
@@ -98,8 +112,6 @@ def run(cfg: DictConfig, extra_callbacks: list | None = None) -> float:
         # Every epoch's end, whatever the monitor did: Lightning's save_last writes last.ckpt only when "best" improved.
         last = pl.callbacks.ModelCheckpoint(dirpath=checkpoint_dir, filename="last", monitor=None, save_top_k=1, enable_version_counter=False)
         callbacks = [EpochLogger(tracker, run_id, checkpoint_dir), best, last, EpochLine(), *(extra_callbacks or [])]
-        if os.environ.get(FIRST_STEP_ENV):
-            callbacks.append(FirstStepMark(os.environ[FIRST_STEP_ENV]))  # start-up benchmark probe
         if cfg.early_stopping.enabled:
             es = cfg.early_stopping
             callbacks.append(pl.callbacks.EarlyStopping(monitor=es.monitor, mode=es.mode, patience=es.patience, min_delta=es.min_delta))
@@ -111,21 +123,29 @@ def run(cfg: DictConfig, extra_callbacks: list | None = None) -> float:
                              num_sanity_val_steps=0, default_root_dir=output_dir())
         trainer.fit(module, datamodule=data, ckpt_path=ckpt_path, weights_only=True)
         history = curves(module.history)
-
-        # 4. Test the final weights, then the best checkpoint (by checkpoint.monitor, validation accuracy by default).
-        (final,) = trainer.test(module, datamodule=data, verbose=False)
-        (selected,) = trainer.test(module, datamodule=data, ckpt_path=best.best_model_path or None, verbose=False, weights_only=True)
-        tests = {**selected, **{k.replace("test/", "test_last/", 1): v for k, v in final.items()}}  # module.test_confusion: selected
-
-        # 5. Record what the run means: test metrics, overfitting summary, figures, config.
         rule = analysis.Rule.from_config(cfg.analysis)
         summary = analysis.summarize(history, rule, cfg.checkpoint.monitor, cfg.checkpoint.mode)
+        figures = start_figures(cfg, history, summary)  # drawn in the background while the run finishes
+
+        # 4. Test the selected checkpoint (checkpoint.monitor; validation accuracy by default) and the final weights;
+        #    when the last epoch is strictly the best, its checkpoint holds the final weights and one test serves both.
+        if best.best_model_path and last_is_best(history.get(cfg.checkpoint.monitor, []), cfg.checkpoint.mode):
+            (final,) = trainer.test(module, datamodule=data, verbose=False)
+            selected = final
+        else:
+            (final,) = trainer.test(module, datamodule=data, verbose=False)
+            (selected,) = trainer.test(module, datamodule=data, ckpt_path=best.best_model_path or None, verbose=False, weights_only=True)
+        tests = {**selected, **{k.replace("test/", "test_last/", 1): v for k, v in final.items()}}
+        if figures is not None:
+            figures.add_confusion(module.test_confusion, data.class_names)  # the test just run: the selected checkpoint
+
+        # 5. Record what the run means: test metrics, overfitting summary, config, figures.
         verdict = analysis.judge(history, rule)
         results = {**tests, **summary}
         tracker.log_metrics(run_id, {k: v for k, v in results.items() if v is not None and not math.isnan(v)})
         tracker.set_tags(run_id, {"onset_epoch": "none" if verdict.onset_epoch is None else verdict.onset_epoch,
                                   "verdict": verdict.kind, "verdict_text": verdict.text})
-        record_artifacts(tracker, run_id, cfg, history, summary, module, data.class_names)
+        record_artifacts(tracker, run_id, cfg, figures)
     objective = history[OBJECTIVE][-1] if history.get(OBJECTIVE) else math.nan
     sweep.record_outcome("finished", run_id, objective)
     log.info("run %s finished: test/acc %.4f (epoch %d, best %s), %.4f (last epoch); %s", run_id, results["test/acc"],
@@ -133,6 +153,14 @@ def run(cfg: DictConfig, extra_callbacks: list | None = None) -> float:
     for line in store_links.look_lines(tracker.uri, store_links.run_url(tracker.uri, tracker.experiment_id, run_id)):
         log.info(line)
     return objective
+
+
+def last_is_best(values: list[float], mode: str) -> bool:
+    """True when the last epoch's monitored value beats every earlier one strictly (ModelCheckpoint keeps the earlier on a tie)."""
+    if not values or any(math.isnan(v) for v in values):
+        return False
+    last, earlier = values[-1], values[:-1]
+    return all(last > v for v in earlier) if mode == "max" else all(last < v for v in earlier)
 
 
 def built(group: str, build):
@@ -151,8 +179,8 @@ def resume_point(cfg: DictConfig, tracker, identity: str) -> tuple[str | None, s
     """(run id, checkpoint) to continue, or (None, None) for a fresh run. ``resume`` is null, false, true or a path."""
     import torch
 
-    from lossbench.sweep import in_sweep as sweep_job
     from lossbench.store import CHECKPOINT_TAG
+    from lossbench.sweep import in_sweep as sweep_job
 
     resume = sweep_job() if cfg.resume is None else cfg.resume  # null: resume in sweeps (a requeued or re-run job)
     if resume is False:
@@ -229,10 +257,18 @@ def output_dir() -> str:
     return HydraConfig.get().runtime.output_dir if HydraConfig.initialized() else tempfile.mkdtemp(prefix="lossbench-")
 
 
-def record_artifacts(tracker, run_id: str, cfg: DictConfig, history, summary, module, class_names=None) -> None:
-    """Learning curves, confusion matrix (labelled with ``class_names``), the resolved config and the Hydra overrides, as run artifacts."""
-    from lossbench import plots  # matplotlib: imported after training, not before the first step
+def start_figures(cfg: DictConfig, history, summary):
+    """Start drawing the run's figures in a background thread (None when ``analysis.figures`` is false)."""
+    if not cfg.analysis.figures:
+        return None
+    from lossbench.run_figures import RunFigures
 
+    title = f"{cfg.loss.name} / {cfg.optimizer.name} / {cfg.model.name} / seed {cfg.seed}"
+    return RunFigures(Path(output_dir()), title, history, summary, cfg.checkpoint.monitor)
+
+
+def record_artifacts(tracker, run_id: str, cfg: DictConfig, figures) -> None:
+    """The resolved config, the Hydra overrides and (once drawn) the figures, as run artifacts."""
     out = Path(output_dir())
     (out / "config.resolved.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(redact_tree(resolved(cfg)))))
     tracker.log_artifact(run_id, out / "config.resolved.yaml")
@@ -240,18 +276,8 @@ def record_artifacts(tracker, run_id: str, cfg: DictConfig, history, summary, mo
         overrides = [redact_override(o) for o in HydraConfig.get().overrides.task]
         (out / "overrides.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(overrides)))
         tracker.log_artifact(run_id, out / "overrides.yaml")
-    if cfg.analysis.figures:
-        onset, selected = summary.get("summary/onset_epoch"), summary.get("summary/selected_epoch")
-        title = f"{cfg.loss.name} / {cfg.optimizer.name} / {cfg.model.name} / seed {cfg.seed}"
-        figure = plots.learning_curves(history, out / "learning_curves.png", title=title,
-                                       onset_epoch=None if onset is None else int(onset),
-                                       selected_epoch=None if selected is None else int(selected),
-                                       selected_by=cfg.checkpoint.monitor)
+    for figure in figures.wait() if figures is not None else []:
         tracker.log_artifact(run_id, figure, "figures")
-        if module.test_confusion is not None:
-            matrix = plots.confusion_matrix(module.test_confusion.numpy(), out / "confusion_matrix.png", class_names=class_names,
-                                            title=f"{title} — test, best checkpoint")
-            tracker.log_artifact(run_id, matrix, "figures")
 
 
 @hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="config")

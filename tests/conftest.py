@@ -9,6 +9,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from idx import write_mnist_family  # noqa: E402
 
+from lossbench.paths import compose  # noqa: E402,F401  (the tests compose the real config with it)
+
 FASHION_MNIST_DEBIAN = Path("/usr/share/datasets/fashion-mnist")
 
 
@@ -16,18 +18,6 @@ FASHION_MNIST_DEBIAN = Path("/usr/share/datasets/fashion-mnist")
 def tiny_mnist(tmp_path: Path) -> Path:
     """A torchvision root holding a 600/200-image MNIST in idx format."""
     return write_mnist_family(tmp_path / "data", "MNIST", n_train=600, n_test=200)
-
-
-def compose(*overrides: str, hydra_config: bool = False):
-    """The real config, composed exactly as `python -m lossbench.train` would (without Hydra's runtime);
-    ``hydra_config=True`` keeps the ``hydra`` node (sweeper params, launcher, mode)."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-
-    from lossbench.paths import conf_dir
-
-    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-        return hydra_compose("config", overrides=list(overrides), return_hydra_config=hydra_config)
 
 
 def tiny_overrides(root: Path, store: Path, *extra: str) -> list[str]:

@@ -28,7 +28,16 @@ def train_runs(store: Path):
     return client, [r for r in runs if r.data.tags.get("lossbench.kind") == "train"]
 
 
-@pytest.mark.parametrize("launcher", [[], ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]], ids=["basic", "joblib-2"])
+LAUNCHERS = {"basic": ["hydra/launcher=basic"], "default": [], "joblib-2": ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]}
+
+
+def parallel_jobs_here() -> int:
+    """What the default launcher should choose here: one job per core, at most MemAvailable / 1.5 GiB."""
+    available_kb = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemAvailable:"))
+    return max(1, min(available_cores(), int(available_kb / 1024**2 // 1.5)))
+
+
+@pytest.mark.parametrize("launcher", LAUNCHERS.values(), ids=LAUNCHERS.keys())
 def test_four_job_sweep_into_a_new_store(tiny_mnist: Path, tmp_path: Path, launcher: list[str]):
     store = tmp_path / "mlflow.db"
     assert not store.exists()
@@ -42,7 +51,10 @@ def test_four_job_sweep_into_a_new_store(tiny_mnist: Path, tmp_path: Path, launc
     parent = [r for r in read_runs(store)[1] if r.data.tags.get("lossbench.kind") == "sweep"]
     assert len(parent) == 1 and parent[0].data.tags["sweep_id"] in sweep_ids and parent[0].info.status == "FINISHED"
     assert {r.data.tags["mlflow.parentRunId"] for r in runs} == {parent[0].info.run_id}
-    expected_threads = max(1, available_cores() // 2) if launcher else available_cores()
+    jobs = 1 if launcher == LAUNCHERS["basic"] else 2 if launcher else parallel_jobs_here()
+    expected_threads = max(1, available_cores() // jobs)
+    if launcher != LAUNCHERS["basic"]:
+        assert f"n_jobs={jobs}," in done.stdout + done.stderr, "the joblib launcher runs the jobs in parallel"
     assert {r.data.tags["threads"] for r in runs} == {str(expected_threads)}, "jobs x threads must not exceed the cores"
     assert "4 finished, 0 failed, 0 killed, 0 skipped" in done.stdout and "python -m lossbench.report" in done.stdout
 
