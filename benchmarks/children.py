@@ -47,7 +47,9 @@ def spawn(cmd: list[str], log: Path, env: dict[str, str], cwd: Path) -> Child:
         out.write(f"$ {shlex.join(cmd)}\n".encode())
         out.flush()
         started, t0 = time.time(), time.perf_counter()
-        process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, cwd=cwd)
+        process = subprocess.Popen(
+            cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, cwd=cwd
+        )
         try:
             _, status, usage = os.wait4(process.pid, 0)
         except BaseException:
@@ -69,7 +71,15 @@ def tail(path: Path, lines: int = 15) -> str:
 @contextlib.contextmanager
 def quiet():
     """In-process runs: keep Lightning's banners, warnings and progress bar out of the benchmark's output."""
-    names = ("pytorch_lightning", "lightning", "lightning.pytorch", "lightning_fabric", "lossbench", "mlflow", "alembic")
+    names = (
+        "pytorch_lightning",
+        "lightning",
+        "lightning.pytorch",
+        "lightning_fabric",
+        "lossbench",
+        "mlflow",
+        "alembic",
+    )
     levels = {n: logging.getLogger(n).level for n in names}
     sink = io.StringIO()
     try:
@@ -100,8 +110,13 @@ def pool_rounds(variants: list[dict[str, Any]]) -> list[dict[str, Any]]:
     pooled: dict[str, dict[str, Any]] = {}
     for v in variants:
         if v["label"] not in pooled:
-            pooled[v["label"]] = {**v, "runs": [dict(r, epoch_s_by_round=[r["epoch_s"]]) for r in v.get("runs", [])],
-                                  "rounds": 1, "max_rss_mb_by_round": [v["max_rss_mb"]], "load_by_round": [[v["load_before"][0], v["load_after"][0]]]}
+            pooled[v["label"]] = {
+                **v,
+                "runs": [dict(r, epoch_s_by_round=[r["epoch_s"]]) for r in v.get("runs", [])],
+                "rounds": 1,
+                "max_rss_mb_by_round": [v["max_rss_mb"]],
+                "load_by_round": [[v["load_before"][0], v["load_after"][0]]],
+            }
             continue
         p = pooled[v["label"]]
         p["rounds"] += 1
@@ -120,14 +135,28 @@ def pool_rounds(variants: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return list(pooled.values())
 
 
-def run_variant(variant: str, runs: list[tuple[str, int]], settings: Settings, tmp: Path, isolation: str,
-                workers: int = 0, accelerator: str = "cpu") -> dict[str, Any]:
+def run_variant(
+    variant: str,
+    runs: list[tuple[str, int]],
+    settings: Settings,
+    tmp: Path,
+    isolation: str,
+    workers: int = 0,
+    accelerator: str = "cpu",
+) -> dict[str, Any]:
     """One variant over its (model, batch) runs, in a child process or in this one."""
     label = variant if variant != "conventional" else f"conventional-w{workers}"
     if accelerator == "gpu":
         label += "-gpu"
     load_before = list(os.getloadavg())
-    spec = {"variant": variant, "runs": runs, "settings": vars(settings), "tmp": str(tmp), "workers": workers, "accelerator": accelerator}
+    spec = {
+        "variant": variant,
+        "runs": runs,
+        "settings": vars(settings),
+        "tmp": str(tmp),
+        "workers": workers,
+        "accelerator": accelerator,
+    }
     if isolation == "inprocess":
         import tempfile as tf
 
@@ -145,12 +174,18 @@ def run_variant(variant: str, runs: list[tuple[str, int]], settings: Settings, t
     else:
         spec_file, out_file, log = tmp / f"{label}.spec.json", tmp / f"{label}.result.json", tmp / f"{label}.log"
         spec_file.write_text(json.dumps(spec))
-        ran = spawn([sys.executable, "-m", "benchmarks", "--child", str(spec_file), "--child-out", str(out_file)], log, child_env(tmp), tmp)
+        ran = spawn(
+            [sys.executable, "-m", "benchmarks", "--child", str(spec_file), "--child-out", str(out_file)],
+            log,
+            child_env(tmp),
+            tmp,
+        )
         if ran.rc != 0 or not out_file.is_file():
             raise RuntimeError(f"variant {label} failed (exit {ran.rc}); end of {log}:\n{tail(log)}")
         result = json.loads(out_file.read_text())
         result.update(max_rss_mb=round(ran.max_rss_mb, 1), wall_s=round(ran.wall_s, 3))
     result.update(load_before=load_before, load_after=list(os.getloadavg()))
-    result.update(variant=variant, label=label, workers=workers if variant == "conventional" else None, accelerator=accelerator)
+    result.update(
+        variant=variant, label=label, workers=workers if variant == "conventional" else None, accelerator=accelerator
+    )
     return result
-

@@ -62,7 +62,10 @@ def time_plain(cfg, device: str = "cpu", fused: bool = False) -> list[float]:
 
     s = MNISTFamily.from_config(cfg.data, seed=cfg.seed).load()  # the same splits, normalised the same way
     train_x, train_y = s.train_x.to(device), s.train_y.to(device)
-    evals = [(s.val_x.to(device), s.val_y.to(device)), (s.train_x[s.train_eval_idx].to(device), s.train_y[s.train_eval_idx].to(device))]
+    evals = [
+        (s.val_x.to(device), s.val_y.to(device)),
+        (s.train_x[s.train_eval_idx].to(device), s.train_y[s.train_eval_idx].to(device)),
+    ]
     torch.manual_seed(cfg.seed)
     net = instantiate(cfg.model.net).to(device)
     loss_fn = build_loss(cfg.loss, cfg.data.num_classes).to(device)
@@ -77,14 +80,18 @@ def time_plain(cfg, device: str = "cpu", fused: bool = False) -> list[float]:
     nvml_check = os.environ.pop(NVML_ENV, None)
     try:
         for _ in range(cfg.trainer.max_epochs):
-            times.append(_plain_epoch(net, loss_fn, optimizer, train_x, train_y, evals, batch, eval_batch, generator, device))
+            times.append(
+                _plain_epoch(net, loss_fn, optimizer, train_x, train_y, evals, batch, eval_batch, generator, device)
+            )
     finally:
         if nvml_check is not None:
             os.environ[NVML_ENV] = nvml_check
     return times
 
 
-def _plain_epoch(net, loss_fn, optimizer, train_x, train_y, evals, batch: int, eval_batch: int, generator, device: str) -> float:
+def _plain_epoch(
+    net, loss_fn, optimizer, train_x, train_y, evals, batch: int, eval_batch: int, generator, device: str
+) -> float:
     """One shuffled training epoch, then evaluation passes computing the run's loss and the yardsticks; seconds."""
     import torch
 
@@ -186,11 +193,20 @@ def time_conventional(cfg, workers: int, tmp: Path, device: str = "cpu") -> list
             return torch.optim.Adam(self.parameters(), lr=cfg.optimizer.lr)
 
     pl.seed_everything(cfg.seed, verbose=False)
-    module = Conventional(instantiate(cfg.model.net), build_loss(cfg.loss, d.num_classes), cfg.optimizer.lr, d.num_classes)
+    module = Conventional(
+        instantiate(cfg.model.net), build_loss(cfg.loss, d.num_classes), cfg.optimizer.lr, d.num_classes
+    )
     logger = MLFlowLogger(experiment_name="conventional", tracking_uri=f"sqlite:///{tmp}/conventional.db")
     timer = epoch_timer()
-    trainer = pl.Trainer(max_epochs=cfg.trainer.max_epochs, accelerator=device, devices=1, logger=logger, callbacks=[timer],
-                         enable_progress_bar=True, default_root_dir=str(tmp / "conventional"))
+    trainer = pl.Trainer(
+        max_epochs=cfg.trainer.max_epochs,
+        accelerator=device,
+        devices=1,
+        logger=logger,
+        callbacks=[timer],
+        enable_progress_bar=True,
+        default_root_dir=str(tmp / "conventional"),
+    )
     trainer.fit(module, train_loader, val_loader)
     return timer.epochs
 
@@ -219,7 +235,15 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
         else:
             times = time_conventional(cfg, spec["workers"], tmp, device)
         measured = times[settings.warmup :] or times
-        results.append({"model": model, "batch": batch, "epoch_s": measured, "warmup_s": times[: len(times) - len(measured)],
-                        "median_epoch_s": statistics.median(measured), "min_epoch_s": min(measured), "threads": torch.get_num_threads()})
+        results.append(
+            {
+                "model": model,
+                "batch": batch,
+                "epoch_s": measured,
+                "warmup_s": times[: len(times) - len(measured)],
+                "median_epoch_s": statistics.median(measured),
+                "min_epoch_s": min(measured),
+                "threads": torch.get_num_threads(),
+            }
+        )
     return {"runs": results}
-

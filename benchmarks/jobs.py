@@ -51,8 +51,12 @@ def measure_startup(settings: Settings, tmp: Path, model: str) -> dict[str, Any]
         ran = spawn(cmd, log, {**env, FIRST_STEP_ENV: str(mark)}, tmp)
         if ran.rc != 0 or not mark.is_file():
             raise RuntimeError(f"lossbench job failed (exit {ran.rc}) or wrote no first-step mark:\n{tail(log)}")
-        job = {"first_step_s": round(float(mark.read_text()) - ran.started, 3), "wall_s": round(ran.wall_s, 3),
-               "max_rss_mb": round(ran.max_rss_mb, 1), "store": "fresh" if fresh and i == 0 else "existing"}
+        job = {
+            "first_step_s": round(float(mark.read_text()) - ran.started, 3),
+            "wall_s": round(ran.wall_s, 3),
+            "max_rss_mb": round(ran.max_rss_mb, 1),
+            "store": "fresh" if fresh and i == 0 else "existing",
+        }
         jobs.append(job)
         if job["store"] == "existing":
             first_steps.append(job["first_step_s"])
@@ -62,10 +66,17 @@ def measure_startup(settings: Settings, tmp: Path, model: str) -> dict[str, Any]
     bare_median, first_median = statistics.median(bare), statistics.median(first_steps)
     method = "python -m benchmarks.first_step: lossbench.train's @hydra.main and run(), plus a first-step callback passed to run()"
     return {
-        "model": model, "method": method, "bare_import_cmd": f"{sys.executable} -c {shlex.quote(BARE_IMPORT)}",
-        "bare_import_s": [round(b, 3) for b in bare], "bare_import_median_s": round(bare_median, 3),
-        "first_step_s": first_steps, "first_step_median_s": round(first_median, 3),
-        "ratio": round(first_median / bare_median, 3), "target": STARTUP_TARGET, "jobs": jobs, "notes": notes,
+        "model": model,
+        "method": method,
+        "bare_import_cmd": f"{sys.executable} -c {shlex.quote(BARE_IMPORT)}",
+        "bare_import_s": [round(b, 3) for b in bare],
+        "bare_import_median_s": round(bare_median, 3),
+        "first_step_s": first_steps,
+        "first_step_median_s": round(first_median, 3),
+        "ratio": round(first_median / bare_median, 3),
+        "target": STARTUP_TARGET,
+        "jobs": jobs,
+        "notes": notes,
     }
 
 
@@ -76,11 +87,22 @@ def measure_memory(settings: Settings, tmp: Path, model: str, startup: dict[str,
         source = "the start-up section's jobs (wait4 ru_maxrss of each child)"
     else:
         log = tmp / "memory.log"
-        ran = spawn([sys.executable, "-m", "lossbench.train", *settings.job_overrides(model, tmp, "memory")], log, child_env(tmp), tmp)
+        ran = spawn(
+            [sys.executable, "-m", "lossbench.train", *settings.job_overrides(model, tmp, "memory")],
+            log,
+            child_env(tmp),
+            tmp,
+        )
         if ran.rc != 0:
             raise RuntimeError(f"lossbench job failed (exit {ran.rc}):\n{tail(log)}")
         peaks, source = [round(ran.max_rss_mb, 1)], "one job of its own (wait4 ru_maxrss)"
-    return {"model": model, "max_rss_mb": max(peaks), "jobs_max_rss_mb": peaks, "source": source, "target_mb": MEMORY_TARGET_MB}
+    return {
+        "model": model,
+        "max_rss_mb": max(peaks),
+        "jobs_max_rss_mb": peaks,
+        "source": source,
+        "target_mb": MEMORY_TARGET_MB,
+    }
 
 
 def gpu_present() -> bool:
@@ -122,19 +144,45 @@ def time_overhead(settings: Settings, model: str, tmp: Path) -> dict[str, Any]:
         run(compose(*overrides, f"seed={i}"), extra_callbacks=[marks])
         ended = time.perf_counter()
         epochs = marks.train_end - marks.first_epoch
-        jobs.append({"wall_s": ended - started, "epochs_s": epochs, "overhead_s": ended - started - epochs,
-                     "setup_s": marks.first_epoch - started, "tests_s": marks.test_ends[-1] - marks.train_end,
-                     "record_s": ended - marks.test_ends[-1], "warm_up": i == 0})
+        jobs.append(
+            {
+                "wall_s": ended - started,
+                "epochs_s": epochs,
+                "overhead_s": ended - started - epochs,
+                "setup_s": marks.first_epoch - started,
+                "tests_s": marks.test_ends[-1] - marks.train_end,
+                "record_s": ended - marks.test_ends[-1],
+                "warm_up": i == 0,
+            }
+        )
     measured = [j for j in jobs if not j["warm_up"]]
-    return {"model": model, "jobs": jobs, **{f"{k}_median": statistics.median(j[k] for j in measured)
-                                             for k in ("overhead_s", "setup_s", "tests_s", "record_s", "epochs_s")}}
+    return {
+        "model": model,
+        "jobs": jobs,
+        **{
+            f"{k}_median": statistics.median(j[k] for j in measured)
+            for k in ("overhead_s", "setup_s", "tests_s", "record_s", "epochs_s")
+        },
+    }
 
 
 def sweep_command(settings: Settings, tmp: Path, name: str, extra: list[str]) -> list[str]:
     """The README's sweep as typed, plus one epoch, the data, and a store and folders of its own."""
-    return [sys.executable, "-m", "lossbench.train", *SWEEP_AS_TYPED, "trainer.max_epochs=1", f"data={settings.data}",
-            f"data.root={settings.root}", "data.download=false", f"tracking.uri=sqlite:///{tmp}/{name}.db",
-            f"tracking.checkpoint_dir={tmp}/{name}-ckpt", f"hydra.sweep.dir={tmp}/{name}-multirun", *settings.data_overrides, *extra]
+    return [
+        sys.executable,
+        "-m",
+        "lossbench.train",
+        *SWEEP_AS_TYPED,
+        "trainer.max_epochs=1",
+        f"data={settings.data}",
+        f"data.root={settings.root}",
+        "data.download=false",
+        f"tracking.uri=sqlite:///{tmp}/{name}.db",
+        f"tracking.checkpoint_dir={tmp}/{name}-ckpt",
+        f"hydra.sweep.dir={tmp}/{name}-multirun",
+        *settings.data_overrides,
+        *extra,
+    ]
 
 
 def source_at(rev: str, tmp: Path) -> Path:
@@ -157,12 +205,20 @@ def run_sweep(cmd: list[str], tmp: Path, name: str, env: dict[str, str]) -> dict
         raise RuntimeError(f"sweep {name} failed (exit {ran.rc}):\n{tail(log)}")
     client = MlflowClient(f"sqlite:///{tmp}/{name}.db")
     experiments = [e.experiment_id for e in client.search_experiments()]
-    runs = [r for r in client.search_runs(experiments, max_results=5000) if r.data.tags.get("lossbench.kind") == "train"]
+    runs = [
+        r for r in client.search_runs(experiments, max_results=5000) if r.data.tags.get("lossbench.kind") == "train"
+    ]
     epochs = sorted(m.value for r in runs for m in client.get_metric_history(r.info.run_id, "time/epoch_s"))
-    return {"command": shlex.join(cmd), "jobs": len(runs), "finished": sum(r.info.status == "FINISHED" for r in runs),
-            "wall_s": round(ran.wall_s, 3), "sum_epoch_s": round(sum(epochs), 3),
-            "threads": sorted({r.data.tags.get("threads") for r in runs}),
-            "epoch_s_median": round(statistics.median(epochs), 3) if epochs else None, "max_rss_mb": round(ran.max_rss_mb, 1)}
+    return {
+        "command": shlex.join(cmd),
+        "jobs": len(runs),
+        "finished": sum(r.info.status == "FINISHED" for r in runs),
+        "wall_s": round(ran.wall_s, 3),
+        "sum_epoch_s": round(sum(epochs), 3),
+        "threads": sorted({r.data.tags.get("threads") for r in runs}),
+        "epoch_s_median": round(statistics.median(epochs), 3) if epochs else None,
+        "max_rss_mb": round(ran.max_rss_mb, 1),
+    }
 
 
 def measure_sweep(settings: Settings, tmp: Path) -> dict[str, Any]:
@@ -175,13 +231,20 @@ def measure_sweep(settings: Settings, tmp: Path) -> dict[str, Any]:
         before = run_sweep(sweep_command(settings, tmp, "sweep-before", []), tmp, "sweep-before", before_env)
         before["code"] = f"git revision {settings.before_rev} (as typed; PYTHONPATH={source})"
     else:
-        before = run_sweep(sweep_command(settings, tmp, "sweep-before", SWEEP_BEFORE_OVERRIDES), tmp, "sweep-before", env)
+        before = run_sweep(
+            sweep_command(settings, tmp, "sweep-before", SWEEP_BEFORE_OVERRIDES), tmp, "sweep-before", env
+        )
         before["code"] = f"this checkout with {' '.join(SWEEP_BEFORE_OVERRIDES)}"
     after = run_sweep(sweep_command(settings, tmp, "sweep-after", []), tmp, "sweep-after", env)
     after["code"] = "this checkout, as typed"
     ratio = after["wall_s"] / before["wall_s"]
-    return {"before": before, "after": after, "ratio": round(ratio, 3), "target": SWEEP_TARGET,
-            "pass": None if settings.smoke else ratio <= SWEEP_TARGET}
+    return {
+        "before": before,
+        "after": after,
+        "ratio": round(ratio, 3),
+        "target": SWEEP_TARGET,
+        "pass": None if settings.smoke else ratio <= SWEEP_TARGET,
+    }
 
 
 def overhead_verdict(overhead: dict[str, Any], smoke: bool) -> bool | None:

@@ -47,24 +47,69 @@ def write_tiny(root: Path, dataset: str, n_train: int, n_test: int) -> Path:
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--smoke", action="store_true", help="tiny generated data, 1 epoch, 1 repetition, in process; checks nothing about speed")
-    p.add_argument("--out", default="bench-results/bench.json", help="JSON file for every raw number (default %(default)s)")
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--smoke",
+        action="store_true",
+        help="tiny generated data, 1 epoch, 1 repetition, in process; checks nothing about speed",
+    )
+    p.add_argument(
+        "--out", default="bench-results/bench.json", help="JSON file for every raw number (default %(default)s)"
+    )
     p.add_argument("--models", default="linear,mlp", help="comma-separated models (default %(default)s)")
-    p.add_argument("--batch", default="", help="model=batch overrides, e.g. mlp=256 (default linear=64, mlp=128: the targets' batches)")
+    p.add_argument(
+        "--batch",
+        default="",
+        help="model=batch overrides, e.g. mlp=256 (default linear=64, mlp=128: the targets' batches)",
+    )
     p.add_argument("--epochs", type=int, default=None, help="measured epochs after the warm-up (default 3; smoke 1)")
     p.add_argument("--warmup", type=int, default=None, help="warm-up epochs, not measured (default 1; smoke 0)")
-    p.add_argument("--rounds", type=int, default=None, help="child runs of plain, plain-fused and lossbench, alternated, epochs pooled (default 2; smoke 1)")
-    p.add_argument("--before-rev", default=None, help="git revision whose code is the sweep's 'before' (default: this checkout "
-                   "with hydra/launcher=basic optimizer.fused=false)")
-    p.add_argument("--reps", type=int, default=None, help="start-up and per-job overhead repetitions, median taken (default 3; smoke 1)")
-    p.add_argument("--only", default="", help=f"comma-separated sections of: {', '.join(SECTIONS)} (default all but sweep)")
-    p.add_argument("--threads", type=int, default=1, help="torch threads for every variant (default %(default)s: see docs/benchmark.md)")
-    p.add_argument("--workers", default="0", help="DataLoader workers of the conventional pipeline, comma-separated (default 0)")
-    p.add_argument("--data", default="fashion_mnist", choices=sorted(DATASET_OF), help="data config (default %(default)s)")
-    p.add_argument("--root", default=os.environ.get("LOSSBENCH_DATA", "data"), help="data.root (default $LOSSBENCH_DATA or ./data)")
-    p.add_argument("--isolation", choices=("subprocess", "inprocess"), default=None, help="where variants run (default subprocess; smoke inprocess)")
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=None,
+        help="child runs of plain, plain-fused and lossbench, alternated, epochs pooled (default 2; smoke 1)",
+    )
+    p.add_argument(
+        "--before-rev",
+        default=None,
+        help="git revision whose code is the sweep's 'before' (default: this checkout "
+        "with hydra/launcher=basic optimizer.fused=false)",
+    )
+    p.add_argument(
+        "--reps",
+        type=int,
+        default=None,
+        help="start-up and per-job overhead repetitions, median taken (default 3; smoke 1)",
+    )
+    p.add_argument(
+        "--only", default="", help=f"comma-separated sections of: {', '.join(SECTIONS)} (default all but sweep)"
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads for every variant (default %(default)s: see docs/benchmark.md)",
+    )
+    p.add_argument(
+        "--workers", default="0", help="DataLoader workers of the conventional pipeline, comma-separated (default 0)"
+    )
+    p.add_argument(
+        "--data", default="fashion_mnist", choices=sorted(DATASET_OF), help="data config (default %(default)s)"
+    )
+    p.add_argument(
+        "--root", default=os.environ.get("LOSSBENCH_DATA", "data"), help="data.root (default $LOSSBENCH_DATA or ./data)"
+    )
+    p.add_argument(
+        "--isolation",
+        choices=("subprocess", "inprocess"),
+        default=None,
+        help="where variants run (default subprocess; smoke inprocess)",
+    )
     p.add_argument("--profile", default=None, metavar="DIR", help="also dump a cProfile of each lossbench run into DIR")
     p.add_argument("--keep", action="store_true", help="keep the temporary folder (logs, stores) and print its path")
     p.add_argument("--child", help=argparse.SUPPRESS)
@@ -90,19 +135,26 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         raise SystemExit("--threads must be at least 1")
     isolation = args.isolation or ("inprocess" if args.smoke else "subprocess")
     settings = Settings(
-        data=args.data, root=str(Path(args.root).expanduser().resolve()), models=models, batch=batch,
+        data=args.data,
+        root=str(Path(args.root).expanduser().resolve()),
+        models=models,
+        batch=batch,
         warmup=args.warmup if args.warmup is not None else (0 if args.smoke else 1),
         epochs=args.epochs if args.epochs is not None else (1 if args.smoke else 3),
         reps=args.reps if args.reps is not None else (1 if args.smoke else 3),
         before_rev=args.before_rev,
         rounds=max(1, args.rounds if args.rounds is not None else (1 if args.smoke else 2)),
-        threads=threads, workers=[int(w) for w in args.workers.split(",") if w.strip()], smoke=args.smoke,
+        threads=threads,
+        workers=[int(w) for w in args.workers.split(",") if w.strip()],
+        smoke=args.smoke,
         profile=str(Path(args.profile).resolve()) if args.profile else None,
     )
     if settings.profile:
         Path(settings.profile).mkdir(parents=True, exist_ok=True)
     if not args.smoke and not (Path(settings.root) / DATASET_OF[settings.data] / "raw").is_dir():
-        raise SystemExit(f"no {DATASET_OF[settings.data]} under {settings.root}: pass --root (the folder holding {DATASET_OF[settings.data]}/raw/)")
+        raise SystemExit(
+            f"no {DATASET_OF[settings.data]} under {settings.root}: pass --root (the folder holding {DATASET_OF[settings.data]}/raw/)"
+        )
     started = time.perf_counter()
     tmp = Path(tempfile.mkdtemp(prefix="lossbench-bench-"))
     if args.smoke:
@@ -113,17 +165,23 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "command": shlex.join([sys.executable, "-m", "benchmarks", *(sys.argv[1:] if argv is None else argv)]),
         "settings": {**vars(settings), "isolation": isolation, "sections": sections},
         "machine": machine_info(threads),
-        "targets": {"lossbench_over_plain_max": {f"{m}@{b}": t for (m, b), t in OVERHEAD_TARGET.items()},
-                    "conventional_over_lossbench_min": {f"{m}@{b}": t for (m, b), t in SPEEDUP_TARGET.items()},
-                    "startup_ratio_max": STARTUP_TARGET, "memory_mb_max": MEMORY_TARGET_MB,
-                    "job_overhead_s_max": JOB_OVERHEAD_TARGET_S, "sweep_after_over_before_max": SWEEP_TARGET},
+        "targets": {
+            "lossbench_over_plain_max": {f"{m}@{b}": t for (m, b), t in OVERHEAD_TARGET.items()},
+            "conventional_over_lossbench_min": {f"{m}@{b}": t for (m, b), t in SPEEDUP_TARGET.items()},
+            "startup_ratio_max": STARTUP_TARGET,
+            "memory_mb_max": MEMORY_TARGET_MB,
+            "job_overhead_s_max": JOB_OVERHEAD_TARGET_S,
+            "sweep_after_over_before_max": SWEEP_TARGET,
+        },
         "variants": [],
     }
     runs = [(m, settings.batch_of(m)) for m in models]
     try:
         for variant, workers, round_ in schedule(sections, settings):
-            progress(f"{variant}{f' (workers={workers})' if variant == 'conventional' else ''}"
-                     f"{f' round {round_ + 1}' if variant != 'conventional' and settings.rounds > 1 else ''}: {', '.join(f'{m}@{b}' for m, b in runs)}")
+            progress(
+                f"{variant}{f' (workers={workers})' if variant == 'conventional' else ''}"
+                f"{f' round {round_ + 1}' if variant != 'conventional' and settings.rounds > 1 else ''}: {', '.join(f'{m}@{b}' for m, b in runs)}"
+            )
             result["variants"].append(run_variant(variant, runs, settings, tmp, isolation, workers))
         result["variants"] = pool_rounds(result["variants"])
         job_model = "mlp" if "mlp" in models else models[0]
@@ -150,7 +208,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             else:
                 progress("gpu: lossbench and plain, mlp and cnn at batch 512")
                 gpu_runs = [(m, GPU_BATCH) for m in GPU_MODELS]
-                found = [run_variant(v, gpu_runs, settings, tmp, isolation, accelerator="gpu") for v in ("plain", "plain-fused", "lossbench")]
+                found = [
+                    run_variant(v, gpu_runs, settings, tmp, isolation, accelerator="gpu")
+                    for v in ("plain", "plain-fused", "lossbench")
+                ]
                 skipped = next((f["skipped"] for f in found if "skipped" in f), None)
                 if skipped:
                     result["gpu"] = {"skipped": skipped}
@@ -176,7 +237,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 def progress(message: str) -> None:
     print(f"[bench] {message}", file=sys.stderr, flush=True)
-
 
 
 if __name__ == "__main__":

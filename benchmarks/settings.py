@@ -54,17 +54,35 @@ class Settings:
     def overrides(self, model: str, batch: int, epochs: int, tmp: Path, accelerator: str = "cpu") -> list[str]:
         """The real config's overrides for one timed run (progress bar off, MLflow into ``tmp``)."""
         return [
-            f"data={self.data}", f"data.root={self.root}", "data.download=false", f"model={model}",
-            f"data.batch_size={batch}", f"trainer.max_epochs={epochs}", f"trainer.accelerator={accelerator}",
-            "trainer.enable_progress_bar=false", f"threads={self.threads}", f"tracking.uri=sqlite:///{tmp}/mlflow.db",
-            f"tracking.checkpoint_dir={tmp}/ckpt", "analysis.figures=false", *self.data_overrides,
+            f"data={self.data}",
+            f"data.root={self.root}",
+            "data.download=false",
+            f"model={model}",
+            f"data.batch_size={batch}",
+            f"trainer.max_epochs={epochs}",
+            f"trainer.accelerator={accelerator}",
+            "trainer.enable_progress_bar=false",
+            f"threads={self.threads}",
+            f"tracking.uri=sqlite:///{tmp}/mlflow.db",
+            f"tracking.checkpoint_dir={tmp}/ckpt",
+            "analysis.figures=false",
+            *self.data_overrides,
         ]
 
     def job_overrides(self, model: str, tmp: Path, name: str) -> list[str]:
         """One real one-epoch job, as a user launches it (figures on, like the default config)."""
         return [
-            f"data={self.data}", f"data.root={self.root}", "data.download=false", f"model={model}",
-            f"data.batch_size={self.batch_of(model)}", "trainer.max_epochs=1", "trainer.accelerator=cpu",
-            "trainer.enable_progress_bar=false", f"threads={self.threads}", f"tracking.uri=sqlite:///{tmp}/mlflow.db",
-            f"tracking.checkpoint_dir={tmp}/ckpt", f"hydra.run.dir={tmp}/outputs/{name}", *self.data_overrides,
+            f"data={self.data}",
+            f"data.root={self.root}",
+            "data.download=false",
+            f"model={model}",
+            f"data.batch_size={self.batch_of(model)}",
+            "trainer.max_epochs=1",
+            "trainer.accelerator=cpu",
+            "trainer.enable_progress_bar=false",
+            f"threads={self.threads}",
+            f"tracking.uri=sqlite:///{tmp}/mlflow.db",
+            f"tracking.checkpoint_dir={tmp}/ckpt",
+            f"hydra.run.dir={tmp}/outputs/{name}",
+            *self.data_overrides,
         ]

@@ -273,16 +273,22 @@ def judge(curves: Curves, rule: Rule = Rule()) -> Verdict:
         onset = min(onsets)
         figures = []
         if overfit_nll:
-            figures.append(f"val NLL {_pct(nll.val_change, nll.val_best)} by epoch {nll.last_epoch} "
-                           f"while train_eval NLL {_pct(nll.train_change, nll.train_at_best)}")
+            figures.append(
+                f"val NLL {_pct(nll.val_change, nll.val_best)} by epoch {nll.last_epoch} "
+                f"while train_eval NLL {_pct(nll.train_change, nll.train_at_best)}"
+            )
         if overfit_acc:
-            figures.append(f"val acc {acc.val_change * 100:+.1f} pp while train_eval acc {acc.train_change * 100:+.1f} pp")
+            figures.append(
+                f"val acc {acc.val_change * 100:+.1f} pp while train_eval acc {acc.train_change * 100:+.1f} pp"
+            )
         text = f"overfits from epoch {onset} ({'; '.join(figures + ([gap_text] if gap_text else []))})"
         return Verdict("overfits", onset, nll, acc, last, gap, text)
     if nll is not None and nll.worse:  # validation NLL rose, but training NLL did not fall: calibration drift
-        text = (f"no overfitting; NLL drifts with train (val NLL {_pct(nll.val_change, nll.val_best)}, train_eval NLL "
-                f"{_pct(nll.train_change, nll.train_at_best)} from epoch {nll.best_epoch} to {nll.last_epoch}; "
-                f"val acc within {rule.margin_acc * 100:g} pp of its best{'; ' + gap_text if gap_text else ''})")
+        text = (
+            f"no overfitting; NLL drifts with train (val NLL {_pct(nll.val_change, nll.val_best)}, train_eval NLL "
+            f"{_pct(nll.train_change, nll.train_at_best)} from epoch {nll.best_epoch} to {nll.last_epoch}; "
+            f"val acc within {rule.margin_acc * 100:g} pp of its best{'; ' + gap_text if gap_text else ''})"
+        )
         return Verdict("drift", None, nll, acc, last, gap, text)
     reference = acc or nll
     if reference.last_epoch - reference.best_epoch < rule.patience:

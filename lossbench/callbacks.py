@@ -41,15 +41,22 @@ class EpochLogger(pl.Callback):
         try:
             import torch
 
-            return len(torch.load(self.last_checkpoint, map_location="cpu", weights_only=True).get("lossbench_history", []))
+            return len(
+                torch.load(self.last_checkpoint, map_location="cpu", weights_only=True).get("lossbench_history", [])
+            )
         except Exception:  # no checkpoint yet, or one cut off mid-write
             return 0
 
     def flush(self, records: list[dict[str, float]]) -> None:
         """Log the records whose epoch is not in the store yet, in batches of up to 1000 points."""
         now = int(time.time() * 1000)
-        batch = [Metric(key, float(value), now, r["epoch"]) for r in records if r["epoch"] not in self.logged
-                 for key, value in r.items() if key != "epoch"]
+        batch = [
+            Metric(key, float(value), now, r["epoch"])
+            for r in records
+            if r["epoch"] not in self.logged
+            for key, value in r.items()
+            if key != "epoch"
+        ]
         with deferred_interrupts():  # a held interrupt is raised only after `logged` says what landed
             for i in range(0, len(batch), 1000):
                 self.tracker.client.log_batch(self.run_id, metrics=batch[i : i + 1000])

@@ -33,9 +33,21 @@ class ConfigError(LossbenchError):
 
 # Keys that say where or how a run is recorded, executed or judged, not what is trained: two configs
 # that differ only here are the same experiment (the same config hash; the report groups them together).
-OPERATIONAL_KEYS = ("tracking", "resume", "threads", "launch", "optimizer.fused", "analysis", "hydra", "data.root",
-                    "data.download", "trainer.accelerator", "trainer.devices", "trainer.enable_progress_bar",
-                    "trainer.enable_model_summary")
+OPERATIONAL_KEYS = (
+    "tracking",
+    "resume",
+    "threads",
+    "launch",
+    "optimizer.fused",
+    "analysis",
+    "hydra",
+    "data.root",
+    "data.download",
+    "trainer.accelerator",
+    "trainer.devices",
+    "trainer.enable_progress_bar",
+    "trainer.enable_model_summary",
+)
 CONFIG_HASH_VERSION = "2"
 """Tagged on every run as ``config_hash_version``. Version 1 (before 2026-11-30) also hashed ``analysis.*``,
 ``trainer.accelerator`` and ``trainer.devices``; such runs are not matched for skipping or resuming."""
@@ -44,6 +56,7 @@ CONFIG_HASH_VERSION = "2"
 def is_operational(key: str) -> bool:
     """True when a dotted config key (or param name) is one of :data:`OPERATIONAL_KEYS` or below one."""
     return any(key == k or key.startswith(k + ".") for k in OPERATIONAL_KEYS)
+
 
 # A key is secret when one of its words (split on _ and -) is one of these: api_key, db-password, token.
 _SECRET_WORDS = {"password", "passwd", "pass", "pwd", "token", "secret", "key", "credential", "credentials", "apikey"}
@@ -92,15 +105,21 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("seed", lambda v: _is_int(v) and 0 <= v <= SEED_MAX, f"an integer from 0 to {SEED_MAX}"),
     ("threads", _optional(_positive_int), "null or an integer >= 1"),
     ("launch.jobs_per_gpu", _positive_int, "an integer >= 1"),
-    ("resume", lambda v: v is None or isinstance(v, bool) or (isinstance(v, str) and Path(v).expanduser().is_file()),
-     "null, true, false or the path of an existing checkpoint file"),
+    (
+        "resume",
+        lambda v: v is None or isinstance(v, bool) or (isinstance(v, str) and Path(v).expanduser().is_file()),
+        "null, true, false or the path of an existing checkpoint file",
+    ),
     ("trainer.max_epochs", _positive_int, "an integer >= 1"),
     ("trainer.gradient_clip_val", _optional(lambda v: _is_number(v) and v > 0), "null or a number > 0"),
     ("data.batch_size", _positive_int, "an integer >= 1"),
     ("data.eval_batch_size", _positive_int, "an integer >= 1"),
     ("data.batches_per_step", _positive_int, "an integer >= 1"),
-    ("data.val_size", lambda v: (_positive_int(v)) or (_is_number(v) and not _is_int(v) and 0 < v < 1),
-     "a count >= 1 or a fraction in (0, 1)"),
+    (
+        "data.val_size",
+        lambda v: (_positive_int(v)) or (_is_number(v) and not _is_int(v) and 0 < v < 1),
+        "a count >= 1 or a fraction in (0, 1)",
+    ),
     ("data.train_eval_size", lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
     ("data.train_size", _optional(_positive_int), "null or an integer >= 1"),
     ("data.std", lambda v: _is_number(v) and v > 0, "a number > 0"),
@@ -146,7 +165,9 @@ def validate(cfg: DictConfig) -> None:
     try:
         tree = resolved(cfg)
     except OmegaConfBaseException as e:  # an interpolation that points nowhere, e.g. optimizer.lr='${nope}'
-        raise ConfigError(f"{e.full_key or 'config'}: {str(e).strip().splitlines()[0]} (fix it on the command line)") from e
+        raise ConfigError(
+            f"{e.full_key or 'config'}: {str(e).strip().splitlines()[0]} (fix it on the command line)"
+        ) from e
     problems = []
     for key, check, accepts in RULES:
         value = OmegaConf.select(cfg, key, default=_MISSING, throw_on_missing=False)
@@ -155,8 +176,11 @@ def validate(cfg: DictConfig) -> None:
         if not check(value):
             problems.append(f"{key}={value!r} is invalid: expected {accepts}")
     checked = {key for key, _, _ in RULES}
-    problems += [f"{key}={value!r} is invalid: expected a finite number" for key, value in _non_finite(tree)
-                 if key not in checked and not key.startswith("loss.criterion.")]  # a test loss may take NaN on purpose
+    problems += [
+        f"{key}={value!r} is invalid: expected a finite number"
+        for key, value in _non_finite(tree)
+        if key not in checked and not key.startswith("loss.criterion.")
+    ]  # a test loss may take NaN on purpose
     problems += _monitor_direction(cfg, "checkpoint") + _monitor_direction(cfg, "early_stopping")
     if problems:
         raise ConfigError("; ".join(problems) + " (fix it on the command line, e.g. key=value)")
@@ -180,7 +204,9 @@ def _monitor_direction(cfg: DictConfig, group: str) -> list[str]:
     better = MONITORABLE.get(monitor)
     if better is None or mode not in ("min", "max") or mode == better:
         return []
-    return [f"{group}.mode={mode} would keep the worst {monitor} ({monitor} improves {'upwards' if better == 'max' else 'downwards'}): set {group}.mode={better}"]
+    return [
+        f"{group}.mode={mode} would keep the worst {monitor} ({monitor} improves {'upwards' if better == 'max' else 'downwards'}): set {group}.mode={better}"
+    ]
 
 
 def flatten(mapping: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:

@@ -78,8 +78,10 @@ def missing_message(dataset: str, root: Path, missing: list[str]) -> str:
         f"({source}), or point data.root= (or $LOSSBENCH_DATA) at a folder holding {dataset}/raw/."
     )
     if dataset != "FashionMNIST":
-        text += (f" Offline, data=fashion_mnist works from Debian's package (apt-get install dataset-fashion-mnist; "
-                 f"then scripts/prepare_data.py --from {DEBIAN_FASHION_MNIST} --dataset FashionMNIST).")
+        text += (
+            f" Offline, data=fashion_mnist works from Debian's package (apt-get install dataset-fashion-mnist; "
+            f"then scripts/prepare_data.py --from {DEBIAN_FASHION_MNIST} --dataset FashionMNIST)."
+        )
     return text
 
 
@@ -95,7 +97,9 @@ def read_split(dataset: str, root: Path, train: bool, download: bool) -> tuple[T
         try:
             getattr(torchvision.datasets, dataset)(str(root), train=train, download=True)
         except Exception as e:  # offline, or a mirror is down: say what to do instead
-            raise DataError(missing_message(dataset, root, missing) + f" (download failed: {str(e).splitlines()[0]})") from e
+            raise DataError(
+                missing_message(dataset, root, missing) + f" (download failed: {str(e).splitlines()[0]})"
+            ) from e
         missing = [n for n in everything if not (raw / n).is_file()]
     if missing:
         raise DataError(missing_message(dataset, root, missing))
@@ -231,11 +235,21 @@ class MNISTFamily(pl.LightningDataModule):
     @classmethod
     def from_config(cls, data_cfg, seed: int) -> MNISTFamily:
         return cls(
-            dataset=data_cfg.dataset, root=data_cfg.root, download=data_cfg.download, mean=data_cfg.mean,
-            std=data_cfg.std, batch_size=data_cfg.batch_size, batches_per_step=data_cfg.batches_per_step, eval_batch_size=data_cfg.eval_batch_size,
-            val_size=data_cfg.val_size, train_size=data_cfg.train_size, train_eval_size=data_cfg.train_eval_size,
+            dataset=data_cfg.dataset,
+            root=data_cfg.root,
+            download=data_cfg.download,
+            mean=data_cfg.mean,
+            std=data_cfg.std,
+            batch_size=data_cfg.batch_size,
+            batches_per_step=data_cfg.batches_per_step,
+            eval_batch_size=data_cfg.eval_batch_size,
+            val_size=data_cfg.val_size,
+            train_size=data_cfg.train_size,
+            train_eval_size=data_cfg.train_eval_size,
             split_seed=data_cfg.split_seed,
-            shuffle_seed=seed, label_noise=dict(data_cfg.label_noise), num_classes=data_cfg.num_classes,
+            shuffle_seed=seed,
+            label_noise=dict(data_cfg.label_noise),
+            num_classes=data_cfg.num_classes,
         )
 
     def load(self) -> Splits:
@@ -260,8 +274,18 @@ class MNISTFamily(pl.LightningDataModule):
             files = tuple(sorted((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in raw.iterdir()))
         except OSError:
             return None
-        settings = (self.dataset, str(self.root), self.mean, self.std, self.val_size, self.train_size, self.train_eval_size,
-                    self.split_seed, repr(sorted(self.label_noise.items())), self.num_classes)
+        settings = (
+            self.dataset,
+            str(self.root),
+            self.mean,
+            self.std,
+            self.val_size,
+            self.train_size,
+            self.train_eval_size,
+            self.split_seed,
+            repr(sorted(self.label_noise.items())),
+            self.num_classes,
+        )
         return (settings, files) if files else None
 
     def _read_and_split(self) -> None:
@@ -269,13 +293,17 @@ class MNISTFamily(pl.LightningDataModule):
         test_images, test_labels = read_split(self.dataset, self.root, train=False, download=self.download)
         top = int(max(train_labels.max(), test_labels.max()))
         if top >= self.num_classes:  # the model would emit too few outputs, and losses index past them
-            raise ConfigError(f"data.num_classes={self.num_classes} is too small: {self.dataset}'s labels go up to {top}; "
-                              f"set data.num_classes={top + 1}")
+            raise ConfigError(
+                f"data.num_classes={self.num_classes} is too small: {self.dataset}'s labels go up to {top}; "
+                f"set data.num_classes={top + 1}"
+            )
         n = len(train_labels)
         n_val = self.val_size if isinstance(self.val_size, int) else round(self.val_size * n)
         if not 0 < n_val < n:
             empty = "validation" if n_val <= 0 else "training"
-            raise DataError(f"data.val_size={self.val_size} leaves the {empty} split empty: the training set has {n} images")
+            raise DataError(
+                f"data.val_size={self.val_size} leaves the {empty} split empty: the training set has {n} images"
+            )
         perm = torch.randperm(n, generator=torch.Generator().manual_seed(self.split_seed))
         val_idx, train_idx = perm[:n_val], perm[n_val:]
         if self.train_size is not None:  # a fixed subset, the same for every run seed
@@ -291,12 +319,18 @@ class MNISTFamily(pl.LightningDataModule):
             if self.label_noise.get("noisy_val", False):
                 val_y, _ = corrupt_labels(val_y, rate, kind, noise_seed + 1, self.num_classes)
         n_train_eval = min(self.train_eval_size, len(train_idx))
-        train_eval_idx = torch.randperm(len(train_idx), generator=torch.Generator().manual_seed(self.split_seed + 1))[:n_train_eval]
+        train_eval_idx = torch.randperm(len(train_idx), generator=torch.Generator().manual_seed(self.split_seed + 1))[
+            :n_train_eval
+        ]
         self.splits = Splits(
-            train_x=self._normalise(train_images[train_idx]), train_y=train_y,
-            val_x=self._normalise(train_images[val_idx]), val_y=val_y,
-            test_x=self._normalise(test_images), test_y=test_labels,
-            train_eval_idx=train_eval_idx.sort().values, train_true_y=clean_train_y,
+            train_x=self._normalise(train_images[train_idx]),
+            train_y=train_y,
+            val_x=self._normalise(train_images[val_idx]),
+            val_y=val_y,
+            test_x=self._normalise(test_images),
+            test_y=test_labels,
+            train_eval_idx=train_eval_idx.sort().values,
+            train_true_y=clean_train_y,
         )
 
     def _normalise(self, images: Tensor) -> Tensor:
@@ -313,7 +347,9 @@ class MNISTFamily(pl.LightningDataModule):
 
     def train_dataloader(self) -> ShuffledBatches:
         s = self.splits
-        return ShuffledBatches(s.train_x, s.train_y, self.batch_size, self.shuffle_seed, self._current_epoch, self.batches_per_step)
+        return ShuffledBatches(
+            s.train_x, s.train_y, self.batch_size, self.shuffle_seed, self._current_epoch, self.batches_per_step
+        )
 
     def val_dataloader(self) -> list[Batches]:
         s = self.splits
@@ -340,4 +376,9 @@ class MNISTFamily(pl.LightningDataModule):
     @property
     def sizes(self) -> dict[str, int]:
         s = self.load()
-        return {"train": len(s.train_y), "val": len(s.val_y), "test": len(s.test_y), "train_eval": len(s.train_eval_idx)}
+        return {
+            "train": len(s.train_y),
+            "val": len(s.val_y),
+            "test": len(s.test_y),
+            "train_eval": len(s.train_eval_idx),
+        }

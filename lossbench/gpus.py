@@ -46,8 +46,12 @@ def claim(lock_dir: Path, job_num: int, n_gpus: int, jobs_per_gpu: int) -> int:
             continue
         _held.append(f)
         return gpu_of_slot(slot, n_gpus, jobs_per_gpu)
-    log.warning("all %d GPU slots are taken (more parallel jobs than GPUs x jobs_per_gpu): job %d shares GPU %d",
-                n_slots, job_num, gpu_of_slot(order[0], n_gpus, jobs_per_gpu))
+    log.warning(
+        "all %d GPU slots are taken (more parallel jobs than GPUs x jobs_per_gpu): job %d shares GPU %d",
+        n_slots,
+        job_num,
+        gpu_of_slot(order[0], n_gpus, jobs_per_gpu),
+    )
     return gpu_of_slot(order[0], n_gpus, jobs_per_gpu)
 
 

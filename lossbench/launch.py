@@ -47,8 +47,9 @@ def visible_gpus() -> int:
     return len(list(gpus.iterdir())) if gpus.is_dir() else 0
 
 
-def jobs_for(cores: int, memory_gb: float | None, gpus: int, job_memory_gb: float, jobs_per_gpu: int,
-             max_jobs: int | None = None) -> int:
+def jobs_for(
+    cores: int, memory_gb: float | None, gpus: int, job_memory_gb: float, jobs_per_gpu: int, max_jobs: int | None = None
+) -> int:
     """Parallel jobs: ``gpus * jobs_per_gpu`` (or one per core without GPUs), capped by cores, memory and ``max_jobs``; at least 1."""
     if not job_memory_gb > 0:
         raise ValueError(f"launch.job_memory_gb must be a positive number of GiB, got {job_memory_gb!r}")

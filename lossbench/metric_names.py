@@ -16,8 +16,9 @@ OTHER_METRICS = ("lr", "time/epoch_s")
 # The direction each evaluation metric improves in. Lightning's checkpoint and early-stopping callbacks
 # read the metrics when validation ends, before the epoch's train/* exist (they would judge each epoch
 # by the previous epoch's training numbers), so only these can be monitored.
-MONITORABLE: dict[str, str] = {f"{prefix}/{name}": "max" if name == "acc" else "min"
-                               for prefix in EVAL_PREFIXES for name in EVAL_METRICS}
+MONITORABLE: dict[str, str] = {
+    f"{prefix}/{name}": "max" if name == "acc" else "min" for prefix in EVAL_PREFIXES for name in EVAL_METRICS
+}
 
 EPOCH_METRICS: tuple[str, ...] = (*TRAIN_METRICS, *MONITORABLE, *OTHER_METRICS)
 

@@ -20,14 +20,18 @@ def yardsticks(logits: Tensor, target: Tensor) -> dict[str, Tensor]:
     return {
         "acc": (logits.argmax(dim=1) == target).float().mean(),
         "nll": F.cross_entropy(logits, target),
-        "ece": multiclass_calibration_error(logits.softmax(dim=1), target, num_classes=logits.shape[1], n_bins=ECE_BINS, norm="l1"),
+        "ece": multiclass_calibration_error(
+            logits.softmax(dim=1), target, num_classes=logits.shape[1], n_bins=ECE_BINS, norm="l1"
+        ),
     }
 
 
 def confusion_matrix(logits: Tensor, target: Tensor, num_classes: int) -> Tensor:
     """Counts ``(C, C)``: rows are true classes, columns predicted classes."""
     pred = logits.argmax(dim=1)
-    return torch.bincount(target * num_classes + pred, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+    return torch.bincount(target * num_classes + pred, minlength=num_classes * num_classes).reshape(
+        num_classes, num_classes
+    )
 
 
 def memorisation(logits: Tensor, noisy: Tensor, true: Tensor) -> dict[str, Tensor]:

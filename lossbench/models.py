@@ -24,7 +24,9 @@ class Linear(nn.Module):
 class MLP(nn.Module):
     """Fully connected ReLU network, e.g. 784-256-128-10, with optional dropout after each hidden layer."""
 
-    def __init__(self, in_features: int = 784, hidden: Sequence[int] = (256, 128), num_classes: int = 10, dropout: float = 0.0):
+    def __init__(
+        self, in_features: int = 784, hidden: Sequence[int] = (256, 128), num_classes: int = 10, dropout: float = 0.0
+    ):
         super().__init__()
         layers: list[nn.Module] = [nn.Flatten()]
         width = in_features

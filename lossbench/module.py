@@ -26,7 +26,6 @@ from lossbench.config import LossbenchError
 from lossbench.metric_names import EVAL_PREFIXES  # validation dataloader 0 and 1
 from lossbench.metrics import confusion_matrix, memorisation, yardsticks
 
-
 PLATEAU_MONITOR = "val/nll"  # what ReduceLROnPlateau (scheduler=plateau) watches: a yardstick every loss shares
 
 

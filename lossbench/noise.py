@@ -195,10 +195,7 @@ def _check_labels(labels: Tensor, num_classes: int, kind: str) -> Tensor:
             )
     clean = labels.detach().to(device="cpu", dtype=torch.int64)
     if clean.numel() and (int(clean.min()) < 0 or int(clean.max()) >= num_classes):
-        raise ValueError(
-            f"labels must lie in [0, {num_classes}); got min {int(clean.min())}, "
-            f"max {int(clean.max())}"
-        )
+        raise ValueError(f"labels must lie in [0, {num_classes}); got min {int(clean.min())}, max {int(clean.max())}")
     return clean
 
 

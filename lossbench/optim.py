@@ -32,5 +32,7 @@ def check_fused(optimizer: DictConfig) -> None:
     except Exception:  # an unknown target is reported where the optimizer is built
         return
     if not fused:
-        raise ConfigError(f"optimizer.fused=true: {target} has no fused kernel (torch.optim.Adam, AdamW and SGD have); "
-                          f"drop the key or set optimizer.fused=false")
+        raise ConfigError(
+            f"optimizer.fused=true: {target} has no fused kernel (torch.optim.Adam, AdamW and SGD have); "
+            f"drop the key or set optimizer.fused=false"
+        )

@@ -26,18 +26,32 @@ PathLike = str | Path
 # (metric, legend label, line style) per learning-curve panel; colour = train / train_eval / val.
 _COLOURS = {"train": "tab:gray", "train_eval": "tab:blue", "val": "tab:orange"}
 _PANELS: tuple[tuple[str, tuple[tuple[str, str, str], ...]], ...] = (
-    ("own loss", (("train/loss", "train (running mean)", ":"), ("train_eval/loss", "train (eval mode)", "-"),
-                  ("val/loss", "validation", "-"))),
+    (
+        "own loss",
+        (
+            ("train/loss", "train (running mean)", ":"),
+            ("train_eval/loss", "train (eval mode)", "-"),
+            ("val/loss", "validation", "-"),
+        ),
+    ),
     ("NLL (cross-entropy of softmax)", (("train_eval/nll", "train (eval mode)", "-"), ("val/nll", "validation", "-"))),
-    ("accuracy", (("train/acc", "train (running mean)", ":"), ("train_eval/acc", "train (eval mode)", "-"),
-                  ("val/acc", "validation", "-"))),
+    (
+        "accuracy",
+        (
+            ("train/acc", "train (running mean)", ":"),
+            ("train_eval/acc", "train (eval mode)", "-"),
+            ("val/acc", "validation", "-"),
+        ),
+    ),
 )
 
 
 def _save(fig: Figure, path: PathLike) -> Path:
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=DPI, format="png", pil_kwargs={"compress_level": 1})  # fast zlib level: ~5x quicker, files ~1.5x larger
+    fig.savefig(
+        out, dpi=DPI, format="png", pil_kwargs={"compress_level": 1}
+    )  # fast zlib level: ~5x quicker, files ~1.5x larger
     return out
 
 
@@ -54,8 +68,14 @@ def _plot_curve(ax: Axes, values: Sequence[float], **style: object) -> bool:
     return True
 
 
-def _mark_epochs(ax: Axes, selected_epoch: int | None, onset_epoch: int | None, label: bool,
-                 selected_by: str = "val/acc", per_run: bool = False) -> None:
+def _mark_epochs(
+    ax: Axes,
+    selected_epoch: int | None,
+    onset_epoch: int | None,
+    label: bool,
+    selected_by: str = "val/acc",
+    per_run: bool = False,
+) -> None:
     """Vertical lines: the selected (best) epoch dotted green, the overfitting onset dashed red.
 
     ``per_run``: the legend names the kind of line, not one run's epoch (a panel holds several runs).
@@ -68,8 +88,14 @@ def _mark_epochs(ax: Axes, selected_epoch: int | None, onset_epoch: int | None, 
         ax.axvline(onset_epoch, color="tab:red", linestyle="--", linewidth=1, label=text if label else None)
 
 
-def learning_curves(curves: Curves, path: PathLike, title: str = "", onset_epoch: int | None = None,
-                    selected_epoch: int | None = None, selected_by: str = "val/acc") -> Path:
+def learning_curves(
+    curves: Curves,
+    path: PathLike,
+    title: str = "",
+    onset_epoch: int | None = None,
+    selected_epoch: int | None = None,
+    selected_by: str = "val/acc",
+) -> Path:
     """Three panels against epoch: the run's own loss, NLL, accuracy; train, train (eval mode), validation.
 
     ``selected_epoch`` (the checkpoint tested as ``test/*``, best ``selected_by``) is marked with a
@@ -81,8 +107,10 @@ def learning_curves(curves: Curves, path: PathLike, title: str = "", onset_epoch
     fig.subplots_adjust(left=0.045, right=0.99, bottom=0.12, top=0.86 if title else 0.92, wspace=0.2)
     axes = fig.subplots(1, len(_PANELS))
     for ax, (name, series) in zip(axes, _PANELS):
-        drawn = [_plot_curve(ax, curves.get(metric, ()), color=_colour(metric), linestyle=style, label=label)
-                 for metric, label, style in series]
+        drawn = [
+            _plot_curve(ax, curves.get(metric, ()), color=_colour(metric), linestyle=style, label=label)
+            for metric, label, style in series
+        ]
         if not any(drawn):
             ax.text(0.5, 0.5, "not recorded", transform=ax.transAxes, ha="center", va="center", color="gray")
         _mark_epochs(ax, selected_epoch, onset_epoch, label=True, selected_by=selected_by)
@@ -96,8 +124,12 @@ def learning_curves(curves: Curves, path: PathLike, title: str = "", onset_epoch
     return _save(fig, path)
 
 
-def confusion_matrix(matrix: Sequence[Sequence[float]] | np.ndarray, path: PathLike,
-                     class_names: Sequence[str] | None = None, title: str = "") -> Path:
+def confusion_matrix(
+    matrix: Sequence[Sequence[float]] | np.ndarray,
+    path: PathLike,
+    class_names: Sequence[str] | None = None,
+    title: str = "",
+) -> Path:
     """A C×C confusion matrix, rows = true class, columns = predicted class.
 
     Cells are coloured by the row-normalised fraction (recall per true class) and annotated with the
@@ -117,16 +149,27 @@ def confusion_matrix(matrix: Sequence[Sequence[float]] | np.ndarray, path: PathL
     size = max(5.0, 0.55 * n + 2.5)
     fig = Figure(figsize=(size + 1.0, size))  # fixed margins: see learning_curves
     long_names = max(map(len, names), default=0) > 2
-    fig.subplots_adjust(left=0.1 + 0.012 * max(0, max(map(len, names), default=0) - 2), right=0.98,
-                        bottom=0.16 if long_names else 0.1, top=0.92)
+    fig.subplots_adjust(
+        left=0.1 + 0.012 * max(0, max(map(len, names), default=0) - 2),
+        right=0.98,
+        bottom=0.16 if long_names else 0.1,
+        top=0.92,
+    )
     ax = fig.subplots()
     image = ax.imshow(frac, cmap="Blues", vmin=0.0, vmax=1.0)
     fig.colorbar(image, ax=ax, label="fraction of the true class", shrink=0.8)
     for i in range(n):
         for j in range(n):
             text = f"{int(m[i, j])}" if integer else f"{m[i, j]:.2f}"
-            ax.text(j, i, text, ha="center", va="center", fontsize="small" if n <= 12 else "x-small",
-                    color="white" if frac[i, j] > 0.5 else "black")
+            ax.text(
+                j,
+                i,
+                text,
+                ha="center",
+                va="center",
+                fontsize="small" if n <= 12 else "x-small",
+                color="white" if frac[i, j] > 0.5 else "black",
+            )
     ax.set_xticks(range(n), names, rotation=45 if long_names else 0, ha="right" if long_names else "center")
     ax.set_yticks(range(n), names)
     ax.set_xlabel("predicted class")
@@ -135,16 +178,25 @@ def confusion_matrix(matrix: Sequence[Sequence[float]] | np.ndarray, path: PathL
     return _save(fig, path)
 
 
-def curve_grid(panels: Mapping[str, Sequence[Curves]], path: PathLike,
-               metrics: Sequence[str] = ("val/nll", "train_eval/nll"), title: str = "", ncols: int = 3,
-               marks: Mapping[str, Sequence[tuple[int | None, int | None]]] | None = None) -> Path:
+def curve_grid(
+    panels: Mapping[str, Sequence[Curves]],
+    path: PathLike,
+    metrics: Sequence[str] = ("val/nll", "train_eval/nll"),
+    title: str = "",
+    ncols: int = 3,
+    marks: Mapping[str, Sequence[tuple[int | None, int | None]]] | None = None,
+) -> Path:
     """One small panel per group (e.g. loss × optimizer), its runs (seeds) overlaid: :func:`curve_grid_figure` as a PNG."""
     return _save(curve_grid_figure(panels, metrics, title, ncols, marks), path)
 
 
-def curve_grid_figure(panels: Mapping[str, Sequence[Curves]], metrics: Sequence[str] = ("val/nll", "train_eval/nll"),
-                      title: str = "", ncols: int = 3,
-                      marks: Mapping[str, Sequence[tuple[int | None, int | None]]] | None = None) -> Figure:
+def curve_grid_figure(
+    panels: Mapping[str, Sequence[Curves]],
+    metrics: Sequence[str] = ("val/nll", "train_eval/nll"),
+    title: str = "",
+    ncols: int = 3,
+    marks: Mapping[str, Sequence[tuple[int | None, int | None]]] | None = None,
+) -> Figure:
     """One small panel per group (e.g. loss × optimizer), its runs (seeds) overlaid.
 
     Each metric keeps one colour and style across panels; every run is one thin line. Panels share
@@ -163,8 +215,15 @@ def curve_grid_figure(panels: Mapping[str, Sequence[Curves]], metrics: Sequence[
     for ax, (name, runs) in zip(axes, panels.items()):
         for m_index, metric in enumerate(metrics):
             for r_index, curves in enumerate(runs):
-                _plot_curve(ax, curves.get(metric, ()), color=f"C{m_index}", linestyle=styles[m_index % len(styles)],
-                            linewidth=1.2, alpha=0.8, label=metric if r_index == 0 else None)
+                _plot_curve(
+                    ax,
+                    curves.get(metric, ()),
+                    color=f"C{m_index}",
+                    linestyle=styles[m_index % len(styles)],
+                    linewidth=1.2,
+                    alpha=0.8,
+                    label=metric if r_index == 0 else None,
+                )
         for selected, onset in (marks or {}).get(name, ()):
             _mark_epochs(ax, selected, onset, label=ax is axes[0], per_run=True)
         ax.set_title(f"{name}  (n={len(runs)})", fontsize="medium")
@@ -190,8 +249,9 @@ def _mean_std(values: Sequence[float]) -> tuple[float, float]:
     return float(v.mean()), (float(v.std(ddof=1)) if v.size > 1 else 0.0)
 
 
-def grouped_bars(values: Mapping[str, Mapping[str, Sequence[float]]], path: PathLike, ylabel: str = "",
-                 title: str = "") -> Path:
+def grouped_bars(
+    values: Mapping[str, Mapping[str, Sequence[float]]], path: PathLike, ylabel: str = "", title: str = ""
+) -> Path:
     """Bars of mean ± sample std (error bars), one group per outer key, one bar per inner key.
 
     ``values[group][series]`` holds one number per run (e.g. the accuracy gap of each seed); the runs
@@ -208,8 +268,16 @@ def grouped_bars(values: Mapping[str, Mapping[str, Sequence[float]]], path: Path
     for s_index, name in enumerate(series):
         xs = np.arange(len(groups)) + (s_index - (len(series) - 1) / 2) * width
         stats = [_mean_std(values[g].get(name, ())) for g in groups]
-        ax.bar(xs, [m for m, _ in stats], width=width * 0.9, yerr=[s for _, s in stats], capsize=4,
-               color=f"C{s_index}", alpha=0.75, label=name if len(series) > 1 else None)
+        ax.bar(
+            xs,
+            [m for m, _ in stats],
+            width=width * 0.9,
+            yerr=[s for _, s in stats],
+            capsize=4,
+            color=f"C{s_index}",
+            alpha=0.75,
+            label=name if len(series) > 1 else None,
+        )
         for x, g in zip(xs, groups):
             points = [p for p in values[g].get(name, ()) if p is not None and math.isfinite(p)]
             ax.scatter([x] * len(points), points, color="black", s=10, zorder=3)
@@ -224,9 +292,13 @@ def grouped_bars(values: Mapping[str, Mapping[str, Sequence[float]]], path: Path
     return _save(fig, path)
 
 
-def noise_chart(best: Mapping[str, Mapping[float, Sequence[float]]],
-                last: Mapping[str, Mapping[float, Sequence[float]]], path: PathLike,
-                ylabel: str = "test accuracy", title: str = "") -> Path:
+def noise_chart(
+    best: Mapping[str, Mapping[float, Sequence[float]]],
+    last: Mapping[str, Mapping[float, Sequence[float]]],
+    path: PathLike,
+    ylabel: str = "test accuracy",
+    title: str = "",
+) -> Path:
     """Test accuracy against label-noise rate, one colour per loss: best epoch solid, last epoch dashed.
 
     ``best[loss][rate]`` and ``last[loss][rate]`` hold one value per run; points are mean ± sample std.
@@ -241,8 +313,17 @@ def noise_chart(best: Mapping[str, Mapping[float, Sequence[float]]],
             if not rates:
                 continue
             stats = [_mean_std(by_rate[r]) for r in rates]
-            ax.errorbar(rates, [m for m, _ in stats], yerr=[s for _, s in stats], color=f"C{index}",
-                        linestyle=style, marker="o", markersize=4, capsize=3, label=f"{loss} ({which})")
+            ax.errorbar(
+                rates,
+                [m for m, _ in stats],
+                yerr=[s for _, s in stats],
+                color=f"C{index}",
+                linestyle=style,
+                marker="o",
+                markersize=4,
+                capsize=3,
+                label=f"{loss} ({which})",
+            )
     ax.set_xlabel("label-noise rate")
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
@@ -252,8 +333,9 @@ def noise_chart(best: Mapping[str, Mapping[float, Sequence[float]]],
     return _save(fig, path)
 
 
-def memorisation_curves(panels: Mapping[str, Mapping[str, Sequence[Sequence[float]]]], path: PathLike,
-                        title: str = "") -> Path:
+def memorisation_curves(
+    panels: Mapping[str, Mapping[str, Sequence[Sequence[float]]]], path: PathLike, title: str = ""
+) -> Path:
     """The memorised fraction of flipped training labels against epoch: one panel per label-noise rate,
     one colour per loss; thin lines are runs, the thick line their mean."""
     if not panels:

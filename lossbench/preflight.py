@@ -23,16 +23,27 @@ def training_device(trainer_cfg: dict[str, Any]) -> torch.device:
     import pytorch_lightning as pl
 
     try:
-        with warnings.catch_warnings():  # what Lightning warns about (e.g. an unused srun) it says again when training starts
+        with (
+            warnings.catch_warnings()
+        ):  # what Lightning warns about (e.g. an unused srun) it says again when training starts
             warnings.simplefilter("ignore")
-            trainer = pl.Trainer(**{**trainer_cfg, "logger": False, "enable_checkpointing": False,
-                                    "enable_progress_bar": False, "enable_model_summary": False})
+            trainer = pl.Trainer(
+                **{
+                    **trainer_cfg,
+                    "logger": False,
+                    "enable_checkpointing": False,
+                    "enable_progress_bar": False,
+                    "enable_model_summary": False,
+                }
+            )
     except Exception as e:
         raise ConfigError(f"trainer: cannot start with {_settings(trainer_cfg)}: {_one_line(e)}") from e
     return trainer.strategy.root_device
 
 
-def check_one_batch(net: nn.Module, loss: nn.Module, x: Tensor, y: Tensor, cfg: DictConfig, device: torch.device) -> None:
+def check_one_batch(
+    net: nn.Module, loss: nn.Module, x: Tensor, y: Tensor, cfg: DictConfig, device: torch.device
+) -> None:
     """Raise :class:`ConfigError` naming the key to change when a training batch cannot go through ``net`` and ``loss``.
 
     Forward and backward run with model and loss in eval mode and the gradients are dropped afterwards:
@@ -53,19 +64,25 @@ def check_one_batch(net: nn.Module, loss: nn.Module, x: Tensor, y: Tensor, cfg: 
         expected = (len(y), cfg.data.num_classes)
         if not torch.is_tensor(logits) or tuple(logits.shape) != expected:
             shape = tuple(logits.shape) if torch.is_tensor(logits) else type(logits).__name__
-            raise ConfigError(f"model={cfg.model.name}: returns {shape} for a batch of {len(y)} images, expected {expected} "
-                              f"(batch, data.num_classes); set model.net.num_classes=${{data.num_classes}}")
+            raise ConfigError(
+                f"model={cfg.model.name}: returns {shape} for a batch of {len(y)} images, expected {expected} "
+                f"(batch, data.num_classes); set model.net.num_classes=${{data.num_classes}}"
+            )
         name = f"loss={cfg.loss.name} (loss.input={cfg.loss.get('input', 'logits')}, loss.target={cfg.loss.get('target', 'index')})"
         try:
             value = loss(logits, y)
         except Exception as e:
-            raise ConfigError(f"{name} cannot score the model's output {tuple(logits.shape)} against class indices: "
-                              f"{_one_line(e)}; fix loss.input, loss.target or loss.criterion") from e
+            raise ConfigError(
+                f"{name} cannot score the model's output {tuple(logits.shape)} against class indices: "
+                f"{_one_line(e)}; fix loss.input, loss.target or loss.criterion"
+            ) from e
         if not torch.is_tensor(value) or value.ndim != 0:
             shape = tuple(value.shape) if torch.is_tensor(value) else type(value).__name__
             raise ConfigError(f"{name} returns {shape}, not one number per batch; set loss.criterion.reduction=mean")
         if not bool(torch.isfinite(value)):
-            raise ConfigError(f"{name} is {float(value)} on the first batch, before any step: fix loss.criterion or loss.input")
+            raise ConfigError(
+                f"{name} is {float(value)} on the first batch, before any step: fix loss.criterion or loss.input"
+            )
         try:
             value.backward()
         except Exception as e:
@@ -79,9 +96,11 @@ def check_one_batch(net: nn.Module, loss: nn.Module, x: Tensor, y: Tensor, cfg: 
 def _model_message(cfg: DictConfig, x: Tensor, error: Exception) -> str:
     """Name the ``model.net`` key that does not fit the images when the config has one, else the model group."""
     image = "x".join(map(str, x.shape[1:]))
-    fits = {"in_features": (x[0].numel(), f"an image is {image} = {x[0].numel()} values"),  # Linear, MLP
-            "in_channels": (x.shape[1], f"images are {image}: {x.shape[1]} channel(s)"),  # CNN
-            "image_size": (x.shape[-1], f"images are {image}")}
+    fits = {
+        "in_features": (x[0].numel(), f"an image is {image} = {x[0].numel()} values"),  # Linear, MLP
+        "in_channels": (x.shape[1], f"images are {image}: {x.shape[1]} channel(s)"),  # CNN
+        "image_size": (x.shape[-1], f"images are {image}"),
+    }
     for key, (value, why) in fits.items():
         given = cfg.model.net.get(key)
         if given is not None and given != value:
@@ -96,4 +115,6 @@ def _one_line(error: BaseException) -> str:
 
 
 def _settings(trainer_cfg: dict[str, Any]) -> str:
-    return " ".join(f"trainer.{k}={v}" for k, v in trainer_cfg.items() if k in ("accelerator", "devices", "precision", "strategy"))
+    return " ".join(
+        f"trainer.{k}={v}" for k, v in trainer_cfg.items() if k in ("accelerator", "devices", "precision", "strategy")
+    )

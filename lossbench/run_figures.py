@@ -23,17 +23,31 @@ class RunFigures:
         self.plots, self.folder, self.title = plots, Path(folder), title
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lossbench-figures")
         onset, selected = summary.get("summary/onset_epoch"), summary.get("summary/selected_epoch")
-        self.futures: list[Future] = [self.pool.submit(
-            plots.learning_curves, history, self.folder / "learning_curves.png", title=title,
-            onset_epoch=None if onset is None else int(onset), selected_epoch=None if selected is None else int(selected),
-            selected_by=selected_by)]
+        self.futures: list[Future] = [
+            self.pool.submit(
+                plots.learning_curves,
+                history,
+                self.folder / "learning_curves.png",
+                title=title,
+                onset_epoch=None if onset is None else int(onset),
+                selected_epoch=None if selected is None else int(selected),
+                selected_by=selected_by,
+            )
+        ]
 
     def add_confusion(self, matrix, class_names=None) -> None:
         """Queue the test's confusion matrix (selected checkpoint), labelled with the data set's class names;
         None (no test confusion) adds nothing."""
         if matrix is not None:
-            self.futures.append(self.pool.submit(self.plots.confusion_matrix, matrix.numpy(), self.folder / "confusion_matrix.png",
-                                                 class_names=class_names, title=f"{self.title} — test, selected checkpoint"))
+            self.futures.append(
+                self.pool.submit(
+                    self.plots.confusion_matrix,
+                    matrix.numpy(),
+                    self.folder / "confusion_matrix.png",
+                    class_names=class_names,
+                    title=f"{self.title} — test, selected checkpoint",
+                )
+            )
 
     def wait(self) -> list[Path]:
         """The figures' paths once all are written; the first drawing error is raised here."""

@@ -351,9 +351,7 @@ class Tuned:
             "n_settings": self.n_settings,
             "seeds_per_setting": self.seeds_per_setting,
             "budget": self.budget,
-            "candidates": [
-                {"setting": s, "val": _json(v), "n_val": k, "runs": r} for s, v, k, r in self.candidates
-            ],
+            "candidates": [{"setting": s, "val": _json(v), "n_val": k, "runs": r} for s, v, k, r in self.candidates],
         }
 
 

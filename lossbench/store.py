@@ -90,7 +90,9 @@ def deferred_interrupts():
         yield  # not ours to hold, or an outer write already holds them
         return
     caught: list[int] = []
-    previous = {sig: signal.signal(sig, lambda signum, frame: caught.append(signum)) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = {
+        sig: signal.signal(sig, lambda signum, frame: caught.append(signum)) for sig in (signal.SIGINT, signal.SIGTERM)
+    }
     _HOLDING.append(True)
     try:
         yield
@@ -149,28 +151,40 @@ class Tracker:
         db = sqlite_path(uri)
         if db is not None:
             if not db.parent.is_dir():
-                raise TrackingError(f"tracking store {uri}: folder {db.parent} does not exist; create it or set tracking.uri=")
+                raise TrackingError(
+                    f"tracking store {uri}: folder {db.parent} does not exist; create it or set tracking.uri="
+                )
             if not os.access(db.parent, os.W_OK) or (db.exists() and not os.access(db, os.W_OK)):
-                raise TrackingError(f"tracking store {uri}: {db if db.exists() else db.parent} is not writable; fix its permissions or set tracking.uri=")
+                raise TrackingError(
+                    f"tracking store {uri}: {db if db.exists() else db.parent} is not writable; fix its permissions or set tracking.uri="
+                )
         else:
             bound_http_waits(timeout_s)
         started = time.monotonic()
         try:
-            with _store_lock(db) if db is not None else nullcontext():  # MLflow creates the schema in the client's constructor
+            with (
+                _store_lock(db) if db is not None else nullcontext()
+            ):  # MLflow creates the schema in the client's constructor
                 client = MlflowClient(tracking_uri=uri)
                 found = client.get_experiment_by_name(experiment)
                 if found is None:
                     found = cls._create_experiment(client, uri, experiment)
-                elif found.lifecycle_stage != "deleted" and EXPERIMENT_KIND_TAG not in found.tags:  # made before lossbench tagged them
+                elif (
+                    found.lifecycle_stage != "deleted" and EXPERIMENT_KIND_TAG not in found.tags
+                ):  # made before lossbench tagged them
                     client.set_experiment_tag(found.experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND)
         except LossbenchError:
             raise
         except Exception as e:
             waited = time.monotonic() - started
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise TrackingError(f"tracking store {redact('uri', uri)} is unreachable or unusable after {waited:.0f} s: {first[:300]}") from e
+            raise TrackingError(
+                f"tracking store {redact('uri', uri)} is unreachable or unusable after {waited:.0f} s: {first[:300]}"
+            ) from e
         if found.lifecycle_stage == "deleted":
-            raise TrackingError(f"experiment {experiment!r} is deleted in {uri}: restore it in the MLflow UI or pick another tracking.experiment=")
+            raise TrackingError(
+                f"experiment {experiment!r} is deleted in {uri}: restore it in the MLflow UI or pick another tracking.experiment="
+            )
         return cls(client, uri, found.experiment_id)
 
     @staticmethod
@@ -193,7 +207,14 @@ class Tracker:
         """All runs of the experiment matching a filter (every page), newest first."""
         found, token = [], None
         while True:
-            page = self.client.search_runs([self.experiment_id], filter_string, ViewType.ACTIVE_ONLY, max_results=1000, order_by=["attributes.start_time DESC"], page_token=token)
+            page = self.client.search_runs(
+                [self.experiment_id],
+                filter_string,
+                ViewType.ACTIVE_ONLY,
+                max_results=1000,
+                order_by=["attributes.start_time DESC"],
+                page_token=token,
+            )
             found.extend(page)
             token = page.token
             if not token:
@@ -213,7 +234,9 @@ class Tracker:
             tags = run.data.tags
             pid = int(tags.get("lossbench.pid", "0") or 0)
             if tags.get("lossbench.host") == host and pid and not pid_alive(pid):
-                self.end(run.info.run_id, "FAILED", f"stale: process {pid} on {host} died without ending the run (killed?)")
+                self.end(
+                    run.info.run_id, "FAILED", f"stale: process {pid} on {host} died without ending the run (killed?)"
+                )
                 failed.append(run.info.run_id)
         return failed
 
@@ -230,7 +253,9 @@ class Tracker:
     def reopen(self, run_id: str) -> None:
         """Continue an ended run (resume): RUNNING again, owned by this process."""
         self.client.update_run(run_id, status="RUNNING")
-        self.set_tags(run_id, {"lossbench.host": socket.gethostname(), "lossbench.pid": str(os.getpid()), FAILURE_TAG: ""})
+        self.set_tags(
+            run_id, {"lossbench.host": socket.gethostname(), "lossbench.pid": str(os.getpid()), FAILURE_TAG: ""}
+        )
 
     @_held
     def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:

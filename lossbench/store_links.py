@@ -75,8 +75,11 @@ def curves_view(sweep_id: str, group_by: str = "loss") -> tuple[str, str, str]:
     """(experiment tag, its JSON value, share key) of a view of the sweep's runs grouped by ``group_by``
     (the mean of each group's runs), as charts of :data:`CURVE_CHARTS`."""
     key = "lossbench-curves-" + re.sub(r"[^A-Za-z0-9_-]+", "_", sweep_id)
-    state = {"searchFilter": f"tags.sweep_id = '{sweep_id}'", "groupBy": f"tag.average.{group_by}",
-             "chartsSearchFilter": CURVE_CHARTS}
+    state = {
+        "searchFilter": f"tags.sweep_id = '{sweep_id}'",
+        "groupBy": f"tag.average.{group_by}",
+        "chartsSearchFilter": CURVE_CHARTS,
+    }
     return SHARED_VIEW_TAG + key, json.dumps(state), key
 
 

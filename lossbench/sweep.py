@@ -58,7 +58,10 @@ def sweep_id_of(config: DictConfig) -> str:
         return str(config.tracking.sweep_id)
     params = config.hydra.sweeper.get("params")
     params = OmegaConf.to_container(params, resolve=False) if params is not None else {}
-    text = json.dumps({"overrides": sorted(config.hydra.overrides.task), "params": params, "experiment": config.tracking.experiment}, sort_keys=True)
+    text = json.dumps(
+        {"overrides": sorted(config.hydra.overrides.task), "params": params, "experiment": config.tracking.experiment},
+        sort_keys=True,
+    )
     return hashlib.sha256(text.encode()).hexdigest()[:10]
 
 
@@ -66,7 +69,10 @@ def tags() -> dict[str, str]:
     """Tags tying a job's run to its sweep (empty outside a sweep)."""
     if not in_sweep():
         return {}
-    sweep_id = os.environ.get(SWEEP_ID_ENV) or hashlib.sha256(str(Path(HydraConfig.get().sweep.dir).resolve()).encode()).hexdigest()[:10]
+    sweep_id = (
+        os.environ.get(SWEEP_ID_ENV)
+        or hashlib.sha256(str(Path(HydraConfig.get().sweep.dir).resolve()).encode()).hexdigest()[:10]
+    )
     found = {"sweep_id": sweep_id, "sweep_job": str(HydraConfig.get().job.num)}
     if os.environ.get(PARENT_RUN_ENV):
         found["mlflow.parentRunId"] = os.environ[PARENT_RUN_ENV]
@@ -81,9 +87,17 @@ def record_outcome(status: str, run_id: str | None, objective: float | None, rea
     write_outcome(Path(hc.runtime.output_dir), status, run_id, objective, reason, list(hc.overrides.task))
 
 
-def write_outcome(job_dir: Path, status: str, run_id: str | None, objective: float | None, reason: str | None, overrides: list[str]) -> None:
+def write_outcome(
+    job_dir: Path, status: str, run_id: str | None, objective: float | None, reason: str | None, overrides: list[str]
+) -> None:
     """A job's outcome (finished, failed, killed or skipped) in its output folder ``job_dir``."""
-    outcome = {"status": status, "run_id": run_id, "objective": objective, "reason": reason, "overrides": list(overrides)}
+    outcome = {
+        "status": status,
+        "run_id": run_id,
+        "objective": objective,
+        "reason": reason,
+        "overrides": list(overrides),
+    }
     Path(job_dir).mkdir(parents=True, exist_ok=True)
     Path(job_dir, OUTCOME_FILE).write_text(json.dumps(outcome, default=str))
 
@@ -98,28 +112,46 @@ def read_outcomes(sweep_dir: Path) -> list[dict[str, Any]]:
     return [json.loads(p.read_text()) for p in sorted(Path(sweep_dir).glob(f"*/{OUTCOME_FILE}"))]
 
 
-def summary_screen(outcomes: list[dict[str, Any]], tracking_uri: str, experiment: str, sweep_id: str,
-                   experiment_id: str | None = None, parent_run_id: str | None = None) -> str:
+def summary_screen(
+    outcomes: list[dict[str, Any]],
+    tracking_uri: str,
+    experiment: str,
+    sweep_id: str,
+    experiment_id: str | None = None,
+    parent_run_id: str | None = None,
+) -> str:
     """The sweep's closing screen: counts, the best job, failures, and where to look at the runs and the report."""
     from lossbench import store_links
 
     counts = {s: sum(o["status"] == s for o in outcomes) for s in ("finished", "failed", "killed", "skipped")}
-    lines = [f"sweep {sweep_id}: {len(outcomes)} jobs — {counts['finished']} finished, {counts['failed']} failed, "
-             f"{counts['killed']} killed, {counts['skipped']} skipped (already finished)"]
-    scored = [o for o in outcomes if o["status"] in ("finished", "skipped") and o["objective"] is not None and not math.isnan(o["objective"])]
+    lines = [
+        f"sweep {sweep_id}: {len(outcomes)} jobs — {counts['finished']} finished, {counts['failed']} failed, "
+        f"{counts['killed']} killed, {counts['skipped']} skipped (already finished)"
+    ]
+    scored = [
+        o
+        for o in outcomes
+        if o["status"] in ("finished", "skipped") and o["objective"] is not None and not math.isnan(o["objective"])
+    ]
     if scored:
         best = max(scored, key=lambda o: o["objective"])
         lines.append(f"best val/acc {best['objective']:.4f}: {' '.join(best['overrides'])} (run {best['run_id']})")
     for o in outcomes:
         if o["status"] in ("failed", "killed"):
             lines.append(f"{o['status'].upper()} {' '.join(o['overrides'])}: {o['reason']}")
-    lines.append(f"report: python -m lossbench.report --experiment {experiment} --sweep {sweep_id} --tracking-uri {tracking_uri}")
+    lines.append(
+        f"report: python -m lossbench.report --experiment {experiment} --sweep {sweep_id} --tracking-uri {tracking_uri}"
+    )
     if experiment_id is not None:
         lines += store_links.look_lines(tracking_uri, store_links.sweep_url(tracking_uri, experiment_id, sweep_id))
         if parent_run_id is not None:
-            lines.append(f"answer: {store_links.run_url(tracking_uri, experiment_id, parent_run_id)}   (the sweep's run: report and figures)")
+            lines.append(
+                f"answer: {store_links.run_url(tracking_uri, experiment_id, parent_run_id)}   (the sweep's run: report and figures)"
+            )
         share_key = store_links.curves_view(sweep_id)[2]
-        lines.append(f"curves: {store_links.curves_url(tracking_uri, experiment_id, share_key)}   (val/nll, train_eval/nll by loss)")
+        lines.append(
+            f"curves: {store_links.curves_url(tracking_uri, experiment_id, share_key)}   (val/nll, train_eval/nll by loss)"
+        )
     else:
         lines.append(f"runs:   mlflow ui --backend-store-uri {tracking_uri}   (filter: tags.sweep_id = '{sweep_id}')")
     return "\n".join(lines)
@@ -138,7 +170,12 @@ def write_report(tracker, experiment: str, sweep_id: str, rule) -> None:
         log.info("sweep %s: report %s, also on the sweep's parent run", sweep_id, result.html)
     except Exception as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        log.warning("sweep %s: the report was not written (%s: %s); run the report command below", sweep_id, type(e).__name__, first)
+        log.warning(
+            "sweep %s: the report was not written (%s: %s); run the report command below",
+            sweep_id,
+            type(e).__name__,
+            first,
+        )
 
 
 class SweepCallback(Callback):
@@ -156,7 +193,9 @@ class SweepCallback(Callback):
             parent_id = parents[0].info.run_id
             tracker.reopen(parent_id)
         else:
-            run = tracker.client.create_run(tracker.experiment_id, run_name=f"sweep-{sweep_id}", tags={KIND_TAG: "sweep", "sweep_id": sweep_id})
+            run = tracker.client.create_run(
+                tracker.experiment_id, run_name=f"sweep-{sweep_id}", tags={KIND_TAG: "sweep", "sweep_id": sweep_id}
+            )
             parent_id = run.info.run_id
             tracker.set_tags(parent_id, {"sweep_overrides": " ".join(config.hydra.overrides.task)})
         os.environ[PARENT_RUN_ENV] = parent_id
@@ -171,9 +210,22 @@ class SweepCallback(Callback):
         tracker = getattr(self, "tracker", None)
         if tracker is not None:
             status = "FAILED" if failed else "KILLED" if killed else "FINISHED"
-            tracker.end(self.parent_id, status, f"{failed} failed and {killed} killed of {len(outcomes)} jobs" if failed or killed else None)
+            tracker.end(
+                self.parent_id,
+                status,
+                f"{failed} failed and {killed} killed of {len(outcomes)} jobs" if failed or killed else None,
+            )
             write_report(tracker, config.tracking.experiment, sweep_id, analysis.Rule.from_config(config.analysis))
-        print(summary_screen(outcomes, tracker.uri if tracker else config.tracking.uri, config.tracking.experiment, sweep_id,
-                             tracker.experiment_id if tracker else None, self.parent_id if tracker else None), flush=True)
+        print(
+            summary_screen(
+                outcomes,
+                tracker.uri if tracker else config.tracking.uri,
+                config.tracking.experiment,
+                sweep_id,
+                tracker.experiment_id if tracker else None,
+                self.parent_id if tracker else None,
+            ),
+            flush=True,
+        )
         if failed or killed:
             raise SystemExit(1)

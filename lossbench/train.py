@@ -72,11 +72,17 @@ def run(cfg: DictConfig, extra_callbacks: list | None = None) -> float:
     net = built("model", lambda: instantiate(cfg.model.net))
     loss = built("loss", lambda: build_loss(cfg.loss, cfg.data.num_classes))
     optimizer = built("optimizer", lambda: instantiate(without_name(cfg.optimizer)))
-    scheduler = built("scheduler", lambda: instantiate(without_name(cfg.scheduler))) if "_target_" in cfg.scheduler else None
-    probe = built("optimizer", lambda: optimizer([torch.nn.Parameter(torch.zeros(1))]))  # bad keywords fail now, not mid-fit
+    scheduler = (
+        built("scheduler", lambda: instantiate(without_name(cfg.scheduler))) if "_target_" in cfg.scheduler else None
+    )
+    probe = built(
+        "optimizer", lambda: optimizer([torch.nn.Parameter(torch.zeros(1))])
+    )  # bad keywords fail now, not mid-fit
     if scheduler is not None:
         built("scheduler", lambda: scheduler(probe))
-    device = preflight.training_device({k: v for k, v in OmegaConf.to_container(cfg.trainer).items() if k != "gradient_clip_val"})
+    device = preflight.training_device(
+        {k: v for k, v in OmegaConf.to_container(cfg.trainer).items() if k != "gradient_clip_val"}
+    )
     batch = slice(0, cfg.data.batch_size)  # one training batch through model and loss, on the training device
     preflight.check_one_batch(net, loss, splits.train_x[batch], splits.train_y[batch], cfg, device)
     tracker = Tracker.connect(cfg.tracking.uri, cfg.tracking.experiment, cfg.tracking.timeout_s)
@@ -86,41 +92,83 @@ def run(cfg: DictConfig, extra_callbacks: list | None = None) -> float:
     tracker.fail_stale_runs(identity)
     skip = cfg.tracking.skip_finished if cfg.tracking.skip_finished is not None else sweep.in_sweep()
     if skip and (done := tracker.runs_of_config(identity, ["FINISHED"])):
-        log.info("skipping: this config already FINISHED as run %s (tracking.skip_finished=false runs it again)", done[0].info.run_id)
+        log.info(
+            "skipping: this config already FINISHED as run %s (tracking.skip_finished=false runs it again)",
+            done[0].info.run_id,
+        )
         sweep.record_outcome("skipped", done[0].info.run_id, done[0].data.metrics.get(OBJECTIVE))
         return done[0].data.metrics.get(OBJECTIVE, math.nan)
     run_id, ckpt_path = resume_point(cfg, tracker, identity)
     if run_id is None:
-        name = cfg.tracking.run_name or f"{cfg.loss.name}-{cfg.optimizer.name}-{cfg.model.name}-s{cfg.seed}-{uuid.uuid4().hex[:6]}"
-        tags = {"loss": cfg.loss.name, "optimizer": cfg.optimizer.name, "model": cfg.model.name, "data": cfg.data.name,
-                "scheduler": cfg.scheduler.name, "seed": cfg.seed, "config_hash": identity,
-                "config_hash_version": CONFIG_HASH_VERSION, **sweep.tags()}
+        name = (
+            cfg.tracking.run_name
+            or f"{cfg.loss.name}-{cfg.optimizer.name}-{cfg.model.name}-s{cfg.seed}-{uuid.uuid4().hex[:6]}"
+        )
+        tags = {
+            "loss": cfg.loss.name,
+            "optimizer": cfg.optimizer.name,
+            "model": cfg.model.name,
+            "data": cfg.data.name,
+            "scheduler": cfg.scheduler.name,
+            "seed": cfg.seed,
+            "config_hash": identity,
+            "config_hash_version": CONFIG_HASH_VERSION,
+            **sweep.tags(),
+        }
         run_id = tracker.create_run(name, tags, dict(flatten(resolved(cfg))))
     else:
         tracker.reopen(run_id)
     checkpoint_dir = Path(cfg.tracking.checkpoint_dir).resolve() / run_id
-    tracker.set_tags(run_id, {CHECKPOINT_TAG: checkpoint_dir, "threads": torch.get_num_threads(), **{f"noise.{k}": v for k, v in data.noise_report.items()}})
+    tracker.set_tags(
+        run_id,
+        {
+            CHECKPOINT_TAG: checkpoint_dir,
+            "threads": torch.get_num_threads(),
+            **{f"noise.{k}": v for k, v in data.noise_report.items()},
+        },
+    )
 
     # 3. Train. The run ends FINISHED, FAILED (with the reason) or KILLED, whatever happens.
     with recorded(tracker, run_id):
         trainer_cfg = OmegaConf.to_container(cfg.trainer)
         if cfg.trainer.accelerator != "cpu" and (gpu := gpus.gpu_for_sweep_job(cfg.launch.jobs_per_gpu)) is not None:
             trainer_cfg["devices"] = [gpu]  # parallel jobs on one machine take its GPUs in turn
-        module = LossbenchModule(net, loss, optimizer, scheduler, num_classes=cfg.data.num_classes,
-                                 gradient_clip_val=trainer_cfg.pop("gradient_clip_val"), train_eval_true=data.train_eval_true_labels)
-        best = pl.callbacks.ModelCheckpoint(dirpath=checkpoint_dir, filename="best", monitor=cfg.checkpoint.monitor, mode=cfg.checkpoint.mode)
+        module = LossbenchModule(
+            net,
+            loss,
+            optimizer,
+            scheduler,
+            num_classes=cfg.data.num_classes,
+            gradient_clip_val=trainer_cfg.pop("gradient_clip_val"),
+            train_eval_true=data.train_eval_true_labels,
+        )
+        best = pl.callbacks.ModelCheckpoint(
+            dirpath=checkpoint_dir, filename="best", monitor=cfg.checkpoint.monitor, mode=cfg.checkpoint.mode
+        )
         # Every epoch's end, whatever the monitor did: Lightning's save_last writes last.ckpt only when "best" improved.
-        last = pl.callbacks.ModelCheckpoint(dirpath=checkpoint_dir, filename="last", monitor=None, save_top_k=1, enable_version_counter=False)
+        last = pl.callbacks.ModelCheckpoint(
+            dirpath=checkpoint_dir, filename="last", monitor=None, save_top_k=1, enable_version_counter=False
+        )
         callbacks = [EpochLogger(tracker, run_id, checkpoint_dir), best, last, EpochLine(), *(extra_callbacks or [])]
         if cfg.early_stopping.enabled:
             es = cfg.early_stopping
-            callbacks.append(pl.callbacks.EarlyStopping(monitor=es.monitor, mode=es.mode, patience=es.patience, min_delta=es.min_delta))
+            callbacks.append(
+                pl.callbacks.EarlyStopping(
+                    monitor=es.monitor, mode=es.mode, patience=es.patience, min_delta=es.min_delta
+                )
+            )
         progress = trainer_cfg.pop("enable_progress_bar")
         progress = sys.stdout.isatty() if progress is None else progress
         if progress:
             callbacks.append(MiniBatchProgressBar(-(-data.sizes["train"] // data.batch_size), data.batches_per_step))
-        trainer = pl.Trainer(**trainer_cfg, callbacks=callbacks, logger=False, enable_progress_bar=progress,
-                             num_sanity_val_steps=0, default_root_dir=output_dir())
+        trainer = pl.Trainer(
+            **trainer_cfg,
+            callbacks=callbacks,
+            logger=False,
+            enable_progress_bar=progress,
+            num_sanity_val_steps=0,
+            default_root_dir=output_dir(),
+        )
         trainer.fit(module, datamodule=data, ckpt_path=ckpt_path, weights_only=True)
         history = curves(module.history)
         rule = analysis.Rule.from_config(cfg.analysis)
@@ -134,7 +182,9 @@ def run(cfg: DictConfig, extra_callbacks: list | None = None) -> float:
             selected = final
         else:
             (final,) = trainer.test(module, datamodule=data, verbose=False)
-            (selected,) = trainer.test(module, datamodule=data, ckpt_path=best.best_model_path or None, verbose=False, weights_only=True)
+            (selected,) = trainer.test(
+                module, datamodule=data, ckpt_path=best.best_model_path or None, verbose=False, weights_only=True
+            )
         tests = {**selected, **{k.replace("test/", "test_last/", 1): v for k, v in final.items()}}
         if figures is not None:
             figures.add_confusion(module.test_confusion, data.class_names)  # the test just run: the selected checkpoint
@@ -143,13 +193,26 @@ def run(cfg: DictConfig, extra_callbacks: list | None = None) -> float:
         verdict = analysis.judge(history, rule)
         results = {**tests, **summary}
         tracker.log_metrics(run_id, {k: v for k, v in results.items() if v is not None and not math.isnan(v)})
-        tracker.set_tags(run_id, {"onset_epoch": "none" if verdict.onset_epoch is None else verdict.onset_epoch,
-                                  "verdict": verdict.kind, "verdict_text": verdict.text})
+        tracker.set_tags(
+            run_id,
+            {
+                "onset_epoch": "none" if verdict.onset_epoch is None else verdict.onset_epoch,
+                "verdict": verdict.kind,
+                "verdict_text": verdict.text,
+            },
+        )
         record_artifacts(tracker, run_id, cfg, figures)
     objective = history[OBJECTIVE][-1] if history.get(OBJECTIVE) else math.nan
     sweep.record_outcome("finished", run_id, objective)
-    log.info("run %s finished: test/acc %.4f (epoch %d, best %s), %.4f (last epoch); %s", run_id, results["test/acc"],
-             summary.get("summary/selected_epoch", -1), cfg.checkpoint.monitor, results["test_last/acc"], verdict.text)
+    log.info(
+        "run %s finished: test/acc %.4f (epoch %d, best %s), %.4f (last epoch); %s",
+        run_id,
+        results["test/acc"],
+        summary.get("summary/selected_epoch", -1),
+        cfg.checkpoint.monitor,
+        results["test_last/acc"],
+        verdict.text,
+    )
     for line in store_links.look_lines(tracker.uri, store_links.run_url(tracker.uri, tracker.experiment_id, run_id)):
         log.info(line)
     return objective
@@ -198,10 +261,14 @@ def resume_point(cfg: DictConfig, tracker, identity: str) -> tuple[str | None, s
     try:
         found = tracker.client.get_run(run_id)
     except Exception as e:
-        raise ConfigError(f"resume={cfg.resume!r}: its folder name {run_id!r} is not a run of this tracking store") from e
+        raise ConfigError(
+            f"resume={cfg.resume!r}: its folder name {run_id!r} is not a run of this tracking store"
+        ) from e
     if found.data.tags.get("config_hash") != identity:
-        raise ConfigError(f"resume={cfg.resume!r}: run {run_id} was trained with another config "
-                          f"(config_hash {found.data.tags.get('config_hash')}, this one {identity}); resume it with its own overrides")
+        raise ConfigError(
+            f"resume={cfg.resume!r}: run {run_id} was trained with another config "
+            f"(config_hash {found.data.tags.get('config_hash')}, this one {identity}); resume it with its own overrides"
+        )
     torch.load(path, map_location="cpu", weights_only=True)  # refuse pickled objects before reopening the run
     return run_id, str(path)
 
@@ -304,10 +371,16 @@ def main(cfg: DictConfig) -> float:
 
 def save_traceback(error: BaseException) -> str:
     """Append ``error``'s traceback to the job's log file (Hydra's, else one in the output folder); say where it went."""
-    record = log.makeRecord(log.name, logging.ERROR, __file__, 0, "run failed", None, (type(error), error, error.__traceback__))
+    record = log.makeRecord(
+        log.name, logging.ERROR, __file__, 0, "run failed", None, (type(error), error, error.__traceback__)
+    )
     hydra_log = next((h for h in logging.getLogger().handlers if isinstance(h, logging.FileHandler)), None)
     path = Path(hydra_log.baseFilename) if hydra_log else Path(output_dir()) / "lossbench_error.log"
-    formatter = hydra_log.formatter if hydra_log and hydra_log.formatter else logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
+    formatter = (
+        hydra_log.formatter
+        if hydra_log and hydra_log.formatter
+        else logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
+    )
     try:
         if hydra_log:
             hydra_log.flush()

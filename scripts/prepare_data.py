@@ -21,15 +21,24 @@ from lossbench.data import DATASETS, DataError, import_idx_folder
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--from", dest="source", required=True, type=Path, help="folder holding the four idx files")
-    parser.add_argument("--dataset", default="FashionMNIST", choices=DATASETS, help="torchvision class name (default: FashionMNIST)")
-    parser.add_argument("--root", type=Path, default=Path(os.environ.get("LOSSBENCH_DATA", "data")), help="data.root (default: $LOSSBENCH_DATA or ./data)")
+    parser.add_argument(
+        "--dataset", default="FashionMNIST", choices=DATASETS, help="torchvision class name (default: FashionMNIST)"
+    )
+    parser.add_argument(
+        "--root",
+        type=Path,
+        default=Path(os.environ.get("LOSSBENCH_DATA", "data")),
+        help="data.root (default: $LOSSBENCH_DATA or ./data)",
+    )
     args = parser.parse_args(argv)
     try:
         raw = import_idx_folder(args.source, args.root, args.dataset)
     except DataError as e:
         print(f"prepare_data: error: {e}", file=sys.stderr)
         return 2
-    print(f"{args.dataset} ready in {raw}; train with: python -m lossbench.train data={'fashion_mnist' if args.dataset == 'FashionMNIST' else args.dataset.lower()} data.root={args.root}")
+    print(
+        f"{args.dataset} ready in {raw}; train with: python -m lossbench.train data={'fashion_mnist' if args.dataset == 'FashionMNIST' else args.dataset.lower()} data.root={args.root}"
+    )
     return 0
 
 

@@ -23,9 +23,16 @@ def tiny_mnist(tmp_path: Path) -> Path:
 def tiny_overrides(root: Path, store: Path, *extra: str) -> list[str]:
     """Overrides for a fast run on tiny idx data with its own SQLite store."""
     return [
-        f"data.root={root}", "data.val_size=100", "data.train_eval_size=100", "data.eval_batch_size=100",
-        f"tracking.uri=sqlite:///{store}", f"tracking.checkpoint_dir={store.parent / 'checkpoints'}",
-        "trainer.max_epochs=2", "trainer.accelerator=cpu", "analysis.figures=false", *extra,
+        f"data.root={root}",
+        "data.val_size=100",
+        "data.train_eval_size=100",
+        "data.eval_batch_size=100",
+        f"tracking.uri=sqlite:///{store}",
+        f"tracking.checkpoint_dir={store.parent / 'checkpoints'}",
+        "trainer.max_epochs=2",
+        "trainer.accelerator=cpu",
+        "analysis.figures=false",
+        *extra,
     ]
 
 

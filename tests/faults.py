@@ -96,8 +96,8 @@ def train_at_signal(ready: str, go: str, overrides: list[str], timeout_s: float 
     import pytorch_lightning  # noqa: F401
     import torch  # noqa: F401
 
-    import lossbench.data  # noqa: F401
     import lossbench.callbacks  # noqa: F401
+    import lossbench.data  # noqa: F401
     import lossbench.store  # noqa: F401
     import lossbench.train  # noqa: F401
 

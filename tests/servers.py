@@ -121,7 +121,9 @@ def _tail(path: Path, n: int = 40) -> str:
 
 def pg_bin() -> Path | None:
     """The newest ``/usr/lib/postgresql/<version>/bin`` holding initdb and pg_ctl, or None."""
-    found = [Path(p) for p in glob.glob(PG_BIN_GLOB) if (Path(p) / "initdb").is_file() and (Path(p) / "pg_ctl").is_file()]
+    found = [
+        Path(p) for p in glob.glob(PG_BIN_GLOB) if (Path(p) / "initdb").is_file() and (Path(p) / "pg_ctl").is_file()
+    ]
     return max(found, key=lambda p: int(p.parent.name)) if found else None
 
 
@@ -156,7 +158,11 @@ class Postgres:
     def stop(self) -> None:
         """Fast shutdown with pg_ctl; SIGKILL the postmaster if that fails. Raises if it still runs."""
         with contextlib.suppress(RuntimeError, subprocess.TimeoutExpired):
-            _run_as(self.run_as, [str(self.bin / "pg_ctl"), "stop", "-D", str(self.datadir), "-m", "fast", "-w", "-t", "30"], timeout=40)
+            _run_as(
+                self.run_as,
+                [str(self.bin / "pg_ctl"), "stop", "-D", str(self.datadir), "-m", "fast", "-w", "-t", "30"],
+                timeout=40,
+            )
         if not _wait_until(lambda: not is_running(self.pid), timeout=10):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.pid, signal.SIGKILL)
@@ -192,14 +198,37 @@ def start_postgres(database: str = PG_DB, user: str = PG_USER) -> Iterator[Postg
             if run_as:
                 for path in (pwfile, sockets):
                     os.chown(path, entry.pw_uid, entry.pw_gid)
-            _run_as(run_as, [str(bin_dir / "initdb"), "-D", str(datadir), "-U", user, f"--pwfile={pwfile}",
-                             "--auth=scram-sha-256", "--encoding=UTF8", "--no-sync"], timeout=120)
+            _run_as(
+                run_as,
+                [
+                    str(bin_dir / "initdb"),
+                    "-D",
+                    str(datadir),
+                    "-U",
+                    user,
+                    f"--pwfile={pwfile}",
+                    "--auth=scram-sha-256",
+                    "--encoding=UTF8",
+                    "--no-sync",
+                ],
+                timeout=120,
+            )
             options = f"-c listen_addresses=127.0.0.1 -p {port} -c unix_socket_directories={sockets} -c fsync=off"
-            _run_as(run_as, [str(bin_dir / "pg_ctl"), "start", "-D", str(datadir), "-l", str(log), "-o", options,
-                             "-w", "-t", "60"], timeout=90)
+            _run_as(
+                run_as,
+                [str(bin_dir / "pg_ctl"), "start", "-D", str(datadir), "-l", str(log), "-o", options, "-w", "-t", "60"],
+                timeout=90,
+            )
             pid = int((datadir / "postmaster.pid").read_text().split()[0])
-            with psycopg.connect(host="127.0.0.1", port=port, user=user, password=password, dbname="postgres",
-                                 autocommit=True, connect_timeout=10) as conn:
+            with psycopg.connect(
+                host="127.0.0.1",
+                port=port,
+                user=user,
+                password=password,
+                dbname="postgres",
+                autocommit=True,
+                connect_timeout=10,
+            ) as conn:
                 conn.execute(f'CREATE DATABASE "{database}" OWNER "{user}"')
         except Exception as exc:
             raise RuntimeError(f"PostgreSQL did not start: {exc}\n--- postgres log ---\n{_tail(log)}") from exc
@@ -245,9 +274,13 @@ def wait_for_health(uri: str, proc: subprocess.Popen, log: Path, timeout: float 
 
 
 @contextlib.contextmanager
-def start_mlflow_server(backend: Postgres, workdir: Path, workers: int = 1,
-                        extra_env: dict[str, str] | None = None,
-                        python: str = sys.executable) -> Iterator[MlflowServer]:
+def start_mlflow_server(
+    backend: Postgres,
+    workdir: Path,
+    workers: int = 1,
+    extra_env: dict[str, str] | None = None,
+    python: str = sys.executable,
+) -> Iterator[MlflowServer]:
     """Run ``mlflow server`` (from ``python``'s environment) on ``backend`` with proxied artifacts
     under ``workdir``; stop its whole process group afterwards and check that none of it survives."""
     workdir.mkdir(parents=True, exist_ok=True)
@@ -264,14 +297,26 @@ def start_mlflow_server(backend: Postgres, workdir: Path, workers: int = 1,
     }
     env.pop("MLFLOW_TRACKING_URI", None)
     cmd = [
-        python, "-m", "mlflow", "server",
-        "--backend-store-uri", backend.sqlalchemy_uri(),
-        "--serve-artifacts", "--artifacts-destination", str(artifacts),
-        "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
+        python,
+        "-m",
+        "mlflow",
+        "server",
+        "--backend-store-uri",
+        backend.sqlalchemy_uri(),
+        "--serve-artifacts",
+        "--artifacts-destination",
+        str(artifacts),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
     ]
     with open(log, "wb") as log_file:
-        proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=env, cwd=workdir,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            cmd, stdout=log_file, stderr=subprocess.STDOUT, env=env, cwd=workdir, start_new_session=True
+        )
     try:
         wait_for_health(uri, proc, log)
         yield MlflowServer(uri, port, proc.pid, artifacts, log, backend)
@@ -311,19 +356,33 @@ class MlflowUi:
 
 
 @contextlib.contextmanager
-def start_mlflow_ui(store_uri: str, workdir: Path, python: str = sys.executable,
-                    timeout: float = 150.0) -> Iterator[MlflowUi]:
+def start_mlflow_ui(
+    store_uri: str, workdir: Path, python: str = sys.executable, timeout: float = 150.0
+) -> Iterator[MlflowUi]:
     """Run ``mlflow ui --backend-store-uri <store_uri>`` on 127.0.0.1 and a free port, as a person would
     (one worker: the default four take half a minute more to start on two cores); stop its group afterwards."""
     workdir.mkdir(parents=True, exist_ok=True)
     log, port = workdir / "mlflow-ui.log", free_port()
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     env.pop("MLFLOW_TRACKING_URI", None)
-    cmd = [python, "-m", "mlflow", "ui", "--backend-store-uri", store_uri, "--host", "127.0.0.1",
-           "--port", str(port), "--workers", "1"]
+    cmd = [
+        python,
+        "-m",
+        "mlflow",
+        "ui",
+        "--backend-store-uri",
+        store_uri,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
     with open(log, "wb") as log_file:
-        proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=env, cwd=workdir,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            cmd, stdout=log_file, stderr=subprocess.STDOUT, env=env, cwd=workdir, start_new_session=True
+        )
     try:
         base = f"http://127.0.0.1:{port}"
         wait_for_health(base, proc, log, timeout=timeout)

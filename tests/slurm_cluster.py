@@ -51,25 +51,41 @@ class SlurmCluster:
         return {**os.environ, "SLURM_CONF": str(self.conf)}
 
     def scontrol(self, *args: str, timeout: float = 20) -> str:
-        return subprocess.run(["scontrol", *args], env=self.env, capture_output=True, text=True, timeout=timeout, check=True).stdout
+        return subprocess.run(
+            ["scontrol", *args], env=self.env, capture_output=True, text=True, timeout=timeout, check=True
+        ).stdout
 
     def job_fields(self, job_id: str) -> dict[str, str]:
         """``scontrol show job``'s KEY=VALUE fields of one job (JobState, ExitCode, Restarts, ...)."""
-        out = subprocess.run(["scontrol", "-o", "show", "job", job_id], env=self.env, capture_output=True, text=True, timeout=20)
+        out = subprocess.run(
+            ["scontrol", "-o", "show", "job", job_id], env=self.env, capture_output=True, text=True, timeout=20
+        )
         return dict(word.split("=", 1) for word in out.stdout.split() if "=" in word)
 
     def jobs(self) -> list[dict[str, str]]:
         """Every job slurmctld still remembers (MinJobAge keeps finished ones for an hour here)."""
-        out = subprocess.run(["scontrol", "-o", "show", "job"], env=self.env, capture_output=True, text=True, timeout=20)
-        return [dict(w.split("=", 1) for w in line.split() if "=" in w) for line in out.stdout.splitlines() if line.startswith("JobId=")]
+        out = subprocess.run(
+            ["scontrol", "-o", "show", "job"], env=self.env, capture_output=True, text=True, timeout=20
+        )
+        return [
+            dict(w.split("=", 1) for w in line.split() if "=" in w)
+            for line in out.stdout.splitlines()
+            if line.startswith("JobId=")
+        ]
 
     def node_state(self) -> str:
         fields = dict(w.split("=", 1) for w in self.scontrol("-o", "show", "node", self.node).split() if "=" in w)
         return fields.get("State", "")
 
     def log_tail(self) -> str:
-        return "\n".join(f"--- {name}\n{_tail(path, 20)}" for name, path in (("munged", self.root / "munge" / "munged.log"),
-                         ("slurmctld", self.root / "slurmctld.log"), ("slurmd", self.root / "slurmd.log")))
+        return "\n".join(
+            f"--- {name}\n{_tail(path, 20)}"
+            for name, path in (
+                ("munged", self.root / "munge" / "munged.log"),
+                ("slurmctld", self.root / "slurmctld.log"),
+                ("slurmd", self.root / "slurmd.log"),
+            )
+        )
 
 
 def installed() -> bool:
@@ -79,34 +95,38 @@ def installed() -> bool:
 def write_conf(root: Path, node: str, munge_socket: Path) -> Path:
     """slurm.conf for one node on loopback: cores and memory are consumable, so jobs share the node."""
     conf = root / "slurm.conf"
-    conf.write_text("\n".join([
-        "ClusterName=lossbench",
-        f"SlurmctldHost={node}(127.0.0.1)",
-        f"SlurmctldPort={free_port()}",
-        f"SlurmdPort={free_port()}",
-        "SlurmUser=root",
-        f"AuthInfo=socket={munge_socket},cred_expire=10",  # a requeued job waits cred_expire (default 120 s) to start again
-        f"StateSaveLocation={root / 'state'}",
-        f"SlurmdSpoolDir={root / 'spool'}",
-        f"SlurmctldPidFile={root / 'slurmctld.pid'}",
-        f"SlurmdPidFile={root / 'slurmd.pid'}",
-        f"SlurmctldLogFile={root / 'slurmctld.log'}",
-        f"SlurmdLogFile={root / 'slurmd.log'}",
-        "ProctrackType=proctrack/linuxproc",
-        "TaskPlugin=task/none",
-        "SelectType=select/cons_tres",
-        "SelectTypeParameters=CR_Core_Memory",
-        "SchedulerType=sched/backfill",
-        "SchedulerParameters=sched_interval=5,bf_interval=5",  # a requeued job starts seconds after it may
-        "ReturnToService=2",
-        "MinJobAge=3600",
-        "KillWait=20",  # seconds between a cancel's SIGTERM and its SIGKILL
-        "MpiDefault=none",
-        "JobAcctGatherType=jobacct_gather/none",
-        f"NodeName={node} NodeAddr=127.0.0.1 CPUs={CPUS} RealMemory={MEMORY_MB} State=UNKNOWN",
-        f"PartitionName=debug Nodes={node} Default=YES MaxTime=INFINITE State=UP",
-        "",
-    ]))
+    conf.write_text(
+        "\n".join(
+            [
+                "ClusterName=lossbench",
+                f"SlurmctldHost={node}(127.0.0.1)",
+                f"SlurmctldPort={free_port()}",
+                f"SlurmdPort={free_port()}",
+                "SlurmUser=root",
+                f"AuthInfo=socket={munge_socket},cred_expire=10",  # a requeued job waits cred_expire (default 120 s) to start again
+                f"StateSaveLocation={root / 'state'}",
+                f"SlurmdSpoolDir={root / 'spool'}",
+                f"SlurmctldPidFile={root / 'slurmctld.pid'}",
+                f"SlurmdPidFile={root / 'slurmd.pid'}",
+                f"SlurmctldLogFile={root / 'slurmctld.log'}",
+                f"SlurmdLogFile={root / 'slurmd.log'}",
+                "ProctrackType=proctrack/linuxproc",
+                "TaskPlugin=task/none",
+                "SelectType=select/cons_tres",
+                "SelectTypeParameters=CR_Core_Memory",
+                "SchedulerType=sched/backfill",
+                "SchedulerParameters=sched_interval=5,bf_interval=5",  # a requeued job starts seconds after it may
+                "ReturnToService=2",
+                "MinJobAge=3600",
+                "KillWait=20",  # seconds between a cancel's SIGTERM and its SIGKILL
+                "MpiDefault=none",
+                "JobAcctGatherType=jobacct_gather/none",
+                f"NodeName={node} NodeAddr=127.0.0.1 CPUs={CPUS} RealMemory={MEMORY_MB} State=UNKNOWN",
+                f"PartitionName=debug Nodes={node} Default=YES MaxTime=INFINITE State=UP",
+                "",
+            ]
+        )
+    )
     return conf
 
 
@@ -131,9 +151,23 @@ def start_slurm(timeout: float = 60) -> Iterator[SlurmCluster]:
     cluster = SlurmCluster(root, conf, node)
     env = cluster.env
     try:
-        started = subprocess.run(["runuser", "-u", "munge", "--", "/usr/sbin/munged", f"--socket={munge_dir / 'munge.sock'}",
-                        f"--pid-file={munge_dir / 'munged.pid'}", f"--log-file={munge_dir / 'munged.log'}",
-                        f"--seed-file={munge_dir / 'seed'}", "--force"], timeout=30, capture_output=True, text=True)
+        started = subprocess.run(
+            [
+                "runuser",
+                "-u",
+                "munge",
+                "--",
+                "/usr/sbin/munged",
+                f"--socket={munge_dir / 'munge.sock'}",
+                f"--pid-file={munge_dir / 'munged.pid'}",
+                f"--log-file={munge_dir / 'munged.log'}",
+                f"--seed-file={munge_dir / 'seed'}",
+                "--force",
+            ],
+            timeout=30,
+            capture_output=True,
+            text=True,
+        )
         if started.returncode:
             raise RuntimeError(f"munged did not start: {started.stderr.strip()}")
         cluster.pids["munged"] = _pid_from(munge_dir / "munged.pid", 10)
@@ -163,17 +197,19 @@ def stop(cluster: SlurmCluster, grace: float = 15) -> None:
             continue
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
-        if not _wait_until(lambda: not is_running(pid), grace):
+        if not _wait_until(lambda pid=pid: not is_running(pid), grace):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            _wait_until(lambda: not is_running(pid), 5)
+            _wait_until(lambda pid=pid: not is_running(pid), 5)
 
 
 @pytest.fixture(scope="session")
 def slurm() -> Iterator[SlurmCluster]:
     """A running single-node Slurm cluster for the session; skipped where Slurm is not installed."""
     if not installed():
-        pytest.skip("Slurm is not installed (apt-get install slurmctld slurmd slurm-client munge; scripts/setup.sh does it)")
+        pytest.skip(
+            "Slurm is not installed (apt-get install slurmctld slurmd slurm-client munge; scripts/setup.sh does it)"
+        )
     if os.geteuid() != 0:
         pytest.skip("the test cluster's slurmd runs as root")
     with start_slurm() as cluster:

@@ -16,8 +16,11 @@ from lossbench import analysis
 from lossbench.analysis import Rule
 
 NAN = math.nan
-REAL = {k: v for k, v in json.loads((Path(__file__).parent / "data" / "real_curves.json").read_text()).items()
-        if not k.startswith("_")}
+REAL = {
+    k: v
+    for k, v in json.loads((Path(__file__).parent / "data" / "real_curves.json").read_text()).items()
+    if not k.startswith("_")
+}
 
 
 def overfitting_curves() -> dict[str, list[float]]:
@@ -80,16 +83,22 @@ def test_nll_rising_on_train_and_validation_together_is_drift_not_overfitting() 
 
 
 def test_monotone_improvement_is_still_improving() -> None:
-    curves = {"val/nll": [1.0, 0.8, 0.6, 0.5, 0.45, 0.42], "train_eval/nll": [1.0, 0.7, 0.5, 0.4, 0.3, 0.25],
-              "val/acc": [0.6, 0.7, 0.75, 0.78, 0.8, 0.81], "train_eval/acc": [0.6, 0.72, 0.78, 0.82, 0.85, 0.87]}
+    curves = {
+        "val/nll": [1.0, 0.8, 0.6, 0.5, 0.45, 0.42],
+        "train_eval/nll": [1.0, 0.7, 0.5, 0.4, 0.3, 0.25],
+        "val/acc": [0.6, 0.7, 0.75, 0.78, 0.8, 0.81],
+        "train_eval/acc": [0.6, 0.72, 0.78, 0.82, 0.85, 0.87],
+    }
     verdict = analysis.judge(curves)
     assert verdict.kind == "improving" and verdict.onset_epoch is None
     assert analysis.judge({}).kind == "unknown"
 
 
 def test_validation_accuracy_falling_while_train_accuracy_rises_is_overfitting() -> None:
-    curves = {"val/acc": [0.70, 0.80, 0.85, 0.84, 0.83, 0.82, 0.81, 0.80],
-              "train_eval/acc": [0.70, 0.82, 0.88, 0.91, 0.94, 0.96, 0.98, 0.99]}
+    curves = {
+        "val/acc": [0.70, 0.80, 0.85, 0.84, 0.83, 0.82, 0.81, 0.80],
+        "train_eval/acc": [0.70, 0.82, 0.88, 0.91, 0.94, 0.96, 0.98, 0.99],
+    }
     verdict = analysis.judge(curves)
     # Smoothed val acc peaks at epoch 3 ((0.85 + 0.84 + 0.83) / 3 = 0.84) and ends at 0.805.
     assert verdict.kind == "overfits" and verdict.onset_epoch == 3 and verdict.nll is None
@@ -108,8 +117,9 @@ def test_the_margin_decides_how_large_a_rise_counts() -> None:
     assert analysis.judge(curves, Rule(margin_nll=0.7, margin_acc=0.5)).kind == "stable"
     with pytest.raises(ValueError, match="at least 1"):
         Rule(smooth=0)
-    assert Rule.from_config({"smooth": 5, "patience": 2, "margin_nll": 0.2, "margin_acc": 0.02, "figures": True}) == \
-        Rule(5, 2, 0.2, 0.02)
+    assert Rule.from_config(
+        {"smooth": 5, "patience": 2, "margin_nll": 0.2, "margin_acc": 0.02, "figures": True}
+    ) == Rule(5, 2, 0.2, 0.02)
 
 
 @pytest.mark.parametrize("seed", ["s0", "s1"])
@@ -173,23 +183,25 @@ def test_gap_is_positive_when_overfitting_for_both_metrics() -> None:
 def test_summarize_names_and_values() -> None:
     curves = overfitting_curves()
     summary = analysis.summarize(curves)
-    assert summary == pytest.approx({
-        "summary/epochs": 10.0,
-        "summary/selected_epoch": 4.0,  # highest val/acc
-        "summary/best_epoch_nll": 3.0,
-        "summary/best_epoch_acc": 4.0,
-        "summary/best_val_nll": 0.40,
-        "summary/best_val_acc": 0.88,
-        "summary/gap_acc_selected": 0.93 - 0.88,
-        "summary/gap_nll_selected": 0.42 - 0.25,
-        "summary/gap_acc_last": 0.99 - 0.86,
-        "summary/gap_nll_last": 0.72 - 0.06,
-        "summary/val_nll_rise": 0.69 / ((0.45 + 0.40 + 0.42) / 3) - 1,
-        "summary/train_nll_change": 0.07 / ((0.40 + 0.30 + 0.25) / 3) - 1,
-        "summary/has_onset": 1.0,
-        "summary/onset_epoch": 3.0,
-        "summary/drift": 0.0,
-    })
+    assert summary == pytest.approx(
+        {
+            "summary/epochs": 10.0,
+            "summary/selected_epoch": 4.0,  # highest val/acc
+            "summary/best_epoch_nll": 3.0,
+            "summary/best_epoch_acc": 4.0,
+            "summary/best_val_nll": 0.40,
+            "summary/best_val_acc": 0.88,
+            "summary/gap_acc_selected": 0.93 - 0.88,
+            "summary/gap_nll_selected": 0.42 - 0.25,
+            "summary/gap_acc_last": 0.99 - 0.86,
+            "summary/gap_nll_last": 0.72 - 0.06,
+            "summary/val_nll_rise": 0.69 / ((0.45 + 0.40 + 0.42) / 3) - 1,
+            "summary/train_nll_change": 0.07 / ((0.40 + 0.30 + 0.25) / 3) - 1,
+            "summary/has_onset": 1.0,
+            "summary/onset_epoch": 3.0,
+            "summary/drift": 0.0,
+        }
+    )
     assert list(summary) == [k for k in analysis.SUMMARY_KEYS if k in summary]
     assert analysis.summarize(curves, monitor="val/nll", mode="min")["summary/selected_epoch"] == 3.0
 

@@ -23,7 +23,20 @@ def test_smoke_reports_every_variant_with_positive_finite_numbers(tmp_path: Path
 
     result = json.loads(out.read_text())
     assert result["table"] == returned["table"]
-    assert {"command", "settings", "machine", "targets", "variants", "ratios", "startup", "memory", "overhead", "gpu", "table", "total_s"} <= set(result)
+    assert {
+        "command",
+        "settings",
+        "machine",
+        "targets",
+        "variants",
+        "ratios",
+        "startup",
+        "memory",
+        "overhead",
+        "gpu",
+        "table",
+        "total_s",
+    } <= set(result)
     assert "--smoke" in result["command"]
     assert result["settings"]["smoke"] is True
     machine = result["machine"]
@@ -61,14 +74,25 @@ def test_smoke_reports_every_variant_with_positive_finite_numbers(tmp_path: Path
     overhead = result["overhead"]
     assert [j["warm_up"] for j in overhead["jobs"]] == [True, False] and overhead["pass"] is None
     for job in overhead["jobs"]:
-        assert all(positive(job[k]) for k in ("wall_s", "epochs_s", "overhead_s", "setup_s", "tests_s", "record_s")), job
+        assert all(positive(job[k]) for k in ("wall_s", "epochs_s", "overhead_s", "setup_s", "tests_s", "record_s")), (
+            job
+        )
         assert job["overhead_s"] == pytest.approx(job["wall_s"] - job["epochs_s"])
         assert job["setup_s"] + job["epochs_s"] + job["tests_s"] + job["record_s"] <= job["wall_s"] + 1e-6
     assert "skipped" in result["gpu"] or result["gpu"]["runs"]
 
     # The printed table names every variant and section.
     printed = capsys.readouterr().out
-    for name in ("plain", "plain-fused", "lossbench", "conventional-w0", "start-up", "peak memory", "per-job overhead", "gpu"):
+    for name in (
+        "plain",
+        "plain-fused",
+        "lossbench",
+        "conventional-w0",
+        "start-up",
+        "peak memory",
+        "per-job overhead",
+        "gpu",
+    ):
         assert name in printed, name
 
 
@@ -83,13 +107,40 @@ def test_sections_and_models_are_checked_before_anything_runs(tmp_path: Path):
 def test_rounds_alternate_plain_and_lossbench_and_pool_their_epochs():
     settings = Settings(rounds=3, workers=[0, 1])
     order = [(v, w) for v, w, _ in children.schedule(list(DEFAULT_SECTIONS), settings)]
-    assert order == [("plain", 0), ("plain-fused", 0), ("lossbench", 0), ("conventional", 0), ("conventional", 1),
-                     ("lossbench", 0), ("plain-fused", 0), ("plain", 0), ("plain", 0), ("plain-fused", 0), ("lossbench", 0)]
+    assert order == [
+        ("plain", 0),
+        ("plain-fused", 0),
+        ("lossbench", 0),
+        ("conventional", 0),
+        ("conventional", 1),
+        ("lossbench", 0),
+        ("plain-fused", 0),
+        ("plain", 0),
+        ("plain", 0),
+        ("plain-fused", 0),
+        ("lossbench", 0),
+    ]
 
     def child(epochs, rss):
-        run = {"model": "mlp", "batch": 128, "epoch_s": epochs, "warmup_s": [9.0], "median_epoch_s": 0, "min_epoch_s": 0, "threads": 1}
-        return {"label": "plain", "variant": "plain", "runs": [run], "max_rss_mb": rss, "wall_s": 10.0,
-                "load_before": [1.0, 0, 0], "load_after": [2.0, 0, 0], "accelerator": "cpu"}
+        run = {
+            "model": "mlp",
+            "batch": 128,
+            "epoch_s": epochs,
+            "warmup_s": [9.0],
+            "median_epoch_s": 0,
+            "min_epoch_s": 0,
+            "threads": 1,
+        }
+        return {
+            "label": "plain",
+            "variant": "plain",
+            "runs": [run],
+            "max_rss_mb": rss,
+            "wall_s": 10.0,
+            "load_before": [1.0, 0, 0],
+            "load_after": [2.0, 0, 0],
+            "accelerator": "cpu",
+        }
 
     (pooled,) = children.pool_rounds([child([1.0, 2.0, 3.0], 100.0), child([4.0, 0.5, 6.0], 300.0)])
     run = pooled["runs"][0]
@@ -102,10 +153,15 @@ def test_the_sweep_section_runs_the_readme_command_as_typed(tmp_path: Path):
     from benchmarks.jobs import sweep_command
     from benchmarks.settings import REPO, SWEEP_AS_TYPED
 
-    typed = next(line.split("#")[0].split() for line in (REPO / "README.md").read_text().splitlines()
-                 if line.startswith("python -m lossbench.train -m loss="))
+    typed = next(
+        line.split("#")[0].split()
+        for line in (REPO / "README.md").read_text().splitlines()
+        if line.startswith("python -m lossbench.train -m loss=")
+    )
     command = sweep_command(Settings(root="/data"), tmp_path, "after", [])
     assert typed[:3] == ["python", "-m", "lossbench.train"] and typed[3:] == SWEEP_AS_TYPED
     assert command[1:3] == ["-m", "lossbench.train"] and command[3 : 3 + len(SWEEP_AS_TYPED)] == SWEEP_AS_TYPED
     assert "trainer.max_epochs=1" in command and "data=fashion_mnist" in command
-    assert not any(o.startswith(("hydra/launcher", "hydra.launcher", "optimizer.fused")) for o in command), "after = as typed"
+    assert not any(o.startswith(("hydra/launcher", "hydra.launcher", "optimizer.fused")) for o in command), (
+        "after = as typed"
+    )

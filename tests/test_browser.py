@@ -24,8 +24,15 @@ REPO = Path(__file__).resolve().parents[1]
 DOCS_FIGURES = REPO / "docs" / "figures" / "reviewing"
 CHROMIUM = Path("/usr/bin/chromium")
 # Chromium as root, headless, with nothing reaching out (the user data dir is a fresh temporary one).
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync"]
+FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 WAIT_MS = 30_000  # any one thing the page must show
 
 
@@ -34,8 +41,14 @@ def run_sweep(tmp_path: Path, root: Path) -> tuple[subprocess.CompletedProcess, 
     overrides = [o for o in tiny_overrides(root, store, "trainer.max_epochs=3") if not o.startswith("analysis.figures")]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("MLFLOW_TRACKING_URI", None)
-    done = subprocess.run([sys.executable, "-m", "lossbench.train", "-m", *overrides, "loss=ce,mae"],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400)
+    done = subprocess.run(
+        [sys.executable, "-m", "lossbench.train", "-m", *overrides, "loss=ce,mae"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
     return done, store
 
 
@@ -71,12 +84,18 @@ def test_the_printed_links_show_the_runs_the_report_and_the_curves(tiny_mnist: P
     shots.mkdir()
 
     with start_mlflow_ui(f"sqlite:///{store}", tmp_path / "ui") as ui, sync_playwright() as playwright:
+
         def here(link: str) -> str:  # the printed links name mlflow ui's default port; this one has its own
             return link.replace("http://127.0.0.1:5000", ui.base)
 
         browser = playwright.chromium.launch_persistent_context(
-            tempfile.mkdtemp(prefix="chromium-", dir=tmp_path), executable_path=str(CHROMIUM), headless=True,
-            args=FLAGS, timeout=60_000, viewport={"width": 1400, "height": 900})
+            tempfile.mkdtemp(prefix="chromium-", dir=tmp_path),
+            executable_path=str(CHROMIUM),
+            headless=True,
+            args=FLAGS,
+            timeout=60_000,
+            viewport={"width": 1400, "height": 900},
+        )
         try:
             page = browser.new_page()
             page.set_default_timeout(WAIT_MS)

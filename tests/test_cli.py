@@ -16,13 +16,21 @@ ENV.pop("MLFLOW_TRACKING_URI", None)
 
 
 def train(*overrides: str, cwd: Path, timeout: int = 180) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "lossbench.train", *overrides], cwd=cwd, env=ENV,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "lossbench.train", *overrides],
+        cwd=cwd,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def test_cli_run_records_every_epoch_and_finishes(tiny_mnist: Path, tmp_path: Path):
     store = tmp_path / "mlflow.db"
-    done = train(*tiny_overrides(tiny_mnist, store, "loss=hinge", "optimizer=sgd", "trainer.max_epochs=3"), cwd=tmp_path)
+    done = train(
+        *tiny_overrides(tiny_mnist, store, "loss=hinge", "optimizer=sgd", "trainer.max_epochs=3"), cwd=tmp_path
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     client, runs = read_runs(store)
     assert [r.info.status for r in runs] == ["FINISHED"]
@@ -34,7 +42,11 @@ def test_cli_run_records_every_epoch_and_finishes(tiny_mnist: Path, tmp_path: Pa
 
 
 def test_default_store_is_sqlite_in_the_launch_directory(tiny_mnist: Path, tmp_path: Path):
-    overrides = [o for o in tiny_overrides(tiny_mnist, tmp_path / "unused.db", "trainer.max_epochs=1") if not o.startswith("tracking.uri")]
+    overrides = [
+        o
+        for o in tiny_overrides(tiny_mnist, tmp_path / "unused.db", "trainer.max_epochs=1")
+        if not o.startswith("tracking.uri")
+    ]
     done = train(*overrides, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     assert (tmp_path / "mlflow.db").is_file() and not (tmp_path / "mlruns").exists()
@@ -53,7 +65,9 @@ def test_default_store_is_sqlite_in_the_launch_directory(tiny_mnist: Path, tmp_p
 )
 def test_bad_overrides_exit_nonzero_with_a_reason_before_training(tiny_mnist: Path, tmp_path: Path, overrides, reason):
     store = tmp_path / "mlflow.db"
-    base = [o for o in tiny_overrides(tiny_mnist, store) if not any(o.startswith(x.split("=")[0] + "=") for x in overrides)]
+    base = [
+        o for o in tiny_overrides(tiny_mnist, store) if not any(o.startswith(x.split("=")[0] + "=") for x in overrides)
+    ]
     done = train(*base, *overrides, cwd=tmp_path, timeout=120)
     assert done.returncode != 0
     assert reason in done.stderr, done.stderr[-2000:]
@@ -62,9 +76,22 @@ def test_bad_overrides_exit_nonzero_with_a_reason_before_training(tiny_mnist: Pa
 
 
 def test_help_lists_groups_and_options(tmp_path: Path):
-    done = subprocess.run([sys.executable, "-m", "lossbench.train", "--help"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "lossbench.train", "--help"], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 0
-    for text in ("lossbench-train", "loss:", "optimizer:", "model:", "data:", "trainer:", "mae", "fashion_mnist", "tracking:", "optimizer.lr=0.01"):
+    for text in (
+        "lossbench-train",
+        "loss:",
+        "optimizer:",
+        "model:",
+        "data:",
+        "trainer:",
+        "mae",
+        "fashion_mnist",
+        "tracking:",
+        "optimizer.lr=0.01",
+    ):
         assert text in done.stdout, text
     script = shutil.which("lossbench-train", path=str(Path(sys.executable).parent))
     assert script, "console script lossbench-train is not installed"

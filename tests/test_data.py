@@ -79,7 +79,9 @@ def test_split_sizes_with_val_size_as_a_count(indexed):
     dm = family(root, val_size=100, train_eval_size=50)
     s = dm.load()
     assert dm.sizes == {"train": 500, "val": 100, "test": 200, "train_eval": 50}
-    assert s.train_x.shape == (500, 1, 28, 28) and s.val_x.shape == (100, 1, 28, 28) and s.test_x.shape == (200, 1, 28, 28)
+    assert (
+        s.train_x.shape == (500, 1, 28, 28) and s.val_x.shape == (100, 1, 28, 28) and s.test_x.shape == (200, 1, 28, 28)
+    )
     assert s.train_y.shape == (500,) and s.val_y.shape == (100,) and s.test_y.shape == (200,)
     assert {t.dtype for t in (s.train_x, s.val_x, s.test_x)} == {torch.float32}
     assert {t.dtype for t in (s.train_y, s.val_y, s.test_y)} == {torch.int64}
@@ -88,7 +90,12 @@ def test_split_sizes_with_val_size_as_a_count(indexed):
 @pytest.mark.parametrize("fraction, n_val", [(0.25, 150), (0.1, 60), (0.3333, 200)])
 def test_val_size_as_a_fraction_of_the_training_file(indexed, fraction, n_val):
     root, _ = indexed
-    assert family(root, val_size=fraction).sizes == {"train": N_TRAIN - n_val, "val": n_val, "test": N_TEST, "train_eval": 50}
+    assert family(root, val_size=fraction).sizes == {
+        "train": N_TRAIN - n_val,
+        "val": n_val,
+        "test": N_TEST,
+        "train_eval": 50,
+    }
 
 
 def test_train_size_caps_the_training_split_with_the_same_images_for_every_run_seed(indexed):
@@ -132,7 +139,9 @@ def test_validation_split_depends_on_split_seed_not_on_the_run_seed(indexed, tmp
 
     def val_rows(seed: int, *extra: str) -> list[int]:
         cfg = compose(*tiny_overrides(root, tmp_path / "unused.db", f"seed={seed}", "data.download=false", *extra))
-        return origin(MNISTFamily.from_config(cfg.data, seed=cfg.seed).load().val_x, cfg.data.mean, cfg.data.std).tolist()
+        return origin(
+            MNISTFamily.from_config(cfg.data, seed=cfg.seed).load().val_x, cfg.data.mean, cfg.data.std
+        ).tolist()
 
     base = val_rows(0)
     assert len(base) == 100
@@ -185,7 +194,9 @@ def test_train_eval_subset_has_min_of_its_size_and_the_training_split(indexed, s
     assert len(idx) == expected and len(set(idx)) == expected
     assert all(0 <= i < 500 for i in idx)
     loaders = dm.val_dataloader()
-    assert len(loaders) == (2 if expected else 1), "train_eval is evaluated as a second validation loader when not empty"
+    assert len(loaders) == (2 if expected else 1), (
+        "train_eval is evaluated as a second validation loader when not empty"
+    )
     if expected:
         assert sum(len(y) for _, y in loaders[1]) == expected
 
@@ -235,7 +246,9 @@ def test_shuffled_batches_cover_every_sample_once_per_epoch_with_a_ragged_last_b
     assert order != list(range(103)), "not shuffled"
 
 
-@pytest.mark.parametrize("n, batch_size, expected", [(100, 10, 10), (101, 10, 11), (5, 64, 1), (64, 64, 1), (65, 64, 2), (500, 64, 8)])
+@pytest.mark.parametrize(
+    "n, batch_size, expected", [(100, 10, 10), (101, 10, 11), (5, 64, 1), (64, 64, 1), (65, 64, 2), (500, 64, 8)]
+)
 def test_len_counts_the_ragged_last_batch(n, batch_size, expected):
     x, y = _tensors(n)
     shuffled, ordered = ShuffledBatches(x, y, batch_size, 0, lambda: 0), Batches(x, y, batch_size)
@@ -289,7 +302,9 @@ def test_the_data_module_shuffles_the_training_split_by_run_seed_and_trainer_epo
         return rows
 
     first = order(0, 0)
-    assert sorted(first) == sorted(origin(family(root).load().train_x).tolist()), "an epoch must cover the training split once"
+    assert sorted(first) == sorted(origin(family(root).load().train_x).tolist()), (
+        "an epoch must cover the training split once"
+    )
     assert order(0, 0) == first
     assert order(0, 1) != first
     assert order(1, 0) != first
@@ -470,7 +485,10 @@ def test_a_missing_test_file_is_a_data_error_naming_it(tiny_mnist: Path, monkeyp
     message = str(e.value)
     missing_part = message.split("(download failed")[0]  # torchvision's own error names what it tried first
     assert "t10k-labels-idx1-ubyte" in missing_part
-    assert not any(name in missing_part for name in ("t10k-images-idx3-ubyte", "train-images-idx3-ubyte", "train-labels-idx1-ubyte"))
+    assert not any(
+        name in missing_part
+        for name in ("t10k-images-idx3-ubyte", "train-images-idx3-ubyte", "train-labels-idx1-ubyte")
+    )
     assert str((tiny_mnist / "MNIST" / "raw").resolve()) in message and "scripts/prepare_data.py" in message
     if download:
         assert "download failed" in message
@@ -515,7 +533,9 @@ def _idx_folder(tmp_path: Path, packed: bool, skip: str | None = None) -> tuple[
     for name in ALL_FILES:
         contents[name] = (tmp_path / "made" / "MNIST" / "raw" / name).read_bytes()
         if name != skip:
-            (src / (name + ".gz" if packed else name)).write_bytes(gzip.compress(contents[name]) if packed else contents[name])
+            (src / (name + ".gz" if packed else name)).write_bytes(
+                gzip.compress(contents[name]) if packed else contents[name]
+            )
     return src, contents
 
 
@@ -530,7 +550,9 @@ def test_import_idx_folder_unpacks_into_the_layout_torchvision_reads(tmp_path: P
         assert (raw / name).read_bytes() == contents[name], name
     dm = MNISTFamily("FashionMNIST", root, download=False, val_size=10, train_eval_size=10, mean=MEAN, std=STD)
     assert dm.sizes == {"train": 90, "val": 10, "test": 30, "train_eval": 10}
-    np.testing.assert_array_equal(dm.load().test_y.numpy(), np.frombuffer(contents["t10k-labels-idx1-ubyte"][8:], np.uint8))
+    np.testing.assert_array_equal(
+        dm.load().test_y.numpy(), np.frombuffer(contents["t10k-labels-idx1-ubyte"][8:], np.uint8)
+    )
 
 
 def test_import_idx_folder_missing_a_file_names_it(tmp_path: Path):
@@ -578,8 +600,18 @@ def test_prepare_data_script_exits_2_naming_a_missing_file(tmp_path: Path):
     src, _ = _idx_folder(tmp_path, packed=True, skip="train-labels-idx1-ubyte")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     done = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "prepare_data.py"), "--from", str(src), "--root", str(tmp_path / "root")],
-        capture_output=True, text=True, env=env, timeout=120,
+        [
+            sys.executable,
+            str(REPO / "scripts" / "prepare_data.py"),
+            "--from",
+            str(src),
+            "--root",
+            str(tmp_path / "root"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
     )
     assert done.returncode == 2, done.stderr
     assert "prepare_data: error:" in done.stderr and "train-labels-idx1-ubyte" in done.stderr

@@ -105,8 +105,14 @@ def test_first_job_of_each_experiment_trains_one_batch(name: str, tiny_mnist: Pa
 
     store = tmp_path / "mlflow.db"
     probe = compose(f"+experiment={name}", hydra_config=True)
-    cfg = compose(f"+experiment={name}", *first_job(probe), *tiny_overrides(tiny_mnist, store, "trainer.max_epochs=1"),
-                  "data=mnist", f"data.root={tiny_mnist}", "+trainer.limit_train_batches=1")  # as the sweep's first job
+    cfg = compose(
+        f"+experiment={name}",
+        *first_job(probe),
+        *tiny_overrides(tiny_mnist, store, "trainer.max_epochs=1"),
+        "data=mnist",
+        f"data.root={tiny_mnist}",
+        "+trainer.limit_train_batches=1",
+    )  # as the sweep's first job
     run(cfg)
     _, runs = read_runs(store, name)
     assert [r.info.status for r in runs] == ["FINISHED"]

@@ -41,8 +41,14 @@ class Answer:
 
 def train(*overrides: str, cwd: Path, timeout: int = 240) -> Answer:
     started = time.monotonic()
-    done = subprocess.run([sys.executable, "-X", "importtime", "-m", "lossbench.train", *overrides], cwd=cwd, env=ENV,
-                          capture_output=True, text=True, timeout=timeout)
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "lossbench.train", *overrides],
+        cwd=cwd,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     return Answer(done, time.monotonic() - started)
 
 
@@ -61,19 +67,26 @@ def assert_one_line(answer: Answer, expected: str, code: int = 2) -> None:
         ("seed=-1", "seed=-1 is invalid: expected an integer from 0 to 4294967295"),
         ("optimizer.lr=inf", "optimizer.lr=inf is invalid: expected a number > 0"),
         ("optimizer.lr=nan", "optimizer.lr=nan is invalid: expected a number > 0"),
-        ("checkpoint.monitor=val/bogus", "checkpoint.monitor='val/bogus' is invalid: expected one of val/loss, val/acc, val/nll, "
-                                         "val/ece, train_eval/loss, train_eval/acc, train_eval/nll, train_eval/ece"),
+        (
+            "checkpoint.monitor=val/bogus",
+            "checkpoint.monitor='val/bogus' is invalid: expected one of val/loss, val/acc, val/nll, "
+            "val/ece, train_eval/loss, train_eval/acc, train_eval/nll, train_eval/ece",
+        ),
         ("early_stopping.monitor=train/acc", "early_stopping.monitor='train/acc' is invalid: expected one of val/loss"),
     ],
 )
-def test_config_errors_answer_in_one_line_before_torch_is_imported(tiny_mnist: Path, tmp_path: Path, override: str, expected: str):
+def test_config_errors_answer_in_one_line_before_torch_is_imported(
+    tiny_mnist: Path, tmp_path: Path, override: str, expected: str
+):
     store = tmp_path / "mlflow.db"
     answer = train(*tiny_overrides(tiny_mnist, store), override, cwd=tmp_path)
     assert answer.code == 2, answer
     assert len(answer.errors) == 1 and answer.errors[0].startswith(f"lossbench: error: {expected}"), answer
     assert "Traceback" not in answer.stderr, answer
     assert not HEAVY & answer.imported, f"imported {HEAVY & answer.imported} before answering"
-    assert "hydra" in answer.imported and "lossbench" in answer.imported, "the import listing is not what this test reads"
+    assert "hydra" in answer.imported and "lossbench" in answer.imported, (
+        "the import listing is not what this test reads"
+    )
     assert not store.exists() and not (tmp_path / "checkpoints").exists()
 
 
@@ -83,12 +96,17 @@ def test_config_errors_answer_in_one_line_before_torch_is_imported(tiny_mnist: P
 @pytest.mark.parametrize(
     "override, expected",
     [
-        ("model.net.in_features=100", "model.net.in_features=100 does not fit the data: an image is 1x28x28 = 784 values; "
-                                      "set model.net.in_features=784"),
+        (
+            "model.net.in_features=100",
+            "model.net.in_features=100 does not fit the data: an image is 1x28x28 = 784 values; "
+            "set model.net.in_features=784",
+        ),
         ("data.num_classes=3", "data.num_classes=3 is too small: MNIST's labels go up to 9; set data.num_classes=10"),
     ],
 )
-def test_data_and_model_errors_answer_in_one_line_before_a_run_exists(tiny_mnist: Path, tmp_path: Path, override: str, expected: str):
+def test_data_and_model_errors_answer_in_one_line_before_a_run_exists(
+    tiny_mnist: Path, tmp_path: Path, override: str, expected: str
+):
     store = tmp_path / "mlflow.db"
     answer = train(*tiny_overrides(tiny_mnist, store), override, cwd=tmp_path)
     assert_one_line(answer, expected)
@@ -99,21 +117,44 @@ def test_data_and_model_errors_answer_in_one_line_before_a_run_exists(tiny_mnist
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        (["+loss.criterion.reduction=none"], "loss=ce (loss.input=logits, loss.target=index) returns (64,), not one number per batch; "
-                                             "set loss.criterion.reduction=mean"),
-        (["loss=bce", "loss.target=index"], "loss=bce (loss.input=logits, loss.target=index) cannot score the model's output (64, 10) "
-                                            "against class indices: ValueError: Target size (torch.Size([64])) must be the same as input size"),
-        (["model=mlp", "model.net.num_classes=7"], "model=mlp: returns (64, 7) for a batch of 64 images, expected (64, 10)"),
-        (["model=cnn", "+model.net.image_size=32"], "model.net.image_size=32 does not fit the data: images are 1x28x28; set model.net.image_size=28"),
-        (["model=cnn", "model.net.channels=[8]", "+model.net.in_channels=3"], "model.net.in_channels=3 does not fit the data: images are 1x28x28: "
-                                                                              "1 channel(s); set model.net.in_channels=1"),
-        (["model=cnn", "model.net.channels=[4,4,4,4,4]"], "model=cnn: cannot take a batch of 1x28x28 images: RuntimeError: "
-                                                          "Given input size: (4x1x1). Calculated output size: (4x0x0). Output size is too small"),
-        (["+trainer.foo=1"], "trainer: cannot start with trainer.accelerator=cpu trainer.devices=1 trainer.precision=32-true: "
-                             "TypeError: Trainer.__init__() got an unexpected keyword argument 'foo'"),
+        (
+            ["+loss.criterion.reduction=none"],
+            "loss=ce (loss.input=logits, loss.target=index) returns (64,), not one number per batch; "
+            "set loss.criterion.reduction=mean",
+        ),
+        (
+            ["loss=bce", "loss.target=index"],
+            "loss=bce (loss.input=logits, loss.target=index) cannot score the model's output (64, 10) "
+            "against class indices: ValueError: Target size (torch.Size([64])) must be the same as input size",
+        ),
+        (
+            ["model=mlp", "model.net.num_classes=7"],
+            "model=mlp: returns (64, 7) for a batch of 64 images, expected (64, 10)",
+        ),
+        (
+            ["model=cnn", "+model.net.image_size=32"],
+            "model.net.image_size=32 does not fit the data: images are 1x28x28; set model.net.image_size=28",
+        ),
+        (
+            ["model=cnn", "model.net.channels=[8]", "+model.net.in_channels=3"],
+            "model.net.in_channels=3 does not fit the data: images are 1x28x28: "
+            "1 channel(s); set model.net.in_channels=1",
+        ),
+        (
+            ["model=cnn", "model.net.channels=[4,4,4,4,4]"],
+            "model=cnn: cannot take a batch of 1x28x28 images: RuntimeError: "
+            "Given input size: (4x1x1). Calculated output size: (4x0x0). Output size is too small",
+        ),
+        (
+            ["+trainer.foo=1"],
+            "trainer: cannot start with trainer.accelerator=cpu trainer.devices=1 trainer.precision=32-true: "
+            "TypeError: Trainer.__init__() got an unexpected keyword argument 'foo'",
+        ),
     ],
 )
-def test_pieces_that_do_not_fit_each_other_fail_naming_the_key(tiny_mnist: Path, tmp_path: Path, overrides: list[str], message: str):
+def test_pieces_that_do_not_fit_each_other_fail_naming_the_key(
+    tiny_mnist: Path, tmp_path: Path, overrides: list[str], message: str
+):
     from lossbench.train import run
 
     store = tmp_path / "mlflow.db"
@@ -131,13 +172,17 @@ def test_the_first_batch_check_leaves_training_exactly_as_it_was(tiny_mnist: Pat
     from lossbench.losses import build_loss
     from lossbench.preflight import check_one_batch
 
-    cfg = compose("model=cnn4", "model.net.dropout=0.5", "loss.criterion._target_=faults.NaNAfter", "+loss.criterion.after=1")
+    cfg = compose(
+        "model=cnn4", "model.net.dropout=0.5", "loss.criterion._target_=faults.NaNAfter", "+loss.criterion.after=1"
+    )
     torch.manual_seed(0)
     net, loss = instantiate(cfg.model.net), build_loss(cfg.loss, 10)
     before = {k: v.clone() for k, v in net.state_dict().items()}
     x, y = torch.randn(8, 1, 28, 28), torch.arange(8)
     state = torch.get_rng_state()
-    check_one_batch(net, loss, x, y, cfg, torch.device("cpu"))  # NaN from its first training call: the check must not make one
+    check_one_batch(
+        net, loss, x, y, cfg, torch.device("cpu")
+    )  # NaN from its first training call: the check must not make one
     assert all(torch.equal(before[k], v) for k, v in net.state_dict().items()), "running statistics or weights moved"
     assert all(p.grad is None for p in net.parameters()) and net.training and loss.training
     assert loss.criterion.calls == 0, "the check counted as a training call of the loss"
@@ -154,23 +199,31 @@ def full_disk(tmp_path: Path):
     mount.mkdir()
     if shutil.which("mount") is None:
         pytest.skip("no mount command: the disk-full test mounts a small tmpfs")
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)], capture_output=True, text=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)], capture_output=True, text=True
+    )
     if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip()}): the disk-full test needs root and mount permission")
+        pytest.skip(
+            f"cannot mount a tmpfs here ({done.stderr.strip()}): the disk-full test needs root and mount permission"
+        )
     try:
         yield mount
     finally:
         subprocess.run(["umount", str(mount)], check=True)
 
 
-def test_disk_full_while_checkpointing_fails_the_run_in_one_line_and_logs_the_traceback(tiny_mnist: Path, tmp_path: Path, full_disk: Path):
+def test_disk_full_while_checkpointing_fails_the_run_in_one_line_and_logs_the_traceback(
+    tiny_mnist: Path, tmp_path: Path, full_disk: Path
+):
     store = tmp_path / "mlflow.db"
     overrides = [o for o in tiny_overrides(tiny_mnist, store) if not o.startswith("tracking.checkpoint_dir=")]
     answer = train(*overrides, f"tracking.checkpoint_dir={full_disk}", cwd=tmp_path)
     assert answer.code == 1, answer
     assert len(answer.errors) == 1 and "Traceback" not in answer.stderr + answer.stdout, answer
     line = answer.errors[0]
-    assert line.startswith("lossbench: error: OSError: [Errno 28] No space left on device") and str(full_disk) in line, line
+    assert (
+        line.startswith("lossbench: error: OSError: [Errno 28] No space left on device") and str(full_disk) in line
+    ), line
     log = Path(line.split("(full traceback in ")[1].rstrip(")"))
     assert log.is_file() and log.is_relative_to(tmp_path / "outputs"), log
     text = log.read_text()
@@ -187,22 +240,39 @@ def test_disk_full_while_checkpointing_fails_the_run_in_one_line_and_logs_the_tr
 @pytest.mark.slow
 def test_input_errors_fail_their_sweep_job_alone_without_a_run(tiny_mnist: Path, tmp_path: Path):
     store = tmp_path / "mlflow.db"
-    args = [sys.executable, "-m", "lossbench.train", "-m", *tiny_overrides(tiny_mnist, store, "trainer.max_epochs=1"),
-            "model.net.in_features=784,100", "seed=0,-1", f"hydra.sweep.dir={tmp_path / 'sweep'}"]
+    args = [
+        sys.executable,
+        "-m",
+        "lossbench.train",
+        "-m",
+        *tiny_overrides(tiny_mnist, store, "trainer.max_epochs=1"),
+        "model.net.in_features=784,100",
+        "seed=0,-1",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+    ]
     done = subprocess.run(args, cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=400)
     assert "Traceback" not in done.stderr + done.stdout, done.stderr[-3000:]
     _, runs = read_runs(store)
     trained = [r for r in runs if r.data.tags.get("lossbench.kind") == "train"]
-    assert [(r.data.params["model.net.in_features"], r.data.tags["seed"], r.info.status) for r in trained] == [("784", "0", "FINISHED")]
+    assert [(r.data.params["model.net.in_features"], r.data.tags["seed"], r.info.status) for r in trained] == [
+        ("784", "0", "FINISHED")
+    ]
     assert "1 finished, 3 failed" in done.stdout, done.stdout[-3000:]
     # The closing screen: one line per failed job, its overrides (the swept ones last), then the reason.
-    screen = [line[line.index("model.net.in_features="):] for line in done.stdout.splitlines() if line.startswith("FAILED ")]
-    assert sorted(screen) == sorted([
-        "model.net.in_features=100 seed=0: model.net.in_features=100 does not fit the data: an image is 1x28x28 = 784 values; "
-        "set model.net.in_features=784",
-        *(f"model.net.in_features={n} seed=-1: seed=-1 is invalid: expected an integer from 0 to 4294967295 "
-          "(fix it on the command line, e.g. key=value)" for n in (784, 100)),
-    ]), done.stdout[-3000:]
+    screen = [
+        line[line.index("model.net.in_features=") :] for line in done.stdout.splitlines() if line.startswith("FAILED ")
+    ]
+    assert sorted(screen) == sorted(
+        [
+            "model.net.in_features=100 seed=0: model.net.in_features=100 does not fit the data: an image is 1x28x28 = 784 values; "
+            "set model.net.in_features=784",
+            *(
+                f"model.net.in_features={n} seed=-1: seed=-1 is invalid: expected an integer from 0 to 4294967295 "
+                "(fix it on the command line, e.g. key=value)"
+                for n in (784, 100)
+            ),
+        ]
+    ), done.stdout[-3000:]
 
 
 # ----------------------------------------------------------------------------- one list of metric names
@@ -221,9 +291,18 @@ def test_the_module_records_exactly_the_listed_metric_names_and_the_listed_ones_
     torch.manual_seed(0)
     x, y = torch.randn(64, 1, 28, 28), torch.arange(64) % 10
     module = LossbenchModule(Linear(), torch.nn.CrossEntropyLoss(), lambda params: torch.optim.SGD(params, lr=0.1))
-    trainer = pl.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, num_sanity_val_steps=0)
-    trainer.fit(module, train_dataloaders=Batches(x, y, 16), val_dataloaders=[Batches(x, y, 32), Batches(x[:32], y[:32], 32)])
+    trainer = pl.Trainer(
+        max_epochs=1,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
+    trainer.fit(
+        module, train_dataloaders=Batches(x, y, 16), val_dataloaders=[Batches(x, y, 32), Batches(x[:32], y[:32], 32)]
+    )
     assert set(module.history[0]) - {"epoch"} == set(EPOCH_METRICS)
     assert set(MONITORABLE) <= set(trainer.callback_metrics), "a monitorable name Lightning's callbacks never see"
     assert set(yardsticks(torch.randn(4, 10), torch.arange(4))) == set(YARDSTICKS)
@@ -235,7 +314,10 @@ def test_the_module_records_exactly_the_listed_metric_names_and_the_listed_ones_
     "overrides, problem",
     [
         (["checkpoint.monitor=val/acc", "checkpoint.mode=min"], "checkpoint.mode=min would keep the worst val/acc"),
-        (["early_stopping.monitor=val/nll", "early_stopping.mode=max"], "early_stopping.mode=max would keep the worst val/nll"),
+        (
+            ["early_stopping.monitor=val/nll", "early_stopping.mode=max"],
+            "early_stopping.mode=max would keep the worst val/nll",
+        ),
         (["optimizer=sgd", "optimizer.momentum=inf"], "optimizer.momentum=inf is invalid"),
         (["optimizer.betas=[0.9,nan]"], "optimizer.betas=[0.9, nan] is invalid"),
         (["scheduler=step", "scheduler.gamma=inf"], "scheduler.gamma=inf is invalid"),
@@ -253,8 +335,14 @@ def test_config_checks_name_the_key(overrides: list[str], problem: str):
 
 @pytest.mark.parametrize(
     "overrides",
-    [[], ["seed=0"], ["seed=4294967295"], ["checkpoint.monitor=val/acc", "checkpoint.mode=max"],
-     ["checkpoint.monitor=train_eval/ece", "checkpoint.mode=min"], ["+loss.criterion.value=nan"]],
+    [
+        [],
+        ["seed=0"],
+        ["seed=4294967295"],
+        ["checkpoint.monitor=val/acc", "checkpoint.mode=max"],
+        ["checkpoint.monitor=train_eval/ece", "checkpoint.mode=min"],
+        ["+loss.criterion.value=nan"],
+    ],
 )
 def test_config_checks_accept_good_values(overrides: list[str]):
     validate(compose(*overrides))  # raises on a refusal; loss.criterion may take NaN on purpose (tests/faults.py)

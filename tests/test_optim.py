@@ -28,7 +28,9 @@ class KernelSeen(pl.Callback):
 def test_torch_has_a_fused_kernel_for_each_optimizer_that_asks_for_one(name: str):
     cfg = compose(f"optimizer={name}").optimizer
     assert cfg.fused is True
-    optimizer = getattr(torch.optim, cfg._target_.rsplit(".", 1)[1])([torch.nn.Parameter(torch.ones(3))], lr=0.1, fused=True)
+    optimizer = getattr(torch.optim, cfg._target_.rsplit(".", 1)[1])(
+        [torch.nn.Parameter(torch.ones(3))], lr=0.1, fused=True
+    )
     optimizer.param_groups[0]["params"][0].grad = torch.ones(3)
     optimizer.step()  # a CPU step through the fused kernel
 
@@ -39,8 +41,17 @@ def test_fused_and_default_kernels_agree_on_accuracy(tiny_mnist: Path, tmp_path:
     seen = {}
     for fused in (True, False):
         seen[fused] = KernelSeen()
-        cfg = compose(*tiny_overrides(tiny_mnist, store, f"optimizer={name}", f"optimizer.fused={str(fused).lower()}",
-                                      "model=mlp", "trainer.max_epochs=3", "tracking.skip_finished=false"))
+        cfg = compose(
+            *tiny_overrides(
+                tiny_mnist,
+                store,
+                f"optimizer={name}",
+                f"optimizer.fused={str(fused).lower()}",
+                "model=mlp",
+                "trainer.max_epochs=3",
+                "tracking.skip_finished=false",
+            )
+        )
         run(cfg, extra_callbacks=[seen[fused]])
     assert seen[True].fused is True and not seen[False].fused
     _, runs = read_runs(store)
@@ -57,7 +68,12 @@ def test_fused_on_an_optimizer_without_a_fused_kernel_is_a_one_line_config_error
     with pytest.raises(ConfigError) as e:
         run(cfg)
     message = str(e.value)
-    assert "\n" not in message and "optimizer.fused" in message and "RMSprop" in message and "optimizer.fused=false" in message
+    assert (
+        "\n" not in message
+        and "optimizer.fused" in message
+        and "RMSprop" in message
+        and "optimizer.fused=false" in message
+    )
     assert read_runs(store)[1] == [], "nothing is recorded for a config that cannot train"
 
 

@@ -63,8 +63,9 @@ def test_confusion_matrix_rejects_bad_shapes(tmp_path: Path) -> None:
 
 
 def test_curve_grid_png(tmp_path: Path) -> None:
-    panels = {f"{loss} / {opt}": [curves(0.0), curves(0.05)]
-              for loss in ("ce", "mse", "mae") for opt in ("adam", "sgd")}
+    panels = {
+        f"{loss} / {opt}": [curves(0.0), curves(0.05)] for loss in ("ce", "mse", "mae") for opt in ("adam", "sgd")
+    }
     image = assert_png(plots.curve_grid(panels, tmp_path / "grid.png", title="sweep"), min_width=1200)
     assert image.shape[0] >= 600, "two rows of panels"
     assert_png(plots.curve_grid({"ce / adam": [curves()]}, tmp_path / "one.png"))
@@ -100,6 +101,10 @@ def test_curve_grid_labels_the_epoch_axis_under_every_column(n: int, ncols: int)
         for ax in column:
             labels = [t.get_text() for t in ax.get_xticklabels() if t.get_visible() and t.get_text()]
             if ax is lowest:
-                assert ax.get_xlabel() == "epoch" and labels, f"{ax.get_title()}: the lowest panel of its column shows epochs"
+                assert ax.get_xlabel() == "epoch" and labels, (
+                    f"{ax.get_title()}: the lowest panel of its column shows epochs"
+                )
             else:
-                assert ax.get_xlabel() == "" and not labels, f"{ax.get_title()}: a panel above another repeats no epoch axis"
+                assert ax.get_xlabel() == "" and not labels, (
+                    f"{ax.get_title()}: a panel above another repeats no epoch axis"
+                )

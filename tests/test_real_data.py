@@ -21,7 +21,9 @@ pytestmark = pytest.mark.slow
 def fashion_root(tmp_path_factory) -> Path:
     """A data.root holding FashionMNIST/raw/, imported from Debian's .gz files by lossbench itself."""
     if not FASHION_MNIST_DEBIAN.is_dir():
-        pytest.skip(f"Debian's Fashion-MNIST is not installed: no {FASHION_MNIST_DEBIAN} (apt-get install dataset-fashion-mnist)")
+        pytest.skip(
+            f"Debian's Fashion-MNIST is not installed: no {FASHION_MNIST_DEBIAN} (apt-get install dataset-fashion-mnist)"
+        )
     from lossbench.data import import_idx_folder
 
     root = tmp_path_factory.mktemp("fashion")
@@ -58,9 +60,15 @@ def test_one_epoch_of_a_linear_model_reaches_logistic_regression_accuracy(fashio
 
     store = tmp_path / "mlflow.db"
     cfg = compose(
-        "data=fashion_mnist", "model=linear", "optimizer=adam", "loss=ce", f"data.root={fashion_root}",
-        f"tracking.uri=sqlite:///{store}", f"tracking.checkpoint_dir={tmp_path / 'checkpoints'}",
-        "trainer.max_epochs=1", "analysis.figures=false",
+        "data=fashion_mnist",
+        "model=linear",
+        "optimizer=adam",
+        "loss=ce",
+        f"data.root={fashion_root}",
+        f"tracking.uri=sqlite:///{store}",
+        f"tracking.checkpoint_dir={tmp_path / 'checkpoints'}",
+        "trainer.max_epochs=1",
+        "analysis.figures=false",
         # Where the run executes, not what it trains (not part of the config hash). With the default
         # (all cores) an epoch took 60 s instead of 2.5 s on a 2-core machine busy with other jobs.
         "threads=1",
@@ -80,12 +88,25 @@ def _verdict_of(fashion_root: Path, tmp_path: Path, *overrides: str):
     from lossbench.train import run
 
     store = tmp_path / "mlflow.db"
-    run(compose("data=fashion_mnist", "model=mlp", "loss=ce", f"data.root={fashion_root}", f"tracking.uri=sqlite:///{store}",
-                f"tracking.checkpoint_dir={tmp_path / 'checkpoints'}", "analysis.figures=false", "threads=1", *overrides))
+    run(
+        compose(
+            "data=fashion_mnist",
+            "model=mlp",
+            "loss=ce",
+            f"data.root={fashion_root}",
+            f"tracking.uri=sqlite:///{store}",
+            f"tracking.checkpoint_dir={tmp_path / 'checkpoints'}",
+            "analysis.figures=false",
+            "threads=1",
+            *overrides,
+        )
+    )
     client, runs = read_runs(store)
     r = runs[0]
-    curves = {k: [m.value for m in sorted(client.get_metric_history(r.info.run_id, k), key=lambda m: m.step)]
-              for k in ("val/nll", "val/acc", "train_eval/nll", "train_eval/acc")}
+    curves = {
+        k: [m.value for m in sorted(client.get_metric_history(r.info.run_id, k), key=lambda m: m.step)]
+        for k in ("val/nll", "val/acc", "train_eval/nll", "train_eval/acc")
+    }
     return r, curves
 
 

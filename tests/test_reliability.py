@@ -26,17 +26,42 @@ TESTS = Path(__file__).resolve().parent
 TRIALS = max(1, int(os.environ.get("LOSSBENCH_TRIALS", "1")))
 
 EPOCH_METRICS = [
-    "train/loss", "train/acc", "val/loss", "val/acc", "val/nll", "val/ece",
-    "train_eval/loss", "train_eval/acc", "train_eval/nll", "train_eval/ece", "lr", "time/epoch_s",
+    "train/loss",
+    "train/acc",
+    "val/loss",
+    "val/acc",
+    "val/nll",
+    "val/ece",
+    "train_eval/loss",
+    "train_eval/acc",
+    "train_eval/nll",
+    "train_eval/ece",
+    "lr",
+    "time/epoch_s",
 ]
 FINAL_METRICS = ["test/loss", "test/acc", "test/nll", "test/ece", "test_last/loss", "test_last/acc"]
-HTTP_VARS = ["MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR",
-             "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER", "MLFLOW_HTTP_REQUEST_TIMEOUT"]
+HTTP_VARS = [
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT",
+]
 
 # 600 training images, 100 held out for validation, batch 64: 8 optimizer steps per epoch.
-NAN_AT_CALL_12 = ["loss=ce", "loss.name=nanafter", "loss.criterion._target_=faults.NaNAfter", "+loss.criterion.after=12"]
-SLOW = ["loss=ce", "loss.name=slowce", "loss.criterion._target_=faults.SlowCE", "+loss.criterion.delay_s=0.08",
-        "trainer.max_epochs=5", "threads=1"]
+NAN_AT_CALL_12 = [
+    "loss=ce",
+    "loss.name=nanafter",
+    "loss.criterion._target_=faults.NaNAfter",
+    "+loss.criterion.after=12",
+]
+SLOW = [
+    "loss=ce",
+    "loss.name=slowce",
+    "loss.criterion._target_=faults.SlowCE",
+    "+loss.criterion.delay_s=0.08",
+    "trainer.max_epochs=5",
+    "threads=1",
+]
 
 
 def cli_env() -> dict[str, str]:
@@ -48,14 +73,25 @@ def cli_env() -> dict[str, str]:
 
 
 def train(*overrides: str, cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "lossbench.train", *overrides], cwd=cwd, env=cli_env(),
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "lossbench.train", *overrides],
+        cwd=cwd,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def start_training(*overrides: str, cwd: Path, log: Path) -> subprocess.Popen:
     with open(log, "wb") as out:
-        return subprocess.Popen([sys.executable, "-m", "lossbench.train", *overrides], cwd=cwd, env=cli_env(),
-                                stdout=out, stderr=subprocess.STDOUT)
+        return subprocess.Popen(
+            [sys.executable, "-m", "lossbench.train", *overrides],
+            cwd=cwd,
+            env=cli_env(),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
 
 
 def epochs_of(client, run_id: str, key: str = "val/loss") -> list[int]:
@@ -77,8 +113,9 @@ def start_slow_trial(data_root: Path, work: Path):
     return work, store, checkpoints, log, overrides, start_training(*overrides, cwd=work, log=log)
 
 
-def wait_for_epochs(proc: subprocess.Popen, store: Path, checkpoints: Path, log: Path, epochs: int = 2,
-                    timeout: float = 240) -> str:
+def wait_for_epochs(
+    proc: subprocess.Popen, store: Path, checkpoints: Path, log: Path, epochs: int = 2, timeout: float = 240
+) -> str:
     """Poll until the run in ``store`` has ``val/loss`` for ``epochs`` epochs; return its run id.
 
     The store is read only once the run's checkpoint folder exists: the run exists then, so the
@@ -120,12 +157,16 @@ def assert_finite_weights(ckpt: dict) -> None:
 
 
 @pytest.mark.parametrize("value", ["nan", "inf"])
-def test_non_finite_loss_stops_at_once_fails_the_run_and_keeps_the_last_good_checkpoint(tiny_mnist: Path, tmp_path: Path, value: str):
+def test_non_finite_loss_stops_at_once_fails_the_run_and_keeps_the_last_good_checkpoint(
+    tiny_mnist: Path, tmp_path: Path, value: str
+):
     from lossbench.module import DivergenceError
     from lossbench.train import run
 
     store = tmp_path / "mlflow.db"
-    cfg = compose(*tiny_overrides(tiny_mnist, store, *NAN_AT_CALL_12, f"+loss.criterion.value={value}", "trainer.max_epochs=5"))
+    cfg = compose(
+        *tiny_overrides(tiny_mnist, store, *NAN_AT_CALL_12, f"+loss.criterion.value={value}", "trainer.max_epochs=5")
+    )
     with pytest.raises(DivergenceError) as raised:
         run(cfg)
     # The 12th training call is the 4th step of epoch 1; global_step counts optimizer steps from 0.
@@ -146,7 +187,9 @@ def test_non_finite_loss_stops_at_once_fails_the_run_and_keeps_the_last_good_che
     assert saved["epoch"] == 0 and saved["global_step"] == 8
     assert [h["epoch"] for h in saved["lossbench_history"]] == [0]
     assert_finite_weights(saved)
-    assert saved["lossbench_history"][0]["val/loss"] == pytest.approx(client.get_metric_history(r.info.run_id, "val/loss")[0].value)
+    assert saved["lossbench_history"][0]["val/loss"] == pytest.approx(
+        client.get_metric_history(r.info.run_id, "val/loss")[0].value
+    )
 
 
 @pytest.mark.slow
@@ -165,14 +208,21 @@ def test_cli_divergence_exits_1_with_one_line(tiny_mnist: Path, tmp_path: Path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sig, resume", [(signal.SIGINT, "true"), (signal.SIGTERM, "true"), (signal.SIGTERM, "path")],
-                         ids=["sigint-resume-true", "sigterm-resume-true", "sigterm-resume-path"])
-def test_interrupted_run_ends_killed_and_resumes_in_the_same_run(tiny_mnist: Path, tmp_path: Path, sig: signal.Signals, resume: str):
+@pytest.mark.parametrize(
+    "sig, resume",
+    [(signal.SIGINT, "true"), (signal.SIGTERM, "true"), (signal.SIGTERM, "path")],
+    ids=["sigint-resume-true", "sigterm-resume-true", "sigterm-resume-path"],
+)
+def test_interrupted_run_ends_killed_and_resumes_in_the_same_run(
+    tiny_mnist: Path, tmp_path: Path, sig: signal.Signals, resume: str
+):
     for trial in range(TRIALS):
         work, store, checkpoints, log, overrides, proc = start_slow_trial(tiny_mnist, tmp_path / f"trial{trial}")
         try:
             run_id = wait_for_epochs(proc, store, checkpoints, log)
-            time.sleep(0.25)  # into epoch 2's training steps; the windows around store writes and checkpoint saves have their own tests below
+            time.sleep(
+                0.25
+            )  # into epoch 2's training steps; the windows around store writes and checkpoint saves have their own tests below
             proc.send_signal(sig)
             code = proc.wait(timeout=120)
         finally:
@@ -224,7 +274,10 @@ def test_interrupt_while_a_checkpoint_is_written_keeps_store_and_last_ckpt_in_st
     handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         with pytest.raises((KeyboardInterrupt, SystemExit)):
-            run(compose(*tiny_overrides(tiny_mnist, store, "trainer.max_epochs=3")), extra_callbacks=[signal_on_save(epoch=1)])
+            run(
+                compose(*tiny_overrides(tiny_mnist, store, "trainer.max_epochs=3")),
+                extra_callbacks=[signal_on_save(epoch=1)],
+            )
     finally:
         for s, h in handlers.items():
             signal.signal(s, h)
@@ -246,8 +299,13 @@ class SignalAfterWrite:
         self.n, self.seen = n, 0
 
     def _profile(self, frame, event, arg) -> None:
-        if event == "return" and frame.f_code.co_name == "log_batch" and frame.f_back is not None \
-                and frame.f_back.f_code.co_name == "flush" and frame.f_back.f_globals.get("__name__") == "lossbench.callbacks":
+        if (
+            event == "return"
+            and frame.f_code.co_name == "log_batch"
+            and frame.f_back is not None
+            and frame.f_back.f_code.co_name == "flush"
+            and frame.f_back.f_globals.get("__name__") == "lossbench.callbacks"
+        ):
             self.seen += 1
             if self.seen == self.n:
                 os.kill(os.getpid(), signal.SIGTERM)
@@ -317,7 +375,9 @@ def test_interrupt_while_another_writer_holds_the_store_still_ends_killed(tiny_m
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not os.environ.get("LOSSBENCH_STORM"), reason="opt-in: LOSSBENCH_STORM=N sends N signals at random moments")
+@pytest.mark.skipif(
+    not os.environ.get("LOSSBENCH_STORM"), reason="opt-in: LOSSBENCH_STORM=N sends N signals at random moments"
+)
 def test_signal_storm_at_random_moments(tiny_mnist: Path, tmp_path: Path):
     """SIGINT or SIGTERM at a random moment (0-3 s after epoch 0 is recorded); whatever the moment, the run
     ends KILLED (or FINISHED, when the signal came after it ended) and the store holds exactly the epochs
@@ -349,8 +409,10 @@ def test_signal_storm_at_random_moments(tiny_mnist: Path, tmp_path: Path):
         ckpt_epoch = checkpoint(last)["epoch"] if last.is_file() else -1
         logged = {key: epochs_of(client, run_id, key) for key in EPOCH_METRICS}
         ok = r.info.status in ("KILLED", "FINISHED") and all(v == list(range(ckpt_epoch + 1)) for v in logged.values())
-        outcomes.append(f"{sig.name} +{delay:.2f}s: {r.info.status}, last.ckpt epoch {ckpt_epoch}, store {logged['val/loss']}"
-                        + ("" if ok else "  <-- BAD"))
+        outcomes.append(
+            f"{sig.name} +{delay:.2f}s: {r.info.status}, last.ckpt epoch {ckpt_epoch}, store {logged['val/loss']}"
+            + ("" if ok else "  <-- BAD")
+        )
     print("\n".join(outcomes))
     assert not [o for o in outcomes if o.endswith("BAD")], "\n".join(outcomes)
 
@@ -413,8 +475,15 @@ def test_four_processes_create_one_new_store_at_once_and_lose_no_metric(tiny_mni
             for seed in range(4):
                 overrides = tiny_overrides(tiny_mnist, store, f"seed={seed}", "threads=1")
                 with open(work / f"job{seed}.log", "wb") as out:
-                    procs.append(subprocess.Popen([sys.executable, "-m", "faults", str(work / f"ready{seed}"), str(go), *overrides],
-                                                  cwd=work, env=cli_env(), stdout=out, stderr=subprocess.STDOUT))
+                    procs.append(
+                        subprocess.Popen(
+                            [sys.executable, "-m", "faults", str(work / f"ready{seed}"), str(go), *overrides],
+                            cwd=work,
+                            env=cli_env(),
+                            stdout=out,
+                            stderr=subprocess.STDOUT,
+                        )
+                    )
             deadline = time.monotonic() + 240
             while not all((work / f"ready{seed}").exists() for seed in range(4)):
                 assert time.monotonic() < deadline and all(p.poll() is None for p in procs), "jobs did not get ready"
@@ -426,7 +495,9 @@ def test_four_processes_create_one_new_store_at_once_and_lose_no_metric(tiny_mni
                 if p.poll() is None:
                     p.kill()
                     p.wait()
-        assert codes == [0, 0, 0, 0], "\n".join(f"job {s}:\n" + (work / f"job{s}.log").read_text()[-1500:] for s in range(4))
+        assert codes == [0, 0, 0, 0], "\n".join(
+            f"job {s}:\n" + (work / f"job{s}.log").read_text()[-1500:] for s in range(4)
+        )
         client, runs = read_runs(store)
         assert sorted(r.data.tags["seed"] for r in runs) == ["0", "1", "2", "3"]
         assert {r.info.status for r in runs} == {"FINISHED"}
@@ -495,10 +566,14 @@ def test_cli_fails_fast_naming_the_uri_when_the_server_is_down(tiny_mnist: Path,
     waited = float(errors[0].split("unusable after ")[1].split(" s")[0])
     assert waited <= 30, errors[0]
     assert wall < 30 + 40, f"{wall:.0f} s including imports"  # imports take 6-16 s on a loaded 2-core machine
-    assert "Epoch" not in done.stdout + done.stderr and not (tmp_path / "checkpoints").exists(), "training must not have started"
+    assert "Epoch" not in done.stdout + done.stderr and not (tmp_path / "checkpoints").exists(), (
+        "training must not have started"
+    )
 
 
-def test_run_gives_up_on_a_hung_server_within_tracking_timeout(tiny_mnist: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+def test_run_gives_up_on_a_hung_server_within_tracking_timeout(
+    tiny_mnist: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
     import pytorch_lightning  # noqa: F401  (imports are not what is timed)
     import torch  # noqa: F401
     from mlflow.tracking import MlflowClient  # noqa: F401
@@ -511,8 +586,11 @@ def test_run_gives_up_on_a_hung_server_within_tracking_timeout(tiny_mnist: Path,
         monkeypatch.delenv(name)
     with HungServer() as server:
         uri = f"http://127.0.0.1:{server.port}"
-        cfg = compose(*[o for o in tiny_overrides(tiny_mnist, tmp_path / "unused.db") if not o.startswith("tracking.uri=")],
-                      f"tracking.uri={uri}", "tracking.timeout_s=6")
+        cfg = compose(
+            *[o for o in tiny_overrides(tiny_mnist, tmp_path / "unused.db") if not o.startswith("tracking.uri=")],
+            f"tracking.uri={uri}",
+            "tracking.timeout_s=6",
+        )
         started = time.monotonic()
         with pytest.raises(store.TrackingError) as raised:
             run(cfg)

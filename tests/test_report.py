@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-import math
 import re
 import statistics
 from collections.abc import Sequence
@@ -13,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from scipy import stats as scipy_stats
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
+from scipy import stats as scipy_stats
 
 from lossbench import report
 
@@ -48,8 +47,11 @@ class FakeRun:
     def __post_init__(self) -> None:
         e = range(self.epochs)
         train_nll = [1.0 / (i + 1) + self.shift for i in e]
-        val_nll = ([1.0, 0.6, 0.5, 0.55, 0.62, 0.7][i] + self.shift for i in e) if self.onset else \
-                  (1.1 / (i + 1) + 0.1 + self.shift for i in e)
+        val_nll = (
+            ([1.0, 0.6, 0.5, 0.55, 0.62, 0.7][i] + self.shift for i in e)
+            if self.onset
+            else (1.1 / (i + 1) + 0.1 + self.shift for i in e)
+        )
         self.curves = {
             "train_eval/nll": train_nll,
             "val/nll": list(val_nll),
@@ -62,23 +64,37 @@ class FakeRun:
 
 def log_run(client: MlflowClient, experiment_id: str, run: FakeRun) -> str:
     """One run, its tags, params and metrics in two batched calls."""
-    tags = {"lossbench.kind": "train", "loss": run.loss, "optimizer": run.optimizer, "model": "linear",
-            "data": "mnist", "seed": str(run.seed), "config_hash": run.config_hash or f"{run.name}-hash"}
+    tags = {
+        "lossbench.kind": "train",
+        "loss": run.loss,
+        "optimizer": run.optimizer,
+        "model": "linear",
+        "data": "mnist",
+        "seed": str(run.seed),
+        "config_hash": run.config_hash or f"{run.name}-hash",
+    }
     if run.sweep_id:
         tags["sweep_id"] = run.sweep_id
     if run.failure:
         tags["lossbench.failure"] = run.failure
     created = client.create_run(experiment_id, run_name=run.name, start_time=run.start_time, tags=tags)
-    metrics = [Metric(key, value, 1000 + step, step) for key, values in run.curves.items()
-               for step, value in enumerate(values)]
+    metrics = [
+        Metric(key, value, 1000 + step, step) for key, values in run.curves.items() for step, value in enumerate(values)
+    ]
     if run.test_acc is not None:
         metrics.append(Metric("test/acc", run.test_acc, 5000, 0))
     if run.test_last_acc is not None:
         metrics.append(Metric("test_last/acc", run.test_last_acc, 5000, 0))
-    params = [Param("loss.name", run.loss), Param("optimizer.name", run.optimizer), Param("seed", str(run.seed)),
-              Param("data.label_noise.rate", str(run.noise_rate)), Param("optimizer.lr", "0.001"),
-              Param("tracking.run_name", run.name), Param("checkpoint.monitor", "val/acc"),
-              Param("checkpoint.mode", "max")]
+    params = [
+        Param("loss.name", run.loss),
+        Param("optimizer.name", run.optimizer),
+        Param("seed", str(run.seed)),
+        Param("data.label_noise.rate", str(run.noise_rate)),
+        Param("optimizer.lr", "0.001"),
+        Param("tracking.run_name", run.name),
+        Param("checkpoint.monitor", "val/acc"),
+        Param("checkpoint.mode", "max"),
+    ]
     client.log_batch(created.info.run_id, metrics=metrics, params=params)
     if run.status != "RUNNING":
         client.set_terminated(created.info.run_id, run.status)
@@ -132,11 +148,25 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Store:
     noisy_exp = client.create_experiment("noisy", artifact_location=(root / "noisy-artifacts").as_uri())
     for (loss, rate), pairs in NOISE_ACC.items():
         for seed, (best, last) in enumerate(pairs):
-            log_run(client, noisy_exp, FakeRun(f"{loss}-{rate}-s{seed}", loss, seed, test_acc=best, test_last_acc=last,
-                                               noise_rate=rate, sweep_id=None, start_time=seed))
+            log_run(
+                client,
+                noisy_exp,
+                FakeRun(
+                    f"{loss}-{rate}-s{seed}",
+                    loss,
+                    seed,
+                    test_acc=best,
+                    test_last_acc=last,
+                    noise_rate=rate,
+                    sweep_id=None,
+                    start_time=seed,
+                ),
+            )
     lines: list[str] = []
-    assert report.main(["--experiment", "noisy", "--tracking-uri", uri, "--out", str(root / "noisy")],
-                       echo=lines.append) == 0
+    assert (
+        report.main(["--experiment", "noisy", "--tracking-uri", uri, "--out", str(root / "noisy")], echo=lines.append)
+        == 0
+    )
     noisy = report.build_report("noisy", tracking_uri=uri, out_dir=root / "noisy")  # again: reuses its run
     return Store(uri, client, parent.info.run_id, run_ids, result, noisy, "\n".join(lines))
 
@@ -165,7 +195,9 @@ def mean_ci(values: Sequence[float], scale: float, digits: int) -> str:
     m = statistics.mean(values)
     if statistics.stdev(values) == 0:  # scipy answers NaN for a zero scale; the interval is the point itself
         return f"{m * scale:.{digits}f} [{m * scale:.{digits}f}, {m * scale:.{digits}f}] (n={len(values)})"
-    low, high = scipy_stats.t.interval(0.95, len(values) - 1, loc=m, scale=statistics.stdev(values) / len(values) ** 0.5)
+    low, high = scipy_stats.t.interval(
+        0.95, len(values) - 1, loc=m, scale=statistics.stdev(values) / len(values) ** 0.5
+    )
     return f"{m * scale:.{digits}f} [{low * scale:.{digits}f}, {high * scale:.{digits}f}] (n={len(values)})"
 
 
@@ -188,7 +220,10 @@ def test_results_table_has_intervals_selected_and_last_figures(store: Store) -> 
         assert row["selected epoch"] == f"{statistics.mean(sel):.1f}"
         gaps_sel = [r.curves["train_eval/acc"][e] - r.curves["val/acc"][e] for r, e in zip(runs, sel)]
         gaps_last = [r.curves["train_eval/acc"][-1] - r.curves["val/acc"][-1] for r in runs]
-        assert row["gap acc (pp) sel → last"] == f"{statistics.mean(gaps_sel) * 100:.1f} → {statistics.mean(gaps_last) * 100:.1f}"
+        assert (
+            row["gap acc (pp) sel → last"]
+            == f"{statistics.mean(gaps_sel) * 100:.1f} → {statistics.mean(gaps_last) * 100:.1f}"
+        )
     onset = {r["loss"]: r["onset (runs)"] for r in rows}
     assert onset == {"ce": "2.0 (2/2)", "mse": "— (0/2)"}
     assert "best val/acc (highest)" in section(store.result.markdown.read_text(), "Results"), "says which monitor chose"
@@ -207,9 +242,13 @@ def test_verdicts_come_first_in_plain_words(store: Store) -> None:
 def test_paired_comparison_with_the_reference(store: Store) -> None:
     rows = {r["group"]: r for r in table(store.result.markdown.read_text(), "Compared with ce")}
     assert rows["ce / adam"]["difference vs reference (pp) [95 % CI], p (n seeds): verdict"] == "reference"
-    diffs = [by_name("mse-s0").test_acc - by_name("ce-s0").test_acc, by_name("mse-s1").test_acc - by_name("ce-s1").test_acc]
-    test = scipy_stats.ttest_rel([by_name("mse-s0").test_acc, by_name("mse-s1").test_acc],
-                                 [by_name("ce-s0").test_acc, by_name("ce-s1").test_acc])
+    diffs = [
+        by_name("mse-s0").test_acc - by_name("ce-s0").test_acc,
+        by_name("mse-s1").test_acc - by_name("ce-s1").test_acc,
+    ]
+    test = scipy_stats.ttest_rel(
+        [by_name("mse-s0").test_acc, by_name("mse-s1").test_acc], [by_name("ce-s0").test_acc, by_name("ce-s1").test_acc]
+    )
     cell = rows["mse / adam"]["difference vs reference (pp) [95 % CI], p (n seeds): verdict"]
     assert cell.startswith(f"+{statistics.mean(diffs) * 100:.2f} [") and f"p={test.pvalue:.2g} (n=2)" in cell
 
@@ -223,7 +262,7 @@ def test_summary_json_holds_the_same_numbers(store: Store) -> None:
         accs = [by_name(n).test_acc for n in names]
         assert rows[loss]["test_acc"]["mean"] == pytest.approx(statistics.mean(accs))
         assert rows[loss]["test_acc"]["std"] == pytest.approx(statistics.stdev(accs))
-        low, high = scipy_stats.t.interval(0.95, 1, loc=statistics.mean(accs), scale=statistics.stdev(accs) / 2 ** 0.5)
+        low, high = scipy_stats.t.interval(0.95, 1, loc=statistics.mean(accs), scale=statistics.stdev(accs) / 2**0.5)
         assert (rows[loss]["test_acc"]["low"], rows[loss]["test_acc"]["high"]) == pytest.approx((low, high))
         assert rows[loss]["n"] == 2
         assert sorted(rows[loss]["run_ids"]) == sorted(store.run_ids[n] for n in names)
@@ -247,7 +286,10 @@ def test_unfinished_runs_are_listed_and_never_counted(store: Store) -> None:
     used = {r["run id"]: r["run"] for r in table(markdown, "Runs used")}
     assert {store.run_ids[n] for names in KEPT.values() for n in names} == set(used)
     for run_id, link in used.items():  # each name links to its run in the MLflow UI
-        assert re.fullmatch(rf"\[[\w-]+\]\(http://127\.0\.0\.1:5000/#/experiments/\d+/runs/{run_id}\?workflowType=machine_learning\)", link)
+        assert re.fullmatch(
+            rf"\[[\w-]+\]\(http://127\.0\.0\.1:5000/#/experiments/\d+/runs/{run_id}\?workflowType=machine_learning\)",
+            link,
+        )
     assert "other-sweep" not in markdown, "a run of another sweep leaked in"
     html = store.result.html.read_text()
     assert "<td>FAILED</td>" in html and FAILURE in html
@@ -256,8 +298,15 @@ def test_unfinished_runs_are_listed_and_never_counted(store: Store) -> None:
 def test_duplicate_config_hash_keeps_the_newest(store: Store) -> None:
     markdown = store.result.markdown.read_text()
     superseded = table(markdown, "Superseded runs")
-    assert superseded == [{"superseded run": "ce-old", "config_hash": "h-ce-0", "kept (newest)": "ce-s0",
-                           "superseded run id": store.run_ids["ce-old"], "kept run id": store.run_ids["ce-s0"]}]
+    assert superseded == [
+        {
+            "superseded run": "ce-old",
+            "config_hash": "h-ce-0",
+            "kept (newest)": "ce-s0",
+            "superseded run id": store.run_ids["ce-old"],
+            "kept run id": store.run_ids["ce-s0"],
+        }
+    ]
     assert "superseded by a newer run with the same `config_hash` (h-ce-0)" in section(markdown, "Notes")
 
 
@@ -280,7 +329,9 @@ def test_report_is_logged_to_the_sweep_parent_run(store: Store) -> None:
         group = row["label"].replace(" / ", "_")
         assert parent.data.metrics[f"report/test_acc/{group}"] == pytest.approx(row["test_acc"]["mean"])
         assert parent.data.metrics[f"report/n/{group}"] == row["n"]
-    assert parent.data.metrics["report/n_onset/ce_adam"] == 2.0 and parent.data.metrics["report/n_onset/mse_adam"] == 0.0
+    assert (
+        parent.data.metrics["report/n_onset/ce_adam"] == 2.0 and parent.data.metrics["report/n_onset/mse_adam"] == 0.0
+    )
 
 
 def test_html_is_self_contained_with_its_figures_embedded(store: Store) -> None:
@@ -300,7 +351,11 @@ def test_noisy_labels_table(store: Store) -> None:
     markdown = store.noisy.markdown.read_text()
     rows = table(markdown, "Noisy labels")
     assert [(r["loss"], r["noise rate"]) for r in rows] == [
-        ("ce", "0.0"), ("ce", "0.4"), ("mae", "0.0"), ("mae", "0.4")]
+        ("ce", "0.0"),
+        ("ce", "0.4"),
+        ("mae", "0.0"),
+        ("mae", "0.4"),
+    ]
     for row in rows:
         pairs = NOISE_ACC[(row["loss"], float(row["noise rate"]))]
         assert row["test acc @selected (%)"] == mean_std([b for b, _ in pairs], 100, 2)
@@ -363,11 +418,16 @@ def test_select_runs_without_config_hash_keeps_everything() -> None:
     assert [r.name for r in selection.not_finished] == ["killed"]
 
 
-
 def test_rows_mixing_other_params_are_flagged_but_seeds_are_not() -> None:
     def run(i: int, lr: str) -> report.RunRecord:
-        return report.RunRecord(str(i), f"r{i}", "FINISHED", i, params={
-            "seed": str(i), "data.label_noise.seed": str(i), "tracking.run_name": f"r{i}", "optimizer.lr": lr})
+        return report.RunRecord(
+            str(i),
+            f"r{i}",
+            "FINISHED",
+            i,
+            params={"seed": str(i), "data.label_noise.seed": str(i), "tracking.run_name": f"r{i}", "optimizer.lr": lr},
+        )
+
     assert report.varying_params([run(0, "0.001"), run(1, "0.001")]) == []
     assert report.varying_params([run(0, "0.001"), run(1, "0.1")]) == ["optimizer.lr"]
 

@@ -16,8 +16,12 @@ from lossbench.data import MNISTFamily
 def test_a_second_job_on_the_same_data_reuses_the_loaded_splits(tmp_path: Path):
     root = write_mnist_family(tmp_path / "data", "MNIST", n_train=600, n_test=200)
     first = MNISTFamily(root=root, download=False, val_size=100, train_eval_size=100, shuffle_seed=0).load()
-    again = MNISTFamily(root=root, download=False, val_size=100, train_eval_size=100, shuffle_seed=7, batch_size=32).load()
-    assert again.train_x is first.train_x and again.test_y is first.test_y, "the run seed and batch size do not change the splits"
+    again = MNISTFamily(
+        root=root, download=False, val_size=100, train_eval_size=100, shuffle_seed=7, batch_size=32
+    ).load()
+    assert again.train_x is first.train_x and again.test_y is first.test_y, (
+        "the run seed and batch size do not change the splits"
+    )
 
     other_split = MNISTFamily(root=root, download=False, val_size=150, train_eval_size=100).load()
     assert len(other_split.val_y) == 150 and other_split.train_x is not first.train_x
@@ -42,8 +46,9 @@ def test_last_is_best_only_when_the_last_epoch_beats_every_earlier_one_strictly(
     assert not last_is_best([], "max") and not last_is_best([0.5, float("nan")], "max")
 
 
-@pytest.mark.parametrize("extra", [["trainer.max_epochs=1"], ["trainer.max_epochs=4", "optimizer.lr=0.05"]],
-                         ids=["one-epoch", "four-epochs"])  # four: val/acc 0.89, 1.0, 0.99, 1.0 — the best is not the last
+@pytest.mark.parametrize(
+    "extra", [["trainer.max_epochs=1"], ["trainer.max_epochs=4", "optimizer.lr=0.05"]], ids=["one-epoch", "four-epochs"]
+)  # four: val/acc 0.89, 1.0, 0.99, 1.0 — the best is not the last
 def test_test_and_test_last_are_the_best_and_the_final_checkpoints_accuracy(tiny_mnist: Path, tmp_path: Path, extra):
     from hydra.utils import instantiate
 
@@ -55,7 +60,9 @@ def test_test_and_test_last_are_the_best_and_the_final_checkpoints_accuracy(tiny
     (recorded,) = read_runs(store)[1]
     test = MNISTFamily.from_config(cfg.data, seed=cfg.seed).load()
     for name, prefix in (("best.ckpt", "test"), ("last.ckpt", "test_last")):
-        state = torch.load(Path(recorded.data.tags["lossbench.checkpoint_dir"]) / name, map_location="cpu", weights_only=True)["state_dict"]
+        state = torch.load(
+            Path(recorded.data.tags["lossbench.checkpoint_dir"]) / name, map_location="cpu", weights_only=True
+        )["state_dict"]
         net = instantiate(cfg.model.net)
         net.load_state_dict({k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")})
         with torch.no_grad():

@@ -22,9 +22,20 @@ from conftest import read_runs, tiny_overrides
 pytestmark = pytest.mark.slow
 pytest_plugins = ["slurm_cluster"]
 TESTS = Path(__file__).parent
-LAUNCHER = ["hydra/launcher=slurm", "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=1", "hydra.launcher.timeout_min=10"]
+LAUNCHER = [
+    "hydra/launcher=slurm",
+    "hydra.launcher.cpus_per_task=1",
+    "hydra.launcher.mem_gb=1",
+    "hydra.launcher.timeout_min=10",
+]
 # SlowCE sleeps 0.08 s per training call: 8 calls, about 0.7 s per epoch; two jobs share the 2 cores.
-SLOW = ["loss=ce", "loss.name=slowce", "loss.criterion._target_=faults.SlowCE", "+loss.criterion.delay_s=0.08", "trainer.max_epochs=12"]
+SLOW = [
+    "loss=ce",
+    "loss.name=slowce",
+    "loss.criterion._target_=faults.SlowCE",
+    "+loss.criterion.delay_s=0.08",
+    "trainer.max_epochs=12",
+]
 EPOCH_KEYS = ("train/loss", "val/loss", "val/acc", "train_eval/acc")
 
 
@@ -40,8 +51,14 @@ def sweep_args(root: Path, store: Path, *overrides: str) -> list[str]:
 
 
 def run_sweep(slurm, work: Path, root: Path, *overrides: str, timeout: float = 240) -> subprocess.CompletedProcess:
-    return subprocess.run(sweep_args(root, work / "mlflow.db", *overrides), cwd=work, env=env_of(slurm),
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        sweep_args(root, work / "mlflow.db", *overrides),
+        cwd=work,
+        env=env_of(slurm),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def submitted(output: str) -> list[str]:
@@ -64,7 +81,9 @@ def assert_every_epoch_once(client, run_id: str, n: int) -> None:
         assert epochs(client, run_id, key) == list(range(n)), (key, epochs(client, run_id, key))
 
 
-def wait_for_an_epoch_in_each(store: Path, n_jobs: int, proc: subprocess.Popen, log: Path, timeout: float = 150) -> dict:
+def wait_for_an_epoch_in_each(
+    store: Path, n_jobs: int, proc: subprocess.Popen, log: Path, timeout: float = 150
+) -> dict:
     """The sweep's runs once each has an epoch; the store is read only after the sweep created it and submitted."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -94,10 +113,14 @@ def test_a_sweep_finishes_and_a_diverging_job_fails_in_mlflow_and_in_slurm(slurm
 
     finished, diverged = (slurm.job_fields(j) for j in submitted(out))
     assert (finished["JobState"], finished["ExitCode"]) == ("COMPLETED", "0:0")
-    assert (diverged["JobState"], diverged["ExitCode"]) == ("FAILED", "1:0"), "Slurm must not call a diverged job COMPLETED"
+    assert (diverged["JobState"], diverged["ExitCode"]) == ("FAILED", "1:0"), (
+        "Slurm must not call a diverged job COMPLETED"
+    )
 
 
-def test_cancelled_job_ends_killed_and_a_timed_out_one_is_requeued_into_the_same_run(slurm, tiny_mnist: Path, tmp_path: Path):
+def test_cancelled_job_ends_killed_and_a_timed_out_one_is_requeued_into_the_same_run(
+    slurm, tiny_mnist: Path, tmp_path: Path
+):
     store = tmp_path / "mlflow.db"
     log = tmp_path / "sweep.log"
     args = sweep_args(tiny_mnist, store, *SLOW, "seed=0,1", "hydra.launcher.max_num_timeout=2")
@@ -107,7 +130,9 @@ def test_cancelled_job_ends_killed_and_a_timed_out_one_is_requeued_into_the_same
         runs = wait_for_an_epoch_in_each(store, 2, proc, log)
         cancelled, timed_out = submitted(log.read_text())
         subprocess.run(["scancel", cancelled], env=slurm.env, check=True, timeout=30)
-        subprocess.run(["scancel", "--signal=USR2", timed_out], env=slurm.env, check=True, timeout=30)  # the time-limit warning
+        subprocess.run(
+            ["scancel", "--signal=USR2", timed_out], env=slurm.env, check=True, timeout=30
+        )  # the time-limit warning
         code = proc.wait(timeout=200)
     finally:
         if proc.poll() is None:
@@ -119,7 +144,9 @@ def test_cancelled_job_ends_killed_and_a_timed_out_one_is_requeued_into_the_same
     client, _ = read_runs(store)
     now = train_runs(store)
     assert now["0"].info.status == "KILLED" and "SIGTERM" in now["0"].data.tags["lossbench.failure"]
-    assert now["1"].info.run_id == runs["1"].info.run_id and now["1"].info.status == "FINISHED", "requeued into the same run"
+    assert now["1"].info.run_id == runs["1"].info.run_id and now["1"].info.status == "FINISHED", (
+        "requeued into the same run"
+    )
     assert_every_epoch_once(client, now["1"].info.run_id, 12)
     requeued = slurm.job_fields(timed_out)
     assert (requeued["JobState"], requeued["Restarts"], requeued["ExitCode"]) == ("COMPLETED", "1", "0:0")
@@ -139,5 +166,7 @@ def test_cancelled_job_ends_killed_and_a_timed_out_one_is_requeued_into_the_same
     # And once more: everything finished, nothing is submitted.
     jobs_before = len(slurm.jobs())
     last = subprocess.run(args, cwd=tmp_path, env=env_of(slurm), capture_output=True, text=True, timeout=240)
-    assert last.returncode == 0 and "0 finished, 0 failed, 0 killed, 2 skipped" in last.stdout, (last.stdout + last.stderr)[-3000:]
+    assert last.returncode == 0 and "0 finished, 0 failed, 0 killed, 2 skipped" in last.stdout, (
+        last.stdout + last.stderr
+    )[-3000:]
     assert submitted(last.stdout + last.stderr) == [] and len(slurm.jobs()) == jobs_before

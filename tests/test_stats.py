@@ -136,8 +136,12 @@ def test_a_seed_missing_on_one_side_is_left_out_and_named():
     assert got.seeds == (0, 1, 2) and got.n == 3
     assert got.only_reference == (3,) and got.only_candidate == ()
     assert got.dropped == "seed 3 missing for the candidate"
-    assert (got.mean, got.low, got.high, got.p_value) == (on_shared.mean, on_shared.low, on_shared.high,
-                                                          on_shared.p_value)
+    assert (got.mean, got.low, got.high, got.p_value) == (
+        on_shared.mean,
+        on_shared.low,
+        on_shared.high,
+        on_shared.p_value,
+    )
     c, r = [CAND[s] for s in (0, 1, 2)], [REF[s] for s in (0, 1, 2)]
     assert got.p_value == pytest.approx(scipy_stats.ttest_rel(c, r).pvalue, rel=1e-10)
     assert got.format(100).endswith("; seed 3 missing for the candidate")
@@ -294,8 +298,12 @@ def test_select_tuned_picks_the_best_mean_validation_value():
         assert t.n_settings == 3 and t.budget == 9
         assert t.seeds_per_setting == {lr(1e-3): 3, lr(1e-2): 3, lr(1e-1): 3}
     assert ("optimizer.lr=0.1", pytest.approx(0.795), 2, 3) in mae.candidates
-    assert mae.to_json()["candidates"][0] == {"setting": "optimizer.lr=0.001", "val": pytest.approx(0.51),
-                                              "n_val": 3, "runs": 3}
+    assert mae.to_json()["candidates"][0] == {
+        "setting": "optimizer.lr=0.001",
+        "val": pytest.approx(0.51),
+        "n_val": 3,
+        "runs": 3,
+    }
 
 
 def test_select_tuned_for_lower_is_better():

@@ -19,7 +19,14 @@ ENV.pop("MLFLOW_TRACKING_URI", None)
 
 def sweep(tmp_path: Path, root: Path, *overrides: str, timeout: int = 400) -> subprocess.CompletedProcess:
     store = tmp_path / "mlflow.db"
-    args = [sys.executable, "-m", "lossbench.train", "-m", *tiny_overrides(root, store, "trainer.max_epochs=1"), *overrides]
+    args = [
+        sys.executable,
+        "-m",
+        "lossbench.train",
+        "-m",
+        *tiny_overrides(root, store, "trainer.max_epochs=1"),
+        *overrides,
+    ]
     return subprocess.run(args, cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=timeout)
 
 
@@ -28,12 +35,20 @@ def train_runs(store: Path):
     return client, [r for r in runs if r.data.tags.get("lossbench.kind") == "train"]
 
 
-LAUNCHERS = {"basic": ["hydra/launcher=basic"], "default": [], "joblib-2": ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]}
+LAUNCHERS = {
+    "basic": ["hydra/launcher=basic"],
+    "default": [],
+    "joblib-2": ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
+}
 
 
 def parallel_jobs_here() -> int:
     """What the default launcher should choose here: one job per core, at most MemAvailable / 1.5 GiB."""
-    available_kb = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemAvailable:"))
+    available_kb = next(
+        int(line.split()[1])
+        for line in Path("/proc/meminfo").read_text().splitlines()
+        if line.startswith("MemAvailable:")
+    )
     return max(1, min(available_cores(), int(available_kb / 1024**2 // 1.5)))
 
 
@@ -44,7 +59,12 @@ def test_four_job_sweep_into_a_new_store(tiny_mnist: Path, tmp_path: Path, launc
     done = sweep(tmp_path, tiny_mnist, "loss=ce,mae", "optimizer=adam,sgd", *launcher)
     assert done.returncode == 0, done.stderr[-3000:]
     client, runs = train_runs(store)
-    assert sorted((r.data.tags["loss"], r.data.tags["optimizer"]) for r in runs) == [("ce", "adam"), ("ce", "sgd"), ("mae", "adam"), ("mae", "sgd")]
+    assert sorted((r.data.tags["loss"], r.data.tags["optimizer"]) for r in runs) == [
+        ("ce", "adam"),
+        ("ce", "sgd"),
+        ("mae", "adam"),
+        ("mae", "sgd"),
+    ]
     assert {r.info.status for r in runs} == {"FINISHED"}
     sweep_ids = {r.data.tags["sweep_id"] for r in runs}
     assert len(sweep_ids) == 1
@@ -88,7 +108,9 @@ def test_rerunning_a_sweep_skips_finished_jobs_and_reruns_deleted_ones(tiny_mnis
     assert len(ids) == 4
 
     second = sweep(tmp_path, tiny_mnist, "loss=ce,mae", "optimizer=adam,sgd")
-    assert second.returncode == 0 and "0 finished, 0 failed, 0 killed, 4 skipped" in second.stdout, second.stdout[-2000:]
+    assert second.returncode == 0 and "0 finished, 0 failed, 0 killed, 4 skipped" in second.stdout, second.stdout[
+        -2000:
+    ]
     second_dir = max((tmp_path / "multirun").glob("*/*"))
     assert sorted(p.name for p in second_dir.iterdir() if p.is_dir()) == ["0", "1", "2", "3"]
     assert not any((second_dir / n / ".hydra").exists() for n in "0123"), "a finished config is skipped before launch"
@@ -108,14 +130,23 @@ def test_rerunning_a_sweep_skips_finished_jobs_and_reruns_deleted_ones(tiny_mnis
     assert forced.returncode == 0 and "1 finished" in forced.stdout
 
 
-def test_tuned_view_picks_each_losss_learning_rate_on_validation_and_reports_its_own_test_numbers(tiny_mnist: Path, tmp_path: Path):
+def test_tuned_view_picks_each_losss_learning_rate_on_validation_and_reports_its_own_test_numbers(
+    tiny_mnist: Path, tmp_path: Path
+):
     import statistics
 
     from lossbench.report import build_report
     from lossbench.stats import mean_ci
 
-    done = sweep(tmp_path, tiny_mnist, "loss=ce,mae", "optimizer.lr=0.0003,0.03", "seed=0,1",
-                 "hydra/launcher=joblib", "hydra.launcher.n_jobs=2")
+    done = sweep(
+        tmp_path,
+        tiny_mnist,
+        "loss=ce,mae",
+        "optimizer.lr=0.0003,0.03",
+        "seed=0,1",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     client, runs = train_runs(tmp_path / "mlflow.db")
     assert len(runs) == 8
@@ -124,8 +155,10 @@ def test_tuned_view_picks_each_losss_learning_rate_on_validation_and_reports_its
     for r in runs:
         acc = client.get_metric_history(r.info.run_id, "val/acc")[0].value
         val.setdefault((r.data.tags["loss"], r.data.params["optimizer.lr"]), []).append(acc)
-    expected = {loss: max(("0.0003", "0.03"), key=lambda lr: (statistics.mean(val[(loss, lr)]), lr == "0.0003"))
-                for loss in ("ce", "mae")}
+    expected = {
+        loss: max(("0.0003", "0.03"), key=lambda lr: (statistics.mean(val[(loss, lr)]), lr == "0.0003"))
+        for loss in ("ce", "mae")
+    }
     result = build_report("lossbench", tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", out_dir=tmp_path / "report")
     tuned = {t["group"]: t for t in result.summary["tuned"]}
     for loss, lr in expected.items():

@@ -36,8 +36,9 @@ def test_check_docker_script_passes():
     the server image pins uv.lock's MLflow. The images are not built: CI has no Docker engine."""
     if shutil.which("docker-compose") is None:
         pytest.skip("docker-compose is not installed (apt-get install docker-compose)")
-    result = subprocess.run(["bash", str(REPO / "scripts" / "check_docker.sh")], check=False, capture_output=True,
-                            text=True, timeout=120)
+    result = subprocess.run(
+        ["bash", str(REPO / "scripts" / "check_docker.sh")], check=False, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "check_docker: OK" in result.stdout
 
@@ -78,8 +79,9 @@ def test_mlflow_server_on_postgres_round_trip(postgres: Postgres, tmp_path: Path
         pid = server.pid
 
     assert not group_members(pid), f"mlflow server processes {group_members(pid)} outlived the server"
-    with psycopg.connect(host=postgres.host, port=postgres.port, user=postgres.user, password=postgres.password,
-                         dbname=postgres.database) as conn:
+    with psycopg.connect(
+        host=postgres.host, port=postgres.port, user=postgres.user, password=postgres.password, dbname=postgres.database
+    ) as conn:
         names = [row[0] for row in conn.execute("SELECT name FROM experiments")]
         runs = conn.execute("SELECT count(*) FROM runs WHERE run_uuid = %s", (run_id,)).fetchone()[0]
     assert "team-smoke" in names and runs == 1
@@ -97,9 +99,17 @@ def test_sweep_tracked_on_team_server(mlflow_server: MlflowServer, tmp_path: Pat
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     env["LOSSBENCH_CHECKPOINTS"] = str(tmp_path / "checkpoints")
     cmd = [
-        sys.executable, "-m", "lossbench.train", "-m", "loss=ce,mae", "trainer.max_epochs=1",
-        f"data.root={root}", "data.val_size=100", "data.train_eval_size=100",
-        f"tracking.uri={mlflow_server.uri}", "tracking.experiment=team-test",
+        sys.executable,
+        "-m",
+        "lossbench.train",
+        "-m",
+        "loss=ce,mae",
+        "trainer.max_epochs=1",
+        f"data.root={root}",
+        "data.val_size=100",
+        "data.train_eval_size=100",
+        f"tracking.uri={mlflow_server.uri}",
+        "tracking.experiment=team-test",
         f"hydra.sweep.dir={tmp_path / 'multirun'}",
     ]
     result = subprocess.run(cmd, check=False, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)

@@ -14,8 +14,18 @@ from lossbench.paths import conf_dir
 from lossbench.train import run
 
 EPOCH_METRICS = [
-    "train/loss", "train/acc", "val/loss", "val/acc", "val/nll", "val/ece",
-    "train_eval/loss", "train_eval/acc", "train_eval/nll", "train_eval/ece", "lr", "time/epoch_s",
+    "train/loss",
+    "train/acc",
+    "val/loss",
+    "val/acc",
+    "val/nll",
+    "val/ece",
+    "train_eval/loss",
+    "train_eval/acc",
+    "train_eval/nll",
+    "train_eval/ece",
+    "lr",
+    "time/epoch_s",
 ]
 FINAL_METRICS = ["test/loss", "test/acc", "test/nll", "test/ece", "test_last/loss", "test_last/acc"]
 
@@ -32,7 +42,12 @@ def test_run_records_every_epoch_metric_test_metrics_and_figures(tiny_mnist: Pat
     assert r.info.status == "FINISHED"
     assert r.info.run_name.startswith("mae-adam-linear-s3-")
     assert {k: r.data.tags[k] for k in ("loss", "optimizer", "model", "data", "seed")} == {
-        "loss": "mae", "optimizer": "adam", "model": "linear", "data": "mnist", "seed": "3"}
+        "loss": "mae",
+        "optimizer": "adam",
+        "model": "linear",
+        "data": "mnist",
+        "seed": "3",
+    }
     assert r.data.tags["config_hash"] == config_hash(cfg)
     for key in EPOCH_METRICS:
         history = client.get_metric_history(r.info.run_id, key)
@@ -85,7 +100,9 @@ def test_same_config_and_seed_give_the_same_metrics(tiny_mnist: Path, tmp_path: 
         ("resume=maybe-a-path-that-does-not-exist", "resume"),
     ],
 )
-def test_bad_values_are_rejected_naming_the_key_before_anything_is_recorded(tiny_mnist: Path, tmp_path: Path, override: str, key: str):
+def test_bad_values_are_rejected_naming_the_key_before_anything_is_recorded(
+    tiny_mnist: Path, tmp_path: Path, override: str, key: str
+):
     store = tmp_path / "mlflow.db"
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         run(compose(*tiny_overrides(tiny_mnist, store, *override.split())))
@@ -95,10 +112,22 @@ def test_bad_values_are_rejected_naming_the_key_before_anything_is_recorded(tiny
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        (["optimizer=adam", "+optimizer.momentum=0.9"], "optimizer: cannot be built from its config: TypeError: Adam.__init__() got an unexpected keyword argument 'momentum'"),
-        (["loss.criterion._target_=torch.nn.NoSuchLoss"], "loss: cannot be built from its config: ImportError: Error loading 'torch.nn.NoSuchLoss'"),
-        (["model=mlp", "+model.net.widthh=3"], "model: cannot be built from its config: TypeError: MLP.__init__() got an unexpected keyword argument 'widthh'"),
-        (["scheduler=step", "+scheduler.foo=3"], "scheduler: cannot be built from its config: TypeError: StepLR.__init__() got an unexpected keyword argument 'foo'"),
+        (
+            ["optimizer=adam", "+optimizer.momentum=0.9"],
+            "optimizer: cannot be built from its config: TypeError: Adam.__init__() got an unexpected keyword argument 'momentum'",
+        ),
+        (
+            ["loss.criterion._target_=torch.nn.NoSuchLoss"],
+            "loss: cannot be built from its config: ImportError: Error loading 'torch.nn.NoSuchLoss'",
+        ),
+        (
+            ["model=mlp", "+model.net.widthh=3"],
+            "model: cannot be built from its config: TypeError: MLP.__init__() got an unexpected keyword argument 'widthh'",
+        ),
+        (
+            ["scheduler=step", "+scheduler.foo=3"],
+            "scheduler: cannot be built from its config: TypeError: StepLR.__init__() got an unexpected keyword argument 'foo'",
+        ),
     ],
 )
 def test_pieces_that_cannot_be_built_fail_before_a_run_exists(tiny_mnist: Path, tmp_path: Path, overrides, message):
@@ -144,10 +173,20 @@ def test_every_loss_config_trains_through_the_real_module(loss_yaml: str):
     x = torch.randn(64, 1, 28, 28)
     y = torch.arange(64) % 10
     x[torch.arange(64), 0, y * 2, :] += 3.0  # a learnable signal
-    module = LossbenchModule(instantiate(cfg.model.net), build_loss(cfg.loss, 10), instantiate(without_name(cfg.optimizer)))
+    module = LossbenchModule(
+        instantiate(cfg.model.net), build_loss(cfg.loss, 10), instantiate(without_name(cfg.optimizer))
+    )
     before = [p.detach().clone() for p in module.parameters()]
-    trainer = pl.Trainer(max_epochs=3, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=1)
+    trainer = pl.Trainer(
+        max_epochs=3,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=1,
+    )
     loader = Batches(x, y, 16)
     trainer.fit(module, train_dataloaders=loader, val_dataloaders=[loader])
     assert len(module.history) == 3
@@ -160,7 +199,9 @@ def _curves(store: Path, run) -> dict[str, list[float]]:
 
     client = MlflowClient(f"sqlite:///{store}")
     keys = ["train/loss", "train/acc", "val/nll", "val/acc", "train_eval/nll", "lr"]
-    return {k: [m.value for m in sorted(client.get_metric_history(run.info.run_id, k), key=lambda m: m.step)] for k in keys}
+    return {
+        k: [m.value for m in sorted(client.get_metric_history(run.info.run_id, k), key=lambda m: m.step)] for k in keys
+    }
 
 
 def test_chunked_steps_train_exactly_like_one_batch_per_step(tiny_mnist: Path, tmp_path: Path):
@@ -169,7 +210,13 @@ def test_chunked_steps_train_exactly_like_one_batch_per_step(tiny_mnist: Path, t
     for per_step in (1, 3, 16):
         store = tmp_path / f"s{per_step}" / "mlflow.db"
         store.parent.mkdir()
-        run(compose(*tiny_overrides(tiny_mnist, store, "model=mlp", f"data.batches_per_step={per_step}", "data.batch_size=32")))
+        run(
+            compose(
+                *tiny_overrides(
+                    tiny_mnist, store, "model=mlp", f"data.batches_per_step={per_step}", "data.batch_size=32"
+                )
+            )
+        )
         results[per_step] = _curves(store, read_runs(store)[1][0])
     # The running train/loss is summed per chunk, then per epoch: float32 rounding differs in the 7th digit.
     running = {k: results[k].pop("train/loss") for k in results}
@@ -182,10 +229,15 @@ def test_chunked_steps_train_exactly_like_one_batch_per_step(tiny_mnist: Path, t
     [
         (["scheduler=none"], [1e-3, 1e-3, 1e-3]),
         (["scheduler=step", "scheduler.step_size=1", "scheduler.gamma=0.5"], [1e-3, 5e-4, 2.5e-4]),
-        (["scheduler=cosine"], [1e-3, 1e-3 * (1 + math.cos(math.pi / 3)) / 2, 1e-3 * (1 + math.cos(2 * math.pi / 3)) / 2]),
+        (
+            ["scheduler=cosine"],
+            [1e-3, 1e-3 * (1 + math.cos(math.pi / 3)) / 2, 1e-3 * (1 + math.cos(2 * math.pi / 3)) / 2],
+        ),
     ],
 )
-def test_schedulers_step_once_per_epoch(tiny_mnist: Path, tmp_path: Path, scheduler: list[str], expected_lr: list[float]):
+def test_schedulers_step_once_per_epoch(
+    tiny_mnist: Path, tmp_path: Path, scheduler: list[str], expected_lr: list[float]
+):
     store = tmp_path / "mlflow.db"
     run(compose(*tiny_overrides(tiny_mnist, store, "trainer.max_epochs=3", *scheduler)))
     assert _curves(store, read_runs(store)[1][0])["lr"] == pytest.approx(expected_lr)
@@ -194,8 +246,19 @@ def test_schedulers_step_once_per_epoch(tiny_mnist: Path, tmp_path: Path, schedu
 def test_plateau_scheduler_cuts_the_rate_when_val_nll_stalls(tiny_mnist: Path, tmp_path: Path):
     store = tmp_path / "mlflow.db"
     # patience 0 and a tiny threshold: any epoch that does not improve val/nll by 50% cuts the rate.
-    run(compose(*tiny_overrides(tiny_mnist, store, "trainer.max_epochs=4", "scheduler=plateau", "scheduler.patience=0",
-                                "+scheduler.threshold=0.5", "scheduler.factor=0.1")))
+    run(
+        compose(
+            *tiny_overrides(
+                tiny_mnist,
+                store,
+                "trainer.max_epochs=4",
+                "scheduler=plateau",
+                "scheduler.patience=0",
+                "+scheduler.threshold=0.5",
+                "scheduler.factor=0.1",
+            )
+        )
+    )
     curves = _curves(store, read_runs(store)[1][0])
     nll, lr = curves["val/nll"], curves["lr"]
     for epoch in range(1, 4):  # the rate an epoch trains with follows the previous epochs' val/nll
@@ -205,7 +268,18 @@ def test_plateau_scheduler_cuts_the_rate_when_val_nll_stalls(tiny_mnist: Path, t
 
 def test_gradient_clipping_runs_under_manual_optimization(tiny_mnist: Path, tmp_path: Path):
     store = tmp_path / "mlflow.db"
-    run(compose(*tiny_overrides(tiny_mnist, store, "trainer.gradient_clip_val=0.01", "optimizer=sgd", "optimizer.momentum=0.0", "optimizer.lr=1.0")))
+    run(
+        compose(
+            *tiny_overrides(
+                tiny_mnist,
+                store,
+                "trainer.gradient_clip_val=0.01",
+                "optimizer=sgd",
+                "optimizer.momentum=0.0",
+                "optimizer.lr=1.0",
+            )
+        )
+    )
     unclipped = tmp_path / "u" / "mlflow.db"
     unclipped.parent.mkdir()
     run(compose(*tiny_overrides(tiny_mnist, unclipped, "optimizer=sgd", "optimizer.momentum=0.0", "optimizer.lr=1.0")))
@@ -217,8 +291,18 @@ def test_gradient_clipping_runs_under_manual_optimization(tiny_mnist: Path, tmp_
 def test_early_stopping_ends_the_run_and_tests_the_best_checkpoint(tiny_mnist: Path, tmp_path: Path):
     store = tmp_path / "mlflow.db"
     # min_delta larger than any possible improvement: no epoch after the first counts as better.
-    run(compose(*tiny_overrides(tiny_mnist, store, "trainer.max_epochs=10", "early_stopping.enabled=true",
-                                "early_stopping.patience=2", "early_stopping.min_delta=100")))
+    run(
+        compose(
+            *tiny_overrides(
+                tiny_mnist,
+                store,
+                "trainer.max_epochs=10",
+                "early_stopping.enabled=true",
+                "early_stopping.patience=2",
+                "early_stopping.min_delta=100",
+            )
+        )
+    )
     client, [r] = read_runs(store)
     assert r.info.status == "FINISHED"
     assert sorted(m.step for m in client.get_metric_history(r.info.run_id, "val/nll")) == [0, 1, 2]
@@ -241,13 +325,17 @@ def test_memorisation_accuracies_add_up_to_train_eval_accuracy_under_label_noise
     run(cfg)
     client, runs = read_runs(store)
     rid = runs[0].info.run_id
-    history = {k: [m.value for m in sorted(client.get_metric_history(rid, k), key=lambda m: m.step)]
-               for k in ("train_eval/acc", "train_eval/memorised", "train_eval/flipped_true_acc", "train_eval/clean_acc")}
+    history = {
+        k: [m.value for m in sorted(client.get_metric_history(rid, k), key=lambda m: m.step)]
+        for k in ("train_eval/acc", "train_eval/memorised", "train_eval/flipped_true_acc", "train_eval/clean_acc")
+    }
     assert all(len(v) == 3 for v in history.values())
     n = len(true)
     for e in range(3):
         assert history["train_eval/acc"][e] * n == pytest.approx(
-            history["train_eval/clean_acc"][e] * (n - n_flipped) + history["train_eval/memorised"][e] * n_flipped, abs=1e-3)
+            history["train_eval/clean_acc"][e] * (n - n_flipped) + history["train_eval/memorised"][e] * n_flipped,
+            abs=1e-3,
+        )
         # A flipped sample cannot be predicted as both its noisy and its true label.
         assert history["train_eval/memorised"][e] + history["train_eval/flipped_true_acc"][e] <= 1 + 1e-6
 
@@ -265,7 +353,9 @@ def test_last_checkpoint_follows_every_epoch_even_when_the_monitor_does_not_impr
     import torch
 
     store = tmp_path / "mlflow.db"
-    run(compose(*tiny_overrides(tiny_mnist, store, "trainer.max_epochs=3", "optimizer.lr=1e-12")))  # val/acc never moves
+    run(
+        compose(*tiny_overrides(tiny_mnist, store, "trainer.max_epochs=3", "optimizer.lr=1e-12"))
+    )  # val/acc never moves
     client, runs = read_runs(store)
     folder = tmp_path / "checkpoints" / runs[0].info.run_id
     last = torch.load(folder / "last.ckpt", map_location="cpu", weights_only=True)

@@ -36,8 +36,21 @@ log = logging.getLogger("lossbench")
 
 POLL_S = 2.0  # how often the sweep looks at its jobs
 LOST_AFTER_S = 30.0  # a job Slurm no longer lists, without a result after this long, was killed
-ACTIVE = {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED",
-          "RESIZING", "SUSPENDED", "STOPPED", "SIGNALING", "STAGE_OUT", "PREEMPTED"}
+ACTIVE = {
+    "PENDING",
+    "RUNNING",
+    "CONFIGURING",
+    "COMPLETING",
+    "REQUEUED",
+    "REQUEUE_HOLD",
+    "REQUEUE_FED",
+    "RESIZING",
+    "SUSPENDED",
+    "STOPPED",
+    "SIGNALING",
+    "STAGE_OUT",
+    "PREEMPTED",
+}
 LIMIT_SIGNAL = signal.SIGUSR2  # submitit's --signal (SUBMITIT_PREEMPT_SIGNAL changes it; lossbench keeps USR2)
 
 
@@ -58,7 +71,9 @@ class SlurmLauncher(SubmititSlurmLauncher):
 
         def time_limit(signum, frame):
             warned.append(signum)
-            raise KeyboardInterrupt(f"{signal.Signals(signum).name}: Slurm's time limit is near or the job is preempted")
+            raise KeyboardInterrupt(
+                f"{signal.Signals(signum).name}: Slurm's time limit is near or the job is preempted"
+            )
 
         signal.signal(LIMIT_SIGNAL, time_limit)
         interrupted: BaseException | None = None
@@ -73,7 +88,11 @@ class SlurmLauncher(SubmititSlurmLauncher):
             log.info("time limit or preemption: requeueing through submitit; the requeued job resumes the same run")
             requeue(LIMIT_SIGNAL, None)  # checkpoints, requeues, exits; raises UncompletedJobError when out of requeues
         if interrupted is not None:  # Lightning turns an interrupt into SystemExit(1); its context says which
-            cause = interrupted.__context__ if isinstance(interrupted, SystemExit) and interrupted.__context__ else interrupted
+            cause = (
+                interrupted.__context__
+                if isinstance(interrupted, SystemExit) and interrupted.__context__
+                else interrupted
+            )
             raise JobEnded(f"interrupted: {cause}")
         outcome = sweep.read_outcome(Path(ret.hydra_cfg.hydra.runtime.output_dir)) or {}
         if outcome.get("status") in ("failed", "killed"):
@@ -89,11 +108,19 @@ class SlurmLauncher(SubmititSlurmLauncher):
         """Submit ``(number, overrides)`` jobs as one Slurm array; wait until each is over, however it ends."""
         import submitit
 
-        executor = submitit.AutoExecutor(cluster=self._EXECUTOR, folder=self.params["submitit_folder"],
-                                         **{f"{self._EXECUTOR}_max_num_timeout": self.params.get("max_num_timeout", 0)})
+        executor = submitit.AutoExecutor(
+            cluster=self._EXECUTOR,
+            folder=self.params["submitit_folder"],
+            **{f"{self._EXECUTOR}_max_num_timeout": self.params.get("max_num_timeout", 0)},
+        )
         base = set(OmegaConf.structured(BaseQueueConf).keys())
-        executor.update_parameters(**{k if k in base else f"{self._EXECUTOR}_{k}": v for k, v in self.params.items()
-                                      if k not in ("submitit_folder", "max_num_timeout")})
+        executor.update_parameters(
+            **{
+                k if k in base else f"{self._EXECUTOR}_{k}": v
+                for k, v in self.params.items()
+                if k not in ("submitit_folder", "max_num_timeout")
+            }
+        )
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
         for num, overrides in jobs:
             log.info("\t#%d : %s", num, " ".join(filter_overrides(overrides)))
@@ -127,7 +154,6 @@ class SlurmLauncher(SubmititSlurmLauncher):
     def job_return(self, job, numbered: tuple[int, Any], lost_state: str | None) -> JobReturn:
         """The job's own JobReturn; for a job that ended otherwise, one built from its outcome file."""
         from hydra_plugins.lossbench.sweeper import job_config, job_output_dir, task_hash, tracker_of
-
         from lossbench import sweep
 
         if lost_state is None:
@@ -139,7 +165,11 @@ class SlurmLauncher(SubmititSlurmLauncher):
         cfg = job_config(self.hydra_context, self.config, num, overrides)
         job_dir = job_output_dir(cfg)
         if sweep.read_outcome(job_dir) is None:  # killed before its run could say so (or before it had one)
-            reason = f"Slurm job {job.job_id} ended {lost_state} without a result" if lost_state else f"Slurm job {job.job_id}: {error}"
+            reason = (
+                f"Slurm job {job.job_id} ended {lost_state} without a result"
+                if lost_state
+                else f"Slurm job {job.job_id}: {error}"
+            )
             sweep.write_outcome(job_dir, "killed" if lost_state else "failed", None, None, reason, list(overrides))
             log.error("job #%d: %s", num, reason)
             if lost_state:  # killed outright (SIGKILL, out of memory): its run, if it had one, is still RUNNING
@@ -147,7 +177,9 @@ class SlurmLauncher(SubmititSlurmLauncher):
                 for run in tracker.runs_of_config(task_hash(cfg), ["RUNNING"]):
                     if run.data.tags.get("sweep_id") == os.environ.get(sweep.SWEEP_ID_ENV):
                         tracker.end(run.info.run_id, "KILLED", reason)
-        ret = JobReturn(overrides=list(overrides), cfg=cfg, hydra_cfg=cfg, working_dir=str(job_dir), task_name=cfg.hydra.job.name)
+        ret = JobReturn(
+            overrides=list(overrides), cfg=cfg, hydra_cfg=cfg, working_dir=str(job_dir), task_name=cfg.hydra.job.name
+        )
         ret.status, ret.return_value = JobStatus.COMPLETED, math.nan  # the sweep goes on; the outcome file says why
         return ret
 
@@ -158,8 +190,9 @@ def slurm_states(job_ids: list[str]) -> dict[str, str] | None:
         return {}
     arrays = sorted({job_id.split("_")[0] for job_id in job_ids})
     try:
-        out = subprocess.run(["squeue", "-h", "-r", "-o", "%i|%T", "-j", ",".join(arrays)],
-                             capture_output=True, text=True, timeout=60)
+        out = subprocess.run(
+            ["squeue", "-h", "-r", "-o", "%i|%T", "-j", ",".join(arrays)], capture_output=True, text=True, timeout=60
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
     if out.returncode and "Invalid job id" not in out.stderr:
@@ -170,7 +203,9 @@ def slurm_states(job_ids: list[str]) -> dict[str, str] | None:
 def ended_state(job_id: str) -> str:
     """The state a finished job ended in, from ``scontrol`` (no accounting needed), e.g. CANCELLED or TIMEOUT."""
     try:
-        out = subprocess.run(["scontrol", "-o", "show", "job", job_id], capture_output=True, text=True, timeout=60).stdout
+        out = subprocess.run(
+            ["scontrol", "-o", "show", "job", job_id], capture_output=True, text=True, timeout=60
+        ).stdout
     except (OSError, subprocess.TimeoutExpired):
         return "UNKNOWN"
     fields = dict(word.split("=", 1) for word in out.split() if "=" in word)

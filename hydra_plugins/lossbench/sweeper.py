@@ -50,8 +50,11 @@ class SkippingLauncher:
         skipped = {num: ret for num, overrides in jobs if (ret := self.skip_if_finished(num, overrides)) is not None}
         todo = [(num, overrides) for num, overrides in jobs if num not in skipped]
         if skipped:
-            log.info("%d of %d jobs skipped before launch: their config already FINISHED (tracking.skip_finished=false runs them again)",
-                     len(skipped), len(jobs))
+            log.info(
+                "%d of %d jobs skipped before launch: their config already FINISHED (tracking.skip_finished=false runs them again)",
+                len(skipped),
+                len(jobs),
+            )
         launched = dict(zip([num for num, _ in todo], launch_numbered(self.inner, todo)))
         return [skipped[num] if num in skipped else launched[num] for num, _ in jobs]
 
@@ -69,7 +72,9 @@ class SkippingLauncher:
         objective = done[0].data.metrics.get(OBJECTIVE, math.nan)
         job_dir = job_output_dir(cfg)
         sweep.write_outcome(job_dir, "skipped", done[0].info.run_id, objective, None, list(overrides))
-        ret = JobReturn(overrides=list(overrides), cfg=cfg, hydra_cfg=cfg, working_dir=str(job_dir), task_name=cfg.hydra.job.name)
+        ret = JobReturn(
+            overrides=list(overrides), cfg=cfg, hydra_cfg=cfg, working_dir=str(job_dir), task_name=cfg.hydra.job.name
+        )
         ret.status, ret.return_value = JobStatus.COMPLETED, objective
         return ret
 
@@ -142,7 +147,9 @@ def _joblib_numbered(launcher, jobs: list[Job]) -> list[JobReturn]:
     process_joblib_cfg(joblib_cfg)
     log.info("Joblib.Parallel(n_jobs=%s) is launching %d jobs", joblib_cfg.get("n_jobs"), len(jobs))
     state = Singleton.get_state()
-    return list(Parallel(**joblib_cfg)(
-        delayed(execute_job)(num, overrides, launcher.hydra_context, launcher.config, launcher.task_function, state)
-        for num, overrides in jobs
-    ))
+    return list(
+        Parallel(**joblib_cfg)(
+            delayed(execute_job)(num, overrides, launcher.hydra_context, launcher.config, launcher.task_function, state)
+            for num, overrides in jobs
+        )
+    )

@@ -15,9 +15,23 @@ The package reads in one direction: :mod:`~lossbench.report.runs` (load and sele
 from lossbench.report.aggregate import GroupRow, group_runs, run_values, varying_params
 from lossbench.report.build import ReportResult, build_report, default_out_dir, log_report, report_run
 from lossbench.report.cli import main
-from lossbench.report.runs import (ReportError, RunRecord, default_tracking_uri, load_runs, select_runs,
-                                   train_filter)
+from lossbench.report.runs import ReportError, RunRecord, default_tracking_uri, load_runs, select_runs, train_filter
 
-__all__ = ["GroupRow", "ReportError", "ReportResult", "RunRecord", "build_report", "default_out_dir",
-           "default_tracking_uri", "group_runs", "load_runs", "log_report", "main", "report_run", "run_values",
-           "select_runs", "train_filter", "varying_params"]
+__all__ = [
+    "GroupRow",
+    "ReportError",
+    "ReportResult",
+    "RunRecord",
+    "build_report",
+    "default_out_dir",
+    "default_tracking_uri",
+    "group_runs",
+    "load_runs",
+    "log_report",
+    "main",
+    "report_run",
+    "run_values",
+    "select_runs",
+    "train_filter",
+    "varying_params",
+]

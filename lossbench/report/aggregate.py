@@ -39,7 +39,9 @@ def run_values(run: RunRecord, rule: analysis.Rule = analysis.Rule()) -> dict[st
         "memorisation_drop": math.nan if drop is None else drop,
         "epochs": s["summary/epochs"],
         "selected_epoch": get("summary/selected_epoch"),
-        "val_acc_selected": analysis.value_at(run.curves, analysis.VAL_ACC, None if selected is None else int(selected)),
+        "val_acc_selected": analysis.value_at(
+            run.curves, analysis.VAL_ACC, None if selected is None else int(selected)
+        ),
         "best_val_nll": get("summary/best_val_nll"),
         "gap_acc_selected": get("summary/gap_acc_selected"),
         "gap_nll_selected": get("summary/gap_nll_selected"),
@@ -98,19 +100,29 @@ class GroupRow:
         gap = f"acc gap {gap_last.mean * 100:.1f} pp at the end" if gap_last.n else ""
         rise = self.interval("val_nll_rise")
         if self.n_onset:
-            onsets = sorted(int(self.values[r.run_id]["onset_epoch"]) for r in self.runs
-                            if self.verdicts[r.run_id].kind == "overfits")
+            onsets = sorted(
+                int(self.values[r.run_id]["onset_epoch"])
+                for r in self.runs
+                if self.verdicts[r.run_id].kind == "overfits"
+            )
             when = f"epoch {onsets[0]}" if onsets[0] == onsets[-1] else f"epochs {onsets[0]}–{onsets[-1]}"
             figures = [f"val NLL {rise.mean:+.0%} from its minimum to the end".replace("%", " %")] if rise.n else []
-            return (f"overfits in {self.n_onset}/{n} runs, from {when} ("
-                    + "; ".join(figures + ([gap] if gap else [])) + ")")
+            return (
+                f"overfits in {self.n_onset}/{n} runs, from {when} ("
+                + "; ".join(figures + ([gap] if gap else []))
+                + ")"
+            )
         if kinds.count("drift") * 2 > n:
-            return (f"no overfitting; NLL drifts with train in {kinds.count('drift')}/{n} runs "
-                    f"(val NLL {rise.mean:+.0%}, training NLL rising too".replace("%", " %")
-                    + (f"; {gap}" if gap else "") + ")")
+            return (
+                f"no overfitting; NLL drifts with train in {kinds.count('drift')}/{n} runs "
+                f"(val NLL {rise.mean:+.0%}, training NLL rising too".replace("%", " %")
+                + (f"; {gap}" if gap else "")
+                + ")"
+            )
         if kinds.count("improving") * 2 > n:
             return f"no overfitting; still improving at the end in {kinds.count('improving')}/{n} runs" + (
-                f" ({gap})" if gap else "")
+                f" ({gap})" if gap else ""
+            )
         return f"no overfitting in {n} run{'s' if n > 1 else ''}" + (f" ({gap})" if gap else "")
 
 
@@ -126,9 +138,12 @@ def group_dimensions(runs: Sequence[RunRecord]) -> list[str]:
 def varying_params(runs: Sequence[RunRecord]) -> list[str]:
     """Params (other than seeds, names and operational settings) whose values differ among ``runs``."""
     keys = sorted({k for r in runs for k in r.params})
-    return [key for key in keys
-            if not (key.rsplit(".", 1)[-1].endswith("seed") or key.endswith(".name") or is_operational(key))
-            and len({r.params.get(key) for r in runs}) > 1]
+    return [
+        key
+        for key in keys
+        if not (key.rsplit(".", 1)[-1].endswith("seed") or key.endswith(".name") or is_operational(key))
+        and len({r.params.get(key) for r in runs}) > 1
+    ]
 
 
 def _nan_last(x: float) -> tuple[int, float]:
@@ -150,8 +165,15 @@ def group_runs(runs: Sequence[RunRecord], dims: Sequence[str], rule: analysis.Ru
         for run in members:
             by_setting.setdefault(stats.setting_of({k: run.params.get(k) for k in varying}), []).append(run)
         for setting, group in by_setting.items():
-            rows.append(GroupRow(dict(zip(dims, key)), setting, group, {r.run_id: values[r.run_id] for r in group},
-                                 {r.run_id: verdicts[r.run_id] for r in group}))
+            rows.append(
+                GroupRow(
+                    dict(zip(dims, key)),
+                    setting,
+                    group,
+                    {r.run_id: values[r.run_id] for r in group},
+                    {r.run_id: verdicts[r.run_id] for r in group},
+                )
+            )
     rows.sort(key=lambda row: (_nan_last(row.interval("test_acc").mean), row.label))
     return rows
 
@@ -170,8 +192,11 @@ def tune(rows: Sequence[GroupRow]) -> Tuning | None:
     """Choose each group's setting on validation accuracy only; ``None`` when no group has several settings."""
     if not any(row.setting for row in rows):
         return None
-    trials = [stats.Trial(row.group, row.setting, run.seed, row.values[run.run_id]["val_acc_selected"], run.run_id)
-              for row in rows for run in row.runs]
+    trials = [
+        stats.Trial(row.group, row.setting, run.seed, row.values[run.run_id]["val_acc_selected"], run.run_id)
+        for row in rows
+        for run in row.runs
+    ]
     tuned = stats.select_tuned(trials)
     chosen = [row for row in rows if tuned[row.group].setting == row.setting]
     return Tuning(chosen, tuned)
@@ -193,6 +218,7 @@ def compare(rows: Sequence[GroupRow], reference_loss: str, metric: str = "test_a
 
     ``rows`` should hold one row per group (after :func:`tune` when settings vary).
     """
+
     def others(row: GroupRow) -> tuple:
         return tuple(v for k, v in row.key.items() if k != "loss")
 
@@ -209,7 +235,9 @@ def compare(rows: Sequence[GroupRow], reference_loss: str, metric: str = "test_a
         for row in members:
             paired = stats.paired_difference(row.by_seed(metric), reference.by_seed(metric), resolution=resolution)
             out.append(Comparison(row, reference, paired, ranks.get(row.label)))
-    out.sort(key=lambda c: (c.rank if c.rank is not None else math.inf, _nan_last(c.row.interval(metric).mean), c.row.label))
+    out.sort(
+        key=lambda c: (c.rank if c.rank is not None else math.inf, _nan_last(c.row.interval(metric).mean), c.row.label)
+    )
     return out
 
 

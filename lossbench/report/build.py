@@ -20,12 +20,31 @@ from typing import Any
 from lossbench import analysis, store_links
 from lossbench.report import aggregate, content, parent_run
 from lossbench.report.figures import write_figures
-from lossbench.report.runs import (KIND_TAG, SWEEP_TAG, ReportError, check_store_exists, default_tracking_uri,
-                                   find_experiment, load_runs, no_runs_error, quote, select_runs, train_filter)
+from lossbench.report.runs import (
+    KIND_TAG,
+    SWEEP_TAG,
+    check_store_exists,
+    default_tracking_uri,
+    find_experiment,
+    load_runs,
+    no_runs_error,
+    quote,
+    select_runs,
+    train_filter,
+)
 
 ARTIFACT_PATH = "report"
-REPORT_FILES: tuple[str, ...] = ("report.md", "report.html", "report_inline.html", "summary.json", "curves.png",
-                                 "gap_acc.png", "gap_nll.png", "noise.png", "memorisation.png")
+REPORT_FILES: tuple[str, ...] = (
+    "report.md",
+    "report.html",
+    "report_inline.html",
+    "summary.json",
+    "curves.png",
+    "gap_acc.png",
+    "gap_nll.png",
+    "noise.png",
+    "memorisation.png",
+)
 """Everything the report may write (and older versions wrote); stale copies are removed before writing."""
 
 
@@ -59,29 +78,67 @@ def _json_float(x: float) -> float | None:
 
 
 def _row_json(row: aggregate.GroupRow) -> dict[str, Any]:
-    names = ("test_acc", "test_last_acc", "selected_epoch", "gap_acc_selected", "gap_acc_last", "gap_nll_selected",
-             "gap_nll_last", "val_nll_rise", "onset_epoch", "best_val_nll", "memorisation_drop", "memorised_last",
-             "time_per_epoch_s")
-    return {**row.key, "setting": row.setting, "label": row.label, "n": len(row.runs), "n_onset": row.n_onset,
-            "verdict": row.verdict, "run_ids": [r.run_id for r in row.runs],
-            "runs": [{"run_id": r.run_id, "seed": r.seed, "verdict": row.verdicts[r.run_id].kind,
-                      "verdict_text": row.verdicts[r.run_id].text} for r in row.runs],
-            **{name: row.interval(name).to_json() for name in names}}
+    names = (
+        "test_acc",
+        "test_last_acc",
+        "selected_epoch",
+        "gap_acc_selected",
+        "gap_acc_last",
+        "gap_nll_selected",
+        "gap_nll_last",
+        "val_nll_rise",
+        "onset_epoch",
+        "best_val_nll",
+        "memorisation_drop",
+        "memorised_last",
+        "time_per_epoch_s",
+    )
+    return {
+        **row.key,
+        "setting": row.setting,
+        "label": row.label,
+        "n": len(row.runs),
+        "n_onset": row.n_onset,
+        "verdict": row.verdict,
+        "run_ids": [r.run_id for r in row.runs],
+        "runs": [
+            {
+                "run_id": r.run_id,
+                "seed": r.seed,
+                "verdict": row.verdicts[r.run_id].kind,
+                "verdict_text": row.verdicts[r.run_id].text,
+            }
+            for r in row.runs
+        ],
+        **{name: row.interval(name).to_json() for name in names},
+    }
 
 
 def _monitor_text(runs: list) -> str:
     counts = aggregate.monitors(runs)
     if not counts:
         return ""
-    parts = [f"best {monitor} ({'highest' if mode == 'max' else 'lowest'})" + (f" in {n} runs" if len(counts) > 1 else "")
-             for (monitor, mode), n in sorted(counts.items())]
-    return "The tested (\"selected\") checkpoint is the epoch with the " + ", ".join(parts) + \
-        " (`checkpoint.monitor`; ties: the earlier epoch)."
+    parts = [
+        f"best {monitor} ({'highest' if mode == 'max' else 'lowest'})" + (f" in {n} runs" if len(counts) > 1 else "")
+        for (monitor, mode), n in sorted(counts.items())
+    ]
+    return (
+        'The tested ("selected") checkpoint is the epoch with the '
+        + ", ".join(parts)
+        + " (`checkpoint.monitor`; ties: the earlier epoch)."
+    )
 
 
-def build_report(experiment: str, sweep_id: str | None = None, tracking_uri: str | None = None,
-                 out_dir: str | Path | None = None, rule: analysis.Rule = analysis.Rule(), reference: str = "ce",
-                 log_to_mlflow: bool = True, client: Any = None) -> ReportResult:
+def build_report(
+    experiment: str,
+    sweep_id: str | None = None,
+    tracking_uri: str | None = None,
+    out_dir: str | Path | None = None,
+    rule: analysis.Rule = analysis.Rule(),
+    reference: str = "ce",
+    log_to_mlflow: bool = True,
+    client: Any = None,
+) -> ReportResult:
     """Read the runs, write the report folder, and (by default) log it to the sweep's parent run.
 
     Raises :class:`ReportError` when the experiment does not exist or no run matches.
@@ -112,39 +169,95 @@ def build_report(experiment: str, sweep_id: str | None = None, tracking_uri: str
     figures = write_figures(out, rows, noisy)
 
     title = f"lossbench report: {experiment}" + (f", sweep {sweep_id}" if sweep_id else "")
-    counts = (f"{len(runs)} training run(s) match {content.code(filter_string)}: {len(selection.finished)} finished "
-              f"and counted, {len(selection.superseded)} superseded, {len(selection.not_finished)} not finished.")
-    intro = [f"Experiment `{experiment}` (id {exp.experiment_id}) in `{uri}`; generated "
-             f"{time.strftime('%Y-%m-%d %H:%M:%S %Z')}.", counts]
+    counts = (
+        f"{len(runs)} training run(s) match {content.code(filter_string)}: {len(selection.finished)} finished "
+        f"and counted, {len(selection.superseded)} superseded, {len(selection.not_finished)} not finished."
+    )
+    intro = [
+        f"Experiment `{experiment}` (id {exp.experiment_id}) in `{uri}`; generated "
+        f"{time.strftime('%Y-%m-%d %H:%M:%S %Z')}.",
+        counts,
+    ]
     link = lambda run_id: store_links.run_url(uri, exp.experiment_id, run_id)  # noqa: E731
-    markdown = content.document(title, intro, selection, rows, dims, figures, rule, _monitor_text(selection.finished),
-                                tuning, comparisons, ref, noisy, link)
+    markdown = content.document(
+        title,
+        intro,
+        selection,
+        rows,
+        dims,
+        figures,
+        rule,
+        _monitor_text(selection.finished),
+        tuning,
+        comparisons,
+        ref,
+        noisy,
+        link,
+    )
     (out / "report.md").write_text(markdown, encoding="utf-8")
     (out / "report.html").write_text(content.to_html(markdown, title, out), encoding="utf-8")
 
     summary: dict[str, Any] = {
-        "experiment": experiment, "experiment_id": exp.experiment_id, "sweep_id": sweep_id, "tracking_uri": uri,
-        "filter": filter_string, "group_by": dims, "rule": vars(rule) if hasattr(rule, "__dict__") else {},
-        "monitor": [{"monitor": m, "mode": mode, "runs": n} for (m, mode), n in aggregate.monitors(selection.finished).items()],
+        "experiment": experiment,
+        "experiment_id": exp.experiment_id,
+        "sweep_id": sweep_id,
+        "tracking_uri": uri,
+        "filter": filter_string,
+        "group_by": dims,
+        "rule": vars(rule) if hasattr(rule, "__dict__") else {},
+        "monitor": [
+            {"monitor": m, "mode": mode, "runs": n} for (m, mode), n in aggregate.monitors(selection.finished).items()
+        ],
         "intervals": "mean with a two-sided 95 % Student-t interval over the runs (seeds) of a row; low/high null with n < 2",
-        "counts": {"matched": len(runs), "finished": len(selection.finished),
-                   "superseded": len(selection.superseded), "not_finished": len(selection.not_finished)},
+        "counts": {
+            "matched": len(runs),
+            "finished": len(selection.finished),
+            "superseded": len(selection.superseded),
+            "not_finished": len(selection.not_finished),
+        },
         "rows": [_row_json(row) for row in rows],
         "tuned": None if tuning is None else [tuning.tuned[row.group].to_json() for row in tuning.chosen],
         "reference": ref,
-        "comparisons": [{"label": c.row.label, "reference": c.reference.label, "rank": c.rank, "metric": "test_acc",
-                         **c.paired.to_json()} for c in comparisons],
-        "not_finished": [{"run_id": r.run_id, "name": r.name, "status": r.status,
-                          "reason": r.tags.get("lossbench.failure")} for r in selection.not_finished],
-        "superseded": [{"run_id": old.run_id, "name": old.name, "config_hash": old.config_hash,
-                        "kept_run_id": new.run_id} for old, new in selection.superseded],
+        "comparisons": [
+            {
+                "label": c.row.label,
+                "reference": c.reference.label,
+                "rank": c.rank,
+                "metric": "test_acc",
+                **c.paired.to_json(),
+            }
+            for c in comparisons
+        ],
+        "not_finished": [
+            {"run_id": r.run_id, "name": r.name, "status": r.status, "reason": r.tags.get("lossbench.failure")}
+            for r in selection.not_finished
+        ],
+        "superseded": [
+            {"run_id": old.run_id, "name": old.name, "config_hash": old.config_hash, "kept_run_id": new.run_id}
+            for old, new in selection.superseded
+        ],
         "figures": sorted(figures.values()),
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, allow_nan=False, default=str) + "\n", encoding="utf-8")
+    (out / "summary.json").write_text(
+        json.dumps(summary, indent=2, allow_nan=False, default=str) + "\n", encoding="utf-8"
+    )
 
-    run_id = log_report(client, exp.experiment_id, out, experiment, sweep_id, markdown, summary["rows"]) if log_to_mlflow else None
-    return ReportResult(out, out / "report.md", out / "report.html", out / "summary.json",
-                        [out / f for f in sorted(figures.values())], summary, uri, exp.experiment_id, run_id)
+    run_id = (
+        log_report(client, exp.experiment_id, out, experiment, sweep_id, markdown, summary["rows"])
+        if log_to_mlflow
+        else None
+    )
+    return ReportResult(
+        out,
+        out / "report.md",
+        out / "report.html",
+        out / "summary.json",
+        [out / f for f in sorted(figures.values())],
+        summary,
+        uri,
+        exp.experiment_id,
+        run_id,
+    )
 
 
 def report_run(client: Any, experiment_id: str, experiment: str, sweep_id: str | None) -> tuple[str, bool]:
@@ -161,15 +274,23 @@ def report_run(client: Any, experiment_id: str, experiment: str, sweep_id: str |
         name = f"report-{experiment}"
         filter_string = f"tags.`{KIND_TAG}` = 'report' and attributes.run_name = {quote(name)}"
         tags = {KIND_TAG: "report"}
-    found = client.search_runs([experiment_id], filter_string=filter_string, max_results=1,
-                               order_by=["attributes.start_time DESC"])
+    found = client.search_runs(
+        [experiment_id], filter_string=filter_string, max_results=1, order_by=["attributes.start_time DESC"]
+    )
     if found:
         return found[0].info.run_id, False
     return client.create_run(experiment_id, run_name=name, tags=tags).info.run_id, True
 
 
-def log_report(client: Any, experiment_id: str, out: Path, experiment: str, sweep_id: str | None, markdown: str,
-               rows: list[dict[str, Any]]) -> str:
+def log_report(
+    client: Any,
+    experiment_id: str,
+    out: Path,
+    experiment: str,
+    sweep_id: str | None,
+    markdown: str,
+    rows: list[dict[str, Any]],
+) -> str:
     """Put the report on :func:`report_run` (returns its id): the folder as artifacts under ``report/``,
     its Markdown as the run's description (figures served from those artifacts), and each group's
     means as metrics (``report/test_acc/ce_adam``). Re-running the report overwrites all three."""

@@ -14,23 +14,42 @@ _RULE = analysis.Rule()
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m lossbench.report", description=(
-        "Compare the training runs of an MLflow experiment (or one sweep): verdicts on overfitting, test accuracy "
-        "at the selected and the last epoch with 95 %% intervals, paired comparisons with a reference loss, "
-        "tuned settings, gaps, and figures."))
+    p = argparse.ArgumentParser(
+        prog="python -m lossbench.report",
+        description=(
+            "Compare the training runs of an MLflow experiment (or one sweep): verdicts on overfitting, test accuracy "
+            "at the selected and the last epoch with 95 %% intervals, paired comparisons with a reference loss, "
+            "tuned settings, gaps, and figures."
+        ),
+    )
     p.add_argument("--experiment", required=True, help="MLflow experiment name")
     p.add_argument("--sweep", default=None, help="only runs tagged sweep_id=SWEEP")
-    p.add_argument("--tracking-uri", default=None,
-                   help=f"MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else {DEFAULT_TRACKING_URI})")
+    p.add_argument(
+        "--tracking-uri",
+        default=None,
+        help=f"MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else {DEFAULT_TRACKING_URI})",
+    )
     p.add_argument("--out", default=None, help="report folder (default: reports/<experiment>[-<sweep>])")
     p.add_argument("--reference", default="ce", help="loss the others are compared with, paired by seed (default: ce)")
     p.add_argument("--smooth", type=int, default=_RULE.smooth, help=f"epochs of smoothing (default: {_RULE.smooth})")
-    p.add_argument("--patience", type=int, default=_RULE.patience,
-                   help=f"the best epoch must be this many epochs before the end (default: {_RULE.patience})")
-    p.add_argument("--margin-nll", type=float, default=_RULE.margin_nll,
-                   help=f"relative rise of val NLL that counts (default: {_RULE.margin_nll})")
-    p.add_argument("--margin-acc", type=float, default=_RULE.margin_acc,
-                   help=f"fall of val accuracy that counts, as a fraction (default: {_RULE.margin_acc})")
+    p.add_argument(
+        "--patience",
+        type=int,
+        default=_RULE.patience,
+        help=f"the best epoch must be this many epochs before the end (default: {_RULE.patience})",
+    )
+    p.add_argument(
+        "--margin-nll",
+        type=float,
+        default=_RULE.margin_nll,
+        help=f"relative rise of val NLL that counts (default: {_RULE.margin_nll})",
+    )
+    p.add_argument(
+        "--margin-acc",
+        type=float,
+        default=_RULE.margin_acc,
+        help=f"fall of val accuracy that counts, as a fraction (default: {_RULE.margin_acc})",
+    )
     p.add_argument("--no-log", action="store_true", help="write the folder only; do not log it to MLflow")
     return p
 
@@ -44,20 +63,31 @@ def main(argv: Sequence[str] | None = None, echo: Callable[[str], None] = print)
         print(f"lossbench.report: {error}", file=sys.stderr)
         return 2
     try:
-        result = build_report(args.experiment, sweep_id=args.sweep, tracking_uri=args.tracking_uri, out_dir=args.out,
-                              rule=rule, reference=args.reference, log_to_mlflow=not args.no_log)
+        result = build_report(
+            args.experiment,
+            sweep_id=args.sweep,
+            tracking_uri=args.tracking_uri,
+            out_dir=args.out,
+            rule=rule,
+            reference=args.reference,
+            log_to_mlflow=not args.no_log,
+        )
     except ReportError as error:
         print(f"lossbench.report: {error}", file=sys.stderr)
         return 2
     counts = result.summary["counts"]
     echo(f"Report: {result.html} (also report.md, summary.json, {len(result.figures)} figures)")
-    echo(f"Runs: {counts['finished']} finished and counted, {counts['superseded']} superseded, "
-         f"{counts['not_finished']} not finished.")
+    echo(
+        f"Runs: {counts['finished']} finished and counted, {counts['superseded']} superseded, "
+        f"{counts['not_finished']} not finished."
+    )
     for row in result.summary["rows"]:
         echo(f"  {row['label']}: {row['verdict']}")
     if result.report_run_id:
-        echo(f"Logged on MLflow run {result.report_run_id} (experiment id {result.experiment_id}): its description, "
-             f"per-group metrics, and the artifacts '{ARTIFACT_PATH}/'.")
+        echo(
+            f"Logged on MLflow run {result.report_run_id} (experiment id {result.experiment_id}): its description, "
+            f"per-group metrics, and the artifacts '{ARTIFACT_PATH}/'."
+        )
         url = store_links.run_url(result.tracking_uri, result.experiment_id, result.report_run_id)
     elif args.sweep is not None:
         url = store_links.sweep_url(result.tracking_uri, result.experiment_id, args.sweep)

@@ -25,10 +25,14 @@ def cell(text: object) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
-def table(columns: Sequence[str], rows: Sequence[Sequence[object]], numeric_from: int = 99, numeric_to: int = 99) -> str:
+def table(
+    columns: Sequence[str], rows: Sequence[Sequence[object]], numeric_from: int = 99, numeric_to: int = 99
+) -> str:
     """A GitHub-flavoured Markdown table; columns ``numeric_from`` to ``numeric_to`` (exclusive) are right-aligned."""
-    lines = ["| " + " | ".join(map(cell, columns)) + " |",
-             "|" + "|".join("---:" if numeric_from <= i < numeric_to else "---" for i in range(len(columns))) + "|"]
+    lines = [
+        "| " + " | ".join(map(cell, columns)) + " |",
+        "|" + "|".join("---:" if numeric_from <= i < numeric_to else "---" for i in range(len(columns))) + "|",
+    ]
     lines += ["| " + " | ".join(map(cell, row)) + " |" for row in rows]
     return "\n".join(lines)
 
@@ -62,31 +66,72 @@ def results_table(rows: Sequence[GroupRow], dims: Sequence[str]) -> str:
     """One row per group: test accuracy at the selected and the last epoch with 95 % intervals,
     gaps at both, the rise of validation NLL from its minimum, and the onset (verdicts have their own section)."""
     with_setting = any(row.setting for row in rows)
-    columns = [*(HEADERS.get(d, d) for d in dims), *(["setting"] if with_setting else []),
-               "test acc @selected (%)", "test acc @last (%)", "selected epoch", "gap acc (pp) sel → last",
-               "gap NLL sel → last", "val NLL rise (%)", "onset (runs)"]
-    body = [[*row.key.values(), *([row.setting or "—"] if with_setting else []),
-             row.interval("test_acc").format(100, 2), row.interval("test_last_acc").format(100, 2),
-             _mean(row, "selected_epoch", 1, 1), _pair(row, "gap_acc", 100, 1), _pair(row, "gap_nll", 1, 3),
-             _rise(row), _onset(row)] for row in rows]
+    columns = [
+        *(HEADERS.get(d, d) for d in dims),
+        *(["setting"] if with_setting else []),
+        "test acc @selected (%)",
+        "test acc @last (%)",
+        "selected epoch",
+        "gap acc (pp) sel → last",
+        "gap NLL sel → last",
+        "val NLL rise (%)",
+        "onset (runs)",
+    ]
+    body = [
+        [
+            *row.key.values(),
+            *([row.setting or "—"] if with_setting else []),
+            row.interval("test_acc").format(100, 2),
+            row.interval("test_last_acc").format(100, 2),
+            _mean(row, "selected_epoch", 1, 1),
+            _pair(row, "gap_acc", 100, 1),
+            _pair(row, "gap_nll", 1, 3),
+            _rise(row),
+            _onset(row),
+        ]
+        for row in rows
+    ]
     return table(columns, body, numeric_from=len(dims) + with_setting)
 
 
 def tuned_table(tuning: Tuning, dims: Sequence[str]) -> str:
-    columns = [*(HEADERS.get(d, d) for d in dims), "chosen setting", "mean val acc (%)", "settings tried",
-               "budget (runs)", "test acc @selected (%)", "test acc @last (%)"]
+    columns = [
+        *(HEADERS.get(d, d) for d in dims),
+        "chosen setting",
+        "mean val acc (%)",
+        "settings tried",
+        "budget (runs)",
+        "test acc @selected (%)",
+        "test acc @last (%)",
+    ]
     body = []
     for row in tuning.chosen:
         tuned = tuning.tuned[row.group]
-        body.append([*row.key.values(), tuned.setting or "—", f"{tuned.val * 100:.2f}", tuned.n_settings, tuned.budget,
-                     row.interval("test_acc").format(100, 2), row.interval("test_last_acc").format(100, 2)])
+        body.append(
+            [
+                *row.key.values(),
+                tuned.setting or "—",
+                f"{tuned.val * 100:.2f}",
+                tuned.n_settings,
+                tuned.budget,
+                row.interval("test_acc").format(100, 2),
+                row.interval("test_last_acc").format(100, 2),
+            ]
+        )
     return table(columns, body, numeric_from=len(dims) + 1)
 
 
 def comparison_table(comparisons: Sequence[Comparison]) -> str:
     columns = ["rank", "group", "test acc (%)", "difference vs reference (pp) [95 % CI], p (n seeds): verdict"]
-    body = [[c.rank if c.rank is not None else "—", c.row.label, c.row.interval("test_acc").format(100, 2),
-             "reference" if c.row is c.reference else c.paired.format(100, 2)] for c in comparisons]
+    body = [
+        [
+            c.rank if c.rank is not None else "—",
+            c.row.label,
+            c.row.interval("test_acc").format(100, 2),
+            "reference" if c.row is c.reference else c.paired.format(100, 2),
+        ]
+        for c in comparisons
+    ]
     return table(columns, body, numeric_from=2, numeric_to=3)
 
 
@@ -94,11 +139,25 @@ def noise_table(rows: Sequence[GroupRow], dims: Sequence[str]) -> str:
     """Loss (× the other dimensions) × label-noise rate: selected/last test accuracy, drop, memorised fraction."""
     others = [d for d in dims if d != "noise"]
     ordered = sorted(rows, key=lambda r: ([r.key[d] for d in others], _as_float(r.key["noise"]), r.setting))
-    columns = [*others, "noise rate", "test acc @selected (%)", "test acc @last (%)", "memorisation drop (pp)",
-               "memorised at the end (%)"]
-    body = [[*(row.key[d] for d in others), row.key["noise"], row.interval("test_acc").format(100, 2),
-             row.interval("test_last_acc").format(100, 2), row.interval("memorisation_drop").format(100, 2),
-             row.interval("memorised_last").format(100, 1)] for row in ordered]
+    columns = [
+        *others,
+        "noise rate",
+        "test acc @selected (%)",
+        "test acc @last (%)",
+        "memorisation drop (pp)",
+        "memorised at the end (%)",
+    ]
+    body = [
+        [
+            *(row.key[d] for d in others),
+            row.key["noise"],
+            row.interval("test_acc").format(100, 2),
+            row.interval("test_last_acc").format(100, 2),
+            row.interval("memorisation_drop").format(100, 2),
+            row.interval("memorised_last").format(100, 1),
+        ]
+        for row in ordered
+    ]
     return table(columns, body, numeric_from=len(others))
 
 
@@ -116,9 +175,19 @@ def not_finished_table(selection: Selection) -> str:
         epochs = analysis.last_epoch(run.curves)
         reason = run.tags.get(FAILURE_TAG) or ("in progress" if run.status in ("RUNNING", "SCHEDULED") else "—")
         rerun = finished.get(run.config_hash) if run.config_hash else None
-        rows.append([run.name, run.status, run.dimension("loss"), run.dimension("optimizer"), run.seed,
-                     "0" if epochs is None else str(epochs + 1), reason,
-                     f"re-run finished: {rerun.name}" if rerun else "", run.run_id])
+        rows.append(
+            [
+                run.name,
+                run.status,
+                run.dimension("loss"),
+                run.dimension("optimizer"),
+                run.seed,
+                "0" if epochs is None else str(epochs + 1),
+                reason,
+                f"re-run finished: {rerun.name}" if rerun else "",
+                run.run_id,
+            ]
+        )
     return table(["run", "status", "loss", "optimizer", "seed", "epochs", "reason", "note", "run id"], rows)
 
 
@@ -134,77 +203,143 @@ def runs_table(rows: Sequence[GroupRow], link=None) -> str:
         for run in row.runs:
             v, verdict = row.values[run.run_id], row.verdicts[run.run_id]
             name = f"[{cell(run.name)}]({link(run.run_id)})" if link else run.name
-            body.append([name, row.label, run.seed, f"{v['test_acc'] * 100:.2f}", f"{v['test_last_acc'] * 100:.2f}",
-                         "—" if not math.isfinite(v["selected_epoch"]) else f"{v['selected_epoch']:.0f}",
-                         f"{v['epochs']:.0f}", verdict.text, run.run_id])
-    return table(["run", "group", "seed", "test acc @selected (%)", "test acc @last (%)", "selected epoch", "epochs",
-                  "verdict", "run id"], body, numeric_from=3, numeric_to=7)
+            body.append(
+                [
+                    name,
+                    row.label,
+                    run.seed,
+                    f"{v['test_acc'] * 100:.2f}",
+                    f"{v['test_last_acc'] * 100:.2f}",
+                    "—" if not math.isfinite(v["selected_epoch"]) else f"{v['selected_epoch']:.0f}",
+                    f"{v['epochs']:.0f}",
+                    verdict.text,
+                    run.run_id,
+                ]
+            )
+    return table(
+        [
+            "run",
+            "group",
+            "seed",
+            "test acc @selected (%)",
+            "test acc @last (%)",
+            "selected epoch",
+            "epochs",
+            "verdict",
+            "run id",
+        ],
+        body,
+        numeric_from=3,
+        numeric_to=7,
+    )
 
 
-def document(title: str, intro: Sequence[str], selection: Selection, rows: Sequence[GroupRow], dims: Sequence[str],
-             figures: Mapping[str, str], rule: analysis.Rule, monitor_text: str, tuning: Tuning | None,
-             comparisons: Sequence[Comparison], reference: str | None, noisy: bool, link=None) -> str:
+def document(
+    title: str,
+    intro: Sequence[str],
+    selection: Selection,
+    rows: Sequence[GroupRow],
+    dims: Sequence[str],
+    figures: Mapping[str, str],
+    rule: analysis.Rule,
+    monitor_text: str,
+    tuning: Tuning | None,
+    comparisons: Sequence[Comparison],
+    reference: str | None,
+    noisy: bool,
+    link=None,
+) -> str:
     """The whole report as Markdown."""
     parts = [f"# {title}", *intro]
     notes = []
     if selection.superseded:
         hashes = sorted({old.config_hash or "" for old, _ in selection.superseded})
-        notes.append(f"{len(selection.superseded)} FINISHED run(s) were superseded by a newer run with the same "
-                     f"`config_hash` ({', '.join(hashes)}); only the newest counts (see \"Superseded runs\").")
+        notes.append(
+            f"{len(selection.superseded)} FINISHED run(s) were superseded by a newer run with the same "
+            f'`config_hash` ({", ".join(hashes)}); only the newest counts (see "Superseded runs").'
+        )
     if selection.not_finished:
-        notes.append(f"{len(selection.not_finished)} run(s) have not finished (RUNNING, FAILED or KILLED): listed "
-                     "under \"Not finished\" and left out of every mean.")
+        notes.append(
+            f"{len(selection.not_finished)} run(s) have not finished (RUNNING, FAILED or KILLED): listed "
+            'under "Not finished" and left out of every mean.'
+        )
     if notes:
         parts += ["## Notes", "\n".join(f"- {n}" for n in notes)]
 
     shown = tuning.chosen if tuning else rows
-    parts += ["## Verdicts", "\n".join(f"- **{row.label}**: {row.verdict}" for row in shown),
-              f"A run *overfits* when its validation NLL (or accuracy), smoothed over {rule.smooth} epochs, ends more "
-              f"than {rule.margin_nll:.0%} above its minimum (or {rule.margin_acc * 100:g} pp below its maximum), "
-              f"reached at least {rule.patience} epochs before the end, while the same yardstick on training data "
-              "(`train_eval`) ended better than at that epoch; the onset is that epoch. When training NLL rises "
-              "too, the run is *drifting* (calibration), not overfitting. Thresholds: `analysis.*`."]
-    parts += ["## Results",
-              "One row per " + " × ".join(HEADERS.get(d, d) for d in dims) + (" × setting" if tuning else "")
-              + f", sorted by mean test accuracy. {monitor_text} Test accuracy is given for that selected epoch and "
-              "for the last one: mean [95 % Student-t interval] over the row's seeds (n). Gaps are means, positive "
-              "when overfitting (acc: train_eval − val, pp; NLL: val − train_eval). Val NLL rise: smoothed val NLL "
-              "at the end relative to its minimum.",
-              results_table(rows, dims)]
+    parts += [
+        "## Verdicts",
+        "\n".join(f"- **{row.label}**: {row.verdict}" for row in shown),
+        f"A run *overfits* when its validation NLL (or accuracy), smoothed over {rule.smooth} epochs, ends more "
+        f"than {rule.margin_nll:.0%} above its minimum (or {rule.margin_acc * 100:g} pp below its maximum), "
+        f"reached at least {rule.patience} epochs before the end, while the same yardstick on training data "
+        "(`train_eval`) ended better than at that epoch; the onset is that epoch. When training NLL rises "
+        "too, the run is *drifting* (calibration), not overfitting. Thresholds: `analysis.*`.",
+    ]
+    parts += [
+        "## Results",
+        "One row per "
+        + " × ".join(HEADERS.get(d, d) for d in dims)
+        + (" × setting" if tuning else "")
+        + f", sorted by mean test accuracy. {monitor_text} Test accuracy is given for that selected epoch and "
+        "for the last one: mean [95 % Student-t interval] over the row's seeds (n). Gaps are means, positive "
+        "when overfitting (acc: train_eval − val, pp; NLL: val − train_eval). Val NLL rise: smoothed val NLL "
+        "at the end relative to its minimum.",
+        results_table(rows, dims),
+    ]
     if tuning:
-        parts += ["## Tuned: each group at its own best setting",
-                  "Per group, the setting with the best mean **validation** accuracy (at each run's selected epoch) "
-                  "is chosen; the test set plays no part in the choice. Budget = runs the group got (settings × "
-                  "seeds).", tuned_table(tuning, dims)]
+        parts += [
+            "## Tuned: each group at its own best setting",
+            "Per group, the setting with the best mean **validation** accuracy (at each run's selected epoch) "
+            "is chosen; the test set plays no part in the choice. Budget = runs the group got (settings × "
+            "seeds).",
+            tuned_table(tuning, dims),
+        ]
     if comparisons:
-        parts += [f"## Compared with {reference}",
-                  f"Test accuracy of each group minus {reference}'s, on the seeds both have (same seed = same initial "
-                  "weights, batch order and data split): mean difference with its 95 % interval and the two-sided "
-                  "paired t-test. Better/worse when the interval excludes 0; one test image is "
-                  "0.01 pp, and label errors in the test set put a floor under differences that small. Rank: by mean; "
-                  "a group whose 95 % interval overlaps the one above shares its rank."
-                  + (" Groups are compared at their tuned settings." if tuning else ""),
-                  comparison_table(comparisons)]
+        parts += [
+            f"## Compared with {reference}",
+            f"Test accuracy of each group minus {reference}'s, on the seeds both have (same seed = same initial "
+            "weights, batch order and data split): mean difference with its 95 % interval and the two-sided "
+            "paired t-test. Better/worse when the interval excludes 0; one test image is "
+            "0.01 pp, and label errors in the test set put a floor under differences that small. Rank: by mean; "
+            "a group whose 95 % interval overlaps the one above shares its rank."
+            + (" Groups are compared at their tuned settings." if tuning else ""),
+            comparison_table(comparisons),
+        ]
     if "curves" in figures:
-        parts += ["## Learning curves", "val/nll (solid) and train_eval/nll (dashed) per epoch, one line per run; "
-                  "dotted green: the selected epoch, dashed red: the overfitting onset.",
-                  f"![learning curves per group]({figures['curves']})"]
+        parts += [
+            "## Learning curves",
+            "val/nll (solid) and train_eval/nll (dashed) per epoch, one line per run; "
+            "dotted green: the selected epoch, dashed red: the overfitting onset.",
+            f"![learning curves per group]({figures['curves']})",
+        ]
     if "gap_acc" in figures:
-        parts += ["## Generalisation gap", "At the selected epoch and at the last epoch, in the table's order; "
-                  "bars are means, dots single runs.",
-                  f"![accuracy gap per group]({figures['gap_acc']})", f"![NLL gap per group]({figures['gap_nll']})"]
+        parts += [
+            "## Generalisation gap",
+            "At the selected epoch and at the last epoch, in the table's order; bars are means, dots single runs.",
+            f"![accuracy gap per group]({figures['gap_acc']})",
+            f"![NLL gap per group]({figures['gap_nll']})",
+        ]
     if noisy:
-        parts += ["## Noisy labels",
-                  "Test accuracy at the selected epoch and at the last per label-noise rate. Memorisation drop = "
-                  "selected − last. Memorised: the share of flipped training labels the network predicts as "
-                  "labelled (`train_eval/memorised`) at the last epoch.", noise_table(rows, dims)]
-        for name, alt in (("noise", "test accuracy against label-noise rate"),
-                          ("memorisation", "memorised fraction of flipped labels per epoch")):
+        parts += [
+            "## Noisy labels",
+            "Test accuracy at the selected epoch and at the last per label-noise rate. Memorisation drop = "
+            "selected − last. Memorised: the share of flipped training labels the network predicts as "
+            "labelled (`train_eval/memorised`) at the last epoch.",
+            noise_table(rows, dims),
+        ]
+        for name, alt in (
+            ("noise", "test accuracy against label-noise rate"),
+            ("memorisation", "memorised fraction of flipped labels per epoch"),
+        ):
             if name in figures:
                 parts.append(f"![{alt}]({figures[name]})")
     parts.append("## Not finished")
-    parts.append(("Shown for completeness; none of these enters the results.\n\n" + not_finished_table(selection))
-                 if selection.not_finished else "None: every matching run finished.")
+    parts.append(
+        ("Shown for completeness; none of these enters the results.\n\n" + not_finished_table(selection))
+        if selection.not_finished
+        else "None: every matching run finished."
+    )
     if selection.superseded:
         parts += ["## Superseded runs", superseded_table(selection)]
     parts += ["## Runs used", runs_table(rows, link)]
@@ -241,5 +376,7 @@ def to_html(markdown: str, title: str, images_from: Path) -> str:
         return f'src="data:image/png;base64,{base64.b64encode(path.read_bytes()).decode("ascii")}"'
 
     body = re.sub(r'src="([^":]+\.png)"', embed, body)
-    return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
-            f"<title>{html.escape(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n{body}</body>\n</html>\n")
+    return (
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        f"<title>{html.escape(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n{body}</body>\n</html>\n"
+    )

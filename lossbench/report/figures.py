@@ -19,17 +19,38 @@ def write_figures(out: Path, rows: Sequence[GroupRow], noisy: bool) -> dict[str,
     figures: dict[str, str] = {}
     if not rows:
         return figures
-    marks = {row.label: [(_epoch(row.values[r.run_id]["selected_epoch"]), _epoch(row.values[r.run_id]["onset_epoch"]))
-                         for r in row.runs] for row in rows}
-    plots.curve_grid({row.label: [r.curves for r in row.runs] for row in rows}, out / "curves.png",
-                     ncols=4 if len(rows) > 9 else 3, title="val/nll and train_eval/nll per epoch", marks=marks)
+    marks = {
+        row.label: [
+            (_epoch(row.values[r.run_id]["selected_epoch"]), _epoch(row.values[r.run_id]["onset_epoch"]))
+            for r in row.runs
+        ]
+        for row in rows
+    }
+    plots.curve_grid(
+        {row.label: [r.curves for r in row.runs] for row in rows},
+        out / "curves.png",
+        ncols=4 if len(rows) > 9 else 3,
+        title="val/nll and train_eval/nll per epoch",
+        marks=marks,
+    )
     figures["curves"] = "curves.png"
-    for metric, scale, label in (("gap_acc", 100.0, "train_eval/acc − val/acc (pp)"),
-                                 ("gap_nll", 1.0, "val/nll − train_eval/nll")):
-        values = {row.label: {f"at {where} epoch": [row.values[r.run_id][f"{metric}_{where}"] * scale for r in row.runs]
-                              for where in ("selected", "last")} for row in rows}
-        plots.grouped_bars(values, out / f"{metric}.png", ylabel=label,
-                           title=f"Generalisation gap ({'accuracy' if metric == 'gap_acc' else 'NLL'}), in the table's order")
+    for metric, scale, label in (
+        ("gap_acc", 100.0, "train_eval/acc − val/acc (pp)"),
+        ("gap_nll", 1.0, "val/nll − train_eval/nll"),
+    ):
+        values = {
+            row.label: {
+                f"at {where} epoch": [row.values[r.run_id][f"{metric}_{where}"] * scale for r in row.runs]
+                for where in ("selected", "last")
+            }
+            for row in rows
+        }
+        plots.grouped_bars(
+            values,
+            out / f"{metric}.png",
+            ylabel=label,
+            title=f"Generalisation gap ({'accuracy' if metric == 'gap_acc' else 'NLL'}), in the table's order",
+        )
         figures[metric] = f"{metric}.png"
     if noisy:
         best: dict[str, dict[float, list[float]]] = {}
@@ -39,7 +60,9 @@ def write_figures(out: Path, rows: Sequence[GroupRow], noisy: bool) -> dict[str,
             rate = row.runs[0].noise_rate
             if rate is None:
                 continue
-            name = " / ".join(v for k, v in row.key.items() if k != "noise") + (f" / {row.setting}" if row.setting else "")
+            name = " / ".join(v for k, v in row.key.items() if k != "noise") + (
+                f" / {row.setting}" if row.setting else ""
+            )
             best.setdefault(name, {})[rate] = [row.values[r.run_id]["test_acc"] for r in row.runs]
             last.setdefault(name, {})[rate] = [row.values[r.run_id]["test_last_acc"] for r in row.runs]
             curves = [r.curves["train_eval/memorised"] for r in row.runs if r.curves.get("train_eval/memorised")]
@@ -49,7 +72,10 @@ def write_figures(out: Path, rows: Sequence[GroupRow], noisy: bool) -> dict[str,
             plots.noise_chart(best, last, out / "noise.png", title="Test accuracy against label noise")
             figures["noise"] = "noise.png"
         if memorised:
-            plots.memorisation_curves(dict(sorted(memorised.items())), out / "memorisation.png",
-                                      title="Memorised fraction of flipped training labels")
+            plots.memorisation_curves(
+                dict(sorted(memorised.items())),
+                out / "memorisation.png",
+                title="Memorised fraction of flipped training labels",
+            )
             figures["memorisation"] = "memorisation.png"
     return figures

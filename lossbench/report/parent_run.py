@@ -17,8 +17,18 @@ from urllib.parse import quote
 
 NOTE_TAG = "mlflow.note.content"
 METRIC_PREFIX = "report"
-STATISTICS = ("test_acc", "test_last_acc", "gap_acc_selected", "gap_acc_last", "gap_nll_selected", "gap_nll_last",
-              "val_nll_rise", "onset_epoch", "memorisation_drop", "memorised_last")
+STATISTICS = (
+    "test_acc",
+    "test_last_acc",
+    "gap_acc_selected",
+    "gap_acc_last",
+    "gap_nll_selected",
+    "gap_nll_last",
+    "val_nll_rise",
+    "onset_epoch",
+    "memorisation_drop",
+    "memorised_last",
+)
 """The ``summary.json`` row statistics put on the run as metrics (those a row has; each row's mean)."""
 COUNTS = ("n", "n_onset")
 """Row counts put on the run as they are: runs, and runs that overfit."""
@@ -55,8 +65,10 @@ def description(markdown: str, run_id: str, artifact_dir: str, limit: int = NOTE
     text = _literal_at(text).rstrip() + "\n"
     if len(text) <= limit:
         return text
-    tail = (f"\n*Shortened to fit MLflow's description limit: the whole report is the artifact "
-            f"`{artifact_dir}/report.html`.*\n")
+    tail = (
+        f"\n*Shortened to fit MLflow's description limit: the whole report is the artifact "
+        f"`{artifact_dir}/report.html`.*\n"
+    )
     starts = [m.start() for m in _SECTION.finditer(text)]
     for end in reversed(starts):
         if end + len(tail) <= limit:
@@ -84,6 +96,10 @@ def group_metrics(rows: list[Mapping[str, Any]], statistics: tuple[str, ...] = S
                 metrics[f"{METRIC_PREFIX}/{count}/{group}"] = float(row[count])
         for name in statistics:
             value = row.get(name)
-            if isinstance(value, Mapping) and isinstance(value.get("mean"), (int, float)) and math.isfinite(value["mean"]):
+            if (
+                isinstance(value, Mapping)
+                and isinstance(value.get("mean"), (int, float))
+                and math.isfinite(value["mean"])
+            ):
                 metrics[f"{METRIC_PREFIX}/{name}/{group}"] = float(value["mean"])
     return metrics

@@ -14,12 +14,18 @@ from pathlib import Path
 from typing import Any
 
 from lossbench import analysis
-from lossbench.store import FAILURE_TAG, KIND_TAG, SWEEP_TAG, sqlite_path
+from lossbench.store import KIND_TAG, SWEEP_TAG, sqlite_path
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 NOISE_PARAM = "data.label_noise.rate"
-CURVE_METRICS: tuple[str, ...] = ("val/nll", "val/acc", "train_eval/nll", "train_eval/acc", "time/epoch_s",
-                                  "train_eval/memorised")
+CURVE_METRICS: tuple[str, ...] = (
+    "val/nll",
+    "val/acc",
+    "train_eval/nll",
+    "train_eval/acc",
+    "time/epoch_s",
+    "train_eval/memorised",
+)
 """The metric histories the report reads (the others stay in MLflow)."""
 
 # Grouping dimensions: name -> (tag, param fallback).
@@ -108,8 +114,9 @@ def select_runs(runs: Iterable[RunRecord]) -> Selection:
         if run.config_hash is not None:
             newest[run.config_hash] = run
     kept = [r for r in finished if r.config_hash is None or newest[r.config_hash] is r]
-    superseded = [(r, newest[r.config_hash]) for r in finished
-                  if r.config_hash is not None and newest[r.config_hash] is not r]
+    superseded = [
+        (r, newest[r.config_hash]) for r in finished if r.config_hash is not None and newest[r.config_hash] is not r
+    ]
     return Selection(kept, superseded, not_finished)
 
 
@@ -133,24 +140,42 @@ def train_filter(sweep_id: str | None = None) -> str:
     return text
 
 
-def load_runs(client: Any, experiment_id: str, filter_string: str,
-              curve_metrics: Sequence[str] = CURVE_METRICS, page_size: int = 1000) -> list[RunRecord]:
+def load_runs(
+    client: Any,
+    experiment_id: str,
+    filter_string: str,
+    curve_metrics: Sequence[str] = CURVE_METRICS,
+    page_size: int = 1000,
+) -> list[RunRecord]:
     """Every active run matching ``filter_string`` (paging through all results), oldest first, with its curves."""
     records: list[RunRecord] = []
     token: str | None = None
     while True:
-        page = client.search_runs([experiment_id], filter_string=filter_string, max_results=page_size,
-                                  order_by=["attributes.start_time ASC"], page_token=token)
+        page = client.search_runs(
+            [experiment_id],
+            filter_string=filter_string,
+            max_results=page_size,
+            order_by=["attributes.start_time ASC"],
+            page_token=token,
+        )
         for run in page:
             curves = {}
             for key in curve_metrics:
                 if key in run.data.metrics:
                     history = sorted(client.get_metric_history(run.info.run_id, key), key=lambda m: m.timestamp)
                     curves[key] = analysis.dense_curve((m.step, m.value) for m in history)
-            records.append(RunRecord(
-                run_id=run.info.run_id, name=run.info.run_name or run.info.run_id, status=run.info.status,
-                start_time=int(run.info.start_time or 0), tags=dict(run.data.tags), params=dict(run.data.params),
-                metrics=dict(run.data.metrics), curves=curves))
+            records.append(
+                RunRecord(
+                    run_id=run.info.run_id,
+                    name=run.info.run_name or run.info.run_id,
+                    status=run.info.status,
+                    start_time=int(run.info.start_time or 0),
+                    tags=dict(run.data.tags),
+                    params=dict(run.data.params),
+                    metrics=dict(run.data.metrics),
+                    curves=curves,
+                )
+            )
         token = page.token
         if not token:
             return records
@@ -160,8 +185,10 @@ def check_store_exists(uri: str) -> None:
     """Refuse a ``sqlite:///`` URI whose file is missing, rather than let MLflow create an empty store."""
     path = sqlite_path(uri)
     if path is not None and str(path) not in ("", ".", ":memory:") and not path.exists():
-        raise ReportError(f"no MLflow store at {Path(path).resolve()} (from {uri}): the file does not exist. "
-                          "Run from the folder where training ran, or pass --tracking-uri / set MLFLOW_TRACKING_URI.")
+        raise ReportError(
+            f"no MLflow store at {Path(path).resolve()} (from {uri}): the file does not exist. "
+            "Run from the folder where training ran, or pass --tracking-uri / set MLFLOW_TRACKING_URI."
+        )
 
 
 def find_experiment(client: Any, name: str, uri: str) -> Any:
@@ -181,6 +208,9 @@ def no_runs_error(client: Any, experiment: Any, uri: str, filter_string: str, sw
     if sweep_id is not None:
         runs = client.search_runs([experiment.experiment_id], filter_string=train_filter(), max_results=1000)
         sweeps = sorted({r.data.tags[SWEEP_TAG] for r in runs if SWEEP_TAG in r.data.tags})
-        message += (f". Sweep ids among its training runs: {', '.join(sweeps)}" if sweeps
-                    else ". None of its training runs has a sweep_id tag")
+        message += (
+            f". Sweep ids among its training runs: {', '.join(sweeps)}"
+            if sweeps
+            else ". None of its training runs has a sweep_id tag"
+        )
     return ReportError(message)
