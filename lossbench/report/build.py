@@ -21,8 +21,6 @@ from lossbench import analysis, store_links
 from lossbench.report import aggregate, content, parent_run
 from lossbench.report.figures import write_figures
 from lossbench.report.runs import (
-    KIND_TAG,
-    SWEEP_TAG,
     check_store_exists,
     default_tracking_uri,
     find_experiment,
@@ -32,6 +30,7 @@ from lossbench.report.runs import (
     select_runs,
     train_filter,
 )
+from lossbench.store import KIND_TAG, SWEEP_TAG
 
 ARTIFACT_PATH = "report"
 REPORT_FILES: tuple[str, ...] = (

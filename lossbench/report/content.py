@@ -18,7 +18,8 @@ from markdown_it import MarkdownIt
 
 from lossbench import analysis
 from lossbench.report.aggregate import HEADERS, Comparison, GroupRow, Tuning
-from lossbench.report.runs import FAILURE_TAG, Selection
+from lossbench.report.runs import Selection
+from lossbench.store import FAILURE_TAG
 
 
 def cell(text: object) -> str:
