@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -74,7 +75,9 @@ def test_four_job_sweep_into_a_new_store(tiny_mnist: Path, tmp_path: Path, launc
     jobs = 1 if launcher == LAUNCHERS["basic"] else 2 if launcher else parallel_jobs_here()
     expected_threads = max(1, available_cores() // jobs)
     if launcher != LAUNCHERS["basic"]:
-        assert f"n_jobs={jobs}," in done.stdout + done.stderr, "the joblib launcher runs the jobs in parallel"
+        assert re.search(rf"Joblib\.Parallel\(n_jobs={jobs}[,)]", done.stdout + done.stderr), (
+            "the joblib launcher runs the jobs in parallel"
+        )
     assert {r.data.tags["threads"] for r in runs} == {str(expected_threads)}, "jobs x threads must not exceed the cores"
     assert "4 finished, 0 failed, 0 killed, 0 skipped" in done.stdout and "python -m lossbench.report" in done.stdout
 
