@@ -58,7 +58,7 @@ SLOW = [
     "loss=ce",
     "loss.name=slowce",
     "loss.criterion._target_=faults.SlowCE",
-    "+loss.criterion.delay_s=0.08",
+    "+loss.criterion.delay_s=0.15",  # ~1.3 s an epoch: the poll below must see epoch 2 before epoch 5 ends
     "trainer.max_epochs=5",
     "threads=1",
 ]
@@ -121,6 +121,8 @@ def wait_for_epochs(
     The store is read only once the run's checkpoint folder exists: the run exists then, so the
     schema is complete (a reader opening a half-created SQLite store would race on its schema).
     """
+    from mlflow.tracking import MlflowClient  # ~2 s to import under MLflow 3: not inside the window it watches
+
     deadline = time.monotonic() + timeout
     client = None
     while time.monotonic() < deadline:
@@ -130,8 +132,6 @@ def wait_for_epochs(
         if runs_dirs:
             run_id = runs_dirs[0].name
             if client is None:
-                from mlflow.tracking import MlflowClient
-
                 client = MlflowClient(f"sqlite:///{store}")
             if len(epochs_of(client, run_id)) >= epochs:
                 return run_id
