@@ -21,6 +21,22 @@ from lossbench.report.runs import RunRecord
 TEST_IMAGES = 10_000
 """Every MNIST-family test set has 10,000 images: one image is 0.01 % of test accuracy."""
 HEADERS = {"noise": "noise rate"}
+ROW_FIGURES = (
+    "test_acc",
+    "test_last_acc",
+    "selected_epoch",
+    "gap_acc_selected",
+    "gap_acc_last",
+    "gap_nll_selected",
+    "gap_nll_last",
+    "val_nll_rise",
+    "onset_epoch",
+    "best_val_nll",
+    "memorisation_drop",
+    "memorised_last",
+    "time_per_epoch_s",
+)
+"""The :func:`run_values` figures a report row gives with their intervals (summary.json, the parent run's metrics)."""
 
 
 def run_values(run: RunRecord, rule: analysis.Rule = analysis.Rule()) -> dict[str, float]:

@@ -77,21 +77,7 @@ def _json_float(x: float) -> float | None:
 
 
 def _row_json(row: aggregate.GroupRow) -> dict[str, Any]:
-    names = (
-        "test_acc",
-        "test_last_acc",
-        "selected_epoch",
-        "gap_acc_selected",
-        "gap_acc_last",
-        "gap_nll_selected",
-        "gap_nll_last",
-        "val_nll_rise",
-        "onset_epoch",
-        "best_val_nll",
-        "memorisation_drop",
-        "memorised_last",
-        "time_per_epoch_s",
-    )
+    names = aggregate.ROW_FIGURES
     return {
         **row.key,
         "setting": row.setting,

@@ -15,20 +15,11 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
 
+from lossbench.report.aggregate import ROW_FIGURES
+
 NOTE_TAG = "mlflow.note.content"
 METRIC_PREFIX = "report"
-STATISTICS = (
-    "test_acc",
-    "test_last_acc",
-    "gap_acc_selected",
-    "gap_acc_last",
-    "gap_nll_selected",
-    "gap_nll_last",
-    "val_nll_rise",
-    "onset_epoch",
-    "memorisation_drop",
-    "memorised_last",
-)
+STATISTICS = ROW_FIGURES
 """The ``summary.json`` row statistics put on the run as metrics (those a row has; each row's mean)."""
 COUNTS = ("n", "n_onset")
 """Row counts put on the run as they are: runs, and runs that overfit."""
