@@ -83,6 +83,12 @@ def train(*overrides: str, cwd: Path, timeout: int = 300) -> subprocess.Complete
     )
 
 
+def default_sigint() -> None:
+    """In the child before it starts: Ctrl-C at its default, as in a terminal. Lightning ignores SIGINT for good
+    once it has handled one in this pytest process (an in-process interrupt test), and children inherit that."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start_training(*overrides: str, cwd: Path, log: Path) -> subprocess.Popen:
     with open(log, "wb") as out:
         return subprocess.Popen(
@@ -91,6 +97,7 @@ def start_training(*overrides: str, cwd: Path, log: Path) -> subprocess.Popen:
             env=cli_env(),
             stdout=out,
             stderr=subprocess.STDOUT,
+            preexec_fn=default_sigint,
         )
 
 
