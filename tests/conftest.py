@@ -11,6 +11,23 @@ from idx import write_mnist_family  # noqa: E402
 
 from lossbench.paths import compose  # noqa: E402,F401  (the tests compose the real config with it)
 
+# What every run records, written out here independently of lossbench.metric_names.
+EPOCH_METRICS = [
+    "train/loss",
+    "train/acc",
+    "val/loss",
+    "val/acc",
+    "val/nll",
+    "val/ece",
+    "train_eval/loss",
+    "train_eval/acc",
+    "train_eval/nll",
+    "train_eval/ece",
+    "lr",
+    "time/epoch_s",
+]
+FINAL_METRICS = ["test/loss", "test/acc", "test/nll", "test/ece", "test_last/loss", "test_last/acc"]
+
 FASHION_MNIST_DEBIAN = Path("/usr/share/datasets/fashion-mnist")
 
 

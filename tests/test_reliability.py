@@ -20,26 +20,11 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import compose, read_runs, tiny_overrides
+from conftest import EPOCH_METRICS, FINAL_METRICS, compose, read_runs, tiny_overrides
 
 TESTS = Path(__file__).resolve().parent
 TRIALS = max(1, int(os.environ.get("LOSSBENCH_TRIALS", "1")))
 
-EPOCH_METRICS = [
-    "train/loss",
-    "train/acc",
-    "val/loss",
-    "val/acc",
-    "val/nll",
-    "val/ece",
-    "train_eval/loss",
-    "train_eval/acc",
-    "train_eval/nll",
-    "train_eval/ece",
-    "lr",
-    "time/epoch_s",
-]
-FINAL_METRICS = ["test/loss", "test/acc", "test/nll", "test/ece", "test_last/loss", "test_last/acc"]
 HTTP_VARS = [
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES",
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR",

@@ -7,27 +7,11 @@ from pathlib import Path
 
 import matplotlib.image
 import pytest
-from conftest import compose, read_runs, tiny_overrides
+from conftest import EPOCH_METRICS, FINAL_METRICS, compose, read_runs, tiny_overrides
 
 from lossbench.config import ConfigError, config_hash, without_name
 from lossbench.paths import conf_dir
 from lossbench.train import run
-
-EPOCH_METRICS = [
-    "train/loss",
-    "train/acc",
-    "val/loss",
-    "val/acc",
-    "val/nll",
-    "val/ece",
-    "train_eval/loss",
-    "train_eval/acc",
-    "train_eval/nll",
-    "train_eval/ece",
-    "lr",
-    "time/epoch_s",
-]
-FINAL_METRICS = ["test/loss", "test/acc", "test/nll", "test/ece", "test_last/loss", "test_last/acc"]
 
 
 def test_run_records_every_epoch_metric_test_metrics_and_figures(tiny_mnist: Path, tmp_path: Path):
