@@ -178,37 +178,90 @@ def write_report(tracker, experiment: str, sweep_id: str, rule) -> None:
         )
 
 
+def open_sweep(uri: str, experiment: str, timeout_s: float, sweep_id: str, overrides: list[str]) -> dict[str, Any]:
+    """Create the store if needed, find or create the sweep's parent run, list the configs that FINISHED.
+
+    Plain data only, so a warm worker process can do this while the sweep's own process composes the
+    jobs' configs (lossbench.workers): ``uri`` (as resolved), ``experiment_id``, ``parent_id``, and
+    ``finished``: {config hash: [newest FINISHED run id, its objective]}.
+    """
+    from lossbench.store import KIND_TAG, Tracker
+    from lossbench.train import OBJECTIVE
+
+    tracker = Tracker.connect(uri, experiment, timeout_s)
+    parents = tracker.runs(f"tags.`{KIND_TAG}` = 'sweep' and tags.sweep_id = '{sweep_id}'")
+    if parents:
+        parent_id = parents[0].info.run_id
+        tracker.reopen(parent_id)
+    else:
+        run = tracker.client.create_run(
+            tracker.experiment_id, run_name=f"sweep-{sweep_id}", tags={KIND_TAG: "sweep", "sweep_id": sweep_id}
+        )
+        parent_id = run.info.run_id
+        tracker.set_tags(parent_id, {"sweep_overrides": " ".join(overrides)})
+    finished: dict[str, list] = {}
+    for r in tracker.runs(f"tags.`{KIND_TAG}` = 'train'", ["FINISHED"]):  # newest first
+        finished.setdefault(r.data.tags.get("config_hash"), [r.info.run_id, r.data.metrics.get(OBJECTIVE, math.nan)])
+    return {
+        "store": [uri, experiment],
+        "uri": tracker.uri,
+        "experiment_id": tracker.experiment_id,
+        "parent_id": parent_id,
+        "finished": finished,
+    }
+
+
+_opened: dict[str, Any] = {}  # this process's sweep, once open_sweep's answer is in (see opened())
+
+
+def set_opened(opened: dict[str, Any]) -> None:
+    """Adopt ``open_sweep``'s answer: jobs find the parent run and the store through the environment."""
+    _opened.clear()
+    _opened.update(opened)
+    os.environ[PARENT_RUN_ENV] = opened["parent_id"]
+    os.environ.setdefault("MLFLOW_TRACKING_URI", opened["uri"])  # jobs in other folders find the same store
+
+
+def opened() -> dict[str, Any] | None:
+    """The sweep's store and parent run (waiting for a warm worker still opening them); None outside a sweep."""
+    from lossbench import workers
+
+    workers.wait_for_warm_up()
+    return dict(_opened) or None
+
+
 class SweepCallback(Callback):
     """Hydra callback: prepare the store and the parent run before the jobs, summarise after them."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from lossbench.store import KIND_TAG, Tracker
+        from lossbench import workers
 
         sweep_id = sweep_id_of(config)
         os.environ[SWEEP_ID_ENV] = sweep_id
-        tracker = Tracker.connect(config.tracking.uri, config.tracking.experiment, config.tracking.timeout_s)
-        os.environ.setdefault("MLFLOW_TRACKING_URI", tracker.uri)  # jobs in other folders find the same store
-        parents = tracker.runs(f"tags.`{KIND_TAG}` = 'sweep' and tags.sweep_id = '{sweep_id}'")
-        if parents:
-            parent_id = parents[0].info.run_id
-            tracker.reopen(parent_id)
-        else:
-            run = tracker.client.create_run(
-                tracker.experiment_id, run_name=f"sweep-{sweep_id}", tags={KIND_TAG: "sweep", "sweep_id": sweep_id}
-            )
-            parent_id = run.info.run_id
-            tracker.set_tags(parent_id, {"sweep_overrides": " ".join(config.hydra.overrides.task)})
-        os.environ[PARENT_RUN_ENV] = parent_id
-        self.tracker, self.parent_id = tracker, parent_id
+        args = (
+            config.tracking.uri,
+            config.tracking.experiment,
+            config.tracking.timeout_s,
+            sweep_id,
+            list(config.hydra.overrides.task),
+        )
+        # Parallel jobs: their workers start now and one of them opens the store meanwhile; else it is done here.
+        if not workers.warm_up(config, open_sweep, args, set_opened):
+            set_opened(open_sweep(*args))
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         """Print the sweep's screen; exit non-zero when a job failed or was killed (after every job has run)."""
+        from lossbench.store import Tracker
+
         sweep_id = os.environ.get(SWEEP_ID_ENV, "?")
         outcomes = read_outcomes(Path(config.hydra.sweep.dir))
         failed = sum(o["status"] == "failed" for o in outcomes)
         killed = sum(o["status"] == "killed" for o in outcomes)
-        tracker = getattr(self, "tracker", None)
-        if tracker is not None:
+        sweep = opened()
+        tracker = None
+        if sweep is not None:
+            self.parent_id = sweep["parent_id"]
+            tracker = Tracker.connect(config.tracking.uri, config.tracking.experiment, config.tracking.timeout_s)
             status = "FAILED" if failed else "KILLED" if killed else "FINISHED"
             tracker.end(
                 self.parent_id,

@@ -78,6 +78,11 @@ def test_four_job_sweep_into_a_new_store(tiny_mnist: Path, tmp_path: Path, launc
         assert re.search(rf"Joblib\.Parallel\(n_jobs={jobs}[,)]", done.stdout + done.stderr), (
             "the joblib launcher runs the jobs in parallel"
         )
+        # The workers were started (and one of them opened the store) before the jobs were handed out,
+        # and the jobs ran in those very processes: the parent run above reached them all the same.
+        warmed = re.search(r"workers ([\d, ]+) started and imported while the sweep started", done.stdout + done.stderr)
+        assert warmed, "the parallel launcher warms its workers up while the sweep starts"
+        assert {r.data.tags["lossbench.pid"] for r in runs} <= set(warmed[1].split(", "))
     assert {r.data.tags["threads"] for r in runs} == {str(expected_threads)}, "jobs x threads must not exceed the cores"
     assert "4 finished, 0 failed, 0 killed, 0 skipped" in done.stdout and "python -m lossbench.report" in done.stdout
 

@@ -7,6 +7,10 @@ composed exactly as the job would compose it, and a job whose ``config_hash`` al
 run in the store is not launched: its output folder gets a ``skipped`` outcome, so the sweep's
 closing screen still lists it. A re-run of a 1,000-job sweep with 990 finished submits 10 jobs.
 
+Each job's config is composed once, here (Hydra's check that every job composes, before any runs),
+and that config is what the skip check hashes and what a joblib worker runs (lossbench.workers).
+The store is asked once per batch for the configs that FINISHED; with none, no job is hashed.
+
 Each job keeps its own number (``hydra.job.num``, its output folder): launchers that can start jobs
 under given numbers (joblib, lossbench's Slurm launcher) get them all at once; any other launcher
 gets each run of consecutive numbers in turn.
@@ -38,16 +42,31 @@ class SkipFinishedSweeper(BasicSweeper):
         super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
         self.launcher = SkippingLauncher(self.launcher, hydra_context, config)
 
+    def validate_batch_is_legal(self, batch: Sequence[Sequence[str]]) -> None:
+        """Hydra's check (every job's config composes) done once per job: the launcher reuses the configs."""
+        for overrides in batch:
+            self.launcher.composed[tuple(overrides)] = self.hydra_context.config_loader.load_sweep_config(
+                self.config, list(overrides)
+            )
+
 
 class SkippingLauncher:
     """Wraps a Hydra launcher: ``launch`` leaves out finished configs and launches the rest under their own numbers."""
 
     def __init__(self, inner, hydra_context, config: DictConfig):
         self.inner, self.hydra_context, self.config = inner, hydra_context, config
+        self.composed: dict[tuple[str, ...], DictConfig] = {}  # overrides -> config, filled by the sweeper's check
+        self.finished: dict[tuple[str, str], dict] = {}  # (store, experiment) -> {config hash: [run id, objective]}
+        self.batches = 0
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         jobs = list(enumerate(job_overrides, initial_job_idx))
-        skipped = {num: ret for num, overrides in jobs if (ret := self.skip_if_finished(num, overrides)) is not None}
+        configs = {num: self.job_config(num, overrides) for num, overrides in jobs}
+        self.finished.clear()  # asked again for every batch: an earlier batch may have finished some
+        self.batches += 1
+        skipped = {
+            num: ret for num, overrides in jobs if (ret := self.skip_if_finished(configs[num], overrides)) is not None
+        }
         todo = [(num, overrides) for num, overrides in jobs if num not in skipped]
         if skipped:
             log.info(
@@ -55,23 +74,41 @@ class SkippingLauncher:
                 len(skipped),
                 len(jobs),
             )
-        launched = dict(zip([num for num, _ in todo], launch_numbered(self.inner, todo)))
+        launched = dict(zip([num for num, _ in todo], launch_numbered(self.inner, todo, configs)))
         return [skipped[num] if num in skipped else launched[num] for num, _ in jobs]
 
-    def skip_if_finished(self, num: int, overrides: Sequence[str]) -> JobReturn | None:
+    def job_config(self, num: int, overrides: Sequence[str]) -> DictConfig:
+        """The job's config as the sweeper's check composed it (composed now if it did not), with its number set."""
+        cfg = self.composed.pop(tuple(overrides), None)
+        if cfg is None:
+            return job_config(self.hydra_context, self.config, num, overrides)
+        with open_dict(cfg.hydra.job):
+            cfg.hydra.job.num = num
+        return cfg
+
+    def skip_if_finished(self, cfg: DictConfig, overrides: Sequence[str]) -> JobReturn | None:
         """A ``skipped`` JobReturn (outcome written) when this job's config FINISHED before, else None."""
         from lossbench import sweep
+        from lossbench.store import KIND_TAG
         from lossbench.train import OBJECTIVE
 
-        cfg = job_config(self.hydra_context, self.config, num, overrides)
         if cfg.tracking.get("skip_finished") is False:
             return None
-        done = tracker_of(cfg).runs_of_config(task_hash(cfg), ["FINISHED"])
-        if not done:
+        key = (cfg.tracking.uri, cfg.tracking.experiment)
+        if key not in self.finished:  # one question per store and batch, not one per job
+            opened = sweep.opened() if self.batches == 1 else None  # the first batch: what open_sweep found
+            if opened is not None and tuple(opened["store"]) == key:
+                self.finished[key] = opened["finished"]
+            else:
+                self.finished[key] = {}
+                for run in tracker_of(cfg).runs(f"tags.`{KIND_TAG}` = 'train'", ["FINISHED"]):  # newest first
+                    found = [run.info.run_id, run.data.metrics.get(OBJECTIVE, math.nan)]
+                    self.finished[key].setdefault(run.data.tags.get("config_hash"), found)
+        if not self.finished[key] or (done := self.finished[key].get(task_hash(cfg))) is None:
             return None
-        objective = done[0].data.metrics.get(OBJECTIVE, math.nan)
+        run_id, objective = done
         job_dir = job_output_dir(cfg)
-        sweep.write_outcome(job_dir, "skipped", done[0].info.run_id, objective, None, list(overrides))
+        sweep.write_outcome(job_dir, "skipped", run_id, objective, None, list(overrides))
         ret = JobReturn(
             overrides=list(overrides), cfg=cfg, hydra_cfg=cfg, working_dir=str(job_dir), task_name=cfg.hydra.job.name
         )
@@ -118,38 +155,18 @@ def job_output_dir(cfg: DictConfig) -> Path:
     return Path(str(cfg.hydra.sweep.dir)) / str(cfg.hydra.sweep.subdir)
 
 
-def launch_numbered(launcher, jobs: list[Job]) -> list[JobReturn]:
-    """Launch ``jobs`` under their own numbers; returns their JobReturns in the same order."""
+def launch_numbered(launcher, jobs: list[Job], configs: dict[int, DictConfig]) -> list[JobReturn]:
+    """Launch ``jobs`` under their own numbers (joblib workers get their composed ``configs``); JobReturns in order."""
     if not jobs:
         return []
     if hasattr(launcher, "launch_numbered"):
         return launcher.launch_numbered(jobs)
     if type(launcher).__name__ == "JoblibLauncher":
-        return _joblib_numbered(launcher, jobs)
+        from lossbench.workers import run_numbered
+
+        return run_numbered(launcher, jobs, configs)
     returns: list[JobReturn] = []
     for _, run in groupby(enumerate(jobs), key=lambda item: item[1][0] - item[0]):  # runs of consecutive numbers
         run = [job for _, job in run]
         returns.extend(launcher.launch([overrides for _, overrides in run], initial_job_idx=run[0][0]))
     return returns
-
-
-def _joblib_numbered(launcher, jobs: list[Job]) -> list[JobReturn]:
-    """hydra_joblib_launcher's ``launch``, with each job's number given instead of counted from the first."""
-    from hydra.core.singleton import Singleton
-    from hydra.core.utils import setup_globals
-    from hydra_plugins.hydra_joblib_launcher._core import execute_job, process_joblib_cfg
-    from joblib import Parallel, delayed
-
-    setup_globals()
-    Path(str(launcher.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
-    joblib_cfg = launcher.joblib
-    joblib_cfg["backend"] = "loky"
-    process_joblib_cfg(joblib_cfg)
-    log.info("Joblib.Parallel(n_jobs=%s) is launching %d jobs", joblib_cfg.get("n_jobs"), len(jobs))
-    state = Singleton.get_state()
-    return list(
-        Parallel(**joblib_cfg)(
-            delayed(execute_job)(num, overrides, launcher.hydra_context, launcher.config, launcher.task_function, state)
-            for num, overrides in jobs
-        )
-    )
