@@ -132,16 +132,20 @@ def job_marks():
 
 
 def time_overhead(settings: Settings, model: str, tmp: Path) -> dict[str, Any]:
-    """One-epoch jobs (figures on) one after another in this process, as a joblib worker runs them: the
+    """One-epoch jobs (figures on) one after another in this process, as a joblib worker runs them (each
+    job's config composed before it, its figures logged in the background while the next job starts): the
     first warms the imports up and is not counted; for the others, the wall time outside the epochs."""
+    from lossbench import run_figures
     from lossbench.train import run
 
     overrides = [o for o in settings.job_overrides(model, tmp, "overhead") if not o.startswith("hydra.")]
+    run_figures.finish_in_background()  # as lossbench.workers sets up a worker: figures logged after each job
     jobs = []
     for i in range(1 + settings.reps):
         marks = job_marks()
+        cfg = compose(*overrides, f"seed={i}")  # a worker receives its job's config composed by the sweep
         started = time.perf_counter()
-        run(compose(*overrides, f"seed={i}"), extra_callbacks=[marks])
+        run(cfg, extra_callbacks=[marks])
         ended = time.perf_counter()
         epochs = marks.train_end - marks.first_epoch
         jobs.append(
@@ -155,7 +159,10 @@ def time_overhead(settings: Settings, model: str, tmp: Path) -> dict[str, Any]:
                 "warm_up": i == 0,
             }
         )
+    waited = time.perf_counter()
+    run_figures.finish_pending()  # the last job's figures, as a worker waits for them before it exits
     measured = [j for j in jobs if not j["warm_up"]]
+    measured[-1]["figures_after_last_s"] = time.perf_counter() - waited
     return {
         "model": model,
         "jobs": jobs,

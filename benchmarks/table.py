@@ -111,7 +111,8 @@ def table(result: dict[str, Any]) -> str:
     if o:
         lines.append(
             f"per-job overhead ({o['model']}, 1 epoch, warm process): {o['overhead_s_median']:.2f} s outside the epochs "
-            f"(setup {o['setup_s_median']:.2f}, tests {o['tests_s_median']:.2f}, record+figures {o['record_s_median']:.2f})   "
+            f"(setup {o['setup_s_median']:.2f}, tests {o['tests_s_median']:.2f}, record {o['record_s_median']:.2f}; "
+            f"epoch {o['epochs_s_median']:.2f} s while the previous job's figures are drawn)   "
             f"target <= {JOB_OVERHEAD_TARGET_S} s   {verdict(o['pass'], smoke)}"
         )
     w = result.get("sweep")

@@ -343,8 +343,8 @@ def record_artifacts(tracker, run_id: str, cfg: DictConfig, figures) -> None:
         overrides = [redact_override(o) for o in HydraConfig.get().overrides.task]
         (out / "overrides.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(overrides)))
         tracker.log_artifact(run_id, out / "overrides.yaml")
-    for figure in figures.wait() if figures is not None else []:
-        tracker.log_artifact(run_id, figure, "figures")
+    if figures is not None:
+        figures.record(tracker, run_id)  # in a sweep worker, after this job has returned (lossbench.run_figures)
 
 
 @hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="config")

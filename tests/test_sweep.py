@@ -87,6 +87,27 @@ def test_four_job_sweep_into_a_new_store(tiny_mnist: Path, tmp_path: Path, launc
     assert "4 finished, 0 failed, 0 killed, 0 skipped" in done.stdout and "python -m lossbench.report" in done.stdout
 
 
+def test_parallel_workers_record_each_runs_figures_after_its_job(tiny_mnist: Path, tmp_path: Path):
+    """A worker logs a run's figures while its next job starts (lossbench.run_figures); none is lost at the end."""
+    done = sweep(
+        tmp_path,
+        tiny_mnist,
+        "loss=ce,mae,mse",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        "analysis.figures=true",
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    _, runs = train_runs(tmp_path / "mlflow.db")
+    assert len(runs) == 3 and {r.info.status for r in runs} == {"FINISHED"}
+    for r in runs:
+        figures = Path(r.info.artifact_uri.removeprefix("file://")) / "figures"
+        assert sorted(p.name for p in figures.iterdir()) == ["confusion_matrix.png", "learning_curves.png"], (
+            r.info.run_name
+        )
+        assert "lossbench.figures_error" not in r.data.tags
+
+
 def test_submitit_local_sweep_completes(tiny_mnist: Path, tmp_path: Path):
     done = sweep(tmp_path, tiny_mnist, "loss=ce,mae", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10")
     assert done.returncode == 0, done.stderr[-3000:]
