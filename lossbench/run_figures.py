@@ -5,7 +5,8 @@ proceed meanwhile); the confusion matrix follows once the test has produced it. 
 at the very end of the run: it waits for both and logs them as the run's artifacts (a drawing error is
 raised there). In a long-lived sweep worker (:func:`finish_in_background`, lossbench.workers) ``record()``
 returns at once and the same thread logs the figures after the job has returned, while the worker's
-next job starts; :func:`finish_pending` waits for them before the worker exits.
+next job starts. The interpreter finishes that thread's work before the process exits (concurrent.futures
+joins its threads); :func:`finish_pending` waits for it explicitly.
 Matplotlib's object API (lossbench.plots) keeps no global state, so one drawing thread is safe.
 """
 

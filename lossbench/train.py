@@ -7,6 +7,8 @@ Everything that can be wrong with the input fails before a run is created.
 
 from __future__ import annotations
 
+import atexit
+import gc
 import logging
 import math
 import os
@@ -37,6 +39,20 @@ from lossbench.config import (
 from lossbench.paths import conf_dir
 
 log = logging.getLogger("lossbench")
+
+
+def _leave_quickly() -> None:
+    """The process's last exit handler (registered first, so it runs after every library's own): skip the
+    interpreter's final full garbage collection over everything torch, Lightning and MLflow built (~2.5 s
+    per process here, for each run and each sweep worker) by freezing it, and keep the teardown quiet
+    (objects left to the OS make triton's bindings list "leaks" on stderr). The exit code is untouched."""
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    gc.freeze()
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stderr.fileno())
+
+
+atexit.register(_leave_quickly)
 OBJECTIVE = "val/acc"  # what a sweep's job returns (Hydra sweepers optimise it)
 
 

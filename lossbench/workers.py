@@ -14,10 +14,8 @@ torch, Lightning and MLflow; every job would also compose its config again. Here
 
 from __future__ import annotations
 
-import atexit
 import logging
 import os
-import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -54,26 +52,7 @@ def _warm(opener=None, args: tuple = ()) -> tuple[int, Any]:
     from lossbench import run_figures
 
     run_figures.finish_in_background()  # a run's figures are logged while this worker's next job starts
-    atexit.register(_exit_now)
     return os.getpid(), opener(*args) if opener is not None else None
-
-
-def _exit_now() -> None:
-    """A worker's last exit handler: flush the logs and leave without the interpreter's teardown.
-
-    The teardown's last full garbage collection walks everything torch, Lightning and MLflow built
-    (~2.5 s per worker here), and the sweep's process waits for its workers to exit. Every job has
-    returned by then and its run is closed in the store; a forked multiprocessing child ends the same way.
-    Registered after the libraries' own exit handlers, so it runs before them: they hold nothing a job needs
-    (the figures still being drawn for the last jobs are waited for and logged first).
-    """
-    from lossbench import run_figures
-
-    run_figures.finish_pending()  # the last jobs' figures, drawn after those jobs returned
-    logging.shutdown()
-    for stream in (sys.stdout, sys.stderr):
-        stream.flush()
-    os._exit(0)
 
 
 def warm_up(config: DictConfig, opener, args: tuple, on_opened) -> bool:
