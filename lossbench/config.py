@@ -33,6 +33,9 @@ class ConfigError(LossbenchError):
 
 # Keys that say where or how a run is recorded, executed or judged, not what is trained: two configs
 # that differ only here are the same experiment (the same config hash; the report groups them together).
+# The data's and the trainer's _target_ name the code that builds them (like lossbench's own version); the
+# data and the training they build are in the other keys. (optimizer/scheduler/model.net _target_ name
+# what is trained: those stay in the identity.)
 OPERATIONAL_KEYS = (
     "tracking",
     "resume",
@@ -41,8 +44,10 @@ OPERATIONAL_KEYS = (
     "optimizer.fused",
     "analysis",
     "hydra",
+    "data._target_",
     "data.root",
     "data.download",
+    "trainer._target_",
     "trainer.accelerator",
     "trainer.devices",
     "trainer.enable_progress_bar",

@@ -296,12 +296,12 @@ def test_early_stopping_ends_the_run_and_tests_the_best_checkpoint(tiny_mnist: P
 
 def test_memorisation_accuracies_add_up_to_train_eval_accuracy_under_label_noise(tiny_mnist: Path, tmp_path: Path):
     """Flipped and clean samples partition train_eval: acc·N = clean_acc·N_clean + memorised·N_flipped, every epoch."""
-    from lossbench.data import MNISTFamily
+    from hydra.utils import instantiate
 
     store = tmp_path / "mlflow.db"
     overrides = tiny_overrides(tiny_mnist, store, "model=mlp", "trainer.max_epochs=3", "data.label_noise.rate=0.4")
     cfg = compose(*overrides)
-    data = MNISTFamily.from_config(cfg.data, seed=cfg.seed)
+    data = instantiate(cfg.data, shuffle_seed=cfg.seed)
     splits = data.load()
     noisy, true = splits.train_y[splits.train_eval_idx], data.train_eval_true_labels
     n_flipped = int((noisy != true).sum())
