@@ -53,9 +53,11 @@ OPERATIONAL_KEYS = (
     "trainer.enable_progress_bar",
     "trainer.enable_model_summary",
 )
-CONFIG_HASH_VERSION = "2"
-"""Tagged on every run as ``config_hash_version``. Version 1 (before 2026-11-30) also hashed ``analysis.*``,
-``trainer.accelerator`` and ``trainer.devices``; such runs are not matched for skipping or resuming."""
+CONFIG_HASH_VERSION = "3"
+"""Tagged on every run as ``config_hash_version``; runs are matched (skipped, resumed) by ``config_hash`` alone.
+Version 1 also hashed ``analysis.*``, ``trainer.accelerator`` and ``trainer.devices``: none of its runs match.
+Version 2 hashed "no scheduler" as ``scheduler.name=none``, version 3 as ``scheduler: null``: its runs without a
+scheduler do not match; its runs with one (cosine, step, plateau) keep their hash and still match."""
 
 
 def is_operational(key: str) -> bool:
@@ -246,6 +248,16 @@ def redact_override(override: str) -> str:
     """A command-line override ``key=value`` with its value redacted as a param would be."""
     key, sep, value = override.partition("=")
     return f"{key}{sep}{redact(key.lstrip('+~'), value)}" if sep else override
+
+
+def chosen_scheduler(cfg: DictConfig) -> DictConfig | None:
+    """The scheduler node to build, or None for a constant rate: ``scheduler: null`` (``scheduler=none``).
+
+    An experiment that tunes a scheduler (``scheduler.eta_min``) and a command line that says ``scheduler=none``
+    leave those settings without a ``_target_``: no scheduler either (the settings stay in the params and the hash).
+    """
+    node = cfg.scheduler
+    return node if node is not None and "_target_" in node else None
 
 
 def without_name(group: DictConfig) -> dict[str, Any]:

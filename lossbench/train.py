@@ -26,6 +26,7 @@ from lossbench.config import (
     CONFIG_HASH_VERSION,
     ConfigError,
     LossbenchError,
+    chosen_scheduler,
     config_hash,
     flatten,
     redact_override,
@@ -71,9 +72,8 @@ def run(cfg: DictConfig, extra_callbacks: list | None = None) -> float:
     net = built("model", lambda: instantiate(cfg.model.net))
     loss = built("loss", lambda: build_loss(cfg.loss, cfg.data.num_classes))
     optimizer = built("optimizer", lambda: instantiate(without_name(cfg.optimizer)))
-    scheduler = (
-        built("scheduler", lambda: instantiate(without_name(cfg.scheduler))) if "_target_" in cfg.scheduler else None
-    )
+    scheduler_cfg = chosen_scheduler(cfg)
+    scheduler = None if scheduler_cfg is None else built("scheduler", lambda: instantiate(without_name(scheduler_cfg)))
     probe = built(
         "optimizer", lambda: optimizer([torch.nn.Parameter(torch.zeros(1))])
     )  # bad keywords fail now, not mid-fit
@@ -106,7 +106,7 @@ def run(cfg: DictConfig, extra_callbacks: list | None = None) -> float:
             "optimizer": cfg.optimizer.name,
             "model": cfg.model.name,
             "data": cfg.data.name,
-            "scheduler": cfg.scheduler.name,
+            "scheduler": "none" if scheduler_cfg is None else scheduler_cfg.name,
             "seed": cfg.seed,
             "config_hash": identity,
             "config_hash_version": CONFIG_HASH_VERSION,

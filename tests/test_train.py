@@ -224,7 +224,9 @@ def test_schedulers_step_once_per_epoch(
 ):
     store = tmp_path / "mlflow.db"
     run(compose(*tiny_overrides(tiny_mnist, store, "trainer.max_epochs=3", *scheduler)))
-    assert _curves(store, read_runs(store)[1][0])["lr"] == pytest.approx(expected_lr)
+    (recorded,) = read_runs(store)[1]
+    assert _curves(store, recorded)["lr"] == pytest.approx(expected_lr)
+    assert recorded.data.tags["scheduler"] == scheduler[0].removeprefix("scheduler=")
 
 
 def test_plateau_scheduler_cuts_the_rate_when_val_nll_stalls(tiny_mnist: Path, tmp_path: Path):
