@@ -7,7 +7,7 @@ from pathlib import Path
 
 import matplotlib.image
 import pytest
-from conftest import EPOCH_METRICS, FINAL_METRICS, compose, read_runs, tiny_overrides
+from conftest import EPOCH_METRICS, FINAL_METRICS, bare_trainer, compose, read_runs, tiny_overrides
 
 from lossbench.config import ConfigError, config_hash, without_name
 from lossbench.paths import conf_dir
@@ -144,7 +144,6 @@ def test_unwritable_store_fails_before_training(tiny_mnist: Path, tmp_path: Path
 @pytest.mark.parametrize("loss_yaml", sorted(p.stem for p in (conf_dir() / "loss").glob("*.yaml")))
 def test_every_loss_config_trains_through_the_real_module(loss_yaml: str):
     """Compose each conf/loss/*.yaml with the real config and take optimizer steps through Lightning."""
-    import pytorch_lightning as pl
     import torch
     from hydra.utils import instantiate
 
@@ -161,16 +160,7 @@ def test_every_loss_config_trains_through_the_real_module(loss_yaml: str):
         instantiate(cfg.model.net), build_loss(cfg.loss, 10), instantiate(without_name(cfg.optimizer))
     )
     before = [p.detach().clone() for p in module.parameters()]
-    trainer = pl.Trainer(
-        max_epochs=3,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        limit_val_batches=1,
-    )
+    trainer = bare_trainer(max_epochs=3, limit_val_batches=1)
     loader = Batches(x, y, 16)
     trainer.fit(module, train_dataloaders=loader, val_dataloaders=[loader])
     assert len(module.history) == 3
