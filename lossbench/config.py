@@ -27,7 +27,7 @@ class LossbenchError(Exception):
     exit_code = 2
 
 
-class ConfigError(LossbenchError):
+class ConfigError(LossbenchError, ValueError):
     """A config value that lossbench cannot train with."""
 
 
@@ -135,7 +135,7 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("data.label_noise.seed", _is_int, "an integer"),
     ("data.num_classes", lambda v: _is_int(v) and v >= 2, "an integer >= 2"),
     ("data.label_noise.rate", _probability, "a probability in [0, 1)"),
-    ("data.label_noise.kind", lambda v: v in NOISE_KINDS, " or ".join(NOISE_KINDS)),
+    ("data.label_noise.kind", lambda v: v in NOISE_KINDS, "one of " + ", ".join(NOISE_KINDS)),
     ("optimizer.lr", lambda v: _is_number(v) and v > 0, "a number > 0"),
     ("optimizer.weight_decay", lambda v: _is_number(v) and v >= 0, "a number >= 0"),
     ("optimizer.momentum", lambda v: _probability(v), "a number in [0, 1)"),
@@ -181,7 +181,7 @@ def validate(cfg: DictConfig) -> None:
         if value is _MISSING:
             continue
         if not check(value):
-            problems.append(f"{key}={value!r} is invalid: expected {accepts}")
+            problems.append(_invalid(key, value, accepts))
     checked = {key for key, _, _ in RULES}
     problems += [
         f"{key}={value!r} is invalid: expected a finite number"
@@ -191,6 +191,17 @@ def validate(cfg: DictConfig) -> None:
     problems += _monitor_direction(cfg, "checkpoint") + _monitor_direction(cfg, "early_stopping")
     if problems:
         raise ConfigError("; ".join(problems) + " (fix it on the command line, e.g. key=value)")
+
+
+def check(key: str, value: Any) -> None:
+    """Raise :class:`ConfigError` when ``value`` breaks the :data:`RULES` entry of ``key`` (for code given a value directly)."""
+    for rule_key, ok, accepts in RULES:
+        if rule_key == key and not ok(value):
+            raise ConfigError(_invalid(key, value, accepts))
+
+
+def _invalid(key: str, value: Any, accepts: str) -> str:
+    return f"{key}={value!r} is invalid: expected {accepts}"
 
 
 def _non_finite(tree: Any, key: str = "") -> Iterator[tuple[str, float]]:
