@@ -66,7 +66,7 @@ def run(cfg: DictConfig, extra_callbacks: list | None = None) -> float:
     os.environ.pop("PYTORCH_NVML_BASED_CUDA_CHECK", None)
     torch.set_num_threads(cfg.threads or sweep.threads_per_job())
     check_fused(cfg.optimizer)
-    data = instantiate(cfg.data, shuffle_seed=cfg.seed)  # conf/data: lossbench.data.MNISTFamily
+    data = built("data", lambda: instantiate(cfg.data, shuffle_seed=cfg.seed))  # conf/data: lossbench.data.MNISTFamily
     splits = data.load()
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     net = built("model", lambda: instantiate(cfg.model.net))
@@ -74,9 +74,7 @@ def run(cfg: DictConfig, extra_callbacks: list | None = None) -> float:
     optimizer = built("optimizer", lambda: instantiate(without_name(cfg.optimizer)))
     scheduler_cfg = chosen_scheduler(cfg)
     scheduler = None if scheduler_cfg is None else built("scheduler", lambda: instantiate(without_name(scheduler_cfg)))
-    probe = built(
-        "optimizer", lambda: optimizer([torch.nn.Parameter(torch.zeros(1))])
-    )  # bad keywords fail now, not mid-fit
+    probe = built("optimizer", lambda: optimizer([torch.nn.Parameter(torch.zeros(1))]))  # bad keywords fail now
     if scheduler is not None:
         built("scheduler", lambda: scheduler(probe))
     device = preflight.training_device(cfg.trainer)

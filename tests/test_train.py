@@ -109,6 +109,10 @@ def test_bad_values_are_rejected_naming_the_key_before_anything_is_recorded(
             "model: cannot be built from its config: TypeError: MLP.__init__() got an unexpected keyword argument 'widthh'",
         ),
         (
+            ["+data.colour=red"],
+            "data: cannot be built from its config: TypeError: MNISTFamily.__init__() got an unexpected keyword argument 'colour'",
+        ),
+        (
             ["scheduler=step", "+scheduler.foo=3"],
             "scheduler: cannot be built from its config: TypeError: StepLR.__init__() got an unexpected keyword argument 'foo'",
         ),
