@@ -57,10 +57,9 @@ def time_plain(cfg, device: str = "cpu", fused: bool = False) -> list[float]:
     from hydra.utils import instantiate
 
     from lossbench.config import without_name
-    from lossbench.data import MNISTFamily
     from lossbench.losses import build_loss
 
-    s = MNISTFamily.from_config(cfg.data, seed=cfg.seed).load()  # the same splits, normalised the same way
+    s = instantiate(cfg.data, shuffle_seed=cfg.seed).load()  # the same splits, normalised the same way
     train_x, train_y = s.train_x.to(device), s.train_y.to(device)
     evals = [
         (s.val_x.to(device), s.val_y.to(device)),

@@ -27,12 +27,15 @@ class LossbenchError(Exception):
     exit_code = 2
 
 
-class ConfigError(LossbenchError):
+class ConfigError(LossbenchError, ValueError):
     """A config value that lossbench cannot train with."""
 
 
 # Keys that say where or how a run is recorded, executed or judged, not what is trained: two configs
 # that differ only here are the same experiment (the same config hash; the report groups them together).
+# The data's and the trainer's _target_ name the code that builds them (like lossbench's own version); the
+# data and the training they build are in the other keys. (optimizer/scheduler/model.net _target_ name
+# what is trained: those stay in the identity.)
 OPERATIONAL_KEYS = (
     "tracking",
     "resume",
@@ -41,16 +44,20 @@ OPERATIONAL_KEYS = (
     "optimizer.fused",
     "analysis",
     "hydra",
+    "data._target_",
     "data.root",
     "data.download",
+    "trainer._target_",
     "trainer.accelerator",
     "trainer.devices",
     "trainer.enable_progress_bar",
     "trainer.enable_model_summary",
 )
-CONFIG_HASH_VERSION = "2"
-"""Tagged on every run as ``config_hash_version``. Version 1 (before 2026-11-30) also hashed ``analysis.*``,
-``trainer.accelerator`` and ``trainer.devices``; such runs are not matched for skipping or resuming."""
+CONFIG_HASH_VERSION = "3"
+"""Tagged on every run as ``config_hash_version``; runs are matched (skipped, resumed) by ``config_hash`` alone.
+Version 1 also hashed ``analysis.*``, ``trainer.accelerator`` and ``trainer.devices``: none of its runs match.
+Version 2 hashed "no scheduler" as ``scheduler.name=none``, version 3 as ``scheduler: null``: its runs without a
+scheduler do not match; its runs with one (cosine, step, plateau) keep their hash and still match."""
 
 
 def is_operational(key: str) -> bool:
@@ -128,7 +135,7 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("data.label_noise.seed", _is_int, "an integer"),
     ("data.num_classes", lambda v: _is_int(v) and v >= 2, "an integer >= 2"),
     ("data.label_noise.rate", _probability, "a probability in [0, 1)"),
-    ("data.label_noise.kind", lambda v: v in NOISE_KINDS, " or ".join(NOISE_KINDS)),
+    ("data.label_noise.kind", lambda v: v in NOISE_KINDS, "one of " + ", ".join(NOISE_KINDS)),
     ("optimizer.lr", lambda v: _is_number(v) and v > 0, "a number > 0"),
     ("optimizer.weight_decay", lambda v: _is_number(v) and v >= 0, "a number >= 0"),
     ("optimizer.momentum", lambda v: _probability(v), "a number in [0, 1)"),
@@ -174,7 +181,7 @@ def validate(cfg: DictConfig) -> None:
         if value is _MISSING:
             continue
         if not check(value):
-            problems.append(f"{key}={value!r} is invalid: expected {accepts}")
+            problems.append(_invalid(key, value, accepts))
     checked = {key for key, _, _ in RULES}
     problems += [
         f"{key}={value!r} is invalid: expected a finite number"
@@ -184,6 +191,17 @@ def validate(cfg: DictConfig) -> None:
     problems += _monitor_direction(cfg, "checkpoint") + _monitor_direction(cfg, "early_stopping")
     if problems:
         raise ConfigError("; ".join(problems) + " (fix it on the command line, e.g. key=value)")
+
+
+def check(key: str, value: Any) -> None:
+    """Raise :class:`ConfigError` when ``value`` breaks the :data:`RULES` entry of ``key`` (for code given a value directly)."""
+    for rule_key, ok, accepts in RULES:
+        if rule_key == key and not ok(value):
+            raise ConfigError(_invalid(key, value, accepts))
+
+
+def _invalid(key: str, value: Any, accepts: str) -> str:
+    return f"{key}={value!r} is invalid: expected {accepts}"
 
 
 def _non_finite(tree: Any, key: str = "") -> Iterator[tuple[str, float]]:
@@ -241,6 +259,16 @@ def redact_override(override: str) -> str:
     """A command-line override ``key=value`` with its value redacted as a param would be."""
     key, sep, value = override.partition("=")
     return f"{key}{sep}{redact(key.lstrip('+~'), value)}" if sep else override
+
+
+def chosen_scheduler(cfg: DictConfig) -> DictConfig | None:
+    """The scheduler node to build, or None for a constant rate: ``scheduler: null`` (``scheduler=none``).
+
+    An experiment that tunes a scheduler (``scheduler.eta_min``) and a command line that says ``scheduler=none``
+    leave those settings without a ``_target_``: no scheduler either (the settings stay in the params and the hash).
+    """
+    node = cfg.scheduler
+    return node if node is not None and "_target_" in node else None
 
 
 def without_name(group: DictConfig) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import gzip
 import shutil
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -199,8 +199,9 @@ _LAST_LOADED: dict = {}
 class MNISTFamily(pl.LightningDataModule):
     """An MNIST-format data set as in-memory tensors: train, validation (carved from train), test.
 
-    ``load()`` reads and checks everything (call it before starting a run, so bad data fails early);
-    Lightning's ``setup()`` then moves the tensors to the training device.
+    Its keywords are the keys of ``conf/data/*.yaml`` (Hydra builds it from the node's ``_target_``), plus the
+    run's ``shuffle_seed``. ``load()`` reads and checks everything (call it before starting a run, so bad data
+    fails early); Lightning's ``setup()`` then moves the tensors to the training device.
     """
 
     def __init__(
@@ -218,39 +219,21 @@ class MNISTFamily(pl.LightningDataModule):
         train_eval_size: int = 5000,
         split_seed: int = 0,
         shuffle_seed: int = 0,
-        label_noise: dict | None = None,
+        label_noise: Mapping | None = None,
         num_classes: int = 10,
+        name: str | None = None,
     ):
         super().__init__()
+        self.name = name or dataset  # the display name (conf/data's ``name``, the run's ``data`` tag)
         self.dataset, self.root, self.download = dataset, Path(root).expanduser().resolve(), download
         self.mean, self.std = mean, std
         self.batch_size, self.batches_per_step, self.eval_batch_size = batch_size, batches_per_step, eval_batch_size
         self.val_size, self.train_size, self.train_eval_size = val_size, train_size, train_eval_size
         self.split_seed, self.shuffle_seed = split_seed, shuffle_seed
-        self.label_noise = dict(label_noise or {})
+        self.label_noise = dict(label_noise or {})  # a plain dict, also from a DictConfig
         self.num_classes = num_classes
         self.splits: Splits | None = None
         self.noise_report: dict[str, float | str] = {}
-
-    @classmethod
-    def from_config(cls, data_cfg, seed: int) -> MNISTFamily:
-        return cls(
-            dataset=data_cfg.dataset,
-            root=data_cfg.root,
-            download=data_cfg.download,
-            mean=data_cfg.mean,
-            std=data_cfg.std,
-            batch_size=data_cfg.batch_size,
-            batches_per_step=data_cfg.batches_per_step,
-            eval_batch_size=data_cfg.eval_batch_size,
-            val_size=data_cfg.val_size,
-            train_size=data_cfg.train_size,
-            train_eval_size=data_cfg.train_eval_size,
-            split_seed=data_cfg.split_seed,
-            shuffle_seed=seed,
-            label_noise=dict(data_cfg.label_noise),
-            num_classes=data_cfg.num_classes,
-        )
 
     def load(self) -> Splits:
         """Read, check, split and normalise once; a process's next job with the same data and files reuses the result."""

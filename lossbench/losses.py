@@ -32,6 +32,7 @@ from torch import Tensor, nn
 
 from lossbench.config import LOSS_INPUTS as INPUT_TRANSFORMS
 from lossbench.config import LOSS_TARGETS as TARGET_ENCODINGS
+from lossbench.config import check
 
 REDUCTIONS: tuple[str, ...] = ("none", "mean", "sum")
 LOSS_KEYS: tuple[str, ...] = ("name", "criterion", "input", "target", "smoothing")
@@ -97,10 +98,8 @@ class ClassificationLoss(nn.Module):
         smoothing: float = 0.0,
     ):
         super().__init__()
-        if input not in INPUT_TRANSFORMS:
-            raise ValueError(f"loss.input={input!r} is not known: use one of {', '.join(INPUT_TRANSFORMS)}")
-        if target not in TARGET_ENCODINGS:
-            raise ValueError(f"loss.target={target!r} is not known: use one of {', '.join(TARGET_ENCODINGS)}")
+        check("loss.input", input)  # the rules of config.RULES, as config validation applies them
+        check("loss.target", target)
         if not 0.0 <= smoothing < 1.0:
             raise ValueError(f"loss.smoothing={smoothing!r} must lie in [0, 1)")
         if smoothing and target != "onehot":

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import numbers
 import operator
 from dataclasses import asdict, dataclass
 from fractions import Fraction
@@ -45,7 +44,7 @@ from fractions import Fraction
 import torch
 from torch import Tensor
 
-from lossbench.config import NOISE_KINDS  # one list, shared with config validation
+from lossbench.config import check  # the rules for rate and kind: config.RULES, shared with config validation
 
 ASYMMETRIC_MNIST: dict[int, int] = {7: 1, 2: 7, 5: 6, 6: 5, 3: 8}
 """Source class -> target class for MNIST asymmetric noise (Patrini et al. 2017; Ma et al. 2020)."""
@@ -123,16 +122,17 @@ def corrupt_labels(
     Which samples of a class are flipped is a uniform draw without replacement.
 
     Raises:
-        ValueError: on a rate outside ``[0, 1)``, an unknown kind, labels that are not a 1-D
-            integer tensor with values in ``[0, num_classes)``, or a class map that does not fit.
+        ValueError: on a rate outside ``[0, 1)`` or an unknown kind (a ``ConfigError`` by config.RULES),
+            labels that are not a 1-D integer tensor with values in ``[0, num_classes)``, or a class map
+            that does not fit.
 
     Shape:
         - labels: :math:`(N)`
         - output: :math:`(N)`, same dtype and device as ``labels``
     """
-    rate_exact = _check_rate(rate)
-    if kind not in NOISE_KINDS:
-        raise ValueError(f"{_KIND_KEY} must be one of {', '.join(NOISE_KINDS)}; got {kind!r}")
+    check(_RATE_KEY, rate)
+    check(_KIND_KEY, kind)
+    rate_exact = Fraction(repr(float(rate)))  # exact: round(0.29 * 100) is 29
     seed = operator.index(seed)
     num_classes = operator.index(num_classes)
     clean = _check_labels(labels, num_classes, kind)
@@ -167,15 +167,6 @@ def corrupt_labels(
         label_hash=_label_hash(noisy),
     )
     return noisy.to(device=labels.device, dtype=labels.dtype), report
-
-
-def _check_rate(rate: float) -> Fraction:
-    """The rate as an exact fraction of its decimal form, after checking it lies in [0, 1)."""
-    if isinstance(rate, bool) or not isinstance(rate, numbers.Real):
-        raise ValueError(f"{_RATE_KEY} must be a number in [0, 1); got {rate!r}")
-    if not (math.isfinite(rate) and 0 <= rate < 1):
-        raise ValueError(f"{_RATE_KEY} must be in [0, 1) (0 = clean labels); got {rate!r}")
-    return Fraction(repr(float(rate)))
 
 
 def _check_labels(labels: Tensor, num_classes: int, kind: str) -> Tensor:

@@ -9,19 +9,27 @@ change, with no run left in the store.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping
 from typing import Any
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
 from lossbench.config import ConfigError
 
 
-def training_device(trainer_cfg: dict[str, Any]) -> torch.device:
-    """The device Lightning will train on with these ``trainer.*`` settings (a bad setting fails here, before the run)."""
+def training_device(trainer_cfg: Mapping[str, Any]) -> torch.device:
+    """The device Lightning will train on with the ``trainer`` node's settings (a bad setting fails here, before the run).
+
+    Its ``_target_`` (the Trainer class) and ``gradient_clip_val`` (lossbench clips in its own optimizer steps) are
+    not Lightning settings to check.
+    """
     import pytorch_lightning as pl
 
+    if OmegaConf.is_config(trainer_cfg):
+        trainer_cfg = OmegaConf.to_container(trainer_cfg, resolve=True)
+    trainer_cfg = {k: v for k, v in trainer_cfg.items() if k not in ("_target_", "gradient_clip_val")}
     try:
         with (
             warnings.catch_warnings()

@@ -28,6 +28,7 @@ from lossbench.config import (
     CONFIG_HASH_VERSION,
     ConfigError,
     LossbenchError,
+    chosen_scheduler,
     config_hash,
     flatten,
     redact_override,
@@ -70,7 +71,6 @@ def run(cfg: DictConfig, extra_callbacks: list | None = None) -> float:
     from lossbench import analysis, gpus, preflight, store_links, sweep
     from lossbench.callbacks import EpochLogger
     from lossbench.console import EpochLine, MiniBatchProgressBar
-    from lossbench.data import MNISTFamily
     from lossbench.losses import build_loss
     from lossbench.module import LossbenchModule, curves
     from lossbench.optim import check_fused
@@ -82,23 +82,18 @@ def run(cfg: DictConfig, extra_callbacks: list | None = None) -> float:
     os.environ.pop("PYTORCH_NVML_BASED_CUDA_CHECK", None)
     torch.set_num_threads(cfg.threads or sweep.threads_per_job())
     check_fused(cfg.optimizer)
-    data = MNISTFamily.from_config(cfg.data, seed=cfg.seed)
+    data = built("data", lambda: instantiate(cfg.data, shuffle_seed=cfg.seed))  # conf/data: lossbench.data.MNISTFamily
     splits = data.load()
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     net = built("model", lambda: instantiate(cfg.model.net))
     loss = built("loss", lambda: build_loss(cfg.loss, cfg.data.num_classes))
     optimizer = built("optimizer", lambda: instantiate(without_name(cfg.optimizer)))
-    scheduler = (
-        built("scheduler", lambda: instantiate(without_name(cfg.scheduler))) if "_target_" in cfg.scheduler else None
-    )
-    probe = built(
-        "optimizer", lambda: optimizer([torch.nn.Parameter(torch.zeros(1))])
-    )  # bad keywords fail now, not mid-fit
+    scheduler_cfg = chosen_scheduler(cfg)
+    scheduler = None if scheduler_cfg is None else built("scheduler", lambda: instantiate(without_name(scheduler_cfg)))
+    probe = built("optimizer", lambda: optimizer([torch.nn.Parameter(torch.zeros(1))]))  # bad keywords fail now
     if scheduler is not None:
         built("scheduler", lambda: scheduler(probe))
-    device = preflight.training_device(
-        {k: v for k, v in OmegaConf.to_container(cfg.trainer).items() if k != "gradient_clip_val"}
-    )
+    device = preflight.training_device(cfg.trainer)
     batch = slice(0, cfg.data.batch_size)  # one training batch through model and loss, on the training device
     preflight.check_one_batch(net, loss, splits.train_x[batch], splits.train_y[batch], cfg, device)
     tracker = Tracker.connect(cfg.tracking.uri, cfg.tracking.experiment, cfg.tracking.timeout_s)
@@ -125,7 +120,7 @@ def run(cfg: DictConfig, extra_callbacks: list | None = None) -> float:
             "optimizer": cfg.optimizer.name,
             "model": cfg.model.name,
             "data": cfg.data.name,
-            "scheduler": cfg.scheduler.name,
+            "scheduler": "none" if scheduler_cfg is None else scheduler_cfg.name,
             "seed": cfg.seed,
             "config_hash": identity,
             "config_hash_version": CONFIG_HASH_VERSION,
@@ -146,16 +141,13 @@ def run(cfg: DictConfig, extra_callbacks: list | None = None) -> float:
 
     # 3. Train. The run ends FINISHED, FAILED (with the reason) or KILLED, whatever happens.
     with recorded(tracker, run_id):
-        trainer_cfg = OmegaConf.to_container(cfg.trainer)
-        if cfg.trainer.accelerator != "cpu" and (gpu := gpus.gpu_for_sweep_job(cfg.launch.jobs_per_gpu)) is not None:
-            trainer_cfg["devices"] = [gpu]  # parallel jobs on one machine take its GPUs in turn
         module = LossbenchModule(
             net,
             loss,
             optimizer,
             scheduler,
             num_classes=cfg.data.num_classes,
-            gradient_clip_val=trainer_cfg.pop("gradient_clip_val"),
+            gradient_clip_val=cfg.trainer.gradient_clip_val,  # applied in the module's own optimizer steps
             train_eval_true=data.train_eval_true_labels,
         )
         best = pl.callbacks.ModelCheckpoint(
@@ -173,17 +165,20 @@ def run(cfg: DictConfig, extra_callbacks: list | None = None) -> float:
                     monitor=es.monitor, mode=es.mode, patience=es.patience, min_delta=es.min_delta
                 )
             )
-        progress = trainer_cfg.pop("enable_progress_bar")
-        progress = sys.stdout.isatty() if progress is None else progress
+        progress = sys.stdout.isatty() if cfg.trainer.enable_progress_bar is None else cfg.trainer.enable_progress_bar
         if progress:
             callbacks.append(MiniBatchProgressBar(-(-data.sizes["train"] // data.batch_size), data.batches_per_step))
-        trainer = pl.Trainer(
-            **trainer_cfg,
+        gpu = gpus.gpu_for_sweep_job(cfg.launch.jobs_per_gpu) if cfg.trainer.accelerator != "cpu" else None
+        trainer = instantiate(  # conf/trainer: pytorch_lightning.Trainer, with what lossbench decides itself
+            cfg.trainer,
+            _convert_="all",
+            gradient_clip_val=None,  # the module clips its own (manual) optimizer steps
+            enable_progress_bar=progress,
             callbacks=callbacks,
             logger=False,
-            enable_progress_bar=progress,
             num_sanity_val_steps=0,
             default_root_dir=output_dir(),
+            **({} if gpu is None else {"devices": [gpu]}),  # parallel jobs on one machine take its GPUs in turn
         )
         trainer.fit(module, datamodule=data, ckpt_path=ckpt_path, weights_only=True)
         history = curves(module.history)

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -29,6 +31,10 @@ EPOCH_METRICS = [
 FINAL_METRICS = ["test/loss", "test/acc", "test/nll", "test/ece", "test_last/loss", "test_last/acc"]
 
 FASHION_MNIST_DEBIAN = Path("/usr/share/datasets/fashion-mnist")
+
+# The environment of a lossbench command a test starts: output unbuffered, no tracking URI from the caller's shell.
+ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
+ENV.pop("MLFLOW_TRACKING_URI", None)
 
 
 @pytest.fixture
@@ -60,3 +66,38 @@ def read_runs(store: Path, experiment: str = "lossbench"):
     client = MlflowClient(f"sqlite:///{store}")
     found = client.get_experiment_by_name(experiment)
     return client, ([] if found is None else client.search_runs([found.experiment_id], max_results=1000))
+
+
+def train_runs(store: Path):
+    """``(client, runs)`` of the default experiment, without the sweep's parent run: the training runs."""
+    client, runs = read_runs(store)
+    return client, [r for r in runs if r.data.tags.get("lossbench.kind") == "train"]
+
+
+def sweep(tmp_path: Path, root: Path, *overrides: str, timeout: int = 400) -> subprocess.CompletedProcess:
+    """``python -m lossbench.train -m`` of one-epoch jobs on tiny data into ``tmp_path/mlflow.db``, run from ``tmp_path``."""
+    store = tmp_path / "mlflow.db"
+    args = [
+        sys.executable,
+        "-m",
+        "lossbench.train",
+        "-m",
+        *tiny_overrides(root, store, "trainer.max_epochs=1"),
+        *overrides,
+    ]
+    return subprocess.run(args, cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=timeout)
+
+
+def bare_trainer(**settings):
+    """A CPU Lightning Trainer that only fits and validates: no logger, checkpoints, progress bar, summary or sanity check."""
+    import pytorch_lightning as pl
+
+    return pl.Trainer(
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        **settings,
+    )

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from conftest import read_runs, tiny_overrides
-
-ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
-ENV.pop("MLFLOW_TRACKING_URI", None)
+from conftest import ENV, read_runs, tiny_overrides
 
 
 def train(*overrides: str, cwd: Path, timeout: int = 180) -> subprocess.CompletedProcess:

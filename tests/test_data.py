@@ -20,6 +20,7 @@ import pytest
 import torch
 import torchvision.datasets
 from conftest import compose, read_runs, tiny_overrides
+from hydra.utils import instantiate
 from idx import (
     RAW_FILES,
     decode_index,
@@ -30,6 +31,7 @@ from idx import (
     write_idx,
     write_indexed_family,
 )
+from omegaconf import OmegaConf
 
 from lossbench.data import Batches, DataError, MNISTFamily, ShuffledBatches, import_idx_folder
 
@@ -139,9 +141,7 @@ def test_validation_split_depends_on_split_seed_not_on_the_run_seed(indexed, tmp
 
     def val_rows(seed: int, *extra: str) -> list[int]:
         cfg = compose(*tiny_overrides(root, tmp_path / "unused.db", f"seed={seed}", "data.download=false", *extra))
-        return origin(
-            MNISTFamily.from_config(cfg.data, seed=cfg.seed).load().val_x, cfg.data.mean, cfg.data.std
-        ).tolist()
+        return origin(instantiate(cfg.data, shuffle_seed=cfg.seed).load().val_x, cfg.data.mean, cfg.data.std).tolist()
 
     base = val_rows(0)
     assert len(base) == 100
@@ -178,9 +178,21 @@ def test_normalising_with_the_datas_own_mean_and_std_gives_zero_mean_and_unit_st
 def test_mean_and_std_come_from_the_config(indexed, tmp_path):
     root, _ = indexed
     cfg = compose(*tiny_overrides(root, tmp_path / "unused.db", "data.download=false", "data.mean=0.2", "data.std=0.4"))
-    s = MNISTFamily.from_config(cfg.data, seed=0).load()
+    s = instantiate(cfg.data, shuffle_seed=0).load()
     images = read_idx_bytes(raw_path(root, "MNIST", False, "images"), ndim=3)
     np.testing.assert_allclose(s.test_x[:, 0].numpy(), (images / 255 - 0.2) / 0.4, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("data", ["mnist", "fashion_mnist"])
+def test_the_data_node_builds_the_data_module_with_every_key(data: str):
+    cfg = compose(f"data={data}", "data.label_noise.rate=0.2", "data.train_size=300", "seed=4")
+    dm = instantiate(cfg.data, shuffle_seed=cfg.seed)
+    assert type(dm) is MNISTFamily
+    node = {k: v for k, v in OmegaConf.to_container(cfg.data, resolve=True).items() if k != "_target_"}
+    built = {key: getattr(dm, key) for key in node}
+    assert built == {**node, "root": Path(node["root"]).resolve()}
+    assert (dm.name, dm.dataset, dm.shuffle_seed) == (data, {"mnist": "MNIST"}.get(data, "FashionMNIST"), 4)
+    assert type(dm.label_noise) is dict and dm.label_noise["rate"] == 0.2
 
 
 # --------------------------------------------------------------------------- the fixed training subset
@@ -345,7 +357,7 @@ def test_label_noise_from_the_config_with_noisy_val(indexed, tmp_path):
 
     def load(seed: int, *extra: str) -> tuple[MNISTFamily, object]:
         cfg = compose(*tiny_overrides(root, tmp_path / "unused.db", f"seed={seed}", "data.download=false", *extra))
-        dm = MNISTFamily.from_config(cfg.data, seed=cfg.seed)
+        dm = instantiate(cfg.data, shuffle_seed=cfg.seed)
         return dm, dm.load()
 
     _, clean = load(0)

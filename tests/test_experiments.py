@@ -117,3 +117,57 @@ def test_first_job_of_each_experiment_trains_one_batch(name: str, tiny_mnist: Pa
     _, runs = read_runs(store, name)
     assert [r.info.status for r in runs] == ["FINISHED"]
     assert "val/acc" in runs[0].data.metrics
+
+
+@pytest.mark.parametrize(
+    "overrides, expected",
+    [
+        ([], None),
+        (["scheduler=none"], None),
+        (["scheduler=cosine"], ("cosine", 0.0)),
+        (["+experiment=noisy_labels"], ("cosine", 1e-3)),
+        (["+experiment=noisy_labels", "scheduler=none"], None),  # the README's CPU cut
+        (["+experiment=fair_comparison"], None),
+    ],
+)
+def test_no_scheduler_is_a_null_node_whatever_the_experiment(overrides: list[str], expected) -> None:
+    from lossbench.config import chosen_scheduler, validate
+
+    cfg = compose(*overrides)
+    validate(cfg)
+    chosen = chosen_scheduler(cfg)
+    if expected is None:
+        assert chosen is None
+        assert cfg.scheduler is None or "_target_" not in cfg.scheduler
+    else:
+        assert (chosen.name, chosen.get("eta_min")) == expected
+    if not overrides or overrides == ["scheduler=none"]:
+        assert cfg.scheduler is None, "scheduler=none is `scheduler: null`"
+
+
+def test_a_sweep_over_scheduler_none_and_cosine_composes_each_job() -> None:
+    from lossbench.config import chosen_scheduler
+
+    jobs = [as_dict(job) for job in sweep_jobs("noisy_labels", "scheduler=none,cosine", "seed=0")]
+    assert len(jobs) == 6 * 5 * 2
+    for scheduler in ("none", "cosine"):
+        job = next(j for j in jobs if j["scheduler"] == scheduler)
+        chosen = chosen_scheduler(compose("+experiment=noisy_labels", *(f"{k}={v}" for k, v in job.items())))
+        assert (chosen and chosen.name) == (None if scheduler == "none" else "cosine")
+
+
+def test_the_readme_cpu_cut_of_noisy_labels_trains_at_a_constant_rate(tiny_mnist: Path, tmp_path: Path) -> None:
+    """``+experiment=noisy_labels scheduler=none``: the experiment's cosine settings stay behind, unused."""
+    from lossbench.train import run
+
+    store = tmp_path / "mlflow.db"
+    cfg = compose(
+        "+experiment=noisy_labels",
+        "model=mlp",
+        "scheduler=none",
+        *tiny_overrides(tiny_mnist, store, "trainer.max_epochs=2", "+trainer.limit_train_batches=1"),
+    )
+    run(cfg)
+    client, (recorded,) = read_runs(store, "noisy_labels")
+    lr = [m.value for m in sorted(client.get_metric_history(recorded.info.run_id, "lr"), key=lambda m: m.step)]
+    assert lr == [0.01, 0.01] and recorded.data.tags["scheduler"] == "none"

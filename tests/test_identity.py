@@ -58,6 +58,17 @@ def test_changing_a_training_key_changes_the_hash(key: str) -> None:
     assert hash_with(key) != config_hash(CFG)
 
 
+def test_the_builders_of_data_and_trainer_are_not_the_experiment() -> None:
+    """Their _target_ names the code that builds them: configs written before it existed keep their hash."""
+    assert {"data._target_", "trainer._target_"} <= set(KEYS)
+    assert is_operational("data._target_") and is_operational("trainer._target_")
+    assert not is_operational("optimizer._target_") and not is_operational("model.net._target_")
+    before = copy.deepcopy(CFG)
+    with open_dict(before):
+        del before.data["_target_"], before.trainer["_target_"]
+    assert config_hash(before) == config_hash(CFG)
+
+
 def test_the_hash_ignores_hydras_node_and_key_order() -> None:
     with_hydra = compose("data=fashion_mnist", "model=mlp", "scheduler=cosine", "optimizer=sgd", hydra_config=True)
     assert config_hash(with_hydra) == config_hash(CFG)

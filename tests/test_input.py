@@ -7,7 +7,6 @@ data, its exit code, its ``lossbench: error:`` line, whether torch was imported 
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -15,13 +14,11 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import compose, read_runs, tiny_overrides
+from conftest import ENV, bare_trainer, compose, read_runs, sweep, tiny_overrides, train_runs
 
 from lossbench.config import ConfigError, validate
 from lossbench.metric_names import EPOCH_METRICS, MONITORABLE, YARDSTICKS
 
-ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
-ENV.pop("MLFLOW_TRACKING_URI", None)
 HEAVY = {"torch", "torchvision", "pytorch_lightning", "lightning_fabric", "mlflow"}
 
 
@@ -239,21 +236,11 @@ def test_disk_full_while_checkpointing_fails_the_run_in_one_line_and_logs_the_tr
 
 @pytest.mark.slow
 def test_input_errors_fail_their_sweep_job_alone_without_a_run(tiny_mnist: Path, tmp_path: Path):
-    store = tmp_path / "mlflow.db"
-    args = [
-        sys.executable,
-        "-m",
-        "lossbench.train",
-        "-m",
-        *tiny_overrides(tiny_mnist, store, "trainer.max_epochs=1"),
-        "model.net.in_features=784,100",
-        "seed=0,-1",
-        f"hydra.sweep.dir={tmp_path / 'sweep'}",
-    ]
-    done = subprocess.run(args, cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=400)
+    done = sweep(
+        tmp_path, tiny_mnist, "model.net.in_features=784,100", "seed=0,-1", f"hydra.sweep.dir={tmp_path / 'sweep'}"
+    )
     assert "Traceback" not in done.stderr + done.stdout, done.stderr[-3000:]
-    _, runs = read_runs(store)
-    trained = [r for r in runs if r.data.tags.get("lossbench.kind") == "train"]
+    _, trained = train_runs(tmp_path / "mlflow.db")
     assert [(r.data.params["model.net.in_features"], r.data.tags["seed"], r.info.status) for r in trained] == [
         ("784", "0", "FINISHED")
     ]
@@ -280,7 +267,6 @@ def test_input_errors_fail_their_sweep_job_alone_without_a_run(tiny_mnist: Path,
 
 def test_the_module_records_exactly_the_listed_metric_names_and_the_listed_ones_can_be_monitored():
     """metric_names.py is what config.py checks monitors against: a real fit must record those names and no others."""
-    import pytorch_lightning as pl
     import torch
 
     from lossbench.data import Batches
@@ -291,15 +277,7 @@ def test_the_module_records_exactly_the_listed_metric_names_and_the_listed_ones_
     torch.manual_seed(0)
     x, y = torch.randn(64, 1, 28, 28), torch.arange(64) % 10
     module = LossbenchModule(Linear(), torch.nn.CrossEntropyLoss(), lambda params: torch.optim.SGD(params, lr=0.1))
-    trainer = pl.Trainer(
-        max_epochs=1,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-    )
+    trainer = bare_trainer(max_epochs=1)
     trainer.fit(
         module, train_dataloaders=Batches(x, y, 16), val_dataloaders=[Batches(x, y, 32), Batches(x[:32], y[:32], 32)]
     )

@@ -617,8 +617,8 @@ CE = {"name": "ce", "criterion": {"_target_": "torch.nn.CrossEntropyLoss"}, "inp
 @pytest.mark.parametrize(
     "change, message",
     [
-        ({"input": "probs"}, r"loss.input='probs' is not known: use one of logits, softmax, sigmoid, log_softmax"),
-        ({"target": "hot"}, r"loss.target='hot' is not known: use one of index, onehot, signed"),
+        ({"input": "probs"}, r"loss.input='probs' is invalid: expected one of logits, softmax, sigmoid, log_softmax"),
+        ({"target": "hot"}, r"loss.target='hot' is invalid: expected one of index, onehot, signed"),
         ({"targt": "index"}, r"loss.targt is not a loss key: use name, criterion, input, target, smoothing"),
         ({"smoothing": 0.1}, r"loss.smoothing=0.1 smooths a one-hot target, but loss.target='index'"),
         ({"target": "onehot", "smoothing": 1.5}, r"loss.smoothing=1.5 must lie in \[0, 1\)"),

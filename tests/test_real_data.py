@@ -32,7 +32,9 @@ def fashion_root(tmp_path_factory) -> Path:
 
 
 def test_real_fashion_mnist_loads_with_the_published_split_sizes(fashion_root: Path):
-    from lossbench.data import MNISTFamily, read_split
+    from hydra.utils import instantiate
+
+    from lossbench.data import read_split
 
     raw = fashion_root / "FashionMNIST" / "raw"
     images, labels = read_split("FashionMNIST", fashion_root, train=True, download=False)
@@ -41,7 +43,7 @@ def test_real_fashion_mnist_loads_with_the_published_split_sizes(fashion_root: P
     np.testing.assert_array_equal(images.numpy(), read_idx_bytes(raw / "train-images-idx3-ubyte", ndim=3))
 
     cfg = compose("data=fashion_mnist", f"data.root={fashion_root}", "data.download=false")
-    dm = MNISTFamily.from_config(cfg.data, seed=0)
+    dm = instantiate(cfg.data, shuffle_seed=0)
     assert dm.sizes == {"train": 55_000, "val": 5_000, "test": 10_000, "train_eval": 5_000}
     s = dm.load()
     assert s.train_x.shape == (55_000, 1, 28, 28) and s.test_x.shape == (10_000, 1, 28, 28)

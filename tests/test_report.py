@@ -432,6 +432,15 @@ def test_rows_mixing_other_params_are_flagged_but_seeds_are_not() -> None:
     assert report.varying_params([run(0, "0.001"), run(1, "0.1")]) == ["optimizer.lr"]
 
 
+def test_a_param_a_run_lacks_is_null_as_mlflow_writes_it() -> None:
+    """scheduler=none,cosine: the first run has param scheduler=None, the second scheduler.* and no scheduler."""
+    none = report.RunRecord("0", "r0", "FINISHED", 0, params={"scheduler": "None"})
+    cosine = report.RunRecord("1", "r1", "FINISHED", 1, params={"scheduler._target_": "CosineAnnealingLR"})
+    assert report.varying_params([none, cosine]) == ["scheduler._target_"]
+    rows = report.group_runs([none, cosine], ["loss", "optimizer"])
+    assert sorted(row.setting for row in rows) == ["scheduler._target_=CosineAnnealingLR", "scheduler._target_=None"]
+
+
 def test_load_runs_pages_through_every_result(store: Store) -> None:
     experiment_id = store.client.get_experiment_by_name("exp").experiment_id
     runs = report.load_runs(store.client, experiment_id, report.train_filter(SWEEP), page_size=2)

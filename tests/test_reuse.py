@@ -58,7 +58,7 @@ def test_test_and_test_last_are_the_best_and_the_final_checkpoints_accuracy(tiny
     cfg = compose(*tiny_overrides(tiny_mnist, store, "model=mlp", *extra))
     run(cfg)
     (recorded,) = read_runs(store)[1]
-    test = MNISTFamily.from_config(cfg.data, seed=cfg.seed).load()
+    test = instantiate(cfg.data, shuffle_seed=cfg.seed).load()
     for name, prefix in (("best.ckpt", "test"), ("last.ckpt", "test_last")):
         state = torch.load(
             Path(recorded.data.tags["lossbench.checkpoint_dir"]) / name, map_location="cpu", weights_only=True

@@ -2,38 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from conftest import read_runs, tiny_overrides
+from conftest import read_runs, sweep, train_runs
 
 from lossbench.sweep import available_cores
 
 pytestmark = pytest.mark.slow
-ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
-ENV.pop("MLFLOW_TRACKING_URI", None)
-
-
-def sweep(tmp_path: Path, root: Path, *overrides: str, timeout: int = 400) -> subprocess.CompletedProcess:
-    store = tmp_path / "mlflow.db"
-    args = [
-        sys.executable,
-        "-m",
-        "lossbench.train",
-        "-m",
-        *tiny_overrides(root, store, "trainer.max_epochs=1"),
-        *overrides,
-    ]
-    return subprocess.run(args, cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=timeout)
-
-
-def train_runs(store: Path):
-    client, runs = read_runs(store)
-    return client, [r for r in runs if r.data.tags.get("lossbench.kind") == "train"]
 
 
 LAUNCHERS = {

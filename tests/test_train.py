@@ -7,7 +7,7 @@ from pathlib import Path
 
 import matplotlib.image
 import pytest
-from conftest import EPOCH_METRICS, FINAL_METRICS, compose, read_runs, tiny_overrides
+from conftest import EPOCH_METRICS, FINAL_METRICS, bare_trainer, compose, read_runs, tiny_overrides
 
 from lossbench.config import ConfigError, config_hash, without_name
 from lossbench.paths import conf_dir
@@ -109,6 +109,10 @@ def test_bad_values_are_rejected_naming_the_key_before_anything_is_recorded(
             "model: cannot be built from its config: TypeError: MLP.__init__() got an unexpected keyword argument 'widthh'",
         ),
         (
+            ["+data.colour=red"],
+            "data: cannot be built from its config: TypeError: MNISTFamily.__init__() got an unexpected keyword argument 'colour'",
+        ),
+        (
             ["scheduler=step", "+scheduler.foo=3"],
             "scheduler: cannot be built from its config: TypeError: StepLR.__init__() got an unexpected keyword argument 'foo'",
         ),
@@ -144,7 +148,6 @@ def test_unwritable_store_fails_before_training(tiny_mnist: Path, tmp_path: Path
 @pytest.mark.parametrize("loss_yaml", sorted(p.stem for p in (conf_dir() / "loss").glob("*.yaml")))
 def test_every_loss_config_trains_through_the_real_module(loss_yaml: str):
     """Compose each conf/loss/*.yaml with the real config and take optimizer steps through Lightning."""
-    import pytorch_lightning as pl
     import torch
     from hydra.utils import instantiate
 
@@ -161,16 +164,7 @@ def test_every_loss_config_trains_through_the_real_module(loss_yaml: str):
         instantiate(cfg.model.net), build_loss(cfg.loss, 10), instantiate(without_name(cfg.optimizer))
     )
     before = [p.detach().clone() for p in module.parameters()]
-    trainer = pl.Trainer(
-        max_epochs=3,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        limit_val_batches=1,
-    )
+    trainer = bare_trainer(max_epochs=3, limit_val_batches=1)
     loader = Batches(x, y, 16)
     trainer.fit(module, train_dataloaders=loader, val_dataloaders=[loader])
     assert len(module.history) == 3
@@ -224,7 +218,9 @@ def test_schedulers_step_once_per_epoch(
 ):
     store = tmp_path / "mlflow.db"
     run(compose(*tiny_overrides(tiny_mnist, store, "trainer.max_epochs=3", *scheduler)))
-    assert _curves(store, read_runs(store)[1][0])["lr"] == pytest.approx(expected_lr)
+    (recorded,) = read_runs(store)[1]
+    assert _curves(store, recorded)["lr"] == pytest.approx(expected_lr)
+    assert recorded.data.tags["scheduler"] == scheduler[0].removeprefix("scheduler=")
 
 
 def test_plateau_scheduler_cuts_the_rate_when_val_nll_stalls(tiny_mnist: Path, tmp_path: Path):
@@ -296,12 +292,12 @@ def test_early_stopping_ends_the_run_and_tests_the_best_checkpoint(tiny_mnist: P
 
 def test_memorisation_accuracies_add_up_to_train_eval_accuracy_under_label_noise(tiny_mnist: Path, tmp_path: Path):
     """Flipped and clean samples partition train_eval: acc·N = clean_acc·N_clean + memorised·N_flipped, every epoch."""
-    from lossbench.data import MNISTFamily
+    from hydra.utils import instantiate
 
     store = tmp_path / "mlflow.db"
     overrides = tiny_overrides(tiny_mnist, store, "model=mlp", "trainer.max_epochs=3", "data.label_noise.rate=0.4")
     cfg = compose(*overrides)
-    data = MNISTFamily.from_config(cfg.data, seed=cfg.seed)
+    data = instantiate(cfg.data, shuffle_seed=cfg.seed)
     splits = data.load()
     noisy, true = splits.train_y[splits.train_eval_idx], data.train_eval_true_labels
     n_flipped = int((noisy != true).sum())

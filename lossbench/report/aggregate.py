@@ -152,13 +152,14 @@ def group_dimensions(runs: Sequence[RunRecord]) -> list[str]:
 
 
 def varying_params(runs: Sequence[RunRecord]) -> list[str]:
-    """Params (other than seeds, names and operational settings) whose values differ among ``runs``."""
+    """Params (other than seeds, names and operational settings) whose values differ among ``runs``; a run without
+    a param has it null ("None", as MLflow writes null: ``scheduler`` of a run without a scheduler is null)."""
     keys = sorted({k for r in runs for k in r.params})
     return [
         key
         for key in keys
         if not (key.rsplit(".", 1)[-1].endswith("seed") or key.endswith(".name") or is_operational(key))
-        and len({r.params.get(key) for r in runs}) > 1
+        and len({r.params.get(key, "None") for r in runs}) > 1
     ]
 
 
