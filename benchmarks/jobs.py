@@ -136,31 +136,12 @@ def time_overhead(settings: Settings, model: str, tmp: Path) -> dict[str, Any]:
     job's config composed before it, its figures logged in the background while the next job starts): the
     first warms the imports up and is not counted; for the others, the wall time outside the epochs."""
     from lossbench import run_figures
-    from lossbench.train import run
 
     overrides = [o for o in settings.job_overrides(model, tmp, "overhead") if not o.startswith("hydra.")]
-    run_figures.finish_in_background()  # as lossbench.workers sets up a worker: figures logged after each job
-    jobs = []
-    for i in range(1 + settings.reps):
-        marks = job_marks()
-        cfg = compose(*overrides, f"seed={i}")  # a worker receives its job's config composed by the sweep
-        started = time.perf_counter()
-        run(cfg, extra_callbacks=[marks])
-        ended = time.perf_counter()
-        epochs = marks.train_end - marks.first_epoch
-        jobs.append(
-            {
-                "wall_s": ended - started,
-                "epochs_s": epochs,
-                "overhead_s": ended - started - epochs,
-                "setup_s": marks.first_epoch - started,
-                "tests_s": marks.test_ends[-1] - marks.train_end,
-                "record_s": ended - marks.test_ends[-1],
-                "warm_up": i == 0,
-            }
-        )
-    waited = time.perf_counter()
-    run_figures.finish_pending()  # the last job's figures, as a worker waits for them before it exits
+    with run_figures.in_background():  # as lossbench.workers sets up a worker: figures logged after each job
+        jobs = [_overhead_job(overrides, i) for i in range(1 + settings.reps)]
+        waited = time.perf_counter()
+        run_figures.finish_pending()  # the last job's figures, as a worker waits for them before it exits
     measured = [j for j in jobs if not j["warm_up"]]
     measured[-1]["figures_after_last_s"] = time.perf_counter() - waited
     return {
@@ -170,6 +151,27 @@ def time_overhead(settings: Settings, model: str, tmp: Path) -> dict[str, Any]:
             f"{k}_median": statistics.median(j[k] for j in measured)
             for k in ("overhead_s", "setup_s", "tests_s", "record_s", "epochs_s")
         },
+    }
+
+
+def _overhead_job(overrides: list[str], i: int) -> dict[str, Any]:
+    """One timed job of :func:`time_overhead` (job 0 warms the process up and is not counted)."""
+    from lossbench.train import run
+
+    marks = job_marks()
+    cfg = compose(*overrides, f"seed={i}")  # a worker receives its job's config composed by the sweep
+    started = time.perf_counter()
+    run(cfg, extra_callbacks=[marks])
+    ended = time.perf_counter()
+    epochs = marks.train_end - marks.first_epoch
+    return {
+        "wall_s": ended - started,
+        "epochs_s": epochs,
+        "overhead_s": ended - started - epochs,
+        "setup_s": marks.first_epoch - started,
+        "tests_s": marks.test_ends[-1] - marks.train_end,
+        "record_s": ended - marks.test_ends[-1],
+        "warm_up": i == 0,
     }
 
 

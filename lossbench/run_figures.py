@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 from lossbench.analysis import Curves
@@ -27,6 +28,19 @@ _pending: list[RunFigures] = []
 def finish_in_background() -> None:
     """Declare this process a sweep worker whose runs' figures may be logged after each job returns."""
     _background[:] = [True]
+
+
+@contextmanager
+def in_background():
+    """Within: runs' figures are finished in the background, as in a sweep worker; on leaving, they are
+    waited for and this process's previous mode is back (the benchmark's per-job overhead section)."""
+    previous = list(_background)
+    finish_in_background()
+    try:
+        yield
+    finally:
+        finish_pending()
+        _background[:] = previous
 
 
 def finish_pending() -> None:

@@ -79,6 +79,7 @@ def test_smoke_reports_every_variant_with_positive_finite_numbers(tmp_path: Path
         )
         assert job["overhead_s"] == pytest.approx(job["wall_s"] - job["epochs_s"])
         assert job["setup_s"] + job["epochs_s"] + job["tests_s"] + job["record_s"] <= job["wall_s"] + 1e-6
+    assert overhead["jobs"][-1]["figures_after_last_s"] >= 0  # it waited for the last job's figures
     assert "skipped" in result["gpu"] or result["gpu"]["runs"]
 
     # The printed table names every variant and section.
@@ -94,6 +95,22 @@ def test_smoke_reports_every_variant_with_positive_finite_numbers(tmp_path: Path
         "gpu",
     ):
         assert name in printed, name
+
+
+def test_after_the_overhead_section_a_run_records_its_figures_before_it_returns(tiny_mnist: Path, tmp_path: Path):
+    """The section runs jobs as a sweep worker does (figures logged after each job); this process gets its own
+    mode back, so any later run() in it (here, the test suite's) still returns with its figures recorded."""
+    from conftest import compose, read_runs, tiny_overrides
+
+    from lossbench.train import run
+
+    bench.main(["--smoke", "--only", "overhead", "--out", str(tmp_path / "bench.json"), "--models", "linear"])
+    store = tmp_path / "store" / "mlflow.db"
+    store.parent.mkdir()
+    run(compose(*tiny_overrides(tiny_mnist, store, "analysis.figures=true", "trainer.max_epochs=1")))
+    _, (r,) = read_runs(store)
+    figures = Path(r.info.artifact_uri.removeprefix("file://")) / "figures"
+    assert sorted(p.name for p in figures.iterdir()) == ["confusion_matrix.png", "learning_curves.png"]
 
 
 def test_sections_and_models_are_checked_before_anything_runs(tmp_path: Path):

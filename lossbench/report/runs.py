@@ -14,17 +14,18 @@ from pathlib import Path
 from typing import Any
 
 from lossbench import analysis
+from lossbench.metric_names import NOISE_METRICS
 from lossbench.store import KIND_TAG, SWEEP_TAG, sqlite_path
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 NOISE_PARAM = "data.label_noise.rate"
 CURVE_METRICS: tuple[str, ...] = (
-    "val/nll",
-    "val/acc",
-    "train_eval/nll",
-    "train_eval/acc",
+    analysis.VAL_NLL,
+    analysis.VAL_ACC,
+    analysis.TRAIN_EVAL_NLL,
+    analysis.TRAIN_EVAL_ACC,
     "time/epoch_s",
-    "train_eval/memorised",
+    NOISE_METRICS[0],  # train_eval/memorised
 )
 """The metric histories the report reads (the others stay in MLflow)."""
 
