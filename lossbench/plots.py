@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from lossbench.analysis import Curves
 
@@ -53,6 +54,18 @@ def _save(fig: Figure, path: PathLike) -> Path:
         out, dpi=DPI, format="png", pil_kwargs={"compress_level": 1}
     )  # fast zlib level: ~5x quicker, files ~1.5x larger
     return out
+
+
+def _epoch_axis(ax: Axes, label: bool = True) -> None:
+    """Epochs are whole numbers: integer ticks only, and a one-epoch run's axis one epoch wide around its point
+    (it would otherwise read -0.04 ... 0.04). Call it once the curves are drawn."""
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    lo, hi = ax.get_xlim()
+    if hi - lo < 1:
+        middle = round((lo + hi) / 2)
+        ax.set_xlim(middle - 0.5, middle + 0.5)
+        ax.set_xticks([middle])
+    ax.set_xlabel("epoch" if label else "")
 
 
 def _colour(metric: str) -> str:
@@ -115,7 +128,7 @@ def learning_curves(
             ax.text(0.5, 0.5, "not recorded", transform=ax.transAxes, ha="center", va="center", color="gray")
         _mark_epochs(ax, selected_epoch, onset_epoch, label=True, selected_by=selected_by)
         ax.set_title(name)
-        ax.set_xlabel("epoch")
+        _epoch_axis(ax)
         ax.grid(alpha=0.3)
         if any(drawn) or onset_epoch is not None or selected_epoch is not None:
             ax.legend(fontsize="small")
@@ -233,7 +246,7 @@ def curve_grid_figure(
     for index, ax in enumerate(axes[:n]):
         lowest = index + cols >= n  # no panel below it in its column
         ax.tick_params(axis="x", labelbottom=lowest)
-        ax.set_xlabel("epoch" if lowest else "")
+        _epoch_axis(ax, label=lowest)
     handles, labels = axes[0].get_legend_handles_labels()
     unique = dict(zip(labels, handles))  # one entry per kind of line, however many runs drew one
     axes[0].legend(unique.values(), unique.keys(), fontsize="small")
@@ -353,7 +366,7 @@ def memorisation_curves(
                 mean = np.nanmean(matrix, axis=0) if width else np.array([])
             ax.plot(np.arange(width), mean, color=f"C{index}", linewidth=2, label=loss)
         ax.set_title(name)
-        ax.set_xlabel("epoch")
+        _epoch_axis(ax)
         ax.set_ylabel("flipped labels predicted as labelled")
         ax.set_ylim(-0.02, 1.02)
         ax.grid(alpha=0.3)

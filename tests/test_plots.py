@@ -108,3 +108,20 @@ def test_curve_grid_labels_the_epoch_axis_under_every_column(n: int, ncols: int)
                 assert ax.get_xlabel() == "" and not labels, (
                     f"{ax.get_title()}: a panel above another repeats no epoch axis"
                 )
+
+
+@pytest.mark.parametrize("epochs", [1, 3, 12])
+def test_epoch_axes_show_whole_epochs_only(epochs: int) -> None:
+    """A one-epoch run read -0.04 ... 0.04 on its epoch axis; every epoch tick is a whole number in the data."""
+    run = {"val/nll": [0.5 - 0.01 * e for e in range(epochs)], "train_eval/nll": [0.4] * epochs}
+    fig = plots.curve_grid_figure({"ce / adam": [run]})
+    fig.canvas.draw()
+    (ax,) = [ax for ax in fig.axes if ax.get_visible()]
+    lo, hi = ax.get_xlim()
+    ticks = [t for t in ax.get_xticks() if lo <= t <= hi]
+    assert ticks and all(t == int(t) for t in ticks), ticks
+    assert [t.get_text() for t in ax.get_xticklabels() if lo <= t.get_position()[0] <= hi] == [
+        str(int(t)) for t in ticks
+    ]
+    if epochs == 1:
+        assert ticks == [0]
