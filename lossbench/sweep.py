@@ -186,7 +186,6 @@ def open_sweep(uri: str, experiment: str, timeout_s: float, sweep_id: str, overr
     ``finished``: {config hash: [newest FINISHED run id, its objective]}.
     """
     from lossbench.store import KIND_TAG, Tracker
-    from lossbench.train import OBJECTIVE
 
     tracker = Tracker.connect(uri, experiment, timeout_s)
     parents = tracker.runs(f"tags.`{KIND_TAG}` = 'sweep' and tags.sweep_id = '{sweep_id}'")
@@ -199,16 +198,24 @@ def open_sweep(uri: str, experiment: str, timeout_s: float, sweep_id: str, overr
         )
         parent_id = run.info.run_id
         tracker.set_tags(parent_id, {"sweep_overrides": " ".join(overrides)})
-    finished: dict[str, list] = {}
-    for r in tracker.runs(f"tags.`{KIND_TAG}` = 'train'", ["FINISHED"]):  # newest first
-        finished.setdefault(r.data.tags.get("config_hash"), [r.info.run_id, r.data.metrics.get(OBJECTIVE, math.nan)])
     return {
         "store": [uri, experiment],
         "uri": tracker.uri,
         "experiment_id": tracker.experiment_id,
         "parent_id": parent_id,
-        "finished": finished,
+        "finished": finished_configs(tracker),
     }
+
+
+def finished_configs(tracker) -> dict[str, list]:
+    """{config hash: [its newest FINISHED run's id, that run's objective]} of the experiment's training runs."""
+    from lossbench.store import KIND_TAG
+    from lossbench.train import OBJECTIVE
+
+    finished: dict[str, list] = {}
+    for r in tracker.runs(f"tags.`{KIND_TAG}` = 'train'", ["FINISHED"]):  # newest first
+        finished.setdefault(r.data.tags.get("config_hash"), [r.info.run_id, r.data.metrics.get(OBJECTIVE, math.nan)])
+    return finished
 
 
 _opened: dict[str, Any] = {}  # this process's sweep, once open_sweep's answer is in (see opened())

@@ -109,11 +109,9 @@ def sweep_environment() -> dict[str, str]:
 
 def execute(
     num: int,
-    overrides: Sequence[str],
-    composed: DictConfig | None,
+    sweep_config: DictConfig,
     environment: dict[str, str],
     hydra_context,
-    config: DictConfig,
     task_function,
     singleton_state: dict,
 ):
@@ -125,9 +123,6 @@ def execute(
     os.environ.update(environment)
     setup_globals()
     Singleton.set_state(singleton_state)
-    sweep_config = (
-        composed if composed is not None else hydra_context.config_loader.load_sweep_config(config, overrides)
-    )
     with open_dict(sweep_config):
         sweep_config.hydra.job.id = f"{sweep_config.hydra.job.name}_{num}"
         sweep_config.hydra.job.num = num
@@ -142,7 +137,8 @@ def execute(
 
 
 def run_numbered(launcher, jobs: list[tuple[int, Sequence[str]]], composed: dict[int, DictConfig]) -> list:
-    """Run ``(number, overrides)`` jobs on the joblib launcher's workers; JobReturns in the same order."""
+    """Run ``(number, overrides)`` jobs on the joblib launcher's workers, each on its ``composed`` config (the
+    sweeper composed every job's); JobReturns in the same order."""
     from hydra.core.singleton import Singleton
     from hydra.core.utils import setup_globals
     from joblib import Parallel, delayed
@@ -157,16 +153,7 @@ def run_numbered(launcher, jobs: list[tuple[int, Sequence[str]]], composed: dict
     state, environment = Singleton.get_state(), sweep_environment()
     return list(
         Parallel(**args)(
-            delayed(execute)(
-                num,
-                list(overrides),
-                composed.get(num),
-                environment,
-                launcher.hydra_context,
-                launcher.config,
-                launcher.task_function,
-                state,
-            )
-            for num, overrides in jobs
+            delayed(execute)(num, composed[num], environment, launcher.hydra_context, launcher.task_function, state)
+            for num, _ in jobs
         )
     )

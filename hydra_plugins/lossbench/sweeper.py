@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import math
 from collections.abc import Sequence
 from itertools import groupby
 from pathlib import Path
@@ -89,21 +88,14 @@ class SkippingLauncher:
     def skip_if_finished(self, cfg: DictConfig, overrides: Sequence[str]) -> JobReturn | None:
         """A ``skipped`` JobReturn (outcome written) when this job's config FINISHED before, else None."""
         from lossbench import sweep
-        from lossbench.store import KIND_TAG
-        from lossbench.train import OBJECTIVE
 
         if cfg.tracking.get("skip_finished") is False:
             return None
         key = (cfg.tracking.uri, cfg.tracking.experiment)
         if key not in self.finished:  # one question per store and batch, not one per job
             opened = sweep.opened() if self.batches == 1 else None  # the first batch: what open_sweep found
-            if opened is not None and tuple(opened["store"]) == key:
-                self.finished[key] = opened["finished"]
-            else:
-                self.finished[key] = {}
-                for run in tracker_of(cfg).runs(f"tags.`{KIND_TAG}` = 'train'", ["FINISHED"]):  # newest first
-                    found = [run.info.run_id, run.data.metrics.get(OBJECTIVE, math.nan)]
-                    self.finished[key].setdefault(run.data.tags.get("config_hash"), found)
+            same = opened is not None and tuple(opened["store"]) == key
+            self.finished[key] = opened["finished"] if same else sweep.finished_configs(tracker_of(cfg))
         if not self.finished[key] or (done := self.finished[key].get(task_hash(cfg))) is None:
             return None
         run_id, objective = done
