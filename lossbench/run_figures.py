@@ -57,7 +57,7 @@ class RunFigures:
 
         self.plots, self.folder, self.title = plots, Path(folder), title
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lossbench-figures")
-        self.logged = False  # set once logged after the job (finish_in_background)
+        self.logging: Future | None = None  # logging the figures after the job (finish_in_background)
         onset, selected = summary.get("summary/onset_epoch"), summary.get("summary/selected_epoch")
         self.futures: list[Future] = [
             self.pool.submit(
@@ -99,12 +99,9 @@ class RunFigures:
             for figure in figures:
                 tracker.log_artifact(run_id, figure, "figures")
             return
-        self.pool.submit(self._log_later, tracker, run_id)  # after both drawings: one thread, in order
+        self.logging = self.pool.submit(self._log_later, tracker, run_id)  # after both drawings: one thread, in order
         self.pool.shutdown(wait=False)
-        _pending[:] = [p for p in _pending if not p.done()] + [self]
-
-    def done(self) -> bool:
-        return self.logged
+        _pending[:] = [p for p in _pending if not p.logging.done()] + [self]
 
     def _log_later(self, tracker, run_id: str) -> None:
         try:
@@ -113,5 +110,3 @@ class RunFigures:
         except Exception as e:  # the run itself is recorded and FINISHED: say so on it, do not fail the worker
             log.warning("run %s: its figures were not recorded: %s: %s", run_id, type(e).__name__, e)
             tracker.set_tags(run_id, {FIGURES_ERROR_TAG: f"{type(e).__name__}: {e}"[:500]})
-        finally:
-            self.logged = True
