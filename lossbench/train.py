@@ -7,8 +7,6 @@ Everything that can be wrong with the input fails before a run is created.
 
 from __future__ import annotations
 
-import atexit
-import gc
 import logging
 import math
 import os
@@ -38,23 +36,23 @@ from lossbench.config import (
     without_name,
 )
 from lossbench.paths import conf_dir
+from lossbench.process import import_heavy  # before torch/Lightning/MLflow: its exit handler runs after theirs
 
 log = logging.getLogger("lossbench")
-
-
-def _leave_quickly() -> None:
-    """The process's last exit handler (registered first, so it runs after every library's own): skip the
-    interpreter's final full garbage collection over everything torch, Lightning and MLflow built (~2.5 s
-    per process here, for each run and each sweep worker) by freezing it, and keep the teardown quiet
-    (objects left to the OS make triton's bindings list "leaks" on stderr). The exit code is untouched."""
-    for stream in (sys.stdout, sys.stderr):
-        stream.flush()
-    gc.freeze()
-    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stderr.fileno())
-
-
-atexit.register(_leave_quickly)
 OBJECTIVE = "val/acc"  # what a sweep's job returns (Hydra sweepers optimise it)
+# What a job imports beyond Hydra: imported once per process by import_heavy (the collector paused), which
+# a sweep worker does before its first job (lossbench.workers).
+JOB_MODULES = (
+    "torch",
+    "pytorch_lightning",
+    "lossbench.callbacks",
+    "lossbench.console",
+    "lossbench.data",
+    "lossbench.losses",
+    "lossbench.module",
+    "lossbench.preflight",
+    "lossbench.store",
+)
 
 
 def run(cfg: DictConfig, extra_callbacks: list | None = None) -> float:
@@ -65,6 +63,7 @@ def run(cfg: DictConfig, extra_callbacks: list | None = None) -> float:
     """
     # 1. Check everything before anything is recorded; config errors answer before the heavy imports.
     validate(cfg)
+    import_heavy(*JOB_MODULES)
     import pytorch_lightning as pl
     import torch
 
@@ -82,6 +81,10 @@ def run(cfg: DictConfig, extra_callbacks: list | None = None) -> float:
     os.environ.pop("PYTORCH_NVML_BASED_CUDA_CHECK", None)
     torch.set_num_threads(cfg.threads or sweep.threads_per_job())
     check_fused(cfg.optimizer)
+    if cfg.analysis.figures:  # the drawing process imports matplotlib while the data load and the model trains
+        from lossbench import run_figures
+
+        run_figures.start_drawer()
     data = built("data", lambda: instantiate(cfg.data, shuffle_seed=cfg.seed))  # conf/data: lossbench.data.MNISTFamily
     splits = data.load()
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -336,7 +339,7 @@ def output_dir() -> str:
 
 
 def start_figures(cfg: DictConfig, history, summary):
-    """Start drawing the run's figures in a background thread (None when ``analysis.figures`` is false)."""
+    """Start drawing the run's figures in the drawing process (None when ``analysis.figures`` is false)."""
     if not cfg.analysis.figures:
         return None
     from lossbench.run_figures import RunFigures

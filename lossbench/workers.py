@@ -40,17 +40,15 @@ def joblib_args(launcher_options: dict[str, Any]) -> dict[str, Any]:
 
 
 def _warm(opener=None, args: tuple = ()) -> tuple[int, Any]:
-    """In a worker: import what every job imports (torch, Lightning, MLflow, matplotlib, lossbench's training
-    modules), then run ``opener(*args)`` if given; (pid, its answer)."""
-    import lossbench.callbacks
-    import lossbench.data
-    import lossbench.losses
-    import lossbench.module
-    import lossbench.plots
-    import lossbench.store
-    import lossbench.train  # noqa: F401
+    """In a worker: import what every job imports (torch, Lightning, MLflow, lossbench's training modules;
+    its drawing process imports matplotlib; the collector paused, then frozen: lossbench.process), then run ``opener(*args)`` if given;
+    (pid, its answer)."""
     from lossbench import run_figures
+    from lossbench.process import import_heavy
+    from lossbench.train import JOB_MODULES
 
+    import_heavy(*JOB_MODULES)
+    run_figures.start_drawer()
     run_figures.finish_in_background()  # a run's figures are logged while this worker's next job starts
     return os.getpid(), opener(*args) if opener is not None else None
 
@@ -99,7 +97,9 @@ def wait_for_warm_up() -> None:
 
 
 def _import_report_modules() -> None:
-    import lossbench.report  # noqa: F401  (MLflow, matplotlib, scipy: seconds the sweep's end no longer waits)
+    from lossbench.process import import_heavy
+
+    import_heavy("lossbench.report")  # MLflow, matplotlib, scipy: seconds the sweep's end no longer waits
 
 
 def sweep_environment() -> dict[str, str]:
