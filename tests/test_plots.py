@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.image import imread
 
 from lossbench import plots
@@ -114,14 +115,36 @@ def test_curve_grid_labels_the_epoch_axis_under_every_column(n: int, ncols: int)
 def test_epoch_axes_show_whole_epochs_only(epochs: int) -> None:
     """A one-epoch run read -0.04 ... 0.04 on its epoch axis; every epoch tick is a whole number in the data."""
     run = {"val/nll": [0.5 - 0.01 * e for e in range(epochs)], "train_eval/nll": [0.4] * epochs}
-    fig = plots.curve_grid_figure({"ce / adam": [run]})
+    fig = plots.curve_grid_figure({"ce / adam": [run], "mae / adam": [run]})  # two panels share the epoch axis
     fig.canvas.draw()
-    (ax,) = [ax for ax in fig.axes if ax.get_visible()]
-    lo, hi = ax.get_xlim()
-    ticks = [t for t in ax.get_xticks() if lo <= t <= hi]
-    assert ticks and all(t == int(t) for t in ticks), ticks
-    assert [t.get_text() for t in ax.get_xticklabels() if lo <= t.get_position()[0] <= hi] == [
-        str(int(t)) for t in ticks
-    ]
-    if epochs == 1:
-        assert ticks == [0]
+    shown = [ax for ax in fig.axes if ax.get_visible()]
+    assert len(shown) == 2
+    for ax in shown:
+        lo, hi = ax.get_xlim()
+        ticks = [t for t in ax.get_xticks() if lo <= t <= hi]
+        assert ticks and all(t == int(t) for t in ticks), ticks
+        assert [t.get_text() for t in ax.get_xticklabels() if lo <= t.get_position()[0] <= hi] == [
+            str(int(t)) for t in ticks
+        ]
+        if epochs == 1:
+            assert ticks == [0]
+
+
+@pytest.mark.parametrize("n, ncols", [(1, 3), (2, 3), (10, 4), (7, 3)])
+def test_curve_grid_panels_do_not_overlap(n: int, ncols: int) -> None:
+    """Fixed margins (no layout engine): no panel's title, tick labels or axis label runs into another panel or
+    the figure's title, with wide tick labels (values in the thousands) and a one-epoch panel among them."""
+    big = {"val/nll": [1200.5, 950.25, 1800.75], "train_eval/nll": [1000.0, 800.0, 700.0]}
+    panels = {f"loss{i} / adam": [big if i % 2 else curves()] for i in range(n)}
+    fig = plots.curve_grid_figure(panels, ncols=ncols, title="val/nll and train_eval/nll per epoch")
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    boxes = [ax.get_tightbbox(renderer) for ax in fig.axes if ax.get_visible()]
+    title = fig._suptitle.get_window_extent(renderer)
+    width, height = canvas.get_width_height()
+    for i, box in enumerate(boxes):
+        assert box.x0 >= 0 and box.y0 >= 0 and box.x1 <= width and box.y1 <= height, f"panel {i} leaves the figure"
+        assert not box.overlaps(title), f"panel {i} runs into the figure's title"
+        for j, other in enumerate(boxes[i + 1 :], i + 1):
+            assert not box.overlaps(other), f"panels {i} and {j} overlap"
