@@ -39,16 +39,16 @@ def joblib_args(launcher_options: dict[str, Any]) -> dict[str, Any]:
     return args
 
 
-def _warm(opener=None, args: tuple = ()) -> tuple[int, Any]:
-    """In a worker: import what every job imports (torch, Lightning, MLflow, lossbench's training modules;
-    its drawing process imports matplotlib; the collector paused, then frozen: lossbench.process), then run ``opener(*args)`` if given;
-    (pid, its answer)."""
+def _warm(modules: tuple[str, ...], figures: bool, opener=None, args: tuple = ()) -> tuple[int, Any]:
+    """In a worker: import ``modules``, what every job imports (the collector paused, then frozen:
+    lossbench.process), start the drawing process when runs draw figures (it imports matplotlib), then run
+    ``opener(*args)`` if given; (pid, the opener's answer)."""
     from lossbench import run_figures
     from lossbench.process import import_heavy
-    from lossbench.train import JOB_MODULES
 
-    import_heavy(*JOB_MODULES)
-    run_figures.start_drawer()
+    import_heavy(*modules)
+    if figures:
+        run_figures.start_drawer()
     run_figures.finish_in_background()  # a run's figures are logged while this worker's next job starts
     return os.getpid(), opener(*args) if opener is not None else None
 
@@ -65,8 +65,11 @@ def warm_up(config: DictConfig, opener, args: tuple, on_opened) -> bool:
     def start() -> None:
         from joblib import Parallel, delayed
 
+        from lossbench.train import JOB_MODULES, store_modules
+
         n = parallel_args.get("n_jobs") or 1
-        tasks = [delayed(_warm)(opener, args)] + [delayed(_warm)() for _ in range(n - 1)]
+        setup = ((*JOB_MODULES, *store_modules(config.tracking.uri)), bool(config.analysis.figures))
+        tasks = [delayed(_warm)(*setup, opener, args)] + [delayed(_warm)(*setup) for _ in range(n - 1)]
         try:
             answers = Parallel(**parallel_args)(tasks)
         except Exception as e:  # opened again in this process by wait_for_warm_up, which then raises it plainly
