@@ -100,9 +100,11 @@ def wait_for_warm_up() -> None:
 
 
 def _import_report_modules() -> None:
+    from lossbench import run_figures
     from lossbench.process import import_heavy
 
     import_heavy("lossbench.report")  # MLflow, matplotlib, scipy: seconds the sweep's end no longer waits
+    run_figures.start_drawer()  # the report draws some of its figures there
 
 
 def sweep_environment() -> dict[str, str]:

@@ -1,13 +1,19 @@
-"""The report's figures, drawn into its folder by :mod:`lossbench.plots`, in the order of its tables."""
+"""The report's figures, drawn into its folder by :mod:`lossbench.plots`, in the order of its tables.
+
+The curve grid (the largest) is drawn here while this process's drawing process (lossbench.run_figures)
+draws the others: at a sweep's end the report is all that runs, and a second core would otherwise idle.
+"""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from concurrent.futures import Future
 from pathlib import Path
 
 from lossbench import plots
 from lossbench.report.aggregate import GroupRow
+from lossbench.run_figures import drawer
 
 
 def _epoch(value: float) -> int | None:
@@ -19,6 +25,7 @@ def write_figures(out: Path, rows: Sequence[GroupRow], noisy: bool) -> dict[str,
     figures: dict[str, str] = {}
     if not rows:
         return figures
+    drawn: dict[str, Future] = {}  # figure name -> the drawing process's answer (its path)
     marks = {
         row.label: [
             (_epoch(row.values[r.run_id]["selected_epoch"]), _epoch(row.values[r.run_id]["onset_epoch"]))
@@ -26,14 +33,7 @@ def write_figures(out: Path, rows: Sequence[GroupRow], noisy: bool) -> dict[str,
         ]
         for row in rows
     }
-    plots.curve_grid(
-        {row.label: [r.curves for r in row.runs] for row in rows},
-        out / "curves.png",
-        ncols=4 if len(rows) > 9 else 3,
-        title="val/nll and train_eval/nll per epoch",
-        marks=marks,
-    )
-    figures["curves"] = "curves.png"
+    figures["curves"] = "curves.png"  # drawn last, here
     for metric, scale, label in (
         ("gap_acc", 100.0, "train_eval/acc − val/acc (pp)"),
         ("gap_nll", 1.0, "val/nll − train_eval/nll"),
@@ -45,7 +45,8 @@ def write_figures(out: Path, rows: Sequence[GroupRow], noisy: bool) -> dict[str,
             }
             for row in rows
         }
-        plots.grouped_bars(
+        drawn[metric] = drawer().submit(
+            "grouped_bars",
             values,
             out / f"{metric}.png",
             ylabel=label,
@@ -69,13 +70,25 @@ def write_figures(out: Path, rows: Sequence[GroupRow], noisy: bool) -> dict[str,
             if rate > 0 and curves:
                 memorised.setdefault(f"label noise {rate}", {})[name] = curves
         if best:
-            plots.noise_chart(best, last, out / "noise.png", title="Test accuracy against label noise")
+            drawn["noise"] = drawer().submit(
+                "noise_chart", best, last, out / "noise.png", title="Test accuracy against label noise"
+            )
             figures["noise"] = "noise.png"
         if memorised:
-            plots.memorisation_curves(
+            drawn["memorisation"] = drawer().submit(
+                "memorisation_curves",
                 dict(sorted(memorised.items())),
                 out / "memorisation.png",
                 title="Memorised fraction of flipped training labels",
             )
             figures["memorisation"] = "memorisation.png"
+    plots.curve_grid(
+        {row.label: [r.curves for r in row.runs] for row in rows},
+        out / "curves.png",
+        ncols=4 if len(rows) > 9 else 3,
+        title="val/nll and train_eval/nll per epoch",
+        marks=marks,
+    )
+    for future in drawn.values():
+        future.result()  # a drawing error is raised here
     return figures
