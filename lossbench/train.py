@@ -40,8 +40,8 @@ from lossbench.process import import_heavy  # before torch/Lightning/MLflow: its
 
 log = logging.getLogger("lossbench")
 OBJECTIVE = "val/acc"  # what a sweep's job returns (Hydra sweepers optimise it)
-# What a job imports beyond Hydra, with store_modules(): imported once per process by import_heavy (the
-# collector paused), which a sweep worker does before its first job (lossbench.workers).
+# What a job imports beyond Hydra (with its store's modules: job_modules), once per process, by import_heavy
+# (the collector paused); a sweep worker does it before its first job (lossbench.workers).
 JOB_MODULES = (
     "torch",
     "pytorch_lightning",
@@ -51,14 +51,15 @@ JOB_MODULES = (
     "lossbench.losses",
     "lossbench.module",
     "lossbench.preflight",
+    "lossbench.store",
 )
 
 
-def store_modules(tracking_uri: str) -> tuple[str, ...]:
-    """lossbench.store and the MLflow store module that a client of ``tracking_uri`` imports on connecting
+def job_modules(tracking_uri: str) -> tuple[str, ...]:
+    """:data:`JOB_MODULES` and the MLflow store module that a client of ``tracking_uri`` imports on connecting
     (SQLAlchemy's for a database, ~1.5 s of imports; the REST client's for a server)."""
     remote = str(tracking_uri).startswith(("http://", "https://"))
-    return ("lossbench.store", "mlflow.store.tracking." + ("rest_store" if remote else "sqlalchemy_store"))
+    return (*JOB_MODULES, "mlflow.store.tracking." + ("rest_store" if remote else "sqlalchemy_store"))
 
 
 def run(cfg: DictConfig, extra_callbacks: list | None = None) -> float:
@@ -69,7 +70,7 @@ def run(cfg: DictConfig, extra_callbacks: list | None = None) -> float:
     """
     # 1. Check everything before anything is recorded; config errors answer before the heavy imports.
     validate(cfg)
-    import_heavy(*JOB_MODULES, *store_modules(cfg.tracking.uri))
+    import_heavy(*job_modules(cfg.tracking.uri))
     import pytorch_lightning as pl
     import torch
 

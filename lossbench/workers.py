@@ -65,10 +65,10 @@ def warm_up(config: DictConfig, opener, args: tuple, on_opened) -> bool:
     def start() -> None:
         from joblib import Parallel, delayed
 
-        from lossbench.train import JOB_MODULES, store_modules
+        from lossbench.train import job_modules
 
         n = parallel_args.get("n_jobs") or 1
-        setup = ((*JOB_MODULES, *store_modules(config.tracking.uri)), bool(config.analysis.figures))
+        setup = (job_modules(config.tracking.uri), bool(config.analysis.figures))
         tasks = [delayed(_warm)(*setup, opener, args)] + [delayed(_warm)(*setup) for _ in range(n - 1)]
         try:
             answers = Parallel(**parallel_args)(tasks)

@@ -94,3 +94,17 @@ def test_import_heavy_restores_the_collector_when_an_import_fails() -> None:
     with pytest.raises(ModuleNotFoundError):
         import_heavy("lossbench_no_such_module")
     assert gc.isenabled()
+
+
+@pytest.mark.parametrize("uri", ["sqlite:///runs.db", "postgresql://u@localhost/db", "http://127.0.0.1:5000"])
+def test_every_module_a_job_imports_first_exists(uri: str) -> None:
+    """import_heavy(*job_modules(uri)) runs before every job: a module renamed by a library upgrade would stop
+    every run, so each named module must import (the store's one matches the URI's kind)."""
+    import importlib
+
+    from lossbench.train import job_modules
+
+    modules = job_modules(uri)
+    assert modules[-1].endswith("rest_store" if uri.startswith("http") else "sqlalchemy_store")
+    for module in modules:
+        importlib.import_module(module)
