@@ -35,7 +35,8 @@ class ConfigError(LossbenchError, ValueError):
 # that differ only here are the same experiment (the same config hash; the report groups them together).
 # The data's and the trainer's _target_ name the code that builds them (like lossbench's own version); the
 # data and the training they build are in the other keys. (optimizer/scheduler/model.net _target_ name
-# what is trained: those stay in the identity.)
+# what is trained: those stay in the identity.) data.batches_per_step only groups the same mini-batches and
+# optimizer steps into fewer Lightning steps (tests/test_train.py: every evaluation bit-identical).
 OPERATIONAL_KEYS = (
     "tracking",
     "resume",
@@ -47,17 +48,20 @@ OPERATIONAL_KEYS = (
     "data._target_",
     "data.root",
     "data.download",
+    "data.batches_per_step",
     "trainer._target_",
     "trainer.accelerator",
     "trainer.devices",
     "trainer.enable_progress_bar",
     "trainer.enable_model_summary",
 )
-CONFIG_HASH_VERSION = "3"
+CONFIG_HASH_VERSION = "4"
 """Tagged on every run as ``config_hash_version``; runs are matched (skipped, resumed) by ``config_hash`` alone.
 Version 1 also hashed ``analysis.*``, ``trainer.accelerator`` and ``trainer.devices``: none of its runs match.
 Version 2 hashed "no scheduler" as ``scheduler.name=none``, version 3 as ``scheduler: null``: its runs without a
-scheduler do not match; its runs with one (cosine, step, plateau) keep their hash and still match."""
+scheduler do not match; its runs with one (cosine, step, plateau) keep their hash and still match. Version 4 no
+longer hashes ``data.batches_per_step`` (operational: how many mini-batches one Lightning step carries): no
+version-3 run matches."""
 
 
 def is_operational(key: str) -> bool:
