@@ -117,11 +117,6 @@ def drawer() -> Drawer:
     return _drawer[0]
 
 
-def start_drawer() -> None:
-    """Start the drawing process now, so that its imports (matplotlib) overlap training rather than follow it."""
-    drawer()
-
-
 def _serve() -> None:
     """The drawing process: answer each pickled ``(function, args, kwargs)`` from stdin on stdout, until EOF."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the process group: the run decides what happens
@@ -151,7 +146,7 @@ class RunFigures:
         self.futures: list[Future] = [
             drawer().submit(
                 "learning_curves",
-                {k: list(v) for k, v in history.items()},
+                history,
                 self.folder / "learning_curves.png",
                 title=title,
                 onset_epoch=None if onset is None else int(onset),
@@ -169,7 +164,7 @@ class RunFigures:
                     "confusion_matrix",
                     matrix.numpy(),
                     self.folder / "confusion_matrix.png",
-                    class_names=None if class_names is None else list(class_names),
+                    class_names=class_names,
                     title=f"{self.title} — test, selected checkpoint",
                 )
             )

@@ -88,10 +88,10 @@ def run(cfg: DictConfig, extra_callbacks: list | None = None) -> float:
     os.environ.pop("PYTORCH_NVML_BASED_CUDA_CHECK", None)
     torch.set_num_threads(cfg.threads or sweep.threads_per_job())
     check_fused(cfg.optimizer)
-    if cfg.analysis.figures:  # the drawing process imports matplotlib while the data load and the model trains
+    if cfg.analysis.figures:  # started now, the drawing process imports matplotlib while the model trains
         from lossbench import run_figures
 
-        run_figures.start_drawer()
+        run_figures.drawer()
     data = built("data", lambda: instantiate(cfg.data, shuffle_seed=cfg.seed))  # conf/data: lossbench.data.MNISTFamily
     splits = data.load()
     pl.seed_everything(cfg.seed, workers=True, verbose=False)

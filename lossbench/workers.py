@@ -48,7 +48,7 @@ def _warm(modules: tuple[str, ...], figures: bool, opener=None, args: tuple = ()
 
     import_heavy(*modules)
     if figures:
-        run_figures.start_drawer()
+        run_figures.drawer()  # started now: it imports matplotlib before the first job's figures
     run_figures.finish_in_background()  # a run's figures are logged while this worker's next job starts
     return os.getpid(), opener(*args) if opener is not None else None
 
@@ -104,7 +104,7 @@ def _import_report_modules() -> None:
     from lossbench.process import import_heavy
 
     import_heavy("lossbench.report")  # MLflow, matplotlib, scipy: seconds the sweep's end no longer waits
-    run_figures.start_drawer()  # the report draws some of its figures there
+    run_figures.drawer()  # started now: the report draws some of its figures there
 
 
 def sweep_environment() -> dict[str, str]:
