@@ -17,6 +17,7 @@ returned, while the worker's next job starts; :func:`finish_pending` waits for i
 from __future__ import annotations
 
 import logging
+import os
 import pickle
 import signal
 import subprocess
@@ -66,9 +67,9 @@ class Drawer:
     order; each call answers a Future. A fresh interpreter: no fork of a process holding torch's threads, and
     no re-run of the caller's ``__main__`` as multiprocessing's spawn would do."""
 
-    def __init__(self):
+    def __init__(self, command: list[str] | None = None):  # command: the tests' stand-in for this module
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "lossbench.run_figures"], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+            command or [sys.executable, "-m", "lossbench.run_figures"], stdin=subprocess.PIPE, stdout=subprocess.PIPE
         )
         self.lock = threading.Lock()
         self.waiting: deque[Future] = deque()
@@ -94,7 +95,7 @@ class Drawer:
         while True:
             try:
                 ok, value = pickle.load(self.process.stdout)
-            except Exception:  # EOF: the process ended (killed, or its parent is exiting)
+            except Exception:  # EOF (the process ended), or an unreadable answer: nothing more can be trusted
                 break
             with self.lock:
                 future = self.waiting.popleft()
@@ -102,6 +103,8 @@ class Drawer:
                 future.set_result(value)
             else:
                 future.set_exception(value)
+        if self.alive():
+            self.process.kill()
         code = self.process.wait()
         with self.lock:
             for future in self.waiting:
@@ -120,8 +123,9 @@ def drawer() -> Drawer:
 def _serve() -> None:
     """The drawing process: answer each pickled ``(function, args, kwargs)`` from stdin on stdout, until EOF."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the process group: the run decides what happens
-    requests, answers = sys.stdin.buffer, sys.stdout.buffer
-    sys.stdout = sys.stderr  # a print in a library must not corrupt the answers
+    requests, answers = sys.stdin.buffer, os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)  # whatever a library prints to stdout, in Python or C, goes to stderr, not into the answers
+    sys.stdout = sys.stderr
     from lossbench import plots
 
     while True:

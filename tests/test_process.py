@@ -108,3 +108,25 @@ def test_every_module_a_job_imports_first_exists(uri: str) -> None:
     assert modules[-1].endswith("rest_store" if uri.startswith("http") else "sqlalchemy_store")
     for module in modules:
         importlib.import_module(module)
+
+
+def test_the_drawing_process_keeps_its_answers_apart_from_what_libraries_print(tmp_path: Path, capfd) -> None:
+    """A C library writing to file descriptor 1 would corrupt the pickled answers and leave the run waiting:
+    the drawing process sends whatever is printed, from Python or C, to stderr."""
+    script = (
+        "import os, runpy\n"
+        "import lossbench.plots as plots\n"
+        "def noisy(path):\n"
+        "    os.write(1, b'written by C code\\n')\n"
+        "    print('printed by Python', flush=True)\n"
+        "    return path\n"
+        "plots.noisy = noisy\n"
+        "runpy.run_module('lossbench.run_figures', run_name='__main__')\n"
+    )
+    drawer = run_figures.Drawer([sys.executable, "-c", script])
+    assert drawer.submit("noisy", tmp_path / "a.png").result(timeout=60) == tmp_path / "a.png"
+    assert drawer.submit("noisy", tmp_path / "b.png").result(timeout=60) == tmp_path / "b.png"
+    drawer.process.stdin.close()
+    drawer.process.wait(timeout=30)
+    printed = capfd.readouterr().err
+    assert printed.count("written by C code") == 2 and printed.count("printed by Python") == 2
