@@ -11,61 +11,15 @@ import io
 import json
 import logging
 import os
-import shlex
 import statistics
-import subprocess
 import sys
-import time
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from benchmarks.epochs import child
-from benchmarks.settings import REPO, Settings
-
-
-@dataclass
-class Child:
-    rc: int
-    started: float  # time.time() just before the process was spawned
-    wall_s: float
-    max_rss_mb: float
-    log: Path
-
-
-def child_env(tmp: Path) -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
-    env["TMPDIR"] = str(tmp)  # run()'s scratch output folder lands in the benchmark's temp dir
-    return env
-
-
-def spawn(cmd: list[str], log: Path, env: dict[str, str], cwd: Path) -> Child:
-    """Run a command to completion; its own peak RSS (wait4), wall time and output (into ``log``)."""
-    with open(log, "ab") as out:
-        out.write(f"$ {shlex.join(cmd)}\n".encode())
-        out.flush()
-        started, t0 = time.time(), time.perf_counter()
-        process = subprocess.Popen(
-            cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, cwd=cwd
-        )
-        try:
-            _, status, usage = os.wait4(process.pid, 0)
-        except BaseException:
-            process.kill()
-            process.wait()
-            raise
-        wall = time.perf_counter() - t0
-    process.returncode = os.waitstatus_to_exitcode(status)
-    return Child(process.returncode, started, wall, usage.ru_maxrss / 1024, log)
-
-
-def tail(path: Path, lines: int = 15) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return ""
+from benchmarks.settings import Settings
+from benchmarks.spawn import child_env, spawn, tail
 
 
 @contextlib.contextmanager

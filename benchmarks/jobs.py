@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.children import child_env, spawn, tail
 from benchmarks.first_step import FIRST_STEP_ENV
 from benchmarks.settings import (
     BARE_IMPORT,
@@ -24,6 +23,7 @@ from benchmarks.settings import (
     SWEEP_TARGET,
     Settings,
 )
+from benchmarks.spawn import child_env, spawn, tail
 from lossbench.paths import compose
 
 

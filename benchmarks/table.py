@@ -16,7 +16,7 @@ from benchmarks.settings import (
     STARTUP_TARGET,
     SWEEP_TARGET,
 )
-from lossbench.sweep import available_cores
+from lossbench.job import available_cores
 
 
 def ratios(variants: list[dict[str, Any]], smoke: bool) -> list[dict[str, Any]]:

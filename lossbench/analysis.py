@@ -35,34 +35,19 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from lossbench.names import (
+    SUMMARY_FIGURES,
+    SUMMARY_PREFIX,
+    TEST_ACC,
+    TEST_LAST_ACC,
+    TRAIN_EVAL_ACC,
+    TRAIN_EVAL_NLL,
+    VAL_ACC,
+    VAL_NLL,
+)
+
 Curves = Mapping[str, Sequence[float]]
 """Metric name -> per-epoch values (index = epoch, ``NaN`` where missing)."""
-
-VAL_NLL = "val/nll"
-VAL_ACC = "val/acc"
-TRAIN_EVAL_NLL = "train_eval/nll"
-TRAIN_EVAL_ACC = "train_eval/acc"
-TEST_ACC = "test/acc"
-TEST_LAST_ACC = "test_last/acc"
-
-SUMMARY_KEYS: tuple[str, ...] = (
-    "summary/epochs",
-    "summary/selected_epoch",
-    "summary/best_epoch_nll",
-    "summary/best_epoch_acc",
-    "summary/best_val_nll",
-    "summary/best_val_acc",
-    "summary/gap_acc_selected",
-    "summary/gap_nll_selected",
-    "summary/gap_acc_last",
-    "summary/gap_nll_last",
-    "summary/val_nll_rise",
-    "summary/train_nll_change",
-    "summary/has_onset",
-    "summary/onset_epoch",
-    "summary/drift",
-)
-"""Every key :func:`summarize` can return, in a stable order."""
 
 
 @dataclass(frozen=True)
@@ -298,18 +283,19 @@ def judge(curves: Curves, rule: Rule = Rule()) -> Verdict:
     return Verdict("stable", None, nll, acc, last, gap, text + (f" ({gap_text})" if gap_text else ""))
 
 
-def summarize(curves: Curves, rule: Rule = Rule(), monitor: str = VAL_ACC, mode: str = "max") -> dict[str, float]:
-    """The verdict's figures as MLflow-ready metrics (all finite; undefined ones are left out).
+def summary_figures(curves: Curves, rule: Rule = Rule(), monitor: str = VAL_ACC, mode: str = "max") -> dict[str, float]:
+    """The verdict's figures by their short names (:data:`~lossbench.names.SUMMARY_FIGURES`), all finite;
+    undefined ones are left out.
 
-    - ``summary/epochs``: epochs with a validation result; ``summary/selected_epoch``: the epoch whose
-      checkpoint is tested as ``test/*`` (best ``monitor``, ties to the earlier epoch)
-    - ``summary/best_epoch_nll``, ``summary/best_val_nll``, ``summary/best_epoch_acc``,
-      ``summary/best_val_acc``: raw (unsmoothed) best epochs and values of ``val/nll`` and ``val/acc``
-    - ``summary/gap_{acc,nll}_{selected,last}``: :func:`generalisation_gap` at the selected and last epoch
-    - ``summary/val_nll_rise``: relative rise of smoothed validation NLL from its minimum to the end;
-      ``summary/train_nll_change``: relative change of train_eval NLL over the same epochs
-    - ``summary/has_onset`` (always present), ``summary/onset_epoch`` (only when overfitting),
-      ``summary/drift`` (1.0 when NLL drifts with train)
+    - ``epochs``: epochs with a validation result; ``selected_epoch``: the epoch whose checkpoint is tested as
+      ``test/*`` (best ``monitor``, ties to the earlier epoch)
+    - ``best_epoch_nll``, ``best_val_nll``, ``best_epoch_acc``, ``best_val_acc``: raw (unsmoothed) best epochs
+      and values of ``val/nll`` and ``val/acc``
+    - ``gap_{acc,nll}_{selected,last}``: :func:`generalisation_gap` at the selected and last epoch
+    - ``val_nll_rise``: relative rise of smoothed validation NLL from its minimum to the end;
+      ``train_nll_change``: relative change of train_eval NLL over the same epochs
+    - ``has_onset`` (always present), ``onset_epoch`` (only when overfitting), ``drift`` (1.0 when NLL drifts
+      with train)
     """
     out: dict[str, float] = {}
 
@@ -318,26 +304,31 @@ def summarize(curves: Curves, rule: Rule = Rule(), monitor: str = VAL_ACC, mode:
             out[key] = float(value)  # type: ignore[arg-type]
 
     last = last_epoch(curves)
-    out["summary/epochs"] = float(last + 1) if last is not None else 0.0
+    out["epochs"] = float(last + 1) if last is not None else 0.0
     selected = best_epoch(curves, monitor, mode)
-    put("summary/selected_epoch", selected)
+    put("selected_epoch", selected)
     for metric, how, name in ((VAL_NLL, "min", "nll"), (VAL_ACC, "max", "acc")):
         epoch = best_epoch(curves, metric, how)
-        put(f"summary/best_epoch_{name}", epoch)
-        put(f"summary/best_val_{name}", value_at(curves, metric, epoch))
+        put(f"best_epoch_{name}", epoch)
+        put(f"best_val_{name}", value_at(curves, metric, epoch))
     for where, epoch in (("selected", selected), ("last", last)):
         gap = generalisation_gap(curves, epoch)
-        put(f"summary/gap_acc_{where}", gap.acc)
-        put(f"summary/gap_nll_{where}", gap.nll)
+        put(f"gap_acc_{where}", gap.acc)
+        put(f"gap_nll_{where}", gap.nll)
     verdict = judge(curves, rule)
     if verdict.nll is not None and verdict.nll.val_best > 0:
-        put("summary/val_nll_rise", verdict.nll.val_change / verdict.nll.val_best)
+        put("val_nll_rise", verdict.nll.val_change / verdict.nll.val_best)
         if verdict.nll.train_at_best > 0:
-            put("summary/train_nll_change", verdict.nll.train_change / verdict.nll.train_at_best)
-    out["summary/has_onset"] = 0.0 if verdict.onset_epoch is None else 1.0
-    put("summary/onset_epoch", verdict.onset_epoch)
-    out["summary/drift"] = 1.0 if verdict.kind == "drift" else 0.0
-    return {key: out[key] for key in SUMMARY_KEYS if key in out}
+            put("train_nll_change", verdict.nll.train_change / verdict.nll.train_at_best)
+    out["has_onset"] = 0.0 if verdict.onset_epoch is None else 1.0
+    put("onset_epoch", verdict.onset_epoch)
+    out["drift"] = 1.0 if verdict.kind == "drift" else 0.0
+    return {name: out[name] for name in SUMMARY_FIGURES if name in out}
+
+
+def summarize(curves: Curves, rule: Rule = Rule(), monitor: str = VAL_ACC, mode: str = "max") -> dict[str, float]:
+    """:func:`summary_figures` as MLflow-ready metrics, ``summary/<figure>``."""
+    return {SUMMARY_PREFIX + name: value for name, value in summary_figures(curves, rule, monitor, mode).items()}
 
 
 def memorisation_drop(metrics: Mapping[str, float]) -> float | None:

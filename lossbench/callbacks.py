@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 import pytorch_lightning as pl
+import torch
 from mlflow.entities import Metric
 
 from lossbench.store import Tracker, deferred_interrupts
@@ -39,8 +40,6 @@ class EpochLogger(pl.Callback):
 
     def _epochs_on_disk(self) -> int:
         try:
-            import torch
-
             return len(
                 torch.load(self.last_checkpoint, map_location="cpu", weights_only=True).get("lossbench_history", [])
             )

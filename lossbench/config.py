@@ -18,18 +18,8 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from lossbench.metric_names import MONITORABLE
-
-
-class LossbenchError(Exception):
-    """An error reported as one line, with no traceback: 2 for bad input, 1 for a run that failed."""
-
-    exit_code = 2
-
-
-class ConfigError(LossbenchError, ValueError):
-    """A config value that lossbench cannot train with."""
-
+from lossbench.errors import ConfigError, first_line
+from lossbench.names import MONITORABLE
 
 # Keys that say where or how a run is recorded, executed or judged, not what is trained: two configs
 # that differ only here are the same experiment (the same config hash; the report groups them together).
@@ -103,6 +93,13 @@ def _betas(v: Any) -> bool:
     return (OmegaConf.is_list(v) or isinstance(v, (list, tuple))) and len(v) == 2 and all(_probability(b) for b in v)
 
 
+def _widths(v: Any) -> bool:
+    """Layer widths: a whole number >= 1, or a list of them (an MLP's hidden layers, a CNN's channels)."""
+    if OmegaConf.is_list(v) or isinstance(v, (list, tuple)):
+        return all(_positive_int(w) for w in v)
+    return _positive_int(v)
+
+
 SEED_MAX = 2**32 - 1  # what Lightning's seed_everything (numpy's seed) accepts: 0 .. 2^32 - 1
 
 
@@ -153,6 +150,8 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("scheduler.factor", lambda v: _is_number(v) and 0 < v < 1, "a number in (0, 1)"),
     ("scheduler.patience", lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
     ("model.net.dropout", _probability, "a probability in [0, 1)"),
+    ("model.net.hidden", _widths, "a width >= 1 or a list of widths >= 1 (a layer of width 0 has nothing to learn)"),
+    ("model.net.channels", _widths, "a list of channel counts >= 1"),
     ("loss.input", lambda v: v in LOSS_INPUTS, "one of " + ", ".join(LOSS_INPUTS)),
     ("loss.target", lambda v: v in LOSS_TARGETS, "one of " + ", ".join(LOSS_TARGETS)),
     ("checkpoint.monitor", lambda v: v in MONITORABLE, "one of " + ", ".join(MONITORABLE)),
@@ -176,9 +175,7 @@ def validate(cfg: DictConfig) -> None:
     try:
         tree = resolved(cfg)
     except OmegaConfBaseException as e:  # an interpolation that points nowhere, e.g. optimizer.lr='${nope}'
-        raise ConfigError(
-            f"{e.full_key or 'config'}: {str(e).strip().splitlines()[0]} (fix it on the command line)"
-        ) from e
+        raise ConfigError(f"{e.full_key or 'config'}: {first_line(e)} (fix it on the command line)") from e
     problems = []
     for key, check, accepts in RULES:
         value = OmegaConf.select(cfg, key, default=_MISSING, throw_on_missing=False)

@@ -15,8 +15,10 @@ import pytorch_lightning as pl
 from pytorch_lightning.callbacks import TQDMProgressBar
 from tqdm import tqdm
 
+from lossbench.names import EPOCH_TIME, TRAIN_LOSS, VAL_ACC, VAL_LOSS, VAL_NLL
+
 log = logging.getLogger("lossbench")
-COLUMNS = ("train/loss", "val/loss", "val/acc", "val/nll")
+COLUMNS = (TRAIN_LOSS, VAL_LOSS, VAL_ACC, VAL_NLL)
 
 
 def epoch_line(record: dict[str, float], max_epochs: int | None = None) -> str:
@@ -26,7 +28,7 @@ def epoch_line(record: dict[str, float], max_epochs: int | None = None) -> str:
     for key in COLUMNS:
         value = record.get(key, math.nan)
         cells.append(f"{key} {value:.4f}")
-    cells.append(f"{record.get('time/epoch_s', math.nan):.1f} s")
+    cells.append(f"{record.get(EPOCH_TIME, math.nan):.1f} s")
     return "  ".join(cells)
 
 

@@ -20,7 +20,8 @@ import torch
 import torchvision.datasets
 from torch import Tensor
 
-from lossbench.config import ConfigError, LossbenchError
+from lossbench.errors import ConfigError, LossbenchError
+from lossbench.names import TRAIN_EVAL_PREFIX
 from lossbench.noise import corrupt_labels
 
 DATASETS = ("MNIST", "FashionMNIST", "KMNIST")
@@ -212,7 +213,7 @@ class MNISTFamily(pl.LightningDataModule):
         mean: float = 0.1307,
         std: float = 0.3081,
         batch_size: int = 64,
-        batches_per_step: int = 16,
+        batches_per_step: int = 64,
         eval_batch_size: int = 1000,
         val_size: int | float = 5000,
         train_size: int | None = None,
@@ -363,5 +364,5 @@ class MNISTFamily(pl.LightningDataModule):
             "train": len(s.train_y),
             "val": len(s.val_y),
             "test": len(s.test_y),
-            "train_eval": len(s.train_eval_idx),
+            TRAIN_EVAL_PREFIX: len(s.train_eval_idx),
         }

@@ -14,6 +14,10 @@ import logging
 import os
 from pathlib import Path
 
+from hydra.core.hydra_config import HydraConfig
+
+from lossbench import job
+
 log = logging.getLogger("lossbench")
 
 _held: list = []  # the open lock file of this process's slot, while its job runs
@@ -63,13 +67,9 @@ def release() -> None:
 
 def gpu_for_sweep_job(jobs_per_gpu: int) -> int | None:
     """This job's GPU when it is one of several parallel jobs on a machine with GPUs, else None (Lightning decides)."""
-    from hydra.core.hydra_config import HydraConfig
-
-    from lossbench.sweep import in_sweep
-
-    if not in_sweep() or "joblib" not in str(HydraConfig.get().launcher.get("_target_", "")).lower():
+    if job.sweep_launcher_kind() != "joblib":
         return None
-    import torch
+    import torch  # lossbench.train imports this module before it checks the config: torch only once a job runs
 
     n_gpus = torch.cuda.device_count()
     if n_gpus == 0:

@@ -3,7 +3,7 @@
 ``conf/hydra/launcher/parallel.yaml`` (the default launcher of ``python -m lossbench.train -m``) is
 Hydra's joblib launcher with ``n_jobs`` set by :func:`parallel_jobs`, from the ``launch`` keys of
 ``conf/config.yaml``. The rule: never more jobs than cores (each job then runs
-``cores // n_jobs`` torch threads, see :func:`lossbench.sweep.threads_per_job`), never more than the
+``cores // n_jobs`` torch threads, see :func:`lossbench.job.threads_per_job`), never more than the
 available memory holds at ``launch.job_memory_gb`` per job, and on a GPU run
 ``launch.jobs_per_gpu`` jobs per visible GPU. ``hydra/launcher=basic`` runs jobs one at a time;
 the Slurm launchers never read this.
@@ -20,7 +20,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from lossbench.sweep import available_cores
+from lossbench.job import available_cores
 
 RESOLVER = "lossbench.parallel_jobs"
 CHOSEN_ENV = "LOSSBENCH_PARALLEL_JOBS"
@@ -75,6 +75,10 @@ def parallel_jobs(accelerator: str, job_memory_gb: float, jobs_per_gpu: int, max
 
 
 def register() -> None:
-    """Make ``${lossbench.parallel_jobs:...}`` known to OmegaConf (idempotent; done on ``import lossbench``)."""
+    """Make ``${lossbench.parallel_jobs:...}`` known to OmegaConf (idempotent). Done when this module is imported:
+    by lossbench.train (every process that runs a job or a sweep) and lossbench.paths.compose."""
     if not OmegaConf.has_resolver(RESOLVER):
         OmegaConf.register_new_resolver(RESOLVER, parallel_jobs)
+
+
+register()

@@ -28,11 +28,14 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
 from lossbench.config import LOSS_INPUTS as INPUT_TRANSFORMS
 from lossbench.config import LOSS_TARGETS as TARGET_ENCODINGS
 from lossbench.config import check
+from lossbench.paths import conf_dir
 
 REDUCTIONS: tuple[str, ...] = ("none", "mean", "sum")
 LOSS_KEYS: tuple[str, ...] = ("name", "criterion", "input", "target", "smoothing")
@@ -131,9 +134,6 @@ def build_loss(loss_cfg, num_classes: int) -> ClassificationLoss:
     Keys: ``name``, ``criterion`` (``_target_`` + kwargs), ``input`` (default ``logits``), ``target``
     (default ``index``) and ``smoothing`` (default 0: ε of a label-smoothed one-hot target).
     """
-    from hydra.utils import instantiate
-    from omegaconf import DictConfig, OmegaConf
-
     if not isinstance(loss_cfg, DictConfig):
         loss_cfg = OmegaConf.create(loss_cfg)
     unknown = sorted(set(loss_cfg.keys()) - set(LOSS_KEYS))
@@ -206,7 +206,7 @@ class FocalLoss(_IndexLoss):
         - output: scalar; :math:`(N)` if ``reduction='none'``
     """
 
-    def __init__(self, gamma: float = 2.0, reduction: str = "mean"):
+    def __init__(self, gamma: float = 0.5, reduction: str = "mean"):
         super().__init__(reduction)
         if gamma < 0:
             raise ValueError(f"gamma={gamma!r} must be >= 0")
@@ -350,7 +350,7 @@ class SCELoss(_IndexLoss):
     """
 
     def __init__(
-        self, alpha: float = 0.1, beta: float = 1.0, log_zero: float = RELEASED_LOG_ZERO, reduction: str = "mean"
+        self, alpha: float = 0.01, beta: float = 1.0, log_zero: float = RELEASED_LOG_ZERO, reduction: str = "mean"
     ):
         super().__init__(reduction)
         self.alpha, self.beta = alpha, beta
@@ -407,7 +407,7 @@ class NCERCELoss(_IndexLoss):
     """
 
     def __init__(
-        self, alpha: float = 1.0, beta: float = 1.0, log_zero: float = RELEASED_LOG_ZERO, reduction: str = "mean"
+        self, alpha: float = 1.0, beta: float = 10.0, log_zero: float = RELEASED_LOG_ZERO, reduction: str = "mean"
     ):
         super().__init__(reduction)
         self.alpha, self.beta = alpha, beta
@@ -467,11 +467,7 @@ _FORMULA = re.compile(r"^#\s*formula:\s*(.+?)\s*$", re.MULTILINE)
 def loss_table(loss_dir: Path | None = None) -> list[dict[str, str]]:
     """One row per ``conf/loss/*.yaml``: name, formula (the header's ``# formula:`` line), input
     transform, target encoding, hyper-parameters (the criterion's kwargs, and ``smoothing``)."""
-    from omegaconf import OmegaConf
-
     if loss_dir is None:
-        from lossbench.paths import conf_dir
-
         loss_dir = conf_dir() / "loss"
     rows = []
     for path in sorted(loss_dir.glob("*.yaml")):

@@ -11,6 +11,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchmetrics.functional.classification import multiclass_calibration_error
 
+from lossbench.names import MEMORISATION
+
 ECE_BINS = 15
 
 
@@ -50,8 +52,9 @@ def memorisation(logits: Tensor, noisy: Tensor, true: Tensor) -> dict[str, Tenso
     def share(hits: Tensor, mask: Tensor) -> Tensor:
         return hits[mask].float().mean() if bool(mask.any()) else nan
 
+    memorised, flipped_true_acc, clean_acc = MEMORISATION
     return {
-        "memorised": share(pred == noisy, flipped),
-        "flipped_true_acc": share(pred == true, flipped),
-        "clean_acc": share(pred == noisy, ~flipped),
+        memorised: share(pred == noisy, flipped),
+        flipped_true_acc: share(pred == true, flipped),
+        clean_acc: share(pred == noisy, ~flipped),
     }

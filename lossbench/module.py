@@ -20,13 +20,23 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.plugins.precision import Precision
+from pytorch_lightning.strategies import SingleDeviceStrategy
+from pytorch_lightning.utilities.model_helpers import is_overridden
 from torch import Tensor, nn
 
-from lossbench.config import LossbenchError
-from lossbench.metric_names import EVAL_PREFIXES  # validation dataloader 0 and 1
+from lossbench.errors import LossbenchError
 from lossbench.metrics import confusion_matrix, memorisation, yardsticks
-
-PLATEAU_MONITOR = "val/nll"  # what ReduceLROnPlateau (scheduler=plateau) watches: a yardstick every loss shares
+from lossbench.names import (
+    EPOCH_TIME,
+    EVAL_PREFIXES,
+    LR,
+    PLATEAU_MONITOR,
+    TEST_PREFIX,
+    TRAIN_ACC,
+    TRAIN_EVAL_PREFIX,
+    TRAIN_LOSS,
+)
 
 
 class DivergenceError(LossbenchError):
@@ -125,12 +135,12 @@ class LossbenchModule(pl.LightningModule):
     def on_train_epoch_end(self) -> None:
         self._step_scheduler()
         train = torch.stack([self._loss_sum / self._seen, self._correct.float() / self._seen]).tolist()
-        record = {"epoch": self.current_epoch, "train/loss": train[0], "train/acc": train[1]}
+        record = {"epoch": self.current_epoch, TRAIN_LOSS: train[0], TRAIN_ACC: train[1]}
         record.update(self._epoch_eval)
-        record["lr"] = self._epoch_lr
-        record["time/epoch_s"] = time.perf_counter() - self._epoch_start
+        record[LR] = self._epoch_lr
+        record[EPOCH_TIME] = time.perf_counter() - self._epoch_start
         self.history.append(record)
-        self.log_dict({"train/loss": train[0], "train/acc": train[1]})
+        self.log_dict({TRAIN_LOSS: train[0], TRAIN_ACC: train[1]})
 
     def _step_scheduler(self) -> None:
         """Manual optimization steps schedulers itself: once per epoch, plateau ones on the validation yardstick."""
@@ -163,7 +173,7 @@ class LossbenchModule(pl.LightningModule):
         names, values = [], []
         for idx in sorted(self._eval_outputs):
             logits, target, results = self._results(idx)
-            if EVAL_PREFIXES[idx] == "train_eval" and self.train_eval_true is not None:
+            if EVAL_PREFIXES[idx] == TRAIN_EVAL_PREFIX and self.train_eval_true is not None:
                 results.update(memorisation(logits, target, self.train_eval_true.to(target.device)))
             for key, value in results.items():
                 names.append(f"{EVAL_PREFIXES[idx]}/{key}")
@@ -183,7 +193,7 @@ class LossbenchModule(pl.LightningModule):
         logits, target, results = self._results(0)
         self.test_confusion = confusion_matrix(logits, target, self.num_classes).cpu()  # of the weights just tested
         self._eval_outputs = {}
-        self.log_dict({f"test/{k}": v for k, v in results.items()})  # what trainer.test() returns
+        self.log_dict({f"{TEST_PREFIX}{k}": v for k, v in results.items()})  # what trainer.test() returns
 
     # ------------------------------------------------------------------ checkpoints carry the curves
 
@@ -209,10 +219,6 @@ def direct_steps(trainer: pl.Trainer) -> bool:
     the step in ``trainer.global_step``); mixed precision, other strategies or a hook that is overridden
     keep Lightning's path.
     """
-    from pytorch_lightning.plugins.precision import Precision
-    from pytorch_lightning.strategies import SingleDeviceStrategy
-    from pytorch_lightning.utilities.model_helpers import is_overridden
-
     if type(trainer.precision_plugin) is not Precision or type(trainer.strategy) is not SingleDeviceStrategy:
         return False
     hooked = [(cb, pl.Callback) for cb in trainer.callbacks] + [(trainer.lightning_module, pl.LightningModule)]

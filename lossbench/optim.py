@@ -14,7 +14,7 @@ import inspect
 from hydra.utils import get_class
 from omegaconf import DictConfig
 
-from lossbench.config import ConfigError
+from lossbench.errors import ConfigError
 
 
 def has_fused_kernel(target: str) -> bool:

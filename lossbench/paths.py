@@ -2,6 +2,11 @@
 
 from pathlib import Path
 
+from hydra import compose as hydra_compose
+from hydra import initialize_config_dir
+
+from lossbench import launch  # noqa: F401  (registers the resolver of conf/hydra/launcher/parallel.yaml)
+
 _PACKAGE = Path(__file__).resolve().parent
 
 
@@ -16,8 +21,5 @@ def conf_dir() -> Path:
 def compose(*overrides: str, hydra_config: bool = False):
     """The real config, composed as ``python -m lossbench.train`` would, without Hydra's runtime (tests, notebooks,
     the benchmark); ``hydra_config=True`` keeps the ``hydra`` node (sweeper params, launcher, mode)."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-
     with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
         return hydra_compose("config", overrides=list(overrides), return_hydra_config=hydra_config)

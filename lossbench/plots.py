@@ -20,28 +20,41 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from lossbench.analysis import Curves
+from lossbench.names import (
+    OBJECTIVE,
+    TRAIN_ACC,
+    TRAIN_EVAL_ACC,
+    TRAIN_EVAL_LOSS,
+    TRAIN_EVAL_NLL,
+    TRAIN_EVAL_PREFIX,
+    TRAIN_LOSS,
+    VAL_ACC,
+    VAL_LOSS,
+    VAL_NLL,
+    VAL_PREFIX,
+)
 
 DPI = 100
 PathLike = str | Path
 
 # (metric, legend label, line style) per learning-curve panel; colour = train / train_eval / val.
-_COLOURS = {"train": "tab:gray", "train_eval": "tab:blue", "val": "tab:orange"}
+_COLOURS = {"train": "tab:gray", TRAIN_EVAL_PREFIX: "tab:blue", VAL_PREFIX: "tab:orange"}
 _PANELS: tuple[tuple[str, tuple[tuple[str, str, str], ...]], ...] = (
     (
         "own loss",
         (
-            ("train/loss", "train (running mean)", ":"),
-            ("train_eval/loss", "train (eval mode)", "-"),
-            ("val/loss", "validation", "-"),
+            (TRAIN_LOSS, "train (running mean)", ":"),
+            (TRAIN_EVAL_LOSS, "train (eval mode)", "-"),
+            (VAL_LOSS, "validation", "-"),
         ),
     ),
-    ("NLL (cross-entropy of softmax)", (("train_eval/nll", "train (eval mode)", "-"), ("val/nll", "validation", "-"))),
+    ("NLL (cross-entropy of softmax)", ((TRAIN_EVAL_NLL, "train (eval mode)", "-"), (VAL_NLL, "validation", "-"))),
     (
         "accuracy",
         (
-            ("train/acc", "train (running mean)", ":"),
-            ("train_eval/acc", "train (eval mode)", "-"),
-            ("val/acc", "validation", "-"),
+            (TRAIN_ACC, "train (running mean)", ":"),
+            (TRAIN_EVAL_ACC, "train (eval mode)", "-"),
+            (VAL_ACC, "validation", "-"),
         ),
     ),
 )
@@ -86,7 +99,7 @@ def _mark_epochs(
     selected_epoch: int | None,
     onset_epoch: int | None,
     label: bool,
-    selected_by: str = "val/acc",
+    selected_by: str = OBJECTIVE,
     per_run: bool = False,
 ) -> None:
     """Vertical lines: the selected (best) epoch dotted green, the overfitting onset dashed red.
@@ -107,7 +120,7 @@ def learning_curves(
     title: str = "",
     onset_epoch: int | None = None,
     selected_epoch: int | None = None,
-    selected_by: str = "val/acc",
+    selected_by: str = OBJECTIVE,
 ) -> Path:
     """Three panels against epoch: the run's own loss, NLL, accuracy; train, train (eval mode), validation.
 
@@ -194,7 +207,7 @@ def confusion_matrix(
 def curve_grid(
     panels: Mapping[str, Sequence[Curves]],
     path: PathLike,
-    metrics: Sequence[str] = ("val/nll", "train_eval/nll"),
+    metrics: Sequence[str] = (VAL_NLL, TRAIN_EVAL_NLL),
     title: str = "",
     ncols: int = 3,
     marks: Mapping[str, Sequence[tuple[int | None, int | None]]] | None = None,
@@ -224,7 +237,7 @@ def _grid_margins(fig: Figure, rows: int, cols: int, title: str) -> None:
 
 def curve_grid_figure(
     panels: Mapping[str, Sequence[Curves]],
-    metrics: Sequence[str] = ("val/nll", "train_eval/nll"),
+    metrics: Sequence[str] = (VAL_NLL, TRAIN_EVAL_NLL),
     title: str = "",
     ncols: int = 3,
     marks: Mapping[str, Sequence[tuple[int | None, int | None]]] | None = None,

@@ -29,9 +29,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from lossbench.analysis import Curves
+from lossbench.names import FIGURES_ERROR_TAG, SUMMARY_ONSET_EPOCH, SUMMARY_SELECTED_EPOCH
 
 log = logging.getLogger("lossbench")
-FIGURES_ERROR_TAG = "lossbench.figures_error"
 _background: list[bool] = []  # non-empty in a process that finishes figures after its jobs return
 _pending: list[Future] = []  # figures being logged after their job returned
 _drawer: list[Drawer] = []  # this process's drawing process (lossbench.run_figures.Drawer)
@@ -126,7 +126,7 @@ def _serve() -> None:
     requests, answers = sys.stdin.buffer, os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # whatever a library prints to stdout, in Python or C, goes to stderr, not into the answers
     sys.stdout = sys.stderr
-    from lossbench import plots
+    from lossbench import plots  # matplotlib: only the drawing process imports it, never the training one
 
     while True:
         try:
@@ -146,7 +146,7 @@ class RunFigures:
 
     def __init__(self, folder: Path, title: str, history: Curves, summary: dict, selected_by: str):
         self.folder, self.title = Path(folder), title
-        onset, selected = summary.get("summary/onset_epoch"), summary.get("summary/selected_epoch")
+        onset, selected = summary.get(SUMMARY_ONSET_EPOCH), summary.get(SUMMARY_SELECTED_EPOCH)
         self.futures: list[Future] = [
             drawer().submit(
                 "learning_curves",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import fcntl
 import functools
 import os
+import re
 import signal
 import socket
 import threading
@@ -25,14 +26,45 @@ from typing import Any
 from mlflow.entities import Metric, Param, RunTag, ViewType
 from mlflow.tracking import MlflowClient
 
-from lossbench.config import LossbenchError, redact
+from lossbench.config import redact
+from lossbench.errors import LossbenchError, first_line
+from lossbench.names import (
+    CONFIG_HASH_TAG,
+    FAILURE_TAG,
+    HOST_TAG,
+    KIND_SWEEP,
+    KIND_TAG,
+    KIND_TRAIN,
+    PID_TAG,
+    SWEEP_TAG,
+    VAL_LOSS,
+)
 from lossbench.store_links import EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND
 
-FAILURE_TAG = "lossbench.failure"
-KIND_TAG = "lossbench.kind"
-CHECKPOINT_TAG = "lossbench.checkpoint_dir"
-SWEEP_TAG = "sweep_id"
 _BATCH = 100  # params per log_batch call (MLflow's limit is 100 params, 1000 metrics)
+
+
+def quoted(value: str) -> str:
+    """``value`` as a string literal of MLflow's search syntax."""
+    if "'" in value and '"' in value:
+        raise ValueError(f"cannot search MLflow for {value!r}: it holds both kinds of quote")
+    return f'"{value}"' if "'" in value else f"'{value}'"
+
+
+def tag_filter(kind: str | None = None, tags: Mapping[str, str] | None = None) -> str:
+    """The MLflow search filter for runs of one :data:`~lossbench.names.KIND_TAG` kind with these tag values."""
+    wanted = {**({KIND_TAG: kind} if kind is not None else {}), **(tags or {})}
+    return " and ".join(f"tags.{_identifier(name)} = {quoted(str(value))}" for name, value in wanted.items())
+
+
+def _identifier(name: str) -> str:
+    """A tag name as MLflow's search syntax reads it: in backticks when it holds more than letters, digits, ``_``."""
+    return name if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name) else f"`{name}`"
+
+
+def sweep_filter(sweep_id: str) -> str:
+    """The filter that finds a sweep's parent run (the run holding its report)."""
+    return tag_filter(KIND_SWEEP, {SWEEP_TAG: sweep_id})
 
 
 class TrackingError(LossbenchError):
@@ -177,9 +209,9 @@ class Tracker:
             raise
         except Exception as e:
             waited = time.monotonic() - started
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise TrackingError(
-                f"tracking store {redact('uri', uri)} is unreachable or unusable after {waited:.0f} s: {first[:300]}"
+                f"tracking store {redact('uri', uri)} is unreachable or unusable after {waited:.0f} s: "
+                f"{first_line(e) or type(e).__name__}"
             ) from e
         if found.lifecycle_stage == "deleted":
             raise TrackingError(
@@ -225,15 +257,15 @@ class Tracker:
         return found
 
     def runs_of_config(self, config_hash: str, statuses: Iterable[str] | None = None) -> list:
-        return self.runs(f"tags.config_hash = '{config_hash}' and tags.`{KIND_TAG}` = 'train'", statuses)
+        return self.runs(tag_filter(KIND_TRAIN, {CONFIG_HASH_TAG: config_hash}), statuses)
 
     def fail_stale_runs(self, config_hash: str) -> list[str]:
         """Mark RUNNING runs of this config whose process on this host is gone (SIGKILL, power loss) FAILED."""
         host, failed = socket.gethostname(), []
         for run in self.runs_of_config(config_hash, ["RUNNING"]):
             tags = run.data.tags
-            pid = int(tags.get("lossbench.pid", "0") or 0)
-            if tags.get("lossbench.host") == host and pid and not pid_alive(pid):
+            pid = int(tags.get(PID_TAG, "0") or 0)
+            if tags.get(HOST_TAG) == host and pid and not pid_alive(pid):
                 self.end(
                     run.info.run_id, "FAILED", f"stale: process {pid} on {host} died without ending the run (killed?)"
                 )
@@ -244,7 +276,7 @@ class Tracker:
 
     @_held
     def create_run(self, name: str, tags: Mapping[str, str], params: Mapping[str, Any]) -> str:
-        tags = {**tags, KIND_TAG: "train", "lossbench.host": socket.gethostname(), "lossbench.pid": str(os.getpid())}
+        tags = {**tags, KIND_TAG: KIND_TRAIN, HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())}
         run = self.client.create_run(self.experiment_id, run_name=name, tags={k: str(v) for k, v in tags.items()})
         self.log_params(run.info.run_id, params)
         return run.info.run_id
@@ -253,9 +285,7 @@ class Tracker:
     def reopen(self, run_id: str) -> None:
         """Continue an ended run (resume): RUNNING again, owned by this process."""
         self.client.update_run(run_id, status="RUNNING")
-        self.set_tags(
-            run_id, {"lossbench.host": socket.gethostname(), "lossbench.pid": str(os.getpid()), FAILURE_TAG: ""}
-        )
+        self.set_tags(run_id, {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid()), FAILURE_TAG: ""})
 
     @_held
     def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
@@ -275,7 +305,7 @@ class Tracker:
         for i in range(0, len(items), 1000):
             self.client.log_batch(run_id, metrics=items[i : i + 1000])
 
-    def logged_epochs(self, run_id: str, key: str = "val/loss") -> set[int]:
+    def logged_epochs(self, run_id: str, key: str = VAL_LOSS) -> set[int]:
         return {m.step for m in self.client.get_metric_history(run_id, key)}
 
     @_held

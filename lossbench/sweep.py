@@ -18,43 +18,27 @@ import os
 from pathlib import Path
 from typing import Any
 
-from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
-from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from lossbench import analysis
+from lossbench import analysis, job, store_links, workers
+from lossbench.errors import first_line
+from lossbench.names import (
+    CONFIG_HASH_TAG,
+    KIND_SWEEP,
+    KIND_TAG,
+    KIND_TRAIN,
+    OBJECTIVE,
+    SWEEP_OVERRIDES_TAG,
+    SWEEP_TAG,
+)
 
 log = logging.getLogger("lossbench")
-SWEEP_ID_ENV = "LOSSBENCH_SWEEP_ID"
-PARENT_RUN_ENV = "LOSSBENCH_SWEEP_PARENT_RUN"
-OUTCOME_FILE = "lossbench_outcome.json"
-
-
-def in_sweep() -> bool:
-    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
-
-
-def available_cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
-def threads_per_job() -> int:
-    """Torch threads for this job: cores / parallel jobs, so jobs x threads never exceeds the cores."""
-    cores = available_cores()
-    if not in_sweep():
-        return cores
-    launcher = HydraConfig.get().launcher
-    if "cpus_per_task" in launcher and launcher.cpus_per_task:  # submitit: what the scheduler gave us
-        return max(1, min(cores, int(launcher.cpus_per_task)))
-    n_jobs = launcher.get("n_jobs", 1) if "joblib" in str(launcher.get("_target_", "")).lower() else 1
-    n_jobs = cores if n_jobs is None or n_jobs < 1 else n_jobs
-    return max(1, cores // n_jobs)
 
 
 def sweep_id_of(config: DictConfig) -> str:
     """The sweep's identity: an explicit ``tracking.sweep_id``, else a hash of its command line and sweeper params."""
-    if config.tracking.get("sweep_id"):
+    if config.tracking.sweep_id:
         return str(config.tracking.sweep_id)
     params = config.hydra.sweeper.get("params")
     params = OmegaConf.to_container(params, resolve=False) if params is not None else {}
@@ -63,53 +47,6 @@ def sweep_id_of(config: DictConfig) -> str:
         sort_keys=True,
     )
     return hashlib.sha256(text.encode()).hexdigest()[:10]
-
-
-def tags() -> dict[str, str]:
-    """Tags tying a job's run to its sweep (empty outside a sweep)."""
-    if not in_sweep():
-        return {}
-    sweep_id = (
-        os.environ.get(SWEEP_ID_ENV)
-        or hashlib.sha256(str(Path(HydraConfig.get().sweep.dir).resolve()).encode()).hexdigest()[:10]
-    )
-    found = {"sweep_id": sweep_id, "sweep_job": str(HydraConfig.get().job.num)}
-    if os.environ.get(PARENT_RUN_ENV):
-        found["mlflow.parentRunId"] = os.environ[PARENT_RUN_ENV]
-    return found
-
-
-def record_outcome(status: str, run_id: str | None, objective: float | None, reason: str | None = None) -> None:
-    """Leave this job's outcome in its output folder, for the sweep's closing screen."""
-    if not in_sweep():
-        return
-    hc = HydraConfig.get()
-    write_outcome(Path(hc.runtime.output_dir), status, run_id, objective, reason, list(hc.overrides.task))
-
-
-def write_outcome(
-    job_dir: Path, status: str, run_id: str | None, objective: float | None, reason: str | None, overrides: list[str]
-) -> None:
-    """A job's outcome (finished, failed, killed or skipped) in its output folder ``job_dir``."""
-    outcome = {
-        "status": status,
-        "run_id": run_id,
-        "objective": objective,
-        "reason": reason,
-        "overrides": list(overrides),
-    }
-    Path(job_dir).mkdir(parents=True, exist_ok=True)
-    Path(job_dir, OUTCOME_FILE).write_text(json.dumps(outcome, default=str))
-
-
-def read_outcome(job_dir: Path) -> dict[str, Any] | None:
-    """The outcome a job left in ``job_dir``, or None when it left none (killed before it could)."""
-    path = Path(job_dir, OUTCOME_FILE)
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
-def read_outcomes(sweep_dir: Path) -> list[dict[str, Any]]:
-    return [json.loads(p.read_text()) for p in sorted(Path(sweep_dir).glob(f"*/{OUTCOME_FILE}"))]
 
 
 def summary_screen(
@@ -121,8 +58,6 @@ def summary_screen(
     parent_run_id: str | None = None,
 ) -> str:
     """The sweep's closing screen: counts, the best job, failures, and where to look at the runs and the report."""
-    from lossbench import store_links
-
     counts = {s: sum(o["status"] == s for o in outcomes) for s in ("finished", "failed", "killed", "skipped")}
     lines = [
         f"sweep {sweep_id}: {len(outcomes)} jobs — {counts['finished']} finished, {counts['failed']} failed, "
@@ -160,8 +95,7 @@ def summary_screen(
 def write_report(tracker, experiment: str, sweep_id: str, rule) -> None:
     """Build the sweep's report onto its parent run, and save its curves view (grouped NLL charts) in the
     experiment; a failure is a warning, never the sweep's outcome."""
-    from lossbench import store_links
-    from lossbench.report import build_report
+    from lossbench.report.build import build_report  # MLflow, matplotlib, scipy: imported while the jobs ran
 
     try:
         tag, state, _ = store_links.curves_view(sweep_id)
@@ -169,12 +103,11 @@ def write_report(tracker, experiment: str, sweep_id: str, rule) -> None:
         result = build_report(experiment, sweep_id=sweep_id, tracking_uri=tracker.uri, rule=rule, client=tracker.client)
         log.info("sweep %s: report %s, also on the sweep's parent run", sweep_id, result.html)
     except Exception as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         log.warning(
             "sweep %s: the report was not written (%s: %s); run the report command below",
             sweep_id,
             type(e).__name__,
-            first,
+            first_line(e),
         )
 
 
@@ -185,19 +118,19 @@ def open_sweep(uri: str, experiment: str, timeout_s: float, sweep_id: str, overr
     jobs' configs (lossbench.workers): ``uri`` (as resolved), ``experiment_id``, ``parent_id``, and
     ``finished``: {config hash: [newest FINISHED run id, its objective]}.
     """
-    from lossbench.store import KIND_TAG, Tracker
+    from lossbench.store import Tracker, sweep_filter  # MLflow: a single run instantiates this callback too
 
     tracker = Tracker.connect(uri, experiment, timeout_s)
-    parents = tracker.runs(f"tags.`{KIND_TAG}` = 'sweep' and tags.sweep_id = '{sweep_id}'")
+    parents = tracker.runs(sweep_filter(sweep_id))
     if parents:
         parent_id = parents[0].info.run_id
         tracker.reopen(parent_id)
     else:
         run = tracker.client.create_run(
-            tracker.experiment_id, run_name=f"sweep-{sweep_id}", tags={KIND_TAG: "sweep", "sweep_id": sweep_id}
+            tracker.experiment_id, run_name=f"sweep-{sweep_id}", tags={KIND_TAG: KIND_SWEEP, SWEEP_TAG: sweep_id}
         )
         parent_id = run.info.run_id
-        tracker.set_tags(parent_id, {"sweep_overrides": " ".join(overrides)})
+        tracker.set_tags(parent_id, {SWEEP_OVERRIDES_TAG: " ".join(overrides)})
     return {
         "store": [uri, experiment],
         "uri": tracker.uri,
@@ -209,12 +142,11 @@ def open_sweep(uri: str, experiment: str, timeout_s: float, sweep_id: str, overr
 
 def finished_configs(tracker) -> dict[str, list]:
     """{config hash: [its newest FINISHED run's id, that run's objective]} of the experiment's training runs."""
-    from lossbench.store import KIND_TAG
-    from lossbench.train import OBJECTIVE
+    from lossbench.store import tag_filter  # MLflow: a single run instantiates this callback too
 
     finished: dict[str, list] = {}
-    for r in tracker.runs(f"tags.`{KIND_TAG}` = 'train'", ["FINISHED"]):  # newest first
-        finished.setdefault(r.data.tags.get("config_hash"), [r.info.run_id, r.data.metrics.get(OBJECTIVE, math.nan)])
+    for r in tracker.runs(tag_filter(KIND_TRAIN), ["FINISHED"]):  # newest first
+        finished.setdefault(r.data.tags.get(CONFIG_HASH_TAG), [r.info.run_id, r.data.metrics.get(OBJECTIVE, math.nan)])
     return finished
 
 
@@ -225,14 +157,12 @@ def set_opened(opened: dict[str, Any]) -> None:
     """Adopt ``open_sweep``'s answer: jobs find the parent run and the store through the environment."""
     _opened.clear()
     _opened.update(opened)
-    os.environ[PARENT_RUN_ENV] = opened["parent_id"]
+    os.environ[job.PARENT_RUN_ENV] = opened["parent_id"]
     os.environ.setdefault("MLFLOW_TRACKING_URI", opened["uri"])  # jobs in other folders find the same store
 
 
 def opened() -> dict[str, Any] | None:
     """The sweep's store and parent run (waiting for a warm worker still opening them); None outside a sweep."""
-    from lossbench import workers
-
     workers.wait_for_warm_up()
     return dict(_opened) or None
 
@@ -241,10 +171,8 @@ class SweepCallback(Callback):
     """Hydra callback: prepare the store and the parent run before the jobs, summarise after them."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from lossbench import workers
-
         sweep_id = sweep_id_of(config)
-        os.environ[SWEEP_ID_ENV] = sweep_id
+        os.environ[job.SWEEP_ID_ENV] = sweep_id
         args = (
             config.tracking.uri,
             config.tracking.experiment,
@@ -258,10 +186,10 @@ class SweepCallback(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         """Print the sweep's screen; exit non-zero when a job failed or was killed (after every job has run)."""
-        from lossbench.store import Tracker
+        from lossbench.store import Tracker  # MLflow: a single run instantiates this callback too
 
-        sweep_id = os.environ.get(SWEEP_ID_ENV, "?")
-        outcomes = read_outcomes(Path(config.hydra.sweep.dir))
+        sweep_id = os.environ.get(job.SWEEP_ID_ENV, "?")
+        outcomes = job.read_outcomes(Path(config.hydra.sweep.dir))
         failed = sum(o["status"] == "failed" for o in outcomes)
         killed = sum(o["status"] == "killed" for o in outcomes)
         sweep = opened()

@@ -21,17 +21,21 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.singleton import Singleton
+from hydra.core.utils import run_job, setup_globals
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-log = logging.getLogger("lossbench")
+from lossbench import job, run_figures
+from lossbench.process import import_heavy
 
-JOBLIB_TARGET = "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"
+log = logging.getLogger("lossbench")
 _warming: dict[str, Any] = {}  # the warm-up thread and what it found (this process's one sweep)
 
 
 def joblib_args(launcher_options: dict[str, Any]) -> dict[str, Any]:
     """``joblib.Parallel`` keywords from the launcher's options, as hydra_joblib_launcher derives them (loky)."""
-    from hydra_plugins.hydra_joblib_launcher._core import process_joblib_cfg
+    from hydra_plugins.hydra_joblib_launcher._core import process_joblib_cfg  # joblib: a parallel sweep's process only
 
     args = {k: v for k, v in launcher_options.items() if k != "_target_"}
     args["backend"] = "loky"
@@ -43,9 +47,6 @@ def _warm(modules: tuple[str, ...], figures: bool, opener=None, args: tuple = ()
     """In a worker: import ``modules``, what every job imports (the collector paused, then frozen:
     lossbench.process), start the drawing process when runs draw figures (it imports matplotlib), then run
     ``opener(*args)`` if given; (pid, the opener's answer)."""
-    from lossbench import run_figures
-    from lossbench.process import import_heavy
-
     import_heavy(*modules)
     if figures:
         run_figures.drawer()  # started now: it imports matplotlib before the first job's figures
@@ -58,17 +59,15 @@ def warm_up(config: DictConfig, opener, args: tuple, on_opened) -> bool:
     runs ``opener(*args)``, whose answer goes to ``on_opened`` in this process. False (nothing started) for
     other launchers: the caller then opens the sweep itself."""
     launcher = config.hydra.launcher
-    if launcher.get("_target_") != JOBLIB_TARGET:
+    if job.launcher_kind(launcher) != "joblib":
         return False
     parallel_args = joblib_args(OmegaConf.to_container(launcher, resolve=True))
 
     def start() -> None:
-        from joblib import Parallel, delayed
-
-        from lossbench.train import job_modules
+        from joblib import Parallel, delayed  # joblib (loky): only a parallel sweep's own process needs it
 
         n = parallel_args.get("n_jobs") or 1
-        setup = (job_modules(config.tracking.uri), bool(config.analysis.figures))
+        setup = (job.job_modules(config.tracking.uri), bool(config.analysis.figures))
         tasks = [delayed(_warm)(*setup, opener, args)] + [delayed(_warm)(*setup) for _ in range(n - 1)]
         try:
             answers = Parallel(**parallel_args)(tasks)
@@ -100,10 +99,7 @@ def wait_for_warm_up() -> None:
 
 
 def _import_report_modules() -> None:
-    from lossbench import run_figures
-    from lossbench.process import import_heavy
-
-    import_heavy("lossbench.report")  # MLflow, matplotlib, scipy: seconds the sweep's end no longer waits
+    import_heavy("lossbench.report.build")  # MLflow, matplotlib, scipy: seconds the sweep's end no longer waits
     run_figures.drawer()  # started now: the report draws some of its figures there
 
 
@@ -121,10 +117,6 @@ def execute(
     singleton_state: dict,
 ):
     """hydra_joblib_launcher's ``execute_job``, with the job's config composed once, by the sweeper."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.core.singleton import Singleton
-    from hydra.core.utils import run_job, setup_globals
-
     os.environ.update(environment)
     setup_globals()
     Singleton.set_state(singleton_state)
@@ -144,9 +136,7 @@ def execute(
 def run_numbered(launcher, jobs: list[tuple[int, Sequence[str]]], composed: dict[int, DictConfig]) -> list:
     """Run ``(number, overrides)`` jobs on the joblib launcher's workers, each on its ``composed`` config (the
     sweeper composed every job's); JobReturns in the same order."""
-    from hydra.core.singleton import Singleton
-    from hydra.core.utils import setup_globals
-    from joblib import Parallel, delayed
+    from joblib import Parallel, delayed  # joblib (loky): only a parallel sweep's own process needs it
 
     setup_globals()
     Path(str(launcher.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)

@@ -14,6 +14,7 @@ import pytest
 
 from lossbench import analysis
 from lossbench.analysis import Rule
+from lossbench.names import SUMMARY_KEYS
 
 NAN = math.nan
 REAL = {
@@ -202,7 +203,7 @@ def test_summarize_names_and_values() -> None:
             "summary/drift": 0.0,
         }
     )
-    assert list(summary) == [k for k in analysis.SUMMARY_KEYS if k in summary]
+    assert list(summary) == [k for k in SUMMARY_KEYS if k in summary]
     assert analysis.summarize(curves, monitor="val/nll", mode="min")["summary/selected_epoch"] == 3.0
 
 

@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 from conftest import ENV, bare_trainer, compose, read_runs, sweep, tiny_overrides, train_runs
 
-from lossbench.config import ConfigError, validate
-from lossbench.metric_names import EPOCH_METRICS, MONITORABLE, YARDSTICKS
+from lossbench.config import validate
+from lossbench.errors import ConfigError
+from lossbench.names import EPOCH_METRICS, MONITORABLE, YARDSTICKS
 
 HEAVY = {"torch", "torchvision", "pytorch_lightning", "lightning_fabric", "mlflow"}
 
@@ -266,7 +267,7 @@ def test_input_errors_fail_their_sweep_job_alone_without_a_run(tiny_mnist: Path,
 
 
 def test_the_module_records_exactly_the_listed_metric_names_and_the_listed_ones_can_be_monitored():
-    """metric_names.py is what config.py checks monitors against: a real fit must record those names and no others."""
+    """names.py is what config.py checks monitors against: a real fit must record those names and no others."""
     import torch
 
     from lossbench.data import Batches

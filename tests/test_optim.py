@@ -9,7 +9,8 @@ import pytorch_lightning as pl
 import torch
 from conftest import compose, read_runs, tiny_overrides
 
-from lossbench.config import ConfigError, config_hash
+from lossbench.config import config_hash
+from lossbench.errors import ConfigError
 from lossbench.train import run
 
 # Fused and foreach kernels round differently, so the runs drift apart a little: after 3 epochs on

@@ -102,7 +102,7 @@ def test_every_module_a_job_imports_first_exists(uri: str) -> None:
     every run, so each named module must import (the store's one matches the URI's kind)."""
     import importlib
 
-    from lossbench.train import job_modules
+    from lossbench.job import job_modules
 
     modules = job_modules(uri)
     assert modules[-1].endswith("rest_store" if uri.startswith("http") else "sqlalchemy_store")

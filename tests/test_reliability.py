@@ -610,7 +610,7 @@ def test_store_whose_parent_is_a_file_fails_before_training(tiny_mnist: Path, tm
 
 
 def test_resume_path_of_another_config_is_refused(tiny_mnist: Path, tmp_path: Path):
-    from lossbench.config import ConfigError
+    from lossbench.errors import ConfigError
     from lossbench.module import DivergenceError
     from lossbench.train import run
 

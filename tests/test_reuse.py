@@ -38,7 +38,7 @@ def test_rewritten_files_are_read_again(tmp_path: Path):
 
 
 def test_last_is_best_only_when_the_last_epoch_beats_every_earlier_one_strictly():
-    from lossbench.train import last_is_best
+    from lossbench.phases import last_is_best
 
     assert last_is_best([0.5], "max") and last_is_best([0.5, 0.7], "max") and last_is_best([0.9, 0.4], "min")
     assert not last_is_best([0.7, 0.7], "max"), "on a tie ModelCheckpoint keeps the earlier epoch"

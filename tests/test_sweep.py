@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from conftest import read_runs, sweep, train_runs
 
-from lossbench.sweep import available_cores
+from lossbench.job import available_cores
 
 pytestmark = pytest.mark.slow
 

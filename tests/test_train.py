@@ -9,7 +9,8 @@ import matplotlib.image
 import pytest
 from conftest import EPOCH_METRICS, FINAL_METRICS, bare_trainer, compose, read_runs, tiny_overrides
 
-from lossbench.config import ConfigError, config_hash, without_name
+from lossbench.config import config_hash, without_name
+from lossbench.errors import ConfigError
 from lossbench.paths import conf_dir
 from lossbench.train import run
 

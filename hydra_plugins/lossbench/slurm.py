@@ -32,6 +32,10 @@ from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher as SubmititSlurmLauncher
 from omegaconf import OmegaConf
 
+from hydra_plugins.lossbench.sweeper import job_config, job_output_dir, task_hash, tracker_of
+from lossbench import job
+from lossbench.names import SWEEP_TAG
+
 log = logging.getLogger("lossbench")
 
 POLL_S = 2.0  # how often the sweep looks at its jobs
@@ -64,8 +68,6 @@ class SlurmLauncher(SubmititSlurmLauncher):
     # ------------------------------------------------------------------ in the job (on a Slurm node)
 
     def __call__(self, sweep_overrides, job_dir_key, job_num, job_id, singleton_state) -> JobReturn:
-        from lossbench import sweep
-
         requeue = signal.getsignal(LIMIT_SIGNAL)  # submitit's checkpoint-and-requeue handler
         warned: list[int] = []
 
@@ -94,7 +96,7 @@ class SlurmLauncher(SubmititSlurmLauncher):
                 else interrupted
             )
             raise JobEnded(f"interrupted: {cause}")
-        outcome = sweep.read_outcome(Path(ret.hydra_cfg.hydra.runtime.output_dir)) or {}
+        outcome = job.read_outcome(Path(ret.hydra_cfg.hydra.runtime.output_dir)) or {}
         if outcome.get("status") in ("failed", "killed"):
             raise JobEnded(f"{outcome['status']}: {outcome.get('reason')}")
         return ret
@@ -106,7 +108,7 @@ class SlurmLauncher(SubmititSlurmLauncher):
 
     def launch_numbered(self, jobs: list[tuple[int, Any]]) -> list[JobReturn]:
         """Submit ``(number, overrides)`` jobs as one Slurm array; wait until each is over, however it ends."""
-        import submitit
+        import submitit  # the sweep's own process only: a job of this launcher never submits
 
         executor = submitit.AutoExecutor(
             cluster=self._EXECUTOR,
@@ -136,46 +138,43 @@ class SlurmLauncher(SubmititSlurmLauncher):
         gone_since: dict[int, float] = {}
         while len(results) < len(submitted):
             active = slurm_states([j.job_id for i, j in enumerate(submitted) if i not in results])
-            for i, job in enumerate(submitted):
+            for i, slurm_job in enumerate(submitted):
                 if i in results:
                     continue
-                if job.paths.result_pickle.exists():
-                    results[i] = self.job_return(job, jobs[i], None)
-                elif active is not None and active.get(job.job_id) not in ACTIVE:
+                if slurm_job.paths.result_pickle.exists():
+                    results[i] = self.job_return(slurm_job, jobs[i], None)
+                elif active is not None and active.get(slurm_job.job_id) not in ACTIVE:
                     since = gone_since.setdefault(i, time.monotonic())
                     if time.monotonic() - since > LOST_AFTER_S:
-                        results[i] = self.job_return(job, jobs[i], ended_state(job.job_id))
+                        results[i] = self.job_return(slurm_job, jobs[i], ended_state(slurm_job.job_id))
                 else:
                     gone_since.pop(i, None)
             if len(results) < len(submitted):
                 time.sleep(POLL_S)
         return [results[i] for i in range(len(submitted))]
 
-    def job_return(self, job, numbered: tuple[int, Any], lost_state: str | None) -> JobReturn:
+    def job_return(self, slurm_job, numbered: tuple[int, Any], lost_state: str | None) -> JobReturn:
         """The job's own JobReturn; for a job that ended otherwise, one built from its outcome file."""
-        from hydra_plugins.lossbench.sweeper import job_config, job_output_dir, task_hash, tracker_of
-        from lossbench import sweep
-
         if lost_state is None:
             try:
-                return job.result()
+                return slurm_job.result()
             except Exception as e:  # the job raised (JobEnded for a failed or killed run) or submitit gave up on it
                 error = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
         num, overrides = numbered
         cfg = job_config(self.hydra_context, self.config, num, overrides)
         job_dir = job_output_dir(cfg)
-        if sweep.read_outcome(job_dir) is None:  # killed before its run could say so (or before it had one)
+        if job.read_outcome(job_dir) is None:  # killed before its run could say so (or before it had one)
             reason = (
-                f"Slurm job {job.job_id} ended {lost_state} without a result"
+                f"Slurm job {slurm_job.job_id} ended {lost_state} without a result"
                 if lost_state
-                else f"Slurm job {job.job_id}: {error}"
+                else f"Slurm job {slurm_job.job_id}: {error}"
             )
-            sweep.write_outcome(job_dir, "killed" if lost_state else "failed", None, None, reason, list(overrides))
+            job.write_outcome(job_dir, "killed" if lost_state else "failed", None, None, reason, list(overrides))
             log.error("job #%d: %s", num, reason)
             if lost_state:  # killed outright (SIGKILL, out of memory): its run, if it had one, is still RUNNING
                 tracker = tracker_of(cfg)
                 for run in tracker.runs_of_config(task_hash(cfg), ["RUNNING"]):
-                    if run.data.tags.get("sweep_id") == os.environ.get(sweep.SWEEP_ID_ENV):
+                    if run.data.tags.get(SWEEP_TAG) == os.environ.get(job.SWEEP_ID_ENV):
                         tracker.end(run.info.run_id, "KILLED", reason)
         ret = JobReturn(
             overrides=list(overrides), cfg=cfg, hydra_cfg=cfg, working_dir=str(job_dir), task_name=cfg.hydra.job.name

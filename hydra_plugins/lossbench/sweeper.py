@@ -29,6 +29,11 @@ from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import DictConfig, open_dict, read_write
 
+from lossbench import job, sweep
+from lossbench.config import config_hash
+from lossbench.job import launcher_kind
+from lossbench.workers import run_numbered
+
 log = logging.getLogger("lossbench")
 
 Job = tuple[int, Sequence[str]]  # (job number, its overrides)
@@ -87,8 +92,6 @@ class SkippingLauncher:
 
     def skip_if_finished(self, cfg: DictConfig, overrides: Sequence[str]) -> JobReturn | None:
         """A ``skipped`` JobReturn (outcome written) when this job's config FINISHED before, else None."""
-        from lossbench import sweep
-
         if cfg.tracking.get("skip_finished") is False:
             return None
         key = (cfg.tracking.uri, cfg.tracking.experiment)
@@ -100,7 +103,7 @@ class SkippingLauncher:
             return None
         run_id, objective = done
         job_dir = job_output_dir(cfg)
-        sweep.write_outcome(job_dir, "skipped", run_id, objective, None, list(overrides))
+        job.write_outcome(job_dir, "skipped", run_id, objective, None, list(overrides))
         ret = JobReturn(
             overrides=list(overrides), cfg=cfg, hydra_cfg=cfg, working_dir=str(job_dir), task_name=cfg.hydra.job.name
         )
@@ -121,8 +124,6 @@ def job_config(hydra_context, config: DictConfig, num: int, overrides: Sequence[
 
 def task_hash(cfg: DictConfig) -> str:
     """lossbench's ``config_hash`` of a job's config, taken as the task receives it (without Hydra's node)."""
-    from lossbench.config import config_hash
-
     task = copy.deepcopy(cfg)
     with read_write(task), open_dict(task):
         del task["hydra"]
@@ -134,7 +135,7 @@ _trackers: dict[tuple[str, str], Any] = {}
 
 def tracker_of(cfg: DictConfig):
     """One connected Tracker per (store, experiment) for the sweep's own process."""
-    from lossbench.store import Tracker
+    from lossbench.store import Tracker  # MLflow: only when a batch asks the store what FINISHED
 
     key = (cfg.tracking.uri, cfg.tracking.experiment)
     if key not in _trackers:
@@ -151,11 +152,9 @@ def launch_numbered(launcher, jobs: list[Job], configs: dict[int, DictConfig]) -
     """Launch ``jobs`` under their own numbers (joblib workers get their composed ``configs``); JobReturns in order."""
     if not jobs:
         return []
-    if hasattr(launcher, "launch_numbered"):
+    if hasattr(launcher, "launch_numbered"):  # lossbench's Slurm launcher
         return launcher.launch_numbered(jobs)
-    if type(launcher).__name__ == "JoblibLauncher":
-        from lossbench.workers import run_numbered
-
+    if launcher_kind(launcher) == "joblib":
         return run_numbered(launcher, jobs, configs)
     returns: list[JobReturn] = []
     for _, run in groupby(enumerate(jobs), key=lambda item: item[1][0] - item[0]):  # runs of consecutive numbers

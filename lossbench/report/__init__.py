@@ -10,28 +10,37 @@ The package reads in one direction: :mod:`~lossbench.report.runs` (load and sele
 :mod:`~lossbench.report.aggregate` (figures, intervals, verdicts, tuning, paired comparisons) ->
 :mod:`~lossbench.report.content` (Markdown and HTML) and :mod:`~lossbench.report.figures` ->
 :mod:`~lossbench.report.build` (files and MLflow) -> :mod:`~lossbench.report.cli`.
+
+This module imports none of them: ``lossbench.report.build_report`` and the other names below load their
+module on first use (PEP 562), so importing one submodule never drags in the others through this one.
 """
 
-from lossbench.report.aggregate import GroupRow, group_runs, run_values, varying_params
-from lossbench.report.build import ReportResult, build_report, default_out_dir, log_report, report_run
-from lossbench.report.cli import main
-from lossbench.report.runs import ReportError, RunRecord, default_tracking_uri, load_runs, select_runs, train_filter
+from __future__ import annotations
 
-__all__ = [
-    "GroupRow",
-    "ReportError",
-    "ReportResult",
-    "RunRecord",
-    "build_report",
-    "default_out_dir",
-    "default_tracking_uri",
-    "group_runs",
-    "load_runs",
-    "log_report",
-    "main",
-    "report_run",
-    "run_values",
-    "select_runs",
-    "train_filter",
-    "varying_params",
-]
+import importlib
+
+_WHERE = {
+    "GroupRow": "aggregate",
+    "group_runs": "aggregate",
+    "run_values": "aggregate",
+    "varying_params": "aggregate",
+    "ReportResult": "build",
+    "build_report": "build",
+    "default_out_dir": "build",
+    "log_report": "build",
+    "report_run": "build",
+    "main": "cli",
+    "ReportError": "runs",
+    "RunRecord": "runs",
+    "default_tracking_uri": "runs",
+    "load_runs": "runs",
+    "select_runs": "runs",
+    "train_filter": "runs",
+}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str):
+    if name not in _WHERE:
+        raise AttributeError(f"module 'lossbench.report' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"lossbench.report.{_WHERE[name]}"), name)

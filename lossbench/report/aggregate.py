@@ -16,7 +16,8 @@ import numpy as np
 
 from lossbench import analysis, stats
 from lossbench.config import is_operational
-from lossbench.report.runs import RunRecord
+from lossbench.names import EPOCH_TIME, MEMORISED, TEST_ACC, TEST_LAST_ACC, VAL_ACC
+from lossbench.report.runs import RunRecord, Selection
 
 TEST_IMAGES = 10_000
 """Every MNIST-family test set has 10,000 images: one image is 0.01 % of test accuracy."""
@@ -42,32 +43,30 @@ ROW_FIGURES = (
 def run_values(run: RunRecord, rule: analysis.Rule = analysis.Rule()) -> dict[str, float]:
     """The per-run numbers the report aggregates (``NaN`` where undefined)."""
     monitor, mode = run.monitor
-    s = analysis.summarize(run.curves, rule, monitor, mode)
+    s = analysis.summary_figures(run.curves, rule, monitor, mode)
     drop = analysis.memorisation_drop(run.metrics)
-    times = np.asarray(run.curves.get("time/epoch_s", ()), dtype=float)
+    times = np.asarray(run.curves.get(EPOCH_TIME, ()), dtype=float)
     times = times[np.isfinite(times)]
-    selected = s.get("summary/selected_epoch")
+    selected = s.get("selected_epoch")
     last = analysis.last_epoch(run.curves)
     get = lambda key: s.get(key, math.nan)  # noqa: E731
     return {
-        "test_acc": run.metrics.get("test/acc", math.nan),
-        "test_last_acc": run.metrics.get("test_last/acc", math.nan),
+        "test_acc": run.metrics.get(TEST_ACC, math.nan),
+        "test_last_acc": run.metrics.get(TEST_LAST_ACC, math.nan),
         "memorisation_drop": math.nan if drop is None else drop,
-        "epochs": s["summary/epochs"],
-        "selected_epoch": get("summary/selected_epoch"),
-        "val_acc_selected": analysis.value_at(
-            run.curves, analysis.VAL_ACC, None if selected is None else int(selected)
-        ),
-        "best_val_nll": get("summary/best_val_nll"),
-        "gap_acc_selected": get("summary/gap_acc_selected"),
-        "gap_nll_selected": get("summary/gap_nll_selected"),
-        "gap_acc_last": get("summary/gap_acc_last"),
-        "gap_nll_last": get("summary/gap_nll_last"),
-        "val_nll_rise": get("summary/val_nll_rise"),
-        "has_onset": s["summary/has_onset"],
-        "onset_epoch": get("summary/onset_epoch"),
-        "drift": s["summary/drift"],
-        "memorised_last": analysis.value_at(run.curves, "train_eval/memorised", last),
+        "epochs": s["epochs"],
+        "selected_epoch": get("selected_epoch"),
+        "val_acc_selected": analysis.value_at(run.curves, VAL_ACC, None if selected is None else int(selected)),
+        "best_val_nll": get("best_val_nll"),
+        "gap_acc_selected": get("gap_acc_selected"),
+        "gap_nll_selected": get("gap_nll_selected"),
+        "gap_acc_last": get("gap_acc_last"),
+        "gap_nll_last": get("gap_nll_last"),
+        "val_nll_rise": get("val_nll_rise"),
+        "has_onset": s["has_onset"],
+        "onset_epoch": get("onset_epoch"),
+        "drift": s["drift"],
+        "memorised_last": analysis.value_at(run.curves, MEMORISED, last),
         "time_per_epoch_s": float(times.mean()) if times.size else math.nan,
     }
 
@@ -261,6 +260,40 @@ def compare(rows: Sequence[GroupRow], reference_loss: str, metric: str = "test_a
 def reference_loss(rows: Sequence[GroupRow], wanted: str) -> str | None:
     """``wanted`` when some row has that loss, else ``None`` (no comparison is possible)."""
     return wanted if any(row.key["loss"] == wanted for row in rows) else None
+
+
+@dataclass(frozen=True)
+class Findings:
+    """Everything a report says, before it is written: the runs and how they count, the groups, the tuned
+    choice, and the paired comparisons with the reference loss."""
+
+    selection: Selection
+    dims: list[str]
+    rows: list[GroupRow]
+    tuning: Tuning | None
+    reference: str | None
+    comparisons: list[Comparison]
+    rule: analysis.Rule
+
+    @property
+    def noisy(self) -> bool:
+        """Whether the runs differ in label-noise rate (the report adds its noise table and figures)."""
+        return "noise" in self.dims
+
+    @property
+    def shown(self) -> list[GroupRow]:
+        """The rows the verdicts speak of: each group at its tuned setting when settings vary, else every row."""
+        return self.tuning.chosen if self.tuning else self.rows
+
+
+def analyse(selection: Selection, rule: analysis.Rule = analysis.Rule(), reference: str = "ce") -> Findings:
+    """Group the counted runs, judge them, choose each group's setting on validation, compare with ``reference``."""
+    dims = group_dimensions(selection.finished)
+    rows = group_runs(selection.finished, dims, rule)
+    tuning = tune(rows)
+    ref = reference_loss(rows, reference)
+    comparisons = compare(tuning.chosen if tuning else rows, ref) if ref else []
+    return Findings(selection, dims, rows, tuning, ref, comparisons, rule)
 
 
 def monitors(runs: Sequence[RunRecord]) -> Mapping[tuple[str, str], int]:

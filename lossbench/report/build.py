@@ -13,24 +13,37 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mlflow.entities import Metric, RunTag
+from mlflow.tracking import MlflowClient
+
 from lossbench import analysis, store_links
+from lossbench.names import (
+    CONFIG_HASH_TAG,
+    FAILURE_TAG,
+    KIND_REPORT,
+    KIND_SWEEP,
+    KIND_TAG,
+    NOTE_TAG,
+    SWEEP_TAG,
+    VERDICT_TEXT_TAG,
+)
 from lossbench.report import aggregate, content, parent_run
-from lossbench.report.figures import write_figures
+from lossbench.report.figures import FIGURES, write_figures
 from lossbench.report.runs import (
     check_store_exists,
     default_tracking_uri,
     find_experiment,
     load_runs,
     no_runs_error,
-    quote,
     select_runs,
     train_filter,
 )
-from lossbench.store import KIND_TAG, SWEEP_TAG
+from lossbench.store import quoted, sweep_filter, tag_filter
 
 ARTIFACT_PATH = "report"
 REPORT_FILES: tuple[str, ...] = (
@@ -38,11 +51,7 @@ REPORT_FILES: tuple[str, ...] = (
     "report.html",
     "report_inline.html",
     "summary.json",
-    "curves.png",
-    "gap_acc.png",
-    "gap_nll.png",
-    "noise.png",
-    "memorisation.png",
+    *(f.file for f in FIGURES),
 )
 """Everything the report may write (and older versions wrote); stale copies are removed before writing."""
 
@@ -72,10 +81,6 @@ def default_out_dir(experiment: str, sweep_id: str | None = None) -> Path:
     return Path("reports") / _safe_name(experiment if sweep_id is None else f"{experiment}-{sweep_id}")
 
 
-def _json_float(x: float) -> float | None:
-    return float(x) if x == x and abs(x) != float("inf") else None
-
-
 def _row_json(row: aggregate.GroupRow) -> dict[str, Any]:
     names = aggregate.ROW_FIGURES
     return {
@@ -91,7 +96,7 @@ def _row_json(row: aggregate.GroupRow) -> dict[str, Any]:
                 "run_id": r.run_id,
                 "seed": r.seed,
                 "verdict": row.verdicts[r.run_id].kind,
-                "verdict_text": row.verdicts[r.run_id].text,
+                VERDICT_TEXT_TAG: row.verdicts[r.run_id].text,
             }
             for r in row.runs
         ],
@@ -128,8 +133,6 @@ def build_report(
 
     Raises :class:`ReportError` when the experiment does not exist or no run matches.
     """
-    from mlflow.tracking import MlflowClient
-
     uri = tracking_uri or default_tracking_uri()
     if client is None:
         check_store_exists(uri)
@@ -139,70 +142,91 @@ def build_report(
     runs = load_runs(client, exp.experiment_id, filter_string)
     if not runs:
         raise no_runs_error(client, exp, uri, filter_string, sweep_id)
-
-    selection = select_runs(runs)
-    dims = aggregate.group_dimensions(selection.finished)
-    rows = aggregate.group_runs(selection.finished, dims, rule)
-    tuning = aggregate.tune(rows)
-    ref = aggregate.reference_loss(rows, reference)
-    comparisons = aggregate.compare(tuning.chosen if tuning else rows, ref) if ref else []
-    noisy = "noise" in dims
+    findings = aggregate.analyse(select_runs(runs), rule, reference)
     out = Path(out_dir) if out_dir is not None else default_out_dir(experiment, sweep_id)
     out.mkdir(parents=True, exist_ok=True)
     for name in REPORT_FILES:
         (out / name).unlink(missing_ok=True)
-    figures = write_figures(out, rows, noisy)
-
-    title = f"lossbench report: {experiment}" + (f", sweep {sweep_id}" if sweep_id else "")
-    counts = (
-        f"{len(runs)} training run(s) match {content.code(filter_string)}: {len(selection.finished)} finished "
-        f"and counted, {len(selection.superseded)} superseded, {len(selection.not_finished)} not finished."
-    )
-    intro = [
-        f"Experiment `{experiment}` (id {exp.experiment_id}) in `{uri}`; generated "
-        f"{time.strftime('%Y-%m-%d %H:%M:%S %Z')}.",
-        counts,
-    ]
-    link = lambda run_id: store_links.run_url(uri, exp.experiment_id, run_id)  # noqa: E731
-    markdown = content.document(
-        title,
-        intro,
-        selection,
-        rows,
-        dims,
-        figures,
-        rule,
-        _monitor_text(selection.finished),
-        tuning,
-        comparisons,
-        ref,
-        noisy,
-        link,
-    )
+    figures = write_figures(out, findings.rows, findings.noisy)
+    heading = _heading(experiment, sweep_id, uri, exp.experiment_id, filter_string, len(runs), findings)
+    markdown = content.document(heading, findings, figures)
     (out / "report.md").write_text(markdown, encoding="utf-8")
-    (out / "report.html").write_text(content.to_html(markdown, title, out), encoding="utf-8")
+    (out / "report.html").write_text(content.to_html(markdown, heading.title, out), encoding="utf-8")
+    summary = summary_json(experiment, exp.experiment_id, sweep_id, uri, filter_string, len(runs), findings, figures)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, allow_nan=False, default=str) + "\n", "utf-8")
+    run_id = (
+        log_report(client, exp.experiment_id, out, experiment, sweep_id, markdown, summary["rows"])
+        if log_to_mlflow
+        else None
+    )
+    files = [out / f.file for f in figures.values()]
+    return ReportResult(
+        out,
+        out / "report.md",
+        out / "report.html",
+        out / "summary.json",
+        files,
+        summary,
+        uri,
+        exp.experiment_id,
+        run_id,
+    )
 
-    summary: dict[str, Any] = {
+
+def _heading(
+    experiment: str,
+    sweep_id: str | None,
+    uri: str,
+    experiment_id: str,
+    filter_string: str,
+    matched: int,
+    findings: aggregate.Findings,
+) -> content.Heading:
+    selection = findings.selection
+    title = f"lossbench report: {experiment}" + (f", sweep {sweep_id}" if sweep_id else "")
+    intro = [
+        f"Experiment `{experiment}` (id {experiment_id}) in `{uri}`; generated "
+        f"{time.strftime('%Y-%m-%d %H:%M:%S %Z')}.",
+        f"{matched} training run(s) match {content.code(filter_string)}: {len(selection.finished)} finished "
+        f"and counted, {len(selection.superseded)} superseded, {len(selection.not_finished)} not finished.",
+    ]
+    link = lambda run_id: store_links.run_url(uri, experiment_id, run_id)  # noqa: E731
+    return content.Heading(title, intro, _monitor_text(selection.finished), link)
+
+
+def summary_json(
+    experiment: str,
+    experiment_id: str,
+    sweep_id: str | None,
+    uri: str,
+    filter_string: str,
+    matched: int,
+    findings: aggregate.Findings,
+    figures: Mapping[str, Any],
+) -> dict[str, Any]:
+    """``summary.json``: what the report found, as data (the rows and comparisons with their intervals)."""
+    selection, tuning = findings.selection, findings.tuning
+    return {
         "experiment": experiment,
-        "experiment_id": exp.experiment_id,
-        "sweep_id": sweep_id,
+        "experiment_id": experiment_id,
+        SWEEP_TAG: sweep_id,
         "tracking_uri": uri,
         "filter": filter_string,
-        "group_by": dims,
-        "rule": vars(rule) if hasattr(rule, "__dict__") else {},
+        "group_by": findings.dims,
+        "rule": vars(findings.rule),
         "monitor": [
             {"monitor": m, "mode": mode, "runs": n} for (m, mode), n in aggregate.monitors(selection.finished).items()
         ],
         "intervals": "mean with a two-sided 95 % Student-t interval over the runs (seeds) of a row; low/high null with n < 2",
         "counts": {
-            "matched": len(runs),
+            "matched": matched,
             "finished": len(selection.finished),
             "superseded": len(selection.superseded),
             "not_finished": len(selection.not_finished),
         },
-        "rows": [_row_json(row) for row in rows],
+        "rows": [_row_json(row) for row in findings.rows],
         "tuned": None if tuning is None else [tuning.tuned[row.group].to_json() for row in tuning.chosen],
-        "reference": ref,
+        "reference": findings.reference,
         "comparisons": [
             {
                 "label": c.row.label,
@@ -211,38 +235,18 @@ def build_report(
                 "metric": "test_acc",
                 **c.paired.to_json(),
             }
-            for c in comparisons
+            for c in findings.comparisons
         ],
         "not_finished": [
-            {"run_id": r.run_id, "name": r.name, "status": r.status, "reason": r.tags.get("lossbench.failure")}
+            {"run_id": r.run_id, "name": r.name, "status": r.status, "reason": r.tags.get(FAILURE_TAG)}
             for r in selection.not_finished
         ],
         "superseded": [
-            {"run_id": old.run_id, "name": old.name, "config_hash": old.config_hash, "kept_run_id": new.run_id}
+            {"run_id": old.run_id, "name": old.name, CONFIG_HASH_TAG: old.config_hash, "kept_run_id": new.run_id}
             for old, new in selection.superseded
         ],
-        "figures": sorted(figures.values()),
+        "figures": sorted(f.file for f in figures.values()),
     }
-    (out / "summary.json").write_text(
-        json.dumps(summary, indent=2, allow_nan=False, default=str) + "\n", encoding="utf-8"
-    )
-
-    run_id = (
-        log_report(client, exp.experiment_id, out, experiment, sweep_id, markdown, summary["rows"])
-        if log_to_mlflow
-        else None
-    )
-    return ReportResult(
-        out,
-        out / "report.md",
-        out / "report.html",
-        out / "summary.json",
-        [out / f for f in sorted(figures.values())],
-        summary,
-        uri,
-        exp.experiment_id,
-        run_id,
-    )
 
 
 def report_run(client: Any, experiment_id: str, experiment: str, sweep_id: str | None) -> tuple[str, bool]:
@@ -253,12 +257,12 @@ def report_run(client: Any, experiment_id: str, experiment: str, sweep_id: str |
     ``lossbench.kind = 'report'``, created on first use (re-running the report updates it).
     """
     if sweep_id is not None:
-        filter_string = f"tags.`{KIND_TAG}` = 'sweep' and tags.{SWEEP_TAG} = {quote(sweep_id)}"
-        name, tags = f"report-{sweep_id}", {KIND_TAG: "sweep", SWEEP_TAG: sweep_id}
+        filter_string = sweep_filter(sweep_id)
+        name, tags = f"report-{sweep_id}", {KIND_TAG: KIND_SWEEP, SWEEP_TAG: sweep_id}
     else:
         name = f"report-{experiment}"
-        filter_string = f"tags.`{KIND_TAG}` = 'report' and attributes.run_name = {quote(name)}"
-        tags = {KIND_TAG: "report"}
+        filter_string = f"{tag_filter(KIND_REPORT)} and attributes.run_name = {quoted(name)}"
+        tags = {KIND_TAG: KIND_REPORT}
     found = client.search_runs(
         [experiment_id], filter_string=filter_string, max_results=1, order_by=["attributes.start_time DESC"]
     )
@@ -279,14 +283,12 @@ def log_report(
     """Put the report on :func:`report_run` (returns its id): the folder as artifacts under ``report/``,
     its Markdown as the run's description (figures served from those artifacts), and each group's
     means as metrics (``report/test_acc/ce_adam``). Re-running the report overwrites all three."""
-    from mlflow.entities import Metric, RunTag
-
     run_id, created = report_run(client, experiment_id, experiment, sweep_id)
     client.log_artifacts(run_id, str(out), artifact_path=ARTIFACT_PATH)
     note = parent_run.description(markdown, run_id, ARTIFACT_PATH)
     now = int(time.time() * 1000)
     metrics = [Metric(k, v, now, 0) for k, v in parent_run.group_metrics(rows).items()]
-    client.log_batch(run_id, metrics=metrics[:1000], tags=[RunTag(parent_run.NOTE_TAG, note)])
+    client.log_batch(run_id, metrics=metrics[:1000], tags=[RunTag(NOTE_TAG, note)])
     for i in range(1000, len(metrics), 1000):
         client.log_batch(run_id, metrics=metrics[i : i + 1000])
     if created:

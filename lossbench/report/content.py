@@ -11,15 +11,17 @@ import base64
 import html
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from markdown_it import MarkdownIt
 
 from lossbench import analysis
-from lossbench.report.aggregate import HEADERS, Comparison, GroupRow, Tuning
+from lossbench.names import CONFIG_HASH_TAG, FAILURE_TAG
+from lossbench.report.aggregate import HEADERS, Comparison, Findings, GroupRow, Tuning
+from lossbench.report.figures import ReportFigure
 from lossbench.report.runs import Selection
-from lossbench.store import FAILURE_TAG
 
 
 def cell(text: object) -> str:
@@ -194,7 +196,7 @@ def not_finished_table(selection: Selection) -> str:
 
 def superseded_table(selection: Selection) -> str:
     rows = [[old.name, old.config_hash or "", new.name, old.run_id, new.run_id] for old, new in selection.superseded]
-    return table(["superseded run", "config_hash", "kept (newest)", "superseded run id", "kept run id"], rows)
+    return table(["superseded run", CONFIG_HASH_TAG, "kept (newest)", "superseded run id", "kept run id"], rows)
 
 
 def runs_table(rows: Sequence[GroupRow], link=None) -> str:
@@ -235,116 +237,154 @@ def runs_table(rows: Sequence[GroupRow], link=None) -> str:
     )
 
 
-def document(
-    title: str,
-    intro: Sequence[str],
-    selection: Selection,
-    rows: Sequence[GroupRow],
-    dims: Sequence[str],
-    figures: Mapping[str, str],
-    rule: analysis.Rule,
-    monitor_text: str,
-    tuning: Tuning | None,
-    comparisons: Sequence[Comparison],
-    reference: str | None,
-    noisy: bool,
-    link=None,
-) -> str:
-    """The whole report as Markdown."""
-    parts = [f"# {title}", *intro]
-    notes = []
+@dataclass(frozen=True)
+class Heading:
+    """What the report says about itself: its title, the lines under it, which checkpoint it tests, and how a run
+    name links to the run (``link(run_id)`` gives a URL, or None for plain names)."""
+
+    title: str
+    intro: Sequence[str]
+    monitor_text: str
+    link: Callable[[str], str] | None = None
+
+
+def document(heading: Heading, findings: Findings, figures: Mapping[str, ReportFigure]) -> str:
+    """The whole report as Markdown: its sections in order, each skipped when it has nothing to say."""
+    sections = (
+        _notes(findings),
+        _verdicts(findings),
+        _results(heading, findings),
+        _tuned(findings),
+        _compared(findings),
+        _figures_of("curves", findings, figures),
+        _figures_of("gap", findings, figures),
+        _noisy(findings, figures),
+        _not_finished(findings),
+        _superseded(findings),
+        ["## Runs used", runs_table(findings.rows, heading.link)],
+    )
+    parts = [f"# {heading.title}", *heading.intro, *(part for section in sections for part in section)]
+    return "\n\n".join(parts) + "\n"
+
+
+def _notes(findings: Findings) -> list[str]:
+    selection, notes = findings.selection, []
     if selection.superseded:
         hashes = sorted({old.config_hash or "" for old, _ in selection.superseded})
         notes.append(
             f"{len(selection.superseded)} FINISHED run(s) were superseded by a newer run with the same "
-            f'`config_hash` ({", ".join(hashes)}); only the newest counts (see "Superseded runs").'
+            f'`{CONFIG_HASH_TAG}` ({", ".join(hashes)}); only the newest counts (see "Superseded runs").'
         )
     if selection.not_finished:
         notes.append(
             f"{len(selection.not_finished)} run(s) have not finished (RUNNING, FAILED or KILLED): listed "
             'under "Not finished" and left out of every mean.'
         )
-    if notes:
-        parts += ["## Notes", "\n".join(f"- {n}" for n in notes)]
+    return ["## Notes", "\n".join(f"- {n}" for n in notes)] if notes else []
 
-    shown = tuning.chosen if tuning else rows
-    parts += [
+
+def _verdicts(findings: Findings) -> list[str]:
+    rule = findings.rule
+    return [
         "## Verdicts",
-        "\n".join(f"- **{row.label}**: {row.verdict}" for row in shown),
+        "\n".join(f"- **{row.label}**: {row.verdict}" for row in findings.shown),
         f"A run *overfits* when its validation NLL (or accuracy), smoothed over {rule.smooth} epochs, ends more "
         f"than {rule.margin_nll:.0%} above its minimum (or {rule.margin_acc * 100:g} pp below its maximum), "
         f"reached at least {rule.patience} epochs before the end, while the same yardstick on training data "
         "(`train_eval`) ended better than at that epoch; the onset is that epoch. When training NLL rises "
         "too, the run is *drifting* (calibration), not overfitting. Thresholds: `analysis.*`.",
     ]
-    parts += [
+
+
+def _results(heading: Heading, findings: Findings) -> list[str]:
+    return [
         "## Results",
         "One row per "
-        + " × ".join(HEADERS.get(d, d) for d in dims)
-        + (" × setting" if tuning else "")
-        + f", sorted by mean test accuracy. {monitor_text} Test accuracy is given for that selected epoch and "
-        "for the last one: mean [95 % Student-t interval] over the row's seeds (n). Gaps are means, positive "
+        + " × ".join(HEADERS.get(d, d) for d in findings.dims)
+        + (" × setting" if findings.tuning else "")
+        + f", sorted by mean test accuracy. {heading.monitor_text} Test accuracy is given for that selected epoch "
+        "and for the last one: mean [95 % Student-t interval] over the row's seeds (n). Gaps are means, positive "
         "when overfitting (acc: train_eval − val, pp; NLL: val − train_eval). Val NLL rise: smoothed val NLL "
         "at the end relative to its minimum.",
-        results_table(rows, dims),
+        results_table(findings.rows, findings.dims),
     ]
-    if tuning:
-        parts += [
-            "## Tuned: each group at its own best setting",
-            "Per group, the setting with the best mean **validation** accuracy (at each run's selected epoch) "
-            "is chosen; the test set plays no part in the choice. Budget = runs the group got (settings × "
-            "seeds).",
-            tuned_table(tuning, dims),
-        ]
-    if comparisons:
-        parts += [
-            f"## Compared with {reference}",
-            f"Test accuracy of each group minus {reference}'s, on the seeds both have (same seed = same initial "
-            "weights, batch order and data split): mean difference with its 95 % interval and the two-sided "
-            "paired t-test. Better/worse when the interval excludes 0; one test image is "
-            "0.01 pp, and label errors in the test set put a floor under differences that small. Rank: by mean; "
-            "a group whose 95 % interval overlaps the one above shares its rank."
-            + (" Groups are compared at their tuned settings." if tuning else ""),
-            comparison_table(comparisons),
-        ]
-    if "curves" in figures:
-        parts += [
-            "## Learning curves",
-            "val/nll (solid) and train_eval/nll (dashed) per epoch, one line per run; "
-            "dotted green: the selected epoch, dashed red: the overfitting onset.",
-            f"![learning curves per group]({figures['curves']})",
-        ]
-    if "gap_acc" in figures:
-        parts += [
-            "## Generalisation gap",
-            "At the selected epoch and at the last epoch, in the table's order; bars are means, dots single runs.",
-            f"![accuracy gap per group]({figures['gap_acc']})",
-            f"![NLL gap per group]({figures['gap_nll']})",
-        ]
-    if noisy:
-        parts += [
-            "## Noisy labels",
-            "Test accuracy at the selected epoch and at the last per label-noise rate. Memorisation drop = "
-            "selected − last. Memorised: the share of flipped training labels the network predicts as "
-            "labelled (`train_eval/memorised`) at the last epoch.",
-            noise_table(rows, dims),
-        ]
-        for name, alt in (
-            ("noise", "test accuracy against label-noise rate"),
-            ("memorisation", "memorised fraction of flipped labels per epoch"),
-        ):
-            if name in figures:
-                parts.append(f"![{alt}]({figures[name]})")
-    parts.append("## Not finished")
-    parts.append(
+
+
+def _tuned(findings: Findings) -> list[str]:
+    if not findings.tuning:
+        return []
+    return [
+        "## Tuned: each group at its own best setting",
+        "Per group, the setting with the best mean **validation** accuracy (at each run's selected epoch) "
+        "is chosen; the test set plays no part in the choice. Budget = runs the group got (settings × "
+        "seeds).",
+        tuned_table(findings.tuning, findings.dims),
+    ]
+
+
+def _compared(findings: Findings) -> list[str]:
+    if not findings.comparisons:
+        return []
+    reference = findings.reference
+    return [
+        f"## Compared with {reference}",
+        f"Test accuracy of each group minus {reference}'s, on the seeds both have (same seed = same initial "
+        "weights, batch order and data split): mean difference with its 95 % interval and the two-sided "
+        "paired t-test. Better/worse when the interval excludes 0; one test image is "
+        "0.01 pp, and label errors in the test set put a floor under differences that small. Rank: by mean; "
+        "a group whose 95 % interval overlaps the one above shares its rank."
+        + (" Groups are compared at their tuned settings." if findings.tuning else ""),
+        comparison_table(findings.comparisons),
+    ]
+
+
+SECTION_TEXT = {
+    "curves": (
+        "## Learning curves",
+        "val/nll (solid) and train_eval/nll (dashed) per epoch, one line per run; "
+        "dotted green: the selected epoch, dashed red: the overfitting onset.",
+    ),
+    "gap": (
+        "## Generalisation gap",
+        "At the selected epoch and at the last epoch, in the table's order; bars are means, dots single runs.",
+    ),
+}
+
+
+def _images(section: str, figures: Mapping[str, ReportFigure]) -> list[str]:
+    return [f"![{f.alt}]({f.file})" for f in figures.values() if f.section == section]
+
+
+def _figures_of(section: str, findings: Findings, figures: Mapping[str, ReportFigure]) -> list[str]:
+    images = _images(section, figures)
+    return [*SECTION_TEXT[section], *images] if images else []
+
+
+def _noisy(findings: Findings, figures: Mapping[str, ReportFigure]) -> list[str]:
+    if not findings.noisy:
+        return []
+    return [
+        "## Noisy labels",
+        "Test accuracy at the selected epoch and at the last per label-noise rate. Memorisation drop = "
+        "selected − last. Memorised: the share of flipped training labels the network predicts as "
+        "labelled (`train_eval/memorised`) at the last epoch.",
+        noise_table(findings.rows, findings.dims),
+        *_images("noise", figures),
+    ]
+
+
+def _not_finished(findings: Findings) -> list[str]:
+    selection = findings.selection
+    return [
+        "## Not finished",
         ("Shown for completeness; none of these enters the results.\n\n" + not_finished_table(selection))
         if selection.not_finished
-        else "None: every matching run finished."
-    )
-    if selection.superseded:
-        parts += ["## Superseded runs", superseded_table(selection)]
-    parts += ["## Runs used", runs_table(rows, link)]
-    return "\n\n".join(parts) + "\n"
+        else "None: every matching run finished.",
+    ]
+
+
+def _superseded(findings: Findings) -> list[str]:
+    return ["## Superseded runs", superseded_table(findings.selection)] if findings.selection.superseded else []
 
 
 _CSS = """

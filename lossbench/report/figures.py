@@ -1,31 +1,52 @@
-"""The report's figures, drawn into its folder by :mod:`lossbench.plots`, in the order of its tables.
+"""The report's figures: one entry each in :data:`FIGURES` (its file, its words, the section it illustrates and
+how it is drawn), drawn into the report's folder by :mod:`lossbench.plots`.
 
 The curve grid (the largest) is drawn here while this process's drawing process (lossbench.run_figures)
 draws the others: at a sweep's end the report is all that runs, and a second core would otherwise idle.
+Adding a figure is adding one :class:`ReportFigure` below; the report's text, its file list and its MLflow
+artifacts follow from it.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
+from dataclasses import dataclass
 from pathlib import Path
 
 from lossbench import plots
+from lossbench.names import MEMORISED, TRAIN_EVAL_NLL, VAL_NLL
 from lossbench.report.aggregate import GroupRow
 from lossbench.run_figures import drawer
+
+Drawn = Future | Path | None
+"""What drawing a figure gives: a Future of the drawing process, the file drawn here, or None (nothing to show)."""
+
+
+@dataclass(frozen=True)
+class ReportFigure:
+    """One figure of the report."""
+
+    name: str
+    """Its key, and its file ``<name>.png``."""
+    alt: str
+    """What it shows, in words (the image's alternative text)."""
+    section: str
+    """The report section it belongs to (lossbench.report.content places it)."""
+    draw: Callable[[Sequence[GroupRow], Path], Drawn]
+    """Draws it to the given path from the report's rows."""
+
+    @property
+    def file(self) -> str:
+        return f"{self.name}.png"
 
 
 def _epoch(value: float) -> int | None:
     return int(value) if math.isfinite(value) else None
 
 
-def write_figures(out: Path, rows: Sequence[GroupRow], noisy: bool) -> dict[str, str]:
-    """Draw the figures into ``out``; returns figure name -> file name (relative to ``out``)."""
-    figures: dict[str, str] = {}
-    if not rows:
-        return figures
-    drawn: dict[str, Future] = {}  # figure name -> the drawing process's answer (its path)
+def _curves(rows: Sequence[GroupRow], path: Path) -> Drawn:
     marks = {
         row.label: [
             (_epoch(row.values[r.run_id]["selected_epoch"]), _epoch(row.values[r.run_id]["onset_epoch"]))
@@ -33,11 +54,17 @@ def write_figures(out: Path, rows: Sequence[GroupRow], noisy: bool) -> dict[str,
         ]
         for row in rows
     }
-    figures["curves"] = "curves.png"  # drawn last, here
-    for metric, scale, label in (
-        ("gap_acc", 100.0, "train_eval/acc − val/acc (pp)"),
-        ("gap_nll", 1.0, "val/nll − train_eval/nll"),
-    ):
+    return plots.curve_grid(
+        {row.label: [r.curves for r in row.runs] for row in rows},
+        path,
+        ncols=4 if len(rows) > 9 else 3,
+        title=f"{VAL_NLL} and {TRAIN_EVAL_NLL} per epoch",
+        marks=marks,
+    )
+
+
+def _gap(metric: str, scale: float, label: str, what: str) -> Callable[[Sequence[GroupRow], Path], Drawn]:
+    def draw(rows: Sequence[GroupRow], path: Path) -> Drawn:
         values = {
             row.label: {
                 f"at {where} epoch": [row.values[r.run_id][f"{metric}_{where}"] * scale for r in row.runs]
@@ -45,50 +72,71 @@ def write_figures(out: Path, rows: Sequence[GroupRow], noisy: bool) -> dict[str,
             }
             for row in rows
         }
-        drawn[metric] = drawer().submit(
-            "grouped_bars",
-            values,
-            out / f"{metric}.png",
-            ylabel=label,
-            title=f"Generalisation gap ({'accuracy' if metric == 'gap_acc' else 'NLL'}), in the table's order",
-        )
-        figures[metric] = f"{metric}.png"
-    if noisy:
-        best: dict[str, dict[float, list[float]]] = {}
-        last: dict[str, dict[float, list[float]]] = {}
-        memorised: dict[str, dict[str, list[Sequence[float]]]] = {}
-        for row in rows:
-            rate = row.runs[0].noise_rate
-            if rate is None:
-                continue
+        title = f"Generalisation gap ({what}), in the table's order"
+        return drawer().submit("grouped_bars", values, path, ylabel=label, title=title)
+
+    return draw
+
+
+def _noise_groups(rows: Sequence[GroupRow]) -> list[tuple[str, float, GroupRow]]:
+    """(loss × the other dimensions, noise rate, row) of the rows that have a noise rate."""
+    found = []
+    for row in rows:
+        rate = row.runs[0].noise_rate
+        if rate is not None:
             name = " / ".join(v for k, v in row.key.items() if k != "noise") + (
                 f" / {row.setting}" if row.setting else ""
             )
-            best.setdefault(name, {})[rate] = [row.values[r.run_id]["test_acc"] for r in row.runs]
-            last.setdefault(name, {})[rate] = [row.values[r.run_id]["test_last_acc"] for r in row.runs]
-            curves = [r.curves["train_eval/memorised"] for r in row.runs if r.curves.get("train_eval/memorised")]
-            if rate > 0 and curves:
-                memorised.setdefault(f"label noise {rate}", {})[name] = curves
-        if best:
-            drawn["noise"] = drawer().submit(
-                "noise_chart", best, last, out / "noise.png", title="Test accuracy against label noise"
-            )
-            figures["noise"] = "noise.png"
-        if memorised:
-            drawn["memorisation"] = drawer().submit(
-                "memorisation_curves",
-                dict(sorted(memorised.items())),
-                out / "memorisation.png",
-                title="Memorised fraction of flipped training labels",
-            )
-            figures["memorisation"] = "memorisation.png"
-    plots.curve_grid(
-        {row.label: [r.curves for r in row.runs] for row in rows},
-        out / "curves.png",
-        ncols=4 if len(rows) > 9 else 3,
-        title="val/nll and train_eval/nll per epoch",
-        marks=marks,
-    )
-    for future in drawn.values():
-        future.result()  # a drawing error is raised here
-    return figures
+            found.append((name, rate, row))
+    return found
+
+
+def _noise(rows: Sequence[GroupRow], path: Path) -> Drawn:
+    best: dict[str, dict[float, list[float]]] = {}
+    last: dict[str, dict[float, list[float]]] = {}
+    for name, rate, row in _noise_groups(rows):
+        best.setdefault(name, {})[rate] = [row.values[r.run_id]["test_acc"] for r in row.runs]
+        last.setdefault(name, {})[rate] = [row.values[r.run_id]["test_last_acc"] for r in row.runs]
+    if not best:
+        return None
+    return drawer().submit("noise_chart", best, last, path, title="Test accuracy against label noise")
+
+
+def _memorisation(rows: Sequence[GroupRow], path: Path) -> Drawn:
+    memorised: dict[str, dict[str, list[Sequence[float]]]] = {}
+    for name, rate, row in _noise_groups(rows):
+        curves = [r.curves[MEMORISED] for r in row.runs if r.curves.get(MEMORISED)]
+        if rate > 0 and curves:
+            memorised.setdefault(f"label noise {rate}", {})[name] = curves
+    if not memorised:
+        return None
+    title = "Memorised fraction of flipped training labels"
+    return drawer().submit("memorisation_curves", dict(sorted(memorised.items())), path, title=title)
+
+
+FIGURES: tuple[ReportFigure, ...] = (
+    ReportFigure("curves", "learning curves per group", "curves", _curves),
+    ReportFigure(
+        "gap_acc", "accuracy gap per group", "gap", _gap("gap_acc", 100.0, "train_eval/acc − val/acc (pp)", "accuracy")
+    ),
+    ReportFigure("gap_nll", "NLL gap per group", "gap", _gap("gap_nll", 1.0, "val/nll − train_eval/nll", "NLL")),
+    ReportFigure("noise", "test accuracy against label-noise rate", "noise", _noise),
+    ReportFigure("memorisation", "memorised fraction of flipped labels per epoch", "noise", _memorisation),
+)
+"""Every figure the report may draw, in the order it shows them. ``noise`` and ``memorisation`` need runs with
+label noise; the others are drawn for every report."""
+
+
+def write_figures(out: Path, rows: Sequence[GroupRow], noisy: bool) -> dict[str, ReportFigure]:
+    """Draw the figures that apply into ``out`` (the curve grid here, the others in the drawing process meanwhile);
+    returns name -> figure for those drawn."""
+    if not rows:
+        return {}
+    wanted = [f for f in FIGURES if noisy or f.section != "noise"]
+    here = [f for f in wanted if f.name == "curves"]
+    drawn = {f.name: f.draw(rows, out / f.file) for f in wanted if f not in here}  # queued in the drawing process
+    drawn.update({f.name: f.draw(rows, out / f.file) for f in here})
+    for answer in drawn.values():
+        if isinstance(answer, Future):
+            answer.result()  # a drawing error is raised here
+    return {f.name: f for f in wanted if drawn[f.name] is not None}

@@ -17,7 +17,6 @@ from urllib.parse import quote
 
 from lossbench.report.aggregate import ROW_FIGURES
 
-NOTE_TAG = "mlflow.note.content"
 METRIC_PREFIX = "report"
 STATISTICS = ROW_FIGURES
 """The ``summary.json`` row statistics put on the run as metrics (those a row has; each row's mean)."""

@@ -14,19 +14,24 @@ from pathlib import Path
 from typing import Any
 
 from lossbench import analysis
-from lossbench.metric_names import NOISE_METRICS
-from lossbench.store import KIND_TAG, SWEEP_TAG, sqlite_path
+from lossbench.names import (
+    CONFIG_HASH_TAG,
+    EPOCH_TIME,
+    KIND_TRAIN,
+    MEMORISED,
+    MONITOR_BEFORE_PARAM,
+    SEED_TAG,
+    SWEEP_TAG,
+    TRAIN_EVAL_ACC,
+    TRAIN_EVAL_NLL,
+    VAL_ACC,
+    VAL_NLL,
+)
+from lossbench.store import sqlite_path, tag_filter
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 NOISE_PARAM = "data.label_noise.rate"
-CURVE_METRICS: tuple[str, ...] = (
-    analysis.VAL_NLL,
-    analysis.VAL_ACC,
-    analysis.TRAIN_EVAL_NLL,
-    analysis.TRAIN_EVAL_ACC,
-    "time/epoch_s",
-    NOISE_METRICS[0],  # train_eval/memorised
-)
+CURVE_METRICS: tuple[str, ...] = (VAL_NLL, VAL_ACC, TRAIN_EVAL_NLL, TRAIN_EVAL_ACC, EPOCH_TIME, MEMORISED)
 """The metric histories the report reads (the others stay in MLflow)."""
 
 # Grouping dimensions: name -> (tag, param fallback).
@@ -77,19 +82,20 @@ class RunRecord:
 
     @property
     def config_hash(self) -> str | None:
-        return self.tags.get("config_hash") or None
+        return self.tags.get(CONFIG_HASH_TAG) or None
 
     @property
     def seed(self) -> str:
-        return self.tags.get("seed") or self.params.get("seed") or "?"
+        return self.tags.get(SEED_TAG) or self.params.get("seed") or "?"
 
     @property
     def monitor(self) -> tuple[str, str]:
         """``(checkpoint.monitor, checkpoint.mode)`` that chose the run's tested checkpoint.
 
-        Runs recorded before the monitor was a param used ``val/nll`` (min).
+        Runs recorded before the monitor was a param used :data:`~lossbench.names.MONITOR_BEFORE_PARAM`.
         """
-        return self.params.get("checkpoint.monitor", "val/nll"), self.params.get("checkpoint.mode", "min")
+        before_monitor, before_mode = MONITOR_BEFORE_PARAM
+        return self.params.get("checkpoint.monitor", before_monitor), self.params.get("checkpoint.mode", before_mode)
 
 
 @dataclass(frozen=True)
@@ -126,19 +132,12 @@ def default_tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
 
 
-def quote(value: str) -> str:
-    """``value`` as a string literal of MLflow's search syntax."""
-    if "'" in value and '"' in value:
-        raise ReportError(f"cannot search for {value!r}: it holds both kinds of quote")
-    return f'"{value}"' if "'" in value else f"'{value}'"
-
-
 def train_filter(sweep_id: str | None = None) -> str:
     """The MLflow search filter for the training runs of an experiment, or of one sweep."""
-    text = f"tags.`{KIND_TAG}` = 'train'"
-    if sweep_id is not None:
-        text += f" and tags.{SWEEP_TAG} = {quote(sweep_id)}"
-    return text
+    try:
+        return tag_filter(KIND_TRAIN, None if sweep_id is None else {SWEEP_TAG: sweep_id})
+    except ValueError as e:
+        raise ReportError(str(e)) from e
 
 
 def load_runs(

@@ -1,0 +1,44 @@
+"""How lossbench says something went wrong: one line, one format, one exit code per kind.
+
+The bottom floor (no lossbench import). Bad input is a :class:`ConfigError` (exit 2) raised before anything
+is trained or recorded; a run that failed is a :class:`LossbenchError` with ``exit_code = 1``. Whatever the
+cause, a person reads one line: :func:`error_line` (``lossbench: error: ...``), built from :func:`one_line`.
+"""
+
+from __future__ import annotations
+
+LINE_LIMIT = 400
+"""Characters of an error's own text kept in one line (the rest is in the job's log)."""
+
+
+class LossbenchError(Exception):
+    """An error reported as one line, with no traceback: 2 for bad input, 1 for a run that failed."""
+
+    exit_code = 2
+
+
+class ConfigError(LossbenchError, ValueError):
+    """A config value that lossbench cannot train with."""
+
+
+def one_line(text: object, limit: int = LINE_LIMIT) -> str:
+    """``text`` with every run of whitespace (newlines too) made one space, cut at ``limit`` characters."""
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= limit else flat[: limit - 1].rstrip() + "…"
+
+
+def first_line(text: object, limit: int = LINE_LIMIT) -> str:
+    """The first non-empty line of ``text`` (a library's multi-line message often says it all there)."""
+    lines = [line for line in str(text).strip().splitlines() if line.strip()]
+    return one_line(lines[0] if lines else "", limit)
+
+
+def describe(error: BaseException, limit: int = LINE_LIMIT) -> str:
+    """``Type: message`` of the error that caused ``error`` (Hydra and Lightning wrap the original one)."""
+    cause = error.__cause__ or error
+    return f"{type(cause).__name__}: {one_line(cause, limit) or 'no message'}"
+
+
+def error_line(message: str, program: str = "lossbench") -> str:
+    """The one line a command prints to stderr before it exits non-zero."""
+    return f"{program}: error: {message}"

@@ -1,0 +1,114 @@
+"""lossbench's vocabulary: every metric and tag name a run records, and the objective.
+
+The bottom floor: no lossbench import, no torch. Every other module imports its names from here, and
+``tests/test_house.py`` fails on a metric or tag name written as a string literal anywhere else in the
+package. A name's meaning is said once, beside it.
+
+- **Per-epoch metrics** (step = epoch number): the run's own loss on every split, and the *yardsticks* every
+  loss shares (:data:`YARDSTICKS`) on validation and on a fixed training subset evaluated in eval mode
+  (``train_eval``).
+- **Tags** say what a run is (kind, loss, seed, ...), where it belongs (sweep) and what it concluded (verdict).
+"""
+
+from __future__ import annotations
+
+# ------------------------------------------------------------------------------ per-epoch metrics
+
+YARDSTICKS = ("acc", "nll", "ece")  # what lossbench.metrics.yardsticks computes on every evaluation pass
+VAL_PREFIX, TRAIN_EVAL_PREFIX = "val", "train_eval"  # validation, and a fixed training subset in eval mode
+EVAL_PREFIXES = (VAL_PREFIX, TRAIN_EVAL_PREFIX)  # the validation dataloaders 0 and 1, in this order
+EVAL_METRICS = ("loss", *YARDSTICKS)  # per evaluation pass: the run's own loss, then the yardsticks
+
+TRAIN_LOSS, TRAIN_ACC = "train/loss", "train/acc"  # running means over the epoch's training steps
+VAL_LOSS, VAL_ACC, VAL_NLL = "val/loss", "val/acc", "val/nll"
+TRAIN_EVAL_LOSS, TRAIN_EVAL_ACC, TRAIN_EVAL_NLL = "train_eval/loss", "train_eval/acc", "train_eval/nll"
+LR, EPOCH_TIME = "lr", "time/epoch_s"
+
+TRAIN_METRICS = (TRAIN_LOSS, TRAIN_ACC)
+OTHER_METRICS = (LR, EPOCH_TIME)
+
+# The direction each evaluation metric improves in. Lightning's checkpoint and early-stopping callbacks
+# read the metrics when validation ends, before the epoch's train/* exist (they would judge each epoch
+# by the previous epoch's training numbers), so only these can be monitored.
+MONITORABLE: dict[str, str] = {
+    f"{prefix}/{name}": "max" if name == "acc" else "min" for prefix in EVAL_PREFIXES for name in EVAL_METRICS
+}
+
+EPOCH_METRICS: tuple[str, ...] = (*TRAIN_METRICS, *MONITORABLE, *OTHER_METRICS)
+"""Every metric a run records each epoch (lossbench.module's history, tests/test_input.py checks a real fit)."""
+
+MEMORISATION = ("memorised", "flipped_true_acc", "clean_acc")  # lossbench.metrics.memorisation, on train_eval
+NOISE_METRICS: tuple[str, ...] = tuple(f"{TRAIN_EVAL_PREFIX}/{name}" for name in MEMORISATION)
+"""Recorded as well, each epoch, when the training labels are noisy (``data.label_noise.rate > 0``)."""
+MEMORISED = NOISE_METRICS[0]
+
+# --------------------------------------------------------------------------------- final metrics
+
+TEST_PREFIX, TEST_LAST_PREFIX = "test/", "test_last/"
+"""``test/*``: the selected checkpoint (best :data:`OBJECTIVE`) on the test set; ``test_last/*``: the final weights."""
+TEST_ACC, TEST_LAST_ACC = TEST_PREFIX + "acc", TEST_LAST_PREFIX + "acc"
+
+SUMMARY_PREFIX = "summary/"
+SUMMARY_FIGURES: tuple[str, ...] = (
+    "epochs",
+    "selected_epoch",
+    "best_epoch_nll",
+    "best_epoch_acc",
+    "best_val_nll",
+    "best_val_acc",
+    "gap_acc_selected",
+    "gap_nll_selected",
+    "gap_acc_last",
+    "gap_nll_last",
+    "val_nll_rise",
+    "train_nll_change",
+    "has_onset",
+    "onset_epoch",
+    "drift",
+)
+"""What lossbench.analysis.summarize says of a run's curves, in a stable order; recorded as ``summary/<figure>``."""
+SUMMARY_KEYS: tuple[str, ...] = tuple(SUMMARY_PREFIX + figure for figure in SUMMARY_FIGURES)
+SUMMARY_EPOCHS, SUMMARY_SELECTED_EPOCH = SUMMARY_PREFIX + "epochs", SUMMARY_PREFIX + "selected_epoch"
+SUMMARY_ONSET_EPOCH = SUMMARY_PREFIX + "onset_epoch"
+
+# ------------------------------------------------------------------------------------- objective
+
+OBJECTIVE, OBJECTIVE_MODE = VAL_ACC, "max"
+"""What selects a run's tested checkpoint by default (``checkpoint.monitor``/``mode`` in conf/config.yaml) and
+what a sweep's job returns to Hydra's sweepers: validation accuracy, a yardstick every loss aims at."""
+MONITOR_BEFORE_PARAM = (VAL_NLL, "min")
+"""The monitor of runs recorded before ``checkpoint.monitor`` was a param (lossbench's first versions)."""
+PLATEAU_MONITOR = VAL_NLL
+"""What ReduceLROnPlateau (``scheduler=plateau``) watches: a yardstick every loss shares."""
+
+# ------------------------------------------------------------------------------------------ tags
+
+KIND_TAG = "lossbench.kind"
+KIND_TRAIN, KIND_SWEEP, KIND_REPORT = "train", "sweep", "report"
+"""What a run is: a training run, a sweep's parent run (it holds the sweep's report), a report of runs."""
+
+# What was trained: one tag per choice, so MLflow's UI can group and filter by it.
+DIMENSION_TAGS = ("loss", "optimizer", "model", "data", "scheduler", "seed")
+SEED_TAG = "seed"
+CONFIG_HASH_TAG = "config_hash"
+"""The identity of what a run trains (lossbench.config.config_hash): runs are skipped and resumed by it."""
+CONFIG_HASH_VERSION_TAG = "config_hash_version"
+
+SWEEP_TAG = "sweep_id"
+SWEEP_JOB_TAG = "sweep_job"
+SWEEP_OVERRIDES_TAG = "sweep_overrides"
+PARENT_RUN_TAG = "mlflow.parentRunId"
+NOTE_TAG = "mlflow.note.content"
+"""A run's description, Markdown shown on its page in MLflow's UI."""
+
+VERDICT_TAG, VERDICT_TEXT_TAG, ONSET_TAG = "verdict", "verdict_text", "onset_epoch"
+"""What lossbench.analysis.judge concluded: the kind, one sentence, and the onset epoch (or ``none``)."""
+THREADS_TAG = "threads"
+NOISE_TAG_PREFIX = "noise."
+
+FAILURE_TAG = "lossbench.failure"
+"""Why a run ended FAILED or KILLED, in one line."""
+CHECKPOINT_TAG = "lossbench.checkpoint_dir"
+HOST_TAG, PID_TAG = "lossbench.host", "lossbench.pid"
+"""Where the process that owns a RUNNING run lives: a run whose process is gone is not running."""
+FIGURES_ERROR_TAG = "lossbench.figures_error"
