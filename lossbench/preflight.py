@@ -12,11 +12,12 @@ import warnings
 from collections.abc import Mapping
 from typing import Any
 
+import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
-from lossbench.config import ConfigError
+from lossbench.errors import ConfigError, describe
 
 
 def training_device(trainer_cfg: Mapping[str, Any]) -> torch.device:
@@ -25,8 +26,6 @@ def training_device(trainer_cfg: Mapping[str, Any]) -> torch.device:
     Its ``_target_`` (the Trainer class) and ``gradient_clip_val`` (lossbench clips in its own optimizer steps) are
     not Lightning settings to check.
     """
-    import pytorch_lightning as pl
-
     if OmegaConf.is_config(trainer_cfg):
         trainer_cfg = OmegaConf.to_container(trainer_cfg, resolve=True)
     trainer_cfg = {k: v for k, v in trainer_cfg.items() if k not in ("_target_", "gradient_clip_val")}
@@ -45,7 +44,7 @@ def training_device(trainer_cfg: Mapping[str, Any]) -> torch.device:
                 }
             )
     except Exception as e:
-        raise ConfigError(f"trainer: cannot start with {_settings(trainer_cfg)}: {_one_line(e)}") from e
+        raise ConfigError(f"trainer: cannot start with {_settings(trainer_cfg)}: {describe(e)}") from e
     return trainer.strategy.root_device
 
 
@@ -69,6 +68,13 @@ def check_one_batch(
             logits = net(x)
         except Exception as e:
             raise ConfigError(_model_message(cfg, x, e)) from e
+        empty = [(name, tuple(p.shape)) for name, p in net.named_parameters() if p.numel() == 0]
+        if empty:
+            name, shape = empty[0]
+            raise ConfigError(
+                f"model={cfg.model.name}: layer {name} has shape {shape}, no weights to learn: every layer needs a width "
+                "of at least 1; check model.net.*"
+            )
         expected = (len(y), cfg.data.num_classes)
         if not torch.is_tensor(logits) or tuple(logits.shape) != expected:
             shape = tuple(logits.shape) if torch.is_tensor(logits) else type(logits).__name__
@@ -82,7 +88,7 @@ def check_one_batch(
         except Exception as e:
             raise ConfigError(
                 f"{name} cannot score the model's output {tuple(logits.shape)} against class indices: "
-                f"{_one_line(e)}; fix loss.input, loss.target or loss.criterion"
+                f"{describe(e)}; fix loss.input, loss.target or loss.criterion"
             ) from e
         if not torch.is_tensor(value) or value.ndim != 0:
             shape = tuple(value.shape) if torch.is_tensor(value) else type(value).__name__
@@ -94,7 +100,7 @@ def check_one_batch(
         try:
             value.backward()
         except Exception as e:
-            raise ConfigError(f"{name} cannot be differentiated: {_one_line(e)}; fix loss.criterion") from e
+            raise ConfigError(f"{name} cannot be differentiated: {describe(e)}; fix loss.criterion") from e
     finally:
         net.zero_grad(set_to_none=True)
         net.train(was_training[0])
@@ -113,13 +119,7 @@ def _model_message(cfg: DictConfig, x: Tensor, error: Exception) -> str:
         given = cfg.model.net.get(key)
         if given is not None and given != value:
             return f"model.net.{key}={given} does not fit the data: {why}; set model.net.{key}={value}"
-    return f"model={cfg.model.name}: cannot take a batch of {image} images: {_one_line(error)}; check model.net.*"
-
-
-def _one_line(error: BaseException) -> str:
-    cause = error.__cause__ or error  # Hydra and Lightning wrap the original error
-    text = " ".join(str(cause).split())[:300] or "no message"
-    return f"{type(cause).__name__}: {text}"
+    return f"model={cfg.model.name}: cannot take a batch of {image} images: {describe(error)}; check model.net.*"
 
 
 def _settings(trainer_cfg: dict[str, Any]) -> str:

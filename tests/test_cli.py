@@ -52,21 +52,24 @@ def test_default_store_is_sqlite_in_the_launch_directory(tiny_mnist: Path, tmp_p
 @pytest.mark.parametrize(
     "overrides, reason",
     [
-        (["loss=nosuchloss"], "Could not find 'loss/nosuchloss'"),
+        (["loss=nosuchloss"], "loss=nosuchloss: no such option in conf/loss/; choose one of bce, bce_prob, ce,"),
+        (["+experiment=nosuch"], "experiment=nosuch: no such option in conf/experiment/; choose one of all_losses,"),
         (["optimizer.lr=-1"], "optimizer.lr=-1 is invalid"),
         (["data.batch_size=0"], "data.batch_size=0 is invalid"),
         (["data.root=/nonexistent/data", "data.download=false"], "MNIST not found: missing"),
-        (["no_such_key=1"], "Key 'no_such_key' is not in struct"),
+        (["no_such_key=1"], "no_such_key: no such key in the config"),
+        (["loss.no_such_key=1"], "loss.no_such_key: no such key in the config"),
+        (["model=mlp", "model.net.hidden=[0]"], "model.net.hidden=[0] is invalid"),
     ],
 )
-def test_bad_overrides_exit_nonzero_with_a_reason_before_training(tiny_mnist: Path, tmp_path: Path, overrides, reason):
+def test_bad_overrides_exit_2_with_one_line_before_training(tiny_mnist: Path, tmp_path: Path, overrides, reason):
     store = tmp_path / "mlflow.db"
     base = [
         o for o in tiny_overrides(tiny_mnist, store) if not any(o.startswith(x.split("=")[0] + "=") for x in overrides)
     ]
     done = train(*base, *overrides, cwd=tmp_path, timeout=120)
-    assert done.returncode != 0
-    assert reason in done.stderr, done.stderr[-2000:]
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert done.stderr.startswith("lossbench: error: " + reason) and done.stderr.count("\n") == 1, done.stderr[-2000:]
     assert "Epoch" not in done.stdout + done.stderr, "training must not have started"
     assert not store.exists() or read_runs(store)[1] == []
 
