@@ -1,9 +1,13 @@
 """Overfitting verdicts from a run's curves: selected epoch, gaps, onset, drift. Pure functions, no I/O.
 
-A run's *curves* map a metric name to its per-epoch values, index = epoch (0-based, the MLflow
-step), with ``NaN`` where an epoch has no value::
+A run's *curves* map a metric name to its per-epoch values, a list whose first entry is epoch 1
+(:data:`~lossbench.names.FIRST_EPOCH`; index ``i`` holds epoch ``i + 1``), with ``NaN`` where an epoch has no
+value::
 
     curves = {"val/nll": [0.9, 0.5, 0.4, 0.45], "train_eval/nll": [0.95, 0.5, 0.35, 0.3], ...}
+
+Every epoch this module takes or returns is an **epoch number** as a person reads it (1, 2, ...), the same
+number as MLflow's step, the terminal and the figures; list indices stay inside.
 
 The yardsticks judged here are those every run records whatever its loss: ``val/nll``,
 ``val/acc`` and the eval-mode training subset ``train_eval/nll``, ``train_eval/acc``.
@@ -11,7 +15,9 @@ The yardsticks judged here are those every run records whatever its loss: ``val/
 **The rule** (:func:`judge`), in one sentence: a run *overfits* when its validation yardstick,
 smoothed over ``smooth`` epochs, ends worse than its best by more than a margin, the best having
 come at least ``patience`` epochs before the end, while the same yardstick on training data ends
-better than it was at that best epoch; the onset is the epoch of that best. NLL is judged with a
+better than it was at that best epoch; the onset is the epoch of that best (the last good epoch: the run
+overfits *after* it). Words, everywhere: the *selected* epoch is the raw curve's best (highest ``val/acc``,
+the checkpoint tested); the *peak* of a yardstick is its smoothed best, which verdicts and the onset read. NLL is judged with a
 relative margin (``margin_nll``), accuracy with an absolute one (``margin_acc``). When validation
 NLL rises but training NLL rises too, the run is not overfitting but *drifting*: its calibration
 worsens on every split (bounded losses such as MAE, GCE or NCE+RCE do not minimise NLL).
@@ -36,6 +42,8 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from lossbench.names import (
+    GAP_ACC,
+    GAP_NLL,
     SUMMARY_FIGURES,
     SUMMARY_PREFIX,
     TEST_ACC,
@@ -44,10 +52,13 @@ from lossbench.names import (
     TRAIN_EVAL_NLL,
     VAL_ACC,
     VAL_NLL,
+    VAL_NLL_RISE,
+    epoch_index,
+    epoch_number,
 )
 
 Curves = Mapping[str, Sequence[float]]
-"""Metric name -> per-epoch values (index = epoch, ``NaN`` where missing)."""
+"""Metric name -> per-epoch values (index ``i`` = epoch ``i + 1``, ``NaN`` where missing)."""
 
 
 @dataclass(frozen=True)
@@ -89,7 +100,7 @@ class Trend:
     """How one validation yardstick moved from its (smoothed) best epoch to the end, and training with it."""
 
     best_epoch: int
-    """Epoch of the smoothed best (min NLL / max accuracy)."""
+    """Epoch of the smoothed best, the yardstick's *peak* (min NLL / max accuracy)."""
     last_epoch: int
     val_best: float
     val_end: float
@@ -123,32 +134,39 @@ class Verdict:
     last_epoch: int | None
     gap_last: Gap
     text: str
-    """One plain sentence, e.g. ``overfits from epoch 7 (val NLL +50 % by epoch 24 while ...)``."""
+    """One plain sentence, e.g. ``overfits after epoch 7 (smoothed val NLL lowest at epoch 7, +50 % by epoch 24 ...)``."""
 
 
 def _finite(x: float | None) -> bool:
     return x is not None and math.isfinite(x)
 
 
-def value_at(curves: Curves, name: str, epoch: int | None) -> float:
-    """The value of metric ``name`` at ``epoch``; ``NaN`` when the metric, the epoch or the value is missing."""
+def _value(curves: Curves, name: str, index: int | None) -> float:
     values = curves.get(name)
-    if values is None or epoch is None or epoch < 0 or epoch >= len(values):
+    if values is None or index is None or index < 0 or index >= len(values):
         return math.nan
-    value = values[epoch]
+    value = values[index]
     return float(value) if value is not None else math.nan
 
 
-def dense_curve(points: Iterable[tuple[int, float]]) -> list[float]:
-    """Turn ``(step, value)`` pairs into a per-epoch list, ``NaN`` for steps never logged.
+def value_at(curves: Curves, name: str, epoch: int | None) -> float:
+    """The value of metric ``name`` at epoch number ``epoch``; ``NaN`` when the metric, the epoch or the value is
+    missing."""
+    return _value(curves, name, None if epoch is None else epoch_index(epoch))
+
+
+def dense_curve(points: Iterable[tuple[int, float]], first_step: int = 1) -> list[float]:
+    """Turn MLflow's ``(step, value)`` pairs into a per-epoch list (index 0 = the step ``first_step``, epoch 1),
+    ``NaN`` for epochs never logged. ``first_step``: the run's :data:`~lossbench.names.FIRST_EPOCH_TAG`, 0 for
+    runs recorded before epochs were numbered from 1.
 
     When a step occurs more than once (an epoch logged again by a resumed run), the last pair wins,
-    so pass the points in the order they were logged. Negative steps are ignored.
+    so pass the points in the order they were logged. Steps before ``first_step`` are ignored.
     """
     by_step: dict[int, float] = {}
     for step, value in points:
-        if step >= 0:
-            by_step[int(step)] = float(value)
+        if step >= first_step:
+            by_step[int(step) - first_step] = float(value)
     if not by_step:
         return []
     out = [math.nan] * (max(by_step) + 1)
@@ -170,23 +188,37 @@ def smoothed(values: Sequence[float], width: int) -> list[float]:
     return out
 
 
-def best_epoch(curves: Curves, metric: str = VAL_ACC, mode: str = "max") -> int | None:
-    """The epoch at which ``metric`` is highest (``mode="max"``) or lowest (``mode="min"``).
-
-    ``NaN`` values are skipped; ties go to the earliest epoch, as Lightning's ``ModelCheckpoint``
-    keeps the first of equal scores. ``None`` when the metric has no finite value.
-    """
+def _best_index(values: Sequence[float], mode: str) -> int | None:
     if mode not in ("min", "max"):
         raise ValueError(f"mode must be 'min' or 'max', not {mode!r}")
     best: int | None = None
     best_value = math.nan
-    for epoch, raw in enumerate(curves.get(metric, ())):
+    for index, raw in enumerate(values):
         value = float(raw) if raw is not None else math.nan
         if not math.isfinite(value):
             continue
         if best is None or (value < best_value if mode == "min" else value > best_value):
-            best, best_value = epoch, value
+            best, best_value = index, value
     return best
+
+
+def best_epoch(curves: Curves, metric: str = VAL_ACC, mode: str = "max") -> int | None:
+    """The epoch at which ``metric`` is highest (``mode="max"``) or lowest (``mode="min"``) on its raw curve.
+
+    ``NaN`` values are skipped; ties go to the earliest epoch, as Lightning's ``ModelCheckpoint``
+    keeps the first of equal scores. ``None`` when the metric has no finite value.
+    """
+    index = _best_index(curves.get(metric, ()), mode)
+    return None if index is None else epoch_number(index)
+
+
+def _last_index(curves: Curves) -> int | None:
+    last: int | None = None
+    for metric in (VAL_NLL, VAL_ACC):
+        for index, raw in enumerate(curves.get(metric, ())):
+            if raw is not None and math.isfinite(raw) and (last is None or index > last):
+                last = index
+    return last
 
 
 def last_epoch(curves: Curves) -> int | None:
@@ -194,12 +226,8 @@ def last_epoch(curves: Curves) -> int | None:
 
     Trailing epochs whose validation is missing (a run that diverged mid-epoch) do not count.
     """
-    last: int | None = None
-    for metric in (VAL_NLL, VAL_ACC):
-        for epoch, raw in enumerate(curves.get(metric, ())):
-            if raw is not None and math.isfinite(raw) and (last is None or epoch > last):
-                last = epoch
-    return last
+    index = _last_index(curves)
+    return None if index is None else epoch_number(index)
 
 
 def generalisation_gap(curves: Curves, epoch: int | None) -> Gap:
@@ -214,20 +242,20 @@ def generalisation_gap(curves: Curves, epoch: int | None) -> Gap:
 
 
 def trend(curves: Curves, val: str, train: str, mode: str, rule: Rule = Rule()) -> Trend | None:
-    """Compare the smoothed end of ``val`` with its smoothed best, and ``train`` at those two epochs.
+    """Compare the smoothed end of ``val`` with its smoothed best (its peak), and ``train`` at those two epochs.
 
     ``mode="min"`` for NLL (worse = end above ``best·(1 + margin_nll)``), ``"max"`` for accuracy
     (worse = end below ``best − margin_acc``). ``None`` without a finite validation value.
     """
-    last = last_epoch(curves)
+    last = _last_index(curves)
     v = smoothed(list(curves.get(val, ()))[: (last or 0) + 1], rule.smooth)
-    best = best_epoch({val: v}, val, mode)
+    best = _best_index(v, mode)
     if best is None or last is None:
         return None
-    end = next((e for e in range(last, best - 1, -1) if _finite(value_at({val: v}, val, e))), best)
+    end = next((i for i in range(last, best - 1, -1) if _finite(_value({val: v}, val, i))), best)
     t = smoothed(list(curves.get(train, ()))[: last + 1], rule.smooth)
     val_best, val_end = v[best], v[end]
-    train_at_best, train_end = value_at({train: t}, train, best), value_at({train: t}, train, end)
+    train_at_best, train_end = _value({train: t}, train, best), _value({train: t}, train, end)
     if mode == "min":
         worse = val_end > val_best * (1 + rule.margin_nll) if val_best > 0 else val_end > val_best + rule.margin_nll
         train_better = train_end < train_at_best
@@ -235,7 +263,9 @@ def trend(curves: Curves, val: str, train: str, mode: str, rule: Rule = Rule()) 
         worse = val_end < val_best - rule.margin_acc
         train_better = train_end > train_at_best
     worse = worse and end - best >= rule.patience
-    return Trend(best, end, val_best, val_end, train_at_best, train_end, worse, bool(train_better))
+    return Trend(
+        epoch_number(best), epoch_number(end), val_best, val_end, train_at_best, train_end, worse, bool(train_better)
+    )
 
 
 def _pct(change: float, base: float) -> str:
@@ -254,32 +284,36 @@ def judge(curves: Curves, rule: Rule = Rule()) -> Verdict:
     overfit_nll = nll is not None and nll.worse and nll.train_better
     overfit_acc = acc is not None and acc.worse and acc.train_better
     if overfit_nll or overfit_acc:
-        onsets = [t.best_epoch for t, hit in ((nll, overfit_nll), (acc, overfit_acc)) if hit]
-        onset = min(onsets)
+        onset = min(t.best_epoch for t, hit in ((nll, overfit_nll), (acc, overfit_acc)) if hit)
         figures = []
         if overfit_nll:
             figures.append(
-                f"val NLL {_pct(nll.val_change, nll.val_best)} by epoch {nll.last_epoch} "
-                f"while train_eval NLL {_pct(nll.train_change, nll.train_at_best)}"
+                f"smoothed val NLL lowest at epoch {nll.best_epoch}, {_pct(nll.val_change, nll.val_best)} by epoch "
+                f"{nll.last_epoch} while train_eval NLL {_pct(nll.train_change, nll.train_at_best)}"
             )
         if overfit_acc:
             figures.append(
-                f"val acc {acc.val_change * 100:+.1f} pp while train_eval acc {acc.train_change * 100:+.1f} pp"
+                f"smoothed val acc highest at epoch {acc.best_epoch}, {acc.val_change * 100:+.1f} pp by epoch "
+                f"{acc.last_epoch} while train_eval acc {acc.train_change * 100:+.1f} pp"
             )
-        text = f"overfits from epoch {onset} ({'; '.join(figures + ([gap_text] if gap_text else []))})"
+        text = f"overfits after epoch {onset} ({'; '.join(figures + ([gap_text] if gap_text else []))})"
         return Verdict("overfits", onset, nll, acc, last, gap, text)
     if nll is not None and nll.worse:  # validation NLL rose, but training NLL did not fall: calibration drift
         text = (
-            f"no overfitting; NLL drifts with train (val NLL {_pct(nll.val_change, nll.val_best)}, train_eval NLL "
-            f"{_pct(nll.train_change, nll.train_at_best)} from epoch {nll.best_epoch} to {nll.last_epoch}; "
-            f"val acc within {rule.margin_acc * 100:g} pp of its best{'; ' + gap_text if gap_text else ''})"
+            f"no overfitting; NLL drifts with train (smoothed val NLL {_pct(nll.val_change, nll.val_best)}, "
+            f"train_eval NLL {_pct(nll.train_change, nll.train_at_best)} from epoch {nll.best_epoch} to "
+            f"{nll.last_epoch}; val acc within {rule.margin_acc * 100:g} pp of its peak"
+            f"{'; ' + gap_text if gap_text else ''})"
         )
         return Verdict("drift", None, nll, acc, last, gap, text)
-    reference = acc or nll
+    reference, what = (acc, "val acc") if acc is not None else (nll, "val NLL")
     if reference.last_epoch - reference.best_epoch < rule.patience:
-        text = f"no overfitting; still improving (best validation at epoch {reference.best_epoch} of {reference.last_epoch})"
+        text = (
+            f"no overfitting; still improving (smoothed {what} peaks at epoch {reference.best_epoch} "
+            f"of {reference.last_epoch})"
+        )
         return Verdict("improving", None, nll, acc, last, gap, text + (f"; {gap_text}" if gap_text else ""))
-    text = "no overfitting; validation stays within the margin of its best"
+    text = "no overfitting; smoothed validation stays within the margin of its peak"
     return Verdict("stable", None, nll, acc, last, gap, text + (f" ({gap_text})" if gap_text else ""))
 
 
@@ -287,8 +321,8 @@ def summary_figures(curves: Curves, rule: Rule = Rule(), monitor: str = VAL_ACC,
     """The verdict's figures by their short names (:data:`~lossbench.names.SUMMARY_FIGURES`), all finite;
     undefined ones are left out.
 
-    - ``epochs``: epochs with a validation result; ``selected_epoch``: the epoch whose checkpoint is tested as
-      ``test/*`` (best ``monitor``, ties to the earlier epoch)
+    - ``epochs``: how many epochs have a validation result; ``selected_epoch``: the epoch whose checkpoint is
+      tested as ``test/*`` (best raw ``monitor``, ties to the earlier epoch)
     - ``best_epoch_nll``, ``best_val_nll``, ``best_epoch_acc``, ``best_val_acc``: raw (unsmoothed) best epochs
       and values of ``val/nll`` and ``val/acc``
     - ``gap_{acc,nll}_{selected,last}``: :func:`generalisation_gap` at the selected and last epoch
@@ -304,7 +338,7 @@ def summary_figures(curves: Curves, rule: Rule = Rule(), monitor: str = VAL_ACC,
             out[key] = float(value)  # type: ignore[arg-type]
 
     last = last_epoch(curves)
-    out["epochs"] = float(last + 1) if last is not None else 0.0
+    out["epochs"] = float(epoch_index(last) + 1) if last is not None else 0.0
     selected = best_epoch(curves, monitor, mode)
     put("selected_epoch", selected)
     for metric, how, name in ((VAL_NLL, "min", "nll"), (VAL_ACC, "max", "acc")):
@@ -329,6 +363,22 @@ def summary_figures(curves: Curves, rule: Rule = Rule(), monitor: str = VAL_ACC,
 def summarize(curves: Curves, rule: Rule = Rule(), monitor: str = VAL_ACC, mode: str = "max") -> dict[str, float]:
     """:func:`summary_figures` as MLflow-ready metrics, ``summary/<figure>``."""
     return {SUMMARY_PREFIX + name: value for name, value in summary_figures(curves, rule, monitor, mode).items()}
+
+
+def overfit_curves(curves: Curves) -> dict[str, list[float]]:
+    """Overfitting on one scale for every loss, per epoch (:data:`~lossbench.names.OVERFIT_METRICS`): the
+    accuracy and NLL gaps (:func:`generalisation_gap`) and validation NLL relative to its lowest value so far
+    (0 at a new minimum, 0.2 when 20 % above it). A loss whose NLL lives at 2-4 and one at 0.3 read alike here."""
+    val, train_eval = curves.get(VAL_NLL, ()), curves.get(TRAIN_EVAL_NLL, ())
+    gaps = [generalisation_gap(curves, epoch_number(i)) for i in range(len(val))]
+    rise, lowest = [], math.inf
+    for raw in val:
+        value = float(raw) if raw is not None else math.nan
+        if math.isfinite(value):
+            lowest = min(lowest, value)
+        rise.append(value / lowest - 1 if math.isfinite(value) and 0 < lowest < math.inf else math.nan)
+    out = {GAP_ACC: [g.acc for g in gaps], GAP_NLL: [g.nll for g in gaps], VAL_NLL_RISE: rise}
+    return out if len(train_eval) else {VAL_NLL_RISE: rise}
 
 
 def memorisation_drop(metrics: Mapping[str, float]) -> float | None:

@@ -15,7 +15,7 @@ import pytorch_lightning as pl
 from pytorch_lightning.callbacks import TQDMProgressBar
 from tqdm import tqdm
 
-from lossbench.names import EPOCH_TIME, TRAIN_LOSS, VAL_ACC, VAL_LOSS, VAL_NLL
+from lossbench.names import EPOCH_TIME, TRAIN_LOSS, VAL_ACC, VAL_LOSS, VAL_NLL, epoch_number
 
 log = logging.getLogger("lossbench")
 COLUMNS = (TRAIN_LOSS, VAL_LOSS, VAL_ACC, VAL_NLL)
@@ -24,7 +24,7 @@ COLUMNS = (TRAIN_LOSS, VAL_LOSS, VAL_ACC, VAL_NLL)
 def epoch_line(record: dict[str, float], max_epochs: int | None = None) -> str:
     """``epoch 3/10  train/loss 0.2841  val/loss 0.3012  val/acc 0.9120  val/nll 0.3012  1.9 s``."""
     total = f"/{max_epochs}" if max_epochs and max_epochs > 0 else ""
-    cells = [f"epoch {int(record['epoch']) + 1}{total}"]
+    cells = [f"epoch {epoch_number(record['epoch'])}{total}"]
     for key in COLUMNS:
         value = record.get(key, math.nan)
         cells.append(f"{key} {value:.4f}")
@@ -70,6 +70,8 @@ class MiniBatchProgressBar(TQDMProgressBar):
         super().on_train_epoch_start(trainer, *args)
         self.train_progress_bar.total = self.batches_per_epoch
         self.train_progress_bar.unit = "batch"
+        # Lightning's own "Epoch 3" is its 0-based index; lossbench counts epochs from 1 everywhere
+        self.train_progress_bar.set_description(f"epoch {epoch_number(trainer.current_epoch)}/{trainer.max_epochs}")
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
         bar = self.train_progress_bar

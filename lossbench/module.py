@@ -25,6 +25,7 @@ from pytorch_lightning.strategies import SingleDeviceStrategy
 from pytorch_lightning.utilities.model_helpers import is_overridden
 from torch import Tensor, nn
 
+from lossbench.analysis import overfit_curves
 from lossbench.errors import LossbenchError
 from lossbench.metrics import confusion_matrix, memorisation, yardsticks
 from lossbench.names import (
@@ -36,6 +37,7 @@ from lossbench.names import (
     TRAIN_ACC,
     TRAIN_EVAL_PREFIX,
     TRAIN_LOSS,
+    epoch_number,
 )
 
 
@@ -130,16 +132,18 @@ class LossbenchModule(pl.LightningModule):
         finite = torch.isfinite(losses)
         if not bool(finite.all()):
             bad = int((~finite).nonzero()[0])
-            raise DivergenceError(self.current_epoch, first_step + bad, float(losses[bad]))
+            raise DivergenceError(epoch_number(self.current_epoch), first_step + bad, float(losses[bad]))
 
     def on_train_epoch_end(self) -> None:
         self._step_scheduler()
         train = torch.stack([self._loss_sum / self._seen, self._correct.float() / self._seen]).tolist()
-        record = {"epoch": self.current_epoch, TRAIN_LOSS: train[0], TRAIN_ACC: train[1]}
+        record = {"epoch": self.current_epoch, TRAIN_LOSS: train[0], TRAIN_ACC: train[1]}  # epoch: Lightning's index
         record.update(self._epoch_eval)
         record[LR] = self._epoch_lr
         record[EPOCH_TIME] = time.perf_counter() - self._epoch_start
         self.history.append(record)
+        for name, values in overfit_curves(curves(self.history)).items():  # on one scale for every loss
+            record[name] = values[-1]
         self.log_dict({TRAIN_LOSS: train[0], TRAIN_ACC: train[1]})
 
     def _step_scheduler(self) -> None:

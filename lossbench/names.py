@@ -1,16 +1,35 @@
-"""lossbench's vocabulary: every metric and tag name a run records, and the objective.
+"""lossbench's vocabulary: every metric and tag name a run records, the objective, and how epochs are numbered.
 
 The bottom floor: no lossbench import, no torch. Every other module imports its names from here, and
 ``tests/test_house.py`` fails on a metric or tag name written as a string literal anywhere else in the
 package. A name's meaning is said once, beside it.
 
+- **Epochs** are counted from :data:`FIRST_EPOCH` (1) wherever a person reads one: the terminal, verdicts,
+  tags, ``summary/*``, the report, figure axes and MLflow's Step axis. Epoch 1 is the state after one pass
+  over the training data. In memory a run's curves are lists; epoch ``e`` sits at index ``e - FIRST_EPOCH``.
 - **Per-epoch metrics** (step = epoch number): the run's own loss on every split, and the *yardsticks* every
   loss shares (:data:`YARDSTICKS`) on validation and on a fixed training subset evaluated in eval mode
-  (``train_eval``).
+  (``train_eval``), and :data:`OVERFIT_METRICS`, the overfitting signals on one scale for every loss.
 - **Tags** say what a run is (kind, loss, seed, ...), where it belongs (sweep) and what it concluded (verdict).
 """
 
 from __future__ import annotations
+
+# ------------------------------------------------------------------------------------------- epochs
+
+FIRST_EPOCH = 1
+"""The number of the first epoch, everywhere a person reads one (and MLflow's step of its metrics)."""
+
+
+def epoch_number(index: int) -> int:
+    """The epoch a curve's list index holds (index 0 is epoch :data:`FIRST_EPOCH`)."""
+    return int(index) + FIRST_EPOCH
+
+
+def epoch_index(number: float) -> int:
+    """The list index of epoch ``number`` in a run's curves."""
+    return int(number) - FIRST_EPOCH
+
 
 # ------------------------------------------------------------------------------ per-epoch metrics
 
@@ -34,7 +53,14 @@ MONITORABLE: dict[str, str] = {
     f"{prefix}/{name}": "max" if name == "acc" else "min" for prefix in EVAL_PREFIXES for name in EVAL_METRICS
 }
 
-EPOCH_METRICS: tuple[str, ...] = (*TRAIN_METRICS, *MONITORABLE, *OTHER_METRICS)
+GAP_ACC, GAP_NLL, VAL_NLL_RISE = "overfit/gap_acc", "overfit/gap_nll", "overfit/val_nll_rise"
+OVERFIT_METRICS = (GAP_ACC, GAP_NLL, VAL_NLL_RISE)
+"""Overfitting on one scale for every loss, per epoch (lossbench.analysis.overfit_curves): the accuracy gap
+``train_eval/acc - val/acc`` and the NLL gap ``val/nll - train_eval/nll`` (positive = better on training data),
+and validation NLL relative to its lowest value so far (0 = at its minimum, 0.2 = 20 % above it). The sweep's
+curves view charts them: a loss whose NLL lives at 2-4 and one at 0.3 read on the same axis."""
+
+EPOCH_METRICS: tuple[str, ...] = (*TRAIN_METRICS, *MONITORABLE, *OTHER_METRICS, *OVERFIT_METRICS)
 """Every metric a run records each epoch (lossbench.module's history, tests/test_input.py checks a real fit)."""
 
 MEMORISATION = ("memorised", "flipped_true_acc", "clean_acc")  # lossbench.metrics.memorisation, on train_eval
@@ -111,4 +137,7 @@ FAILURE_TAG = "lossbench.failure"
 CHECKPOINT_TAG = "lossbench.checkpoint_dir"
 HOST_TAG, PID_TAG = "lossbench.host", "lossbench.pid"
 """Where the process that owns a RUNNING run lives: a run whose process is gone is not running."""
+FIRST_EPOCH_TAG = "lossbench.first_epoch"
+"""The MLflow step of a run's first epoch: :data:`FIRST_EPOCH` on runs recorded since epochs are numbered from 1.
+Runs without the tag (recorded earlier) logged their first epoch at step 0, and keep doing so when resumed."""
 FIGURES_ERROR_TAG = "lossbench.figures_error"

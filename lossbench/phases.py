@@ -52,6 +52,8 @@ from lossbench.names import (
     CHECKPOINT_TAG,
     CONFIG_HASH_TAG,
     CONFIG_HASH_VERSION_TAG,
+    FIRST_EPOCH,
+    FIRST_EPOCH_TAG,
     NOISE_TAG_PREFIX,
     OBJECTIVE,
     ONSET_TAG,
@@ -185,7 +187,12 @@ def open_run(tracking: DictConfig, resume: bool | str | None, who: Identity) -> 
         return Opened(tracker, run.info.run_id, Path(), skipped=True, objective=objective)
     run_id, ckpt_path = resume_point(tracker, resume, who.config_hash)
     if run_id is None:
-        tags = {**who.tags, CONFIG_HASH_TAG: who.config_hash, CONFIG_HASH_VERSION_TAG: CONFIG_HASH_VERSION}
+        tags = {
+            **who.tags,
+            CONFIG_HASH_TAG: who.config_hash,
+            CONFIG_HASH_VERSION_TAG: CONFIG_HASH_VERSION,
+            FIRST_EPOCH_TAG: FIRST_EPOCH,  # its epochs' MLflow steps
+        }
         run_id = tracker.create_run(who.name, {**tags, **job.sweep_tags()}, who.params)
     else:
         tracker.reopen(run_id)

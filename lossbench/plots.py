@@ -21,6 +21,7 @@ from matplotlib.ticker import MaxNLocator
 
 from lossbench.analysis import Curves
 from lossbench.names import (
+    FIRST_EPOCH,
     OBJECTIVE,
     TRAIN_ACC,
     TRAIN_EVAL_ACC,
@@ -90,7 +91,7 @@ def _plot_curve(ax: Axes, values: Sequence[float], **style: object) -> bool:
     y = np.asarray(values, dtype=float)
     if y.size == 0 or not np.isfinite(y).any():
         return False
-    ax.plot(np.arange(y.size), y, marker="o" if y.size <= 25 else None, markersize=3, **style)  # type: ignore[arg-type]
+    ax.plot(np.arange(y.size) + FIRST_EPOCH, y, marker="o" if y.size <= 25 else None, markersize=3, **style)  # type: ignore[arg-type]
     return True
 
 
@@ -394,10 +395,16 @@ def memorisation_curves(
             matrix = np.full((len(runs), width), np.nan)
             for i, run in enumerate(runs):
                 matrix[i, : len(run)] = np.asarray(run, dtype=float)
-                ax.plot(np.arange(len(run)), matrix[i, : len(run)], color=f"C{index}", linewidth=0.8, alpha=0.4)
+                ax.plot(
+                    np.arange(len(run)) + FIRST_EPOCH,
+                    matrix[i, : len(run)],
+                    color=f"C{index}",
+                    linewidth=0.8,
+                    alpha=0.4,
+                )
             with np.errstate(all="ignore"):
                 mean = np.nanmean(matrix, axis=0) if width else np.array([])
-            ax.plot(np.arange(width), mean, color=f"C{index}", linewidth=2, label=loss)
+            ax.plot(np.arange(width) + FIRST_EPOCH, mean, color=f"C{index}", linewidth=2, label=loss)
         ax.set_title(name)
         _epoch_axis(ax)
         ax.set_ylabel("flipped labels predicted as labelled")

@@ -24,7 +24,7 @@ from omegaconf import DictConfig
 from lossbench import gpus, job, launch, store_links  # noqa: F401  (launch registers its resolver)
 from lossbench.config import validate
 from lossbench.errors import LossbenchError, describe, error_line, first_line, one_line
-from lossbench.names import OBJECTIVE, SUMMARY_SELECTED_EPOCH, TEST_ACC, TEST_LAST_ACC
+from lossbench.names import OBJECTIVE, SUMMARY_EPOCHS, SUMMARY_SELECTED_EPOCH, TEST_ACC, TEST_LAST_ACC
 from lossbench.paths import conf_dir
 from lossbench.process import import_heavy  # before torch/Lightning/MLflow: its exit handler runs after theirs
 
@@ -53,12 +53,14 @@ def run(cfg: DictConfig, extra_callbacks: list | None = None) -> float:
     objective = fitted.history[OBJECTIVE][-1] if fitted.history.get(OBJECTIVE) else math.nan
     job.record_outcome("finished", opened.run_id, objective)
     log.info(
-        "run %s finished: test/acc %.4f (epoch %d, best %s), %.4f (last epoch); %s",
+        "run %s finished: test/acc %.4f at the selected epoch %d (%s %s), %.4f at the last epoch %d; %s",
         opened.run_id,
         fitted.tests[TEST_ACC],
         fitted.summary.get(SUMMARY_SELECTED_EPOCH, -1),
+        "highest" if cfg.checkpoint.mode == "max" else "lowest",
         cfg.checkpoint.monitor,
         fitted.tests[TEST_LAST_ACC],
+        fitted.summary.get(SUMMARY_EPOCHS, -1),
         verdict.text,
     )
     tracker = opened.tracker

@@ -14,7 +14,7 @@ import pytest
 
 from lossbench import analysis
 from lossbench.analysis import Rule
-from lossbench.names import SUMMARY_KEYS
+from lossbench.names import GAP_ACC, GAP_NLL, SUMMARY_KEYS, VAL_NLL_RISE
 
 NAN = math.nan
 REAL = {
@@ -25,7 +25,7 @@ REAL = {
 
 
 def overfitting_curves() -> dict[str, list[float]]:
-    """Val NLL falls to its minimum at epoch 3, then rises for 6 epochs while train NLL keeps falling."""
+    """Val NLL falls to its minimum at epoch 4 (epochs count from 1), then rises for 6 epochs while train NLL keeps falling."""
     return {
         "val/nll": [1.0, 0.6, 0.45, 0.40, 0.42, 0.47, 0.55, 0.60, 0.66, 0.72],
         "train_eval/nll": [1.1, 0.6, 0.40, 0.30, 0.25, 0.20, 0.15, 0.10, 0.08, 0.06],
@@ -43,14 +43,16 @@ def test_smoothing_is_a_centred_mean_that_keeps_gaps() -> None:
 
 def test_a_clean_rise_after_the_minimum_is_overfitting_from_that_epoch() -> None:
     verdict = analysis.judge(overfitting_curves())
-    # Smoothed val NLL: minimum at epoch 3 ((0.45 + 0.40 + 0.42) / 3 = 0.4233), end (0.66 + 0.72) / 2 = 0.69.
-    assert verdict.kind == "overfits" and verdict.onset_epoch == 3
+    # Smoothed val NLL: minimum at epoch 4 ((0.45 + 0.40 + 0.42) / 3 = 0.4233), end (0.66 + 0.72) / 2 = 0.69.
+    assert verdict.kind == "overfits" and verdict.onset_epoch == 4
     assert verdict.nll.val_best == pytest.approx((0.45 + 0.40 + 0.42) / 3)
     assert verdict.nll.val_end == pytest.approx((0.66 + 0.72) / 2)
-    assert verdict.text.startswith("overfits from epoch 3 (val NLL +63 % by epoch 9 while train_eval NLL -78 %")
+    assert verdict.text.startswith(
+        "overfits after epoch 4 (smoothed val NLL lowest at epoch 4, +63 % by epoch 10 while train_eval NLL -78 %"
+    )
     assert verdict.gap_last.acc == pytest.approx(0.99 - 0.86)
-    # Without smoothing the raw minimum (epoch 3) decides too.
-    assert analysis.judge(overfitting_curves(), Rule(smooth=1)).onset_epoch == 3
+    # Without smoothing the raw minimum (epoch 4) decides too.
+    assert analysis.judge(overfitting_curves(), Rule(smooth=1)).onset_epoch == 4
 
 
 def test_a_noisy_plateau_is_not_overfitting() -> None:
@@ -101,13 +103,13 @@ def test_validation_accuracy_falling_while_train_accuracy_rises_is_overfitting()
         "train_eval/acc": [0.70, 0.82, 0.88, 0.91, 0.94, 0.96, 0.98, 0.99],
     }
     verdict = analysis.judge(curves)
-    # Smoothed val acc peaks at epoch 3 ((0.85 + 0.84 + 0.83) / 3 = 0.84) and ends at 0.805.
-    assert verdict.kind == "overfits" and verdict.onset_epoch == 3 and verdict.nll is None
-    assert "val acc -3.5 pp while train_eval acc +7.5 pp" in verdict.text
+    # Smoothed val acc peaks at epoch 4 ((0.85 + 0.84 + 0.83) / 3 = 0.84) and ends at 0.805 at epoch 8.
+    assert verdict.kind == "overfits" and verdict.onset_epoch == 4 and verdict.nll is None
+    assert "smoothed val acc highest at epoch 4, -3.5 pp by epoch 8 while train_eval acc +7.5 pp" in verdict.text
 
 
 def test_a_rise_too_close_to_the_end_is_not_yet_overfitting() -> None:
-    curves = {k: v[:7] for k, v in overfitting_curves().items()}  # minimum at 3, 3 epochs after it (+20 %)
+    curves = {k: v[:7] for k, v in overfitting_curves().items()}  # minimum at 4, 3 epochs after it (+20 %)
     assert analysis.judge(curves).kind == "overfits"
     assert analysis.judge(curves, Rule(patience=4)).kind == "improving"
 
@@ -127,7 +129,7 @@ def test_the_margin_decides_how_large_a_rise_counts() -> None:
 def test_recorded_cross_entropy_on_2000_images_overfits_between_epochs_4_and_12(seed: str) -> None:
     curves = REAL[f"overfit25/ce/{seed}"]
     verdict = analysis.judge(curves)
-    assert verdict.kind == "overfits" and 4 <= verdict.onset_epoch <= 12
+    assert verdict.kind == "overfits" and 5 <= verdict.onset_epoch <= 13
     assert verdict.nll.val_change / verdict.nll.val_best > 0.3, "val NLL ends far above its minimum"
     assert verdict.nll.train_end < 0.3 * verdict.nll.train_at_best, "while train NLL keeps falling"
 
@@ -140,7 +142,7 @@ def test_recorded_mae_drifts_and_is_selected_late_by_accuracy(seed: str) -> None
     assert verdict.nll.train_change > 0, "training NLL rises too"
     selected_by_acc = analysis.best_epoch(curves, "val/acc", "max")
     selected_by_nll = analysis.best_epoch(curves, "val/nll", "min")
-    assert selected_by_acc >= 15 and selected_by_nll <= 7
+    assert selected_by_acc >= 16 and selected_by_nll <= 8
 
 
 @pytest.mark.parametrize("name", ["full10/ce/s0", "full10/ce/s1", "full10/mae/s0", "full10/mae/s1"])
@@ -164,20 +166,21 @@ def test_old_rule_missed_the_recorded_overfitting() -> None:
 
 
 def test_best_epoch_skips_nan_and_breaks_ties_early() -> None:
-    assert analysis.best_epoch({"val/nll": [NAN, 0.5, 0.3, NAN, 0.3]}, "val/nll", "min") == 2
-    assert analysis.best_epoch({"val/acc": [0.5, 0.8, 0.8]}) == 1
+    assert analysis.best_epoch({"val/nll": [NAN, 0.5, 0.3, NAN, 0.3]}, "val/nll", "min") == 3
+    assert analysis.best_epoch({"val/acc": [0.5, 0.8, 0.8]}) == 2
     assert analysis.best_epoch({"val/nll": [NAN, NAN]}, "val/nll", "min") is None
     with pytest.raises(ValueError, match="mode"):
         analysis.best_epoch({"val/nll": [1.0]}, "val/nll", "lowest")
 
 
 def test_gap_is_positive_when_overfitting_for_both_metrics() -> None:
-    gap = analysis.generalisation_gap(overfitting_curves(), 3)
+    gap = analysis.generalisation_gap(overfitting_curves(), 4)
     assert gap.acc == pytest.approx(0.91 - 0.87)
     assert gap.nll == pytest.approx(0.40 - 0.30)
     curves = {"val/acc": [0.5, 0.6], "train_eval/acc": [0.5], "val/nll": [1.0, 0.9], "train_eval/nll": [1.0, NAN]}
-    gap = analysis.generalisation_gap(curves, 1)
+    gap = analysis.generalisation_gap(curves, 2)
     assert math.isnan(gap.acc) and math.isnan(gap.nll)
+    assert analysis.generalisation_gap(curves, 1) == (0.0, 0.0)
     assert all(math.isnan(x) for x in analysis.generalisation_gap(curves, None))
 
 
@@ -187,9 +190,9 @@ def test_summarize_names_and_values() -> None:
     assert summary == pytest.approx(
         {
             "summary/epochs": 10.0,
-            "summary/selected_epoch": 4.0,  # highest val/acc
-            "summary/best_epoch_nll": 3.0,
-            "summary/best_epoch_acc": 4.0,
+            "summary/selected_epoch": 5.0,  # highest val/acc
+            "summary/best_epoch_nll": 4.0,
+            "summary/best_epoch_acc": 5.0,
             "summary/best_val_nll": 0.40,
             "summary/best_val_acc": 0.88,
             "summary/gap_acc_selected": 0.93 - 0.88,
@@ -199,12 +202,12 @@ def test_summarize_names_and_values() -> None:
             "summary/val_nll_rise": 0.69 / ((0.45 + 0.40 + 0.42) / 3) - 1,
             "summary/train_nll_change": 0.07 / ((0.40 + 0.30 + 0.25) / 3) - 1,
             "summary/has_onset": 1.0,
-            "summary/onset_epoch": 3.0,
+            "summary/onset_epoch": 4.0,
             "summary/drift": 0.0,
         }
     )
     assert list(summary) == [k for k in SUMMARY_KEYS if k in summary]
-    assert analysis.summarize(curves, monitor="val/nll", mode="min")["summary/selected_epoch"] == 3.0
+    assert analysis.summarize(curves, monitor="val/nll", mode="min")["summary/selected_epoch"] == 4.0
 
 
 def test_summarize_leaves_out_what_is_undefined() -> None:
@@ -212,7 +215,7 @@ def test_summarize_leaves_out_what_is_undefined() -> None:
     curves = {"val/nll": [0.9, 0.7, NAN], "val/acc": [0.6, 0.7, NAN], "train_eval/nll": [0.95, 0.6, NAN]}
     summary = analysis.summarize(curves)
     assert summary["summary/epochs"] == 2.0
-    assert summary["summary/selected_epoch"] == 1.0
+    assert summary["summary/selected_epoch"] == 2.0
     assert summary["summary/gap_nll_last"] == pytest.approx(0.1)
     assert summary["summary/has_onset"] == 0.0
     assert "summary/onset_epoch" not in summary
@@ -222,19 +225,38 @@ def test_summarize_leaves_out_what_is_undefined() -> None:
 
 
 def test_last_epoch_ignores_trailing_missing_validation() -> None:
-    assert analysis.last_epoch({"val/nll": [1.0, 0.9, NAN, NAN], "val/acc": [0.1, 0.2, 0.3]}) == 2
+    assert analysis.last_epoch({"val/nll": [1.0, 0.9, NAN, NAN], "val/acc": [0.1, 0.2, 0.3]}) == 3
     assert analysis.last_epoch({"train/loss": [1.0]}) is None
 
 
 def test_dense_curve_fills_gaps_and_keeps_the_latest_duplicate() -> None:
-    curve = analysis.dense_curve([(0, 1.0), (2, 3.0), (1, 2.0), (2, 2.5)])
+    curve = analysis.dense_curve([(1, 1.0), (3, 3.0), (2, 2.0), (3, 2.5)])  # MLflow steps are epoch numbers
     assert curve == [1.0, 2.0, 2.5]
-    gappy = analysis.dense_curve([(0, 1.0), (3, 4.0)])
+    gappy = analysis.dense_curve([(1, 1.0), (4, 4.0)])
     assert gappy[0] == 1.0 and math.isnan(gappy[1]) and math.isnan(gappy[2]) and gappy[3] == 4.0
     assert analysis.dense_curve([]) == []
+    # A run recorded before epochs were numbered from 1 logged its first epoch at step 0.
+    assert analysis.dense_curve([(0, 1.0), (1, 2.0)], first_step=0) == [1.0, 2.0]
 
 
 def test_memorisation_drop() -> None:
     assert analysis.memorisation_drop({"test/acc": 0.9, "test_last/acc": 0.8}) == pytest.approx(0.1)
     assert analysis.memorisation_drop({"test/acc": 0.9}) is None
     assert analysis.memorisation_drop({"test/acc": 0.9, "test_last/acc": NAN}) is None
+
+
+def test_overfit_curves_put_every_loss_on_one_scale() -> None:
+    """Gaps per epoch, and val NLL relative to its lowest value so far: hand-computed on two curves whose NLLs
+    differ tenfold (a bounded loss at 2-4, cross-entropy at 0.3-0.5) but rise alike."""
+    low = {"val/nll": [0.5, 0.4, 0.44, 0.48], "train_eval/nll": [0.5, 0.3, 0.2, 0.1]}
+    high = {"val/nll": [5.0, 4.0, 4.4, 4.8], "train_eval/nll": [5.0, 3.0, 2.0, 1.0]}
+    low.update({"val/acc": [0.6, 0.7, 0.7, 0.69], "train_eval/acc": [0.6, 0.75, 0.8, 0.9]})
+    out = analysis.overfit_curves(low)
+    assert out[VAL_NLL_RISE] == pytest.approx([0.0, 0.0, 0.1, 0.2])
+    assert analysis.overfit_curves(high)[VAL_NLL_RISE] == pytest.approx(out[VAL_NLL_RISE])
+    assert out[GAP_ACC] == pytest.approx([0.0, 0.05, 0.1, 0.21])
+    assert out[GAP_NLL] == pytest.approx([0.0, 0.1, 0.24, 0.38])
+    gappy = analysis.overfit_curves({"val/nll": [NAN, 0.5, NAN, 0.6]})
+    assert set(gappy) == {VAL_NLL_RISE}, "without train_eval there is no gap to give"
+    assert math.isnan(gappy[VAL_NLL_RISE][0]) and gappy[VAL_NLL_RISE][1] == 0.0 and math.isnan(gappy[VAL_NLL_RISE][2])
+    assert gappy[VAL_NLL_RISE][3] == pytest.approx(0.2)

@@ -31,7 +31,7 @@ def test_cli_run_records_every_epoch_and_finishes(tiny_mnist: Path, tmp_path: Pa
     client, runs = read_runs(store)
     assert [r.info.status for r in runs] == ["FINISHED"]
     for key in ("train/loss", "val/loss", "train/acc", "val/acc"):
-        assert sorted(m.step for m in client.get_metric_history(runs[0].info.run_id, key)) == [0, 1, 2], key
+        assert sorted(m.step for m in client.get_metric_history(runs[0].info.run_id, key)) == [1, 2, 3], key
     assert runs[0].data.tags["loss"] == "hinge" and runs[0].data.tags["optimizer"] == "sgd"
     # Hydra wrote its output under the launch directory; the store is where tracking.uri said.
     assert list((tmp_path / "outputs").glob("*/*/.hydra/overrides.yaml"))

@@ -127,7 +127,7 @@ def test_epoch_axes_show_whole_epochs_only(epochs: int) -> None:
             str(int(t)) for t in ticks
         ]
         if epochs == 1:
-            assert ticks == [0]
+            assert ticks == [1], "epochs count from 1"
 
 
 @pytest.mark.parametrize("n, ncols", [(1, 3), (2, 3), (10, 4), (7, 3)])

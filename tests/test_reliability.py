@@ -91,10 +91,10 @@ def epochs_of(client, run_id: str, key: str = "val/loss") -> list[int]:
 
 
 def assert_complete_curves(client, run_id: str, epochs: int) -> None:
-    """Every per-epoch key has exactly one point per epoch 0..epochs-1: nothing missing, nothing twice."""
+    """Every per-epoch key has exactly one point per epoch 1..epochs (MLflow's step): nothing missing, nothing twice."""
     for key in EPOCH_METRICS:
         steps = epochs_of(client, run_id, key)
-        assert steps == list(range(epochs)), f"{key}: steps {steps}"
+        assert steps == list(range(1, epochs + 1)), f"{key}: steps {steps}"
 
 
 def start_slow_trial(data_root: Path, work: Path):
@@ -161,8 +161,8 @@ def test_non_finite_loss_stops_at_once_fails_the_run_and_keeps_the_last_good_che
     )
     with pytest.raises(DivergenceError) as raised:
         run(cfg)
-    # The 12th training call is the 4th step of epoch 1; global_step counts optimizer steps from 0.
-    expected = f"diverged: non-finite loss ({value}) at epoch 1 step 11"
+    # The 12th training call is the 4th step of epoch 2 (epochs count from 1); global_step counts steps from 0.
+    expected = f"diverged: non-finite loss ({value}) at epoch 2 step 11"
     assert str(raised.value) == expected
 
     client, runs = read_runs(store)
@@ -276,8 +276,8 @@ def test_interrupt_while_a_checkpoint_is_written_keeps_store_and_last_ckpt_in_st
     client, [r] = read_runs(store)
     assert r.info.status == "KILLED"
     saved = checkpoint(tmp_path / "checkpoints" / r.info.run_id / "last.ckpt")
-    assert saved["epoch"] == 0
-    assert epochs_of(client, r.info.run_id) == [0], "the store holds an epoch that last.ckpt does not"
+    assert saved["epoch"] == 0  # Lightning's index: the checkpoint holds epoch 1
+    assert epochs_of(client, r.info.run_id) == [1], "the store holds an epoch that last.ckpt does not"
 
 
 class SignalAfterWrite:
@@ -625,7 +625,7 @@ def test_resume_path_of_another_config_is_refused(tiny_mnist: Path, tmp_path: Pa
     finally:  # whatever happened, the diverged run's record must be as it was
         client, [after] = read_runs(store)
         assert after.info.status == "FAILED" and after.data.params["loss.name"] == "nanafter"
-    assert epochs_of(client, diverged.info.run_id) == [0], "epochs trained with another loss were added to the run"
+    assert epochs_of(client, diverged.info.run_id) == [1], "epochs trained with another loss were added to the run"
 
 
 # ----------------------------------------------------------------------------- secrets

@@ -33,7 +33,7 @@ class FakeRun:
     optimizer: str = "adam"
     epochs: int = 6
     onset: bool = False
-    """Val NLL bottoms out at epoch 2, then rises while train NLL falls (onset = 2 with patience 3)."""
+    """Val NLL bottoms out at epoch 3, then rises while train NLL falls (onset = 3 with patience 3)."""
     shift: float = 0.0
     test_acc: float | None = None
     test_last_acc: float | None = None
@@ -42,6 +42,8 @@ class FakeRun:
     sweep_id: str | None = SWEEP
     noise_rate: float = 0.0
     failure: str | None = None
+    legacy: bool = False
+    """Recorded before epochs were numbered from 1: its first epoch at MLflow step 0, no first-epoch tag."""
     curves: dict[str, list[float]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -77,9 +79,12 @@ def log_run(client: MlflowClient, experiment_id: str, run: FakeRun) -> str:
         tags["sweep_id"] = run.sweep_id
     if run.failure:
         tags["lossbench.failure"] = run.failure
+    if not run.legacy:
+        tags["lossbench.first_epoch"] = "1"
     created = client.create_run(experiment_id, run_name=run.name, start_time=run.start_time, tags=tags)
+    first = 0 if run.legacy else 1  # MLflow's step of the first epoch
     metrics = [
-        Metric(key, value, 1000 + step, step) for key, values in run.curves.items() for step, value in enumerate(values)
+        Metric(key, value, 1000 + i, first + i) for key, values in run.curves.items() for i, value in enumerate(values)
     ]
     if run.test_acc is not None:
         metrics.append(Metric("test/acc", run.test_acc, 5000, 0))
@@ -106,7 +111,7 @@ def log_run(client: MlflowClient, experiment_id: str, run: FakeRun) -> str:
 SWEEP_RUNS = [
     FakeRun("ce-old", "ce", 0, onset=True, test_acc=0.50, config_hash="h-ce-0", start_time=1),
     FakeRun("ce-s0", "ce", 0, onset=True, test_acc=0.91, config_hash="h-ce-0", start_time=10),
-    FakeRun("ce-s1", "ce", 1, onset=True, shift=0.02, test_acc=0.93, start_time=11),
+    FakeRun("ce-s1", "ce", 1, onset=True, shift=0.02, test_acc=0.93, start_time=11, legacy=True),
     FakeRun("mse-s0", "mse", 0, test_acc=0.95, start_time=12),
     FakeRun("mse-s1", "mse", 1, shift=0.01, test_acc=0.96, start_time=13),
     FakeRun("mse-s2-failed", "mse", 2, status="FAILED", epochs=3, failure=FAILURE, start_time=14),
@@ -207,7 +212,7 @@ def by_name(name: str) -> FakeRun:
 
 def selected_epoch(run: FakeRun) -> int:
     """The highest val/acc, ties to the earlier epoch (the runs say checkpoint.monitor = val/acc)."""
-    return max(range(run.epochs), key=lambda i: (run.curves["val/acc"][i], -i))
+    return 1 + max(range(run.epochs), key=lambda i: (run.curves["val/acc"][i], -i))  # epochs count from 1
 
 
 def test_results_table_has_intervals_selected_and_last_figures(store: Store) -> None:
@@ -218,14 +223,14 @@ def test_results_table_has_intervals_selected_and_last_figures(store: Store) -> 
         assert row["test acc @selected (%)"] == mean_ci([r.test_acc for r in runs], 100, 2)
         sel = [selected_epoch(r) for r in runs]
         assert row["selected epoch"] == f"{statistics.mean(sel):.1f}"
-        gaps_sel = [r.curves["train_eval/acc"][e] - r.curves["val/acc"][e] for r, e in zip(runs, sel)]
+        gaps_sel = [r.curves["train_eval/acc"][e - 1] - r.curves["val/acc"][e - 1] for r, e in zip(runs, sel)]
         gaps_last = [r.curves["train_eval/acc"][-1] - r.curves["val/acc"][-1] for r in runs]
         assert (
             row["gap acc (pp) sel → last"]
             == f"{statistics.mean(gaps_sel) * 100:.1f} → {statistics.mean(gaps_last) * 100:.1f}"
         )
     onset = {r["loss"]: r["onset (runs)"] for r in rows}
-    assert onset == {"ce": "2.0 (2/2)", "mse": "— (0/2)"}
+    assert onset == {"ce": "3.0 (2/2)", "mse": "— (0/2)"}, "ce-s1 (step 0 = its first epoch) reads as ce-s0"
     assert "best val/acc (highest)" in section(store.result.markdown.read_text(), "Results"), "says which monitor chose"
 
 
@@ -233,10 +238,10 @@ def test_verdicts_come_first_in_plain_words(store: Store) -> None:
     markdown = store.result.markdown.read_text()
     assert markdown.index("## Verdicts") < markdown.index("## Results")
     verdicts = section(markdown, "Verdicts")
-    assert "**ce / adam**: overfits in 2/2 runs, from epoch 2 (val NLL +" in verdicts
+    assert "**ce / adam**: overfits in 2/2 runs, after epoch 3 (val NLL +" in verdicts
     assert "**mse / adam**: no overfitting" in verdicts
     runs = {r["run"].split("]")[0].lstrip("["): r for r in table(markdown, "Runs used")}
-    assert runs["ce-s0"]["verdict"].startswith("overfits from epoch 2")
+    assert runs["ce-s0"]["verdict"].startswith("overfits after epoch 3")
 
 
 def test_paired_comparison_with_the_reference(store: Store) -> None:
@@ -266,7 +271,7 @@ def test_summary_json_holds_the_same_numbers(store: Store) -> None:
         assert (rows[loss]["test_acc"]["low"], rows[loss]["test_acc"]["high"]) == pytest.approx((low, high))
         assert rows[loss]["n"] == 2
         assert sorted(rows[loss]["run_ids"]) == sorted(store.run_ids[n] for n in names)
-    assert rows["ce"]["onset_epoch"]["mean"] == 2.0 and rows["ce"]["onset_epoch"]["n"] == 2
+    assert rows["ce"]["onset_epoch"]["mean"] == 3.0 and rows["ce"]["onset_epoch"]["n"] == 2
     assert rows["mse"]["onset_epoch"]["n"] == 0 and rows["mse"]["onset_epoch"]["mean"] is None
     assert rows["ce"]["verdict"].startswith("overfits in 2/2 runs")
     assert [c["label"] for c in summary["comparisons"]] == ["mse / adam", "ce / adam"]

@@ -36,7 +36,7 @@ def test_run_records_every_epoch_metric_test_metrics_and_figures(tiny_mnist: Pat
     assert r.data.tags["config_hash"] == config_hash(cfg)
     for key in EPOCH_METRICS:
         history = client.get_metric_history(r.info.run_id, key)
-        assert sorted(m.step for m in history) == [0, 1], key
+        assert sorted(m.step for m in history) == [1, 2], key  # MLflow's step is the epoch number
     for key in FINAL_METRICS:
         assert key in r.data.metrics, key
     assert r.data.params["optimizer.lr"] == "0.001" and r.data.params["loss.criterion._target_"] == "torch.nn.L1Loss"
@@ -286,7 +286,7 @@ def test_early_stopping_ends_the_run_and_tests_the_best_checkpoint(tiny_mnist: P
     )
     client, [r] = read_runs(store)
     assert r.info.status == "FINISHED"
-    assert sorted(m.step for m in client.get_metric_history(r.info.run_id, "val/nll")) == [0, 1, 2]
+    assert sorted(m.step for m in client.get_metric_history(r.info.run_id, "val/nll")) == [1, 2, 3]
     best = min(client.get_metric_history(r.info.run_id, "val/nll"), key=lambda m: m.value)
     assert r.data.metrics["summary/best_val_nll"] == pytest.approx(best.value)
 
@@ -341,6 +341,7 @@ def test_last_checkpoint_follows_every_epoch_even_when_the_monitor_does_not_impr
     folder = tmp_path / "checkpoints" / runs[0].info.run_id
     last = torch.load(folder / "last.ckpt", map_location="cpu", weights_only=True)
     best = torch.load(folder / "best.ckpt", map_location="cpu", weights_only=True)
+    # Lightning's own counters (and the history kept in checkpoints) are 0-based indices; people read epoch numbers.
     assert last["epoch"] == 2 and [r["epoch"] for r in last["lossbench_history"]] == [0, 1, 2]
     assert best["epoch"] == 0, "ties go to the earlier epoch"
-    assert runs[0].data.metrics["summary/selected_epoch"] == 0
+    assert runs[0].data.metrics["summary/selected_epoch"] == 1, "the first epoch is epoch 1"

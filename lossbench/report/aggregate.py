@@ -123,7 +123,7 @@ class GroupRow:
             when = f"epoch {onsets[0]}" if onsets[0] == onsets[-1] else f"epochs {onsets[0]}–{onsets[-1]}"
             figures = [f"val NLL {rise.mean:+.0%} from its minimum to the end".replace("%", " %")] if rise.n else []
             return (
-                f"overfits in {self.n_onset}/{n} runs, from {when} ("
+                f"overfits in {self.n_onset}/{n} runs, after {when} ("
                 + "; ".join(figures + ([gap] if gap else []))
                 + ")"
             )

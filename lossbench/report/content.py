@@ -185,7 +185,7 @@ def not_finished_table(selection: Selection) -> str:
                 run.dimension("loss"),
                 run.dimension("optimizer"),
                 run.seed,
-                "0" if epochs is None else str(epochs + 1),
+                "0" if epochs is None else str(epochs),
                 reason,
                 f"re-run finished: {rerun.name}" if rerun else "",
                 run.run_id,

@@ -17,6 +17,7 @@ from lossbench import analysis
 from lossbench.names import (
     CONFIG_HASH_TAG,
     EPOCH_TIME,
+    FIRST_EPOCH_TAG,
     KIND_TRAIN,
     MEMORISED,
     MONITOR_BEFORE_PARAM,
@@ -163,7 +164,8 @@ def load_runs(
             for key in curve_metrics:
                 if key in run.data.metrics:
                     history = sorted(client.get_metric_history(run.info.run_id, key), key=lambda m: m.timestamp)
-                    curves[key] = analysis.dense_curve((m.step, m.value) for m in history)
+                    first_step = int(run.data.tags.get(FIRST_EPOCH_TAG, 0))  # 0: recorded before epochs counted from 1
+                    curves[key] = analysis.dense_curve(((m.step, m.value) for m in history), first_step)
             records.append(
                 RunRecord(
                     run_id=run.info.run_id,
