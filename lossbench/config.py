@@ -29,6 +29,7 @@ from lossbench.names import MONITORABLE
 # optimizer steps into fewer Lightning steps (tests/test_train.py: every evaluation bit-identical).
 OPERATIONAL_KEYS = (
     "tracking",
+    "report",
     "resume",
     "threads",
     "launch",
@@ -167,6 +168,9 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("analysis.margin_acc", lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1) (0.01 = 1 pp)"),
     ("tracking.timeout_s", lambda v: _is_number(v) and v > 0, "a number of seconds > 0"),
     ("tracking.experiment", lambda v: isinstance(v, str) and v.strip() != "", "a non-empty name"),
+    ("tracking.stage", lambda v: v in (1, 2), "1 (a sweep's first runs) or 2 (its one extension)"),
+    ("report.reference", lambda v: isinstance(v, str) and v.strip() != "", "a loss name, e.g. ce"),
+    ("report.min_effect_pp", _optional(lambda v: _is_number(v) and v > 0), "null or a number of pp > 0"),
 ]
 
 

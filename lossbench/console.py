@@ -67,11 +67,15 @@ class MiniBatchProgressBar(TQDMProgressBar):
         self.batches_per_epoch, self.per_step = batches_per_epoch, per_step
 
     def on_train_epoch_start(self, trainer: pl.Trainer, *args: Any) -> None:
-        super().on_train_epoch_start(trainer, *args)
-        self.train_progress_bar.total = self.batches_per_epoch
-        self.train_progress_bar.unit = "batch"
-        # Lightning's own "Epoch 3" is its 0-based index; lossbench counts epochs from 1 everywhere
-        self.train_progress_bar.set_description(f"epoch {epoch_number(trainer.current_epoch)}/{trainer.max_epochs}")
+        """Lightning's own bar, but in mini-batches and with the epoch as lossbench numbers it (Lightning writes its
+        0-based index: "Epoch 3" during epoch 4)."""
+        if self._leave:
+            self.train_progress_bar = self.init_train_tqdm()
+        bar = self.train_progress_bar
+        bar.unit = "batch"
+        bar.set_description(f"epoch {epoch_number(trainer.current_epoch)}/{trainer.max_epochs}", refresh=False)
+        bar.reset(total=self.batches_per_epoch)
+        bar.initial = 0
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
         bar = self.train_progress_bar

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import tempfile
 from pathlib import Path
@@ -103,6 +104,30 @@ def sweep_tags() -> dict[str, str]:
     if os.environ.get(PARENT_RUN_ENV):
         found[PARENT_RUN_TAG] = os.environ[PARENT_RUN_ENV]
     return found
+
+
+# ------------------------------------------------------------------------------------- its log
+
+
+class _Label(logging.Filter):
+    """Prefixes every line of the ``lossbench`` logger with the job's run: parallel jobs' lines interleave."""
+
+    def __init__(self, label: str):
+        super().__init__()
+        self.label = label
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = f"[{self.label}] {record.msg}"
+        return True
+
+
+def label_logs(label: str) -> None:
+    """In a sweep, prefix this job's lines with ``label`` (its run's name once it has one); nothing outside one."""
+    logger = logging.getLogger("lossbench")
+    for old in [f for f in logger.filters if isinstance(f, _Label)]:
+        logger.removeFilter(old)
+    if in_sweep():
+        logger.addFilter(_Label(label))
 
 
 # ------------------------------------------------------------------------------------ outcomes

@@ -137,6 +137,8 @@ FAILURE_TAG = "lossbench.failure"
 CHECKPOINT_TAG = "lossbench.checkpoint_dir"
 HOST_TAG, PID_TAG = "lossbench.host", "lossbench.pid"
 """Where the process that owns a RUNNING run lives: a run whose process is gone is not running."""
+STAGE_TAG = "lossbench.stage"
+"""1 for a sweep's first runs, 2 for the runs its one extension added (lossbench.decisions' second look)."""
 FIRST_EPOCH_TAG = "lossbench.first_epoch"
 """The MLflow step of a run's first epoch: :data:`FIRST_EPOCH` on runs recorded since epochs are numbered from 1.
 Runs without the tag (recorded earlier) logged their first epoch at step 0, and keep doing so when resumed."""

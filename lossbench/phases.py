@@ -57,6 +57,7 @@ from lossbench.names import (
     NOISE_TAG_PREFIX,
     OBJECTIVE,
     ONSET_TAG,
+    STAGE_TAG,
     TEST_LAST_PREFIX,
     TEST_PREFIX,
     THREADS_TAG,
@@ -192,10 +193,13 @@ def open_run(tracking: DictConfig, resume: bool | str | None, who: Identity) -> 
             CONFIG_HASH_TAG: who.config_hash,
             CONFIG_HASH_VERSION_TAG: CONFIG_HASH_VERSION,
             FIRST_EPOCH_TAG: FIRST_EPOCH,  # its epochs' MLflow steps
+            STAGE_TAG: tracking.stage,
         }
         run_id = tracker.create_run(who.name, {**tags, **job.sweep_tags()}, who.params)
+        job.label_logs(who.name)
     else:
         tracker.reopen(run_id)
+        job.label_logs(tracker.client.get_run(run_id).info.run_name or run_id)
     checkpoint_dir = Path(tracking.checkpoint_dir).resolve() / run_id
     return Opened(tracker, run_id, checkpoint_dir, ckpt_path)
 

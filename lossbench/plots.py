@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
 from lossbench.analysis import Curves
@@ -34,6 +35,7 @@ from lossbench.names import (
     VAL_NLL,
     VAL_PREFIX,
 )
+from lossbench.stats import seed_order
 
 DPI = 100
 PathLike = str | Path
@@ -95,6 +97,22 @@ def _plot_curve(ax: Axes, values: Sequence[float], **style: object) -> bool:
     return True
 
 
+SELECTED_STYLE = {"color": "tab:green", "linestyle": ":", "linewidth": 1.2}
+ONSET_STYLE = {"color": "tab:red", "linestyle": "--", "linewidth": 1.0}
+
+
+def selected_label(epoch: int | None = None, selected_by: str = OBJECTIVE) -> str:
+    """The legend's words for the selected epoch: the raw curve's best, whose checkpoint is tested."""
+    where = f"selected epoch {epoch}" if epoch is not None else "selected epoch (each run)"
+    return f"{where}: highest raw {selected_by}, tested"
+
+
+def onset_label(epoch: int | None = None) -> str:
+    """The legend's words for the onset: the smoothed validation curve's peak, after which the run overfits."""
+    where = f"overfits after epoch {epoch}" if epoch is not None else "overfits after (each run)"
+    return f"{where}: smoothed validation peak"
+
+
 def _mark_epochs(
     ax: Axes,
     selected_epoch: int | None,
@@ -103,16 +121,19 @@ def _mark_epochs(
     selected_by: str = OBJECTIVE,
     per_run: bool = False,
 ) -> None:
-    """Vertical lines: the selected (best) epoch dotted green, the overfitting onset dashed red.
+    """Vertical lines: the selected epoch dotted green, the overfitting onset dashed red.
 
     ``per_run``: the legend names the kind of line, not one run's epoch (a panel holds several runs).
     """
     if selected_epoch is not None:
-        text = "selected epoch (each run)" if per_run else f"selected epoch {selected_epoch} (best {selected_by})"
-        ax.axvline(selected_epoch, color="tab:green", linestyle=":", linewidth=1.2, label=text if label else None)
+        text = selected_label(None if per_run else selected_epoch, selected_by)
+        ax.axvline(selected_epoch, **SELECTED_STYLE, label=text if label else None)
     if onset_epoch is not None:
-        text = "overfitting onset (each run)" if per_run else f"overfitting onset (epoch {onset_epoch})"
-        ax.axvline(onset_epoch, color="tab:red", linestyle="--", linewidth=1, label=text if label else None)
+        text = onset_label(None if per_run else onset_epoch)
+        ax.axvline(onset_epoch, **ONSET_STYLE, label=text if label else None)
+
+
+_UNITS = {"own loss": "the run's own loss", "NLL (cross-entropy of softmax)": "NLL", "accuracy": "accuracy"}
 
 
 def learning_curves(
@@ -125,13 +146,25 @@ def learning_curves(
 ) -> Path:
     """Three panels against epoch: the run's own loss, NLL, accuracy; train, train (eval mode), validation.
 
-    ``selected_epoch`` (the checkpoint tested as ``test/*``, best ``selected_by``) is marked with a
-    dotted vertical line, ``onset_epoch`` (see :func:`lossbench.analysis.judge`) with a dashed one,
-    each with a legend entry on every panel. Panels whose metrics are all missing say so.
+    ``selected_epoch`` (the checkpoint tested as ``test/*``, best raw ``selected_by``) is marked with a dotted
+    vertical line, ``onset_epoch`` (the smoothed validation peak, see :func:`lossbench.analysis.judge`) with a
+    dashed one; one legend below the panels says which is which, off the data. Panels whose metrics are all
+    missing say so.
     """
+    return _save(learning_curves_figure(curves, title, onset_epoch, selected_epoch, selected_by), path)
+
+
+def learning_curves_figure(
+    curves: Curves,
+    title: str = "",
+    onset_epoch: int | None = None,
+    selected_epoch: int | None = None,
+    selected_by: str = OBJECTIVE,
+) -> Figure:
+    """:func:`learning_curves` as a matplotlib Figure (to inspect, or to save elsewhere)."""
     # Fixed margins, not a layout engine: "constrained" lays the figure out by drawing it, doubling its cost per run.
-    fig = Figure(figsize=(14, 4.2))
-    fig.subplots_adjust(left=0.045, right=0.99, bottom=0.12, top=0.86 if title else 0.92, wspace=0.2)
+    fig = Figure(figsize=(14, 4.6))
+    fig.subplots_adjust(left=0.05, right=0.99, bottom=0.25, top=0.87 if title else 0.92, wspace=0.22)
     axes = fig.subplots(1, len(_PANELS))
     for ax, (name, series) in zip(axes, _PANELS):
         drawn = [
@@ -140,15 +173,20 @@ def learning_curves(
         ]
         if not any(drawn):
             ax.text(0.5, 0.5, "not recorded", transform=ax.transAxes, ha="center", va="center", color="gray")
-        _mark_epochs(ax, selected_epoch, onset_epoch, label=True, selected_by=selected_by)
+        _mark_epochs(ax, selected_epoch, onset_epoch, label=ax is axes[0], selected_by=selected_by)
         ax.set_title(name)
+        ax.set_ylabel(_UNITS[name])
         _epoch_axis(ax)
         ax.grid(alpha=0.3)
-        if any(drawn) or onset_epoch is not None or selected_epoch is not None:
-            ax.legend(fontsize="small")
+    handles: dict[str, object] = {}
+    for ax in axes:
+        for handle, text in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(text, handle)
+    if handles:
+        fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=min(len(handles), 5), fontsize="small")
     if title:
         fig.suptitle(title)
-    return _save(fig, path)
+    return fig
 
 
 def confusion_matrix(
@@ -212,17 +250,20 @@ def curve_grid(
     title: str = "",
     ncols: int = 3,
     marks: Mapping[str, Sequence[tuple[int | None, int | None]]] | None = None,
+    seeds: Mapping[str, Sequence[str]] | None = None,
+    ylabel: str = "NLL",
 ) -> Path:
     """One small panel per group (e.g. loss × optimizer), its runs (seeds) overlaid: :func:`curve_grid_figure` as a PNG."""
-    return _save(curve_grid_figure(panels, metrics, title, ncols, marks), path)
+    return _save(curve_grid_figure(panels, metrics, title, ncols, marks, seeds, ylabel), path)
 
 
-def _grid_margins(fig: Figure, rows: int, cols: int, title: str) -> None:
+def _grid_margins(fig: Figure, rows: int, cols: int, title: str, legend_rows: int) -> None:
     """Fixed margins in inches for a grid of panels (titles on top, tick labels left and below, "epoch" below
-    the lowest panels): the constrained layout engine lays a figure out by drawing it, which doubled the
-    cost of the report's largest figure (~2 s for 10 panels here)."""
+    the lowest panels, the legend below everything): the constrained layout engine lays a figure out by drawing
+    it, which doubled the cost of the report's largest figure (~2 s for 10 panels here)."""
     width, height = fig.get_size_inches()
-    left, right, bottom, top = 0.7, 0.15, 0.55, 0.35 + (0.3 if title else 0.0)
+    left, right, top = 0.75, 0.15, 0.35 + (0.3 if title else 0.0)
+    bottom = 0.55 + 0.22 * legend_rows
     gap_w, gap_h = 0.75, 0.7  # the next panel's tick labels; a panel's title above, tick labels and label below
     axes_w = (width - left - right - gap_w * (cols - 1)) / cols
     axes_h = (height - top - bottom - gap_h * (rows - 1)) / rows
@@ -236,43 +277,53 @@ def _grid_margins(fig: Figure, rows: int, cols: int, title: str) -> None:
     )
 
 
+_METRIC_STYLES = ("-", "--", ":", "-.")
+
+
 def curve_grid_figure(
     panels: Mapping[str, Sequence[Curves]],
     metrics: Sequence[str] = (VAL_NLL, TRAIN_EVAL_NLL),
     title: str = "",
     ncols: int = 3,
     marks: Mapping[str, Sequence[tuple[int | None, int | None]]] | None = None,
+    seeds: Mapping[str, Sequence[str]] | None = None,
+    ylabel: str = "NLL",
 ) -> Figure:
     """One small panel per group (e.g. loss × optimizer), its runs (seeds) overlaid.
 
-    Each metric keeps one colour and style across panels; every run is one thin line. Panels share
-    the epoch axis but not the value axis (a diverged loss would flatten the others). The lowest
-    panel of every column carries the epoch ticks and label, also when the last row is not full.
-    ``marks[group]`` gives each run's ``(selected epoch, onset epoch)``, drawn as in :func:`learning_curves`.
+    Each metric keeps one line style across panels (solid, dashed, ...); each seed one colour across panels
+    (``seeds[group]`` names each run's seed; without it, runs are numbered). Panels share the epoch axis but not
+    the value axis (a diverged loss would flatten the others); the leftmost carry ``ylabel``. The lowest panel
+    of every column carries the epoch ticks and label, also when the last row is not full. ``marks[group]``
+    gives each run's ``(selected epoch, onset epoch)``, drawn as in :func:`learning_curves`. The legend sits
+    below the panels, off the data.
     """
     if not panels:
         raise ValueError("curve_grid needs at least one panel")
     n = len(panels)
     cols = max(1, min(ncols, n))
     rows = math.ceil(n / cols)
-    fig = Figure(figsize=(4.6 * cols, 3.3 * rows + 0.6))
-    _grid_margins(fig, rows, cols, title)
+    named = {g: list((seeds or {}).get(g) or [f"run {i + 1}" for i in range(len(r))]) for g, r in panels.items()}
+    palette = {
+        seed: f"C{i % 10}" for i, seed in enumerate(sorted({s for v in named.values() for s in v}, key=seed_order))
+    }
+    entries = len(metrics) + len(palette) + 2
+    legend_rows = math.ceil(entries / max(1, 2 * cols))
+    fig = Figure(figsize=(4.6 * cols, 3.3 * rows + 0.6 + 0.22 * legend_rows))
+    _grid_margins(fig, rows, cols, title, legend_rows)
     axes = np.atleast_1d(fig.subplots(rows, cols, sharex=True, squeeze=False)).ravel()
-    styles = ("-", "--", ":", "-.")
     for ax, (name, runs) in zip(axes, panels.items()):
         for m_index, metric in enumerate(metrics):
-            for r_index, curves in enumerate(runs):
+            for seed, curves in zip(named[name], runs):
                 _plot_curve(
                     ax,
                     curves.get(metric, ()),
-                    color=f"C{m_index}",
-                    linestyle=styles[m_index % len(styles)],
+                    color=palette[seed],
+                    linestyle=_METRIC_STYLES[m_index % 4],
                     linewidth=1.2,
-                    alpha=0.8,
-                    label=metric if r_index == 0 else None,
                 )
         for selected, onset in (marks or {}).get(name, ()):
-            _mark_epochs(ax, selected, onset, label=ax is axes[0], per_run=True)
+            _mark_epochs(ax, selected, onset, label=False, per_run=True)
         ax.set_title(f"{name}  (n={len(runs)})", fontsize="medium")
         ax.grid(alpha=0.3)
     for ax in axes[n:]:
@@ -281,12 +332,76 @@ def curve_grid_figure(
         lowest = index + cols >= n  # no panel below it in its column
         ax.tick_params(axis="x", labelbottom=lowest)
         _epoch_axis(ax, label=lowest)
-    handles, labels = axes[0].get_legend_handles_labels()
-    unique = dict(zip(labels, handles))  # one entry per kind of line, however many runs drew one
-    axes[0].legend(unique.values(), unique.keys(), fontsize="small")
+        if index % cols == 0:
+            ax.set_ylabel(ylabel)
+    handles = [Line2D([], [], color="0.3", linestyle=_METRIC_STYLES[i % 4], label=m) for i, m in enumerate(metrics)]
+    handles += [
+        Line2D([], [], color=colour, label=f"seed {seed}" if not str(seed).startswith("run") else seed)
+        for seed, colour in palette.items()
+    ]
+    handles += [
+        Line2D([], [], **SELECTED_STYLE, label=selected_label()),
+        Line2D([], [], **ONSET_STYLE, label=onset_label()),
+    ]
+    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 2 * cols), fontsize="small", frameon=False)
     if title:
         fig.suptitle(title)
     return fig
+
+
+def overfit_overview(
+    groups: Mapping[str, Sequence[Sequence[float]]],
+    path: PathLike,
+    ylabel: str = "val NLL above its lowest so far (%)",
+    scale: float = 100.0,
+    title: str = "",
+) -> Path:
+    """One small chart for every group at once, on one scale: per epoch, the mean over a group's runs of a
+    shared-scale overfitting curve (lossbench.analysis.overfit_curves, e.g. val NLL relative to its lowest so
+    far). 540 px wide, so it fits MLflow's description pane at a 1280-px window."""
+    fig = Figure(figsize=(5.4, 3.0 + 0.18 * math.ceil(len(groups) / 3)))
+    fig.subplots_adjust(
+        left=0.13, right=0.98, top=0.9 if title else 0.96, bottom=0.2 + 0.05 * math.ceil(len(groups) / 3)
+    )
+    ax = fig.subplots()
+    for index, (name, runs) in enumerate(groups.items()):
+        width = max((len(r) for r in runs), default=0)
+        matrix = np.full((len(runs), width), np.nan)
+        for i, run in enumerate(runs):
+            matrix[i, : len(run)] = np.asarray(run, dtype=float) * scale
+        with np.errstate(all="ignore"):
+            mean = np.nanmean(matrix, axis=0) if width else np.array([])
+        ax.plot(np.arange(width) + FIRST_EPOCH, mean, color=f"C{index % 10}", linewidth=1.6, label=name)
+    _epoch_axis(ax)
+    ax.set_ylabel(ylabel, fontsize="small")
+    ax.tick_params(labelsize="small")
+    ax.grid(alpha=0.3)
+    fig.legend(loc="lower center", ncol=3, fontsize="x-small", frameon=False)
+    if title:
+        ax.set_title(title, fontsize="medium")
+    return _save(fig, path)
+
+
+def budget_curves(
+    budgets: Mapping[str, tuple[Sequence[float], Sequence[float]]], path: PathLike, title: str = ""
+) -> Path:
+    """Expected best validation accuracy (%) against the number of settings tried, one line per group with a band
+    of ± one standard deviation (lossbench.stats.expected_best)."""
+    fig = Figure(figsize=(6.4, 4.2), layout="constrained")
+    ax = fig.subplots()
+    for index, (name, (expected, spread)) in enumerate(budgets.items()):
+        k = np.arange(1, len(expected) + 1)
+        mean, std = np.asarray(expected) * 100, np.asarray(spread) * 100
+        ax.plot(k, mean, color=f"C{index % 10}", marker="o", markersize=3, label=name)
+        ax.fill_between(k, mean - std, mean + std, color=f"C{index % 10}", alpha=0.15)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("settings tried")
+    ax.set_ylabel("expected best val acc (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small", loc="lower right")
+    if title:
+        ax.set_title(title)
+    return _save(fig, path)
 
 
 def _mean_std(values: Sequence[float]) -> tuple[float, float]:

@@ -3,13 +3,17 @@
 Pure functions over plain numbers (numpy and scipy only; no torch, Lightning or MLflow), so the
 report, a notebook or another tool can call them on values read from anywhere.
 
-- :func:`mean_ci`: the mean over seeds with a Student-t confidence interval.
+- :func:`mean_ci`: the mean over seeds with a Student-t confidence interval that never leaves the
+  quantity's range, and none below :data:`MIN_SEEDS` seeds.
 - :func:`paired_difference`: a candidate against a reference on the seeds both have (a paired
-  t-test), with a verdict in words.
+  t-test), with a verdict in words; :func:`probability_of_improvement`, a robust effect size beside it.
+  Deciding many comparisons together (multiplicity, a second look, seeds needed): lossbench.decisions.
 - :func:`rank_with_ties`: ranks by mean; neighbours whose intervals overlap share a rank.
 - :func:`select_tuned`: per group, the hyper-parameter setting with the best mean *validation*
   value, and the budget (settings × seeds) the group got.
 - :func:`resolution_of`: one test image's share of the test set, the finest difference it can show.
+- :func:`expected_best`: each group's expected best validation value when k of its settings are tried
+  (Dodge et al. 2019), the budget curve.
 
 Values are in whatever unit the caller uses (accuracy as a fraction, say); ``resolution`` must be in
 the same unit. Missing values (``None`` or NaN) are dropped, never counted as zero.
@@ -26,6 +30,9 @@ from scipy import stats as _scipy_stats
 
 LEVEL = 0.95
 """Default confidence level of every interval here."""
+MIN_SEEDS = 3
+"""Seeds (or seed pairs) an interval or a test needs. With two, Student's t has one degree of freedom and its
+95 % interval is ±12.7 standard errors: nothing honest to say beyond the two values themselves."""
 
 # Machine-readable outcomes of a paired comparison (``Paired.outcome``); ``Paired.verdict`` says it in words.
 BETTER, WORSE, INDISTINGUISHABLE, BELOW_RESOLUTION, TOO_FEW = (
@@ -35,6 +42,7 @@ BETTER, WORSE, INDISTINGUISHABLE, BELOW_RESOLUTION, TOO_FEW = (
     "below_resolution",
     "too_few",
 )
+UNBOUNDED = (-math.inf, math.inf)
 
 
 def _finite(x: float | None) -> bool:
@@ -58,8 +66,11 @@ def _check_level(level: float) -> float:
 class Interval:
     """A mean over ``n`` values with its two-sided Student-t confidence interval ``[low, high]``.
 
-    ``std`` is the sample standard deviation (ddof=1). ``low``, ``high`` and ``std`` are NaN when
-    ``n < 2`` (one value has no spread to estimate); everything is NaN when ``n == 0``.
+    ``std`` is the sample standard deviation (ddof=1). There is an interval only from :data:`MIN_SEEDS` values
+    on (``low``/``high`` are NaN below); it never leaves ``bounds``, the range the quantity lives in (an
+    accuracy in [0, 1]): the t-interval intersected with that range, which covers the true mean at least as
+    often as the t-interval itself does, since the true mean lies in the range. ``values`` keeps the values
+    themselves, which is what one or two seeds can honestly show.
     """
 
     mean: float
@@ -68,10 +79,12 @@ class Interval:
     n: int
     std: float
     level: float = LEVEL
+    values: tuple[float, ...] = ()
+    bounds: tuple[float, float] = UNBOUNDED
 
     @property
     def has_interval(self) -> bool:
-        return self.n >= 2
+        return self.n >= MIN_SEEDS
 
     def overlaps(self, other: Interval) -> bool:
         """Whether the two closed intervals share a point; a side without an interval overlaps anything."""
@@ -79,19 +92,24 @@ class Interval:
             return True
         return self.low <= other.high and other.low <= self.high
 
-    def format(self, scale: float = 1.0, digits: int = 2) -> str:
-        """``"87.52 [86.90, 88.14] (n=3)"`` after multiplying by ``scale``; ``"87.52 (n=1, no
-        interval)"`` for one value; ``"—"`` for none."""
+    def format(self, scale: float = 1.0, digits: int = 2, show_n: bool = True) -> str:
+        """``"87.52 [86.90, 88.14] (n=3)"`` after multiplying by ``scale``; ``"87.52 (n=2: 86.90, 88.14)"`` for two
+        values (the values, no interval); ``"87.52 (n=1)"`` for one; ``"—"`` for none. ``show_n=False`` leaves the
+        count out where a report says it once for every row."""
         if self.n == 0:
             return "—"
         mean = f"{self.mean * scale:.{digits}f}"
+        if self.n == 1:
+            return f"{mean} (n=1)" if show_n else mean
         if not self.has_interval:
-            return f"{mean} (n={self.n}, no interval)"
-        return f"{mean} [{self.low * scale:.{digits}f}, {self.high * scale:.{digits}f}] (n={self.n})"
+            seen = ", ".join(f"{v * scale:.{digits}f}" for v in self.values)
+            return f"{mean} (n={self.n}: {seen})"
+        n = f" (n={self.n})" if show_n else ""
+        return f"{mean} [{self.low * scale:.{digits}f}, {self.high * scale:.{digits}f}]{n}"
 
-    def to_json(self) -> dict[str, float | int | None]:
-        """The fields as JSON values (NaN becomes ``None``)."""
-        return {
+    def to_json(self) -> dict[str, object]:
+        """The fields as JSON values (NaN becomes ``None``); the values themselves when there is no interval."""
+        out: dict[str, object] = {
             "mean": _json(self.mean),
             "low": _json(self.low),
             "high": _json(self.high),
@@ -99,49 +117,63 @@ class Interval:
             "std": _json(self.std),
             "level": self.level,
         }
+        if 0 < self.n < MIN_SEEDS:
+            out["values"] = [float(v) for v in self.values]
+        return out
 
 
-def _t_interval(values: np.ndarray, level: float) -> Interval:
+def _t_interval(values: np.ndarray, level: float, bounds: tuple[float, float] = UNBOUNDED) -> Interval:
     n = int(values.size)
+    kept = tuple(float(v) for v in values)
     if n == 0:
-        return Interval(math.nan, math.nan, math.nan, 0, math.nan, level)
+        return Interval(math.nan, math.nan, math.nan, 0, math.nan, level, kept, bounds)
     mean = float(values.mean())
-    if n == 1:
-        return Interval(mean, math.nan, math.nan, 1, math.nan, level)
-    std = float(values.std(ddof=1))
+    std = float(values.std(ddof=1)) if n > 1 else math.nan
+    if n < MIN_SEEDS:
+        return Interval(mean, math.nan, math.nan, n, std, level, kept, bounds)
     half = float(_scipy_stats.t.ppf((1 + level) / 2, df=n - 1)) * std / math.sqrt(n)
-    return Interval(mean, mean - half, mean + half, n, std, level)
+    low, high = max(mean - half, bounds[0]), min(mean + half, bounds[1])
+    return Interval(mean, low, high, n, std, level, kept, bounds)
 
 
-def mean_ci(values: Iterable[float | None], level: float = LEVEL) -> Interval:
-    """The mean of the finite values with the Student-t interval ``mean ± t_{(1+level)/2, n-1} · s / √n``.
+def mean_ci(values: Iterable[float | None], level: float = LEVEL, bounds: tuple[float, float] = UNBOUNDED) -> Interval:
+    """The mean of the finite values with the Student-t interval ``mean ± t_{(1+level)/2, n-1} · s / √n``, kept
+    within ``bounds``.
 
-    ``None`` and NaN are dropped first; with fewer than two values left there is no interval.
+    ``None`` and NaN are dropped first; with fewer than :data:`MIN_SEEDS` values left there is no interval.
     """
     _check_level(level)
     kept = np.asarray([float(v) for v in values if _finite(v)], dtype=float)
-    return _t_interval(kept, level)
+    return _t_interval(kept, level, bounds)
 
 
 # ----------------------------------------------------------------------------- paired differences
 
 
-def _seed_order(seed: Hashable) -> tuple[int, object]:
-    """Seeds sort as numbers when they are numbers, else as text (mixed keys never raise)."""
-    return (0, seed) if isinstance(seed, int | float) and not isinstance(seed, bool) else (1, str(seed))
+def seed_order(seed: Hashable) -> tuple[int, object]:
+    """Seeds sort as numbers when they are numbers (or read as one: "10" after "9"), else as text; mixed keys
+    never raise."""
+    if isinstance(seed, int | float) and not isinstance(seed, bool):
+        return (0, seed)
+    try:
+        return (0, float(str(seed)))
+    except ValueError:
+        return (1, str(seed))
 
 
 def _seeds(keys: Iterable[Hashable]) -> tuple[Hashable, ...]:
-    return tuple(sorted(keys, key=_seed_order))
+    return tuple(sorted(keys, key=seed_order))
 
 
 @dataclass(frozen=True)
 class Paired:
-    """A candidate minus a reference, on the seeds both have: the mean difference, its interval,
-    the paired t-test's two-sided p-value, and a verdict.
+    """A candidate minus a reference, on the seeds both have: the mean difference, its interval, the paired
+    t-test's two-sided p-value, and a verdict.
 
     ``outcome`` is one of ``better``, ``worse``, ``indistinguishable``, ``below_resolution``,
-    ``too_few``; ``verdict`` says the same in words for a reader (with the number of seeds).
+    ``too_few``; ``verdict`` says the same in words for a reader (with the number of seeds). A report that
+    makes several comparisons decides them together (lossbench.decisions), which replaces outcome and verdict
+    with the family's, and fills ``p_adjusted``.
     """
 
     mean: float
@@ -158,6 +190,10 @@ class Paired:
     only_reference: tuple[Hashable, ...]
     """Seeds with a value for the reference only (left out)."""
     level: float = LEVEL
+    differences: tuple[float, ...] = ()
+    """Candidate minus reference, per paired seed (in :attr:`seeds` order)."""
+    p_adjusted: float = math.nan
+    """The family's multiplicity-adjusted p-value (lossbench.decisions), NaN until a family decides."""
 
     @property
     def dropped(self) -> str:
@@ -170,16 +206,19 @@ class Paired:
         return "; ".join(parts)
 
     def format(self, scale: float = 1.0, digits: int = 2) -> str:
-        """``"+0.17 [-0.05, +0.39], p=0.12 (n=3): not distinguishable at n=3 seeds"`` after
-        multiplying by ``scale``, followed by the seeds left out, if any."""
+        """``"+0.17 [-0.05, +0.39], p=0.12 (n=3): not distinguishable at n=3 seeds"`` after multiplying by
+        ``scale`` (``p=`` is the adjusted p-value once a family decided), followed by the seeds left out, if any.
+        Below :data:`MIN_SEEDS` pairs: the differences themselves, no interval and no p."""
         if self.n == 0:
             text = self.verdict
-        elif self.n == 1:
-            text = f"{self.mean * scale:+.{digits}f} (n=1): {self.verdict}"
+        elif self.n < MIN_SEEDS:
+            seen = ", ".join(f"{d * scale:+.{digits}f}" for d in self.differences)
+            text = f"{self.mean * scale:+.{digits}f} (n={self.n}: {seen}): {self.verdict}"
         else:
+            p = self.p_adjusted if math.isfinite(self.p_adjusted) else self.p_value
             text = (
                 f"{self.mean * scale:+.{digits}f} [{self.low * scale:+.{digits}f}, {self.high * scale:+.{digits}f}], "
-                f"p={self.p_value:.2g} (n={self.n}): {self.verdict}"
+                f"p={p:.2g} (n={self.n}): {self.verdict}"
             )
         return f"{text}; {self.dropped}" if self.dropped else text
 
@@ -191,11 +230,13 @@ class Paired:
             "high": _json(self.high),
             "n": self.n,
             "p_value": _json(self.p_value),
+            "p_adjusted": _json(self.p_adjusted),
             "test": "paired t-test (two-sided) on per-seed differences",
             "level": self.level,
             "outcome": self.outcome,
             "verdict": self.verdict,
             "seeds": list(self.seeds),
+            "differences": [float(d) for d in self.differences],
             "only_candidate": list(self.only_candidate),
             "only_reference": list(self.only_reference),
         }
@@ -206,13 +247,15 @@ def _seed_list(seeds: Sequence[Hashable]) -> str:
     return ("seed " if len(seeds) == 1 else "seeds ") + ", ".join(str(s) for s in seeds)
 
 
-def _two_sided_p(d: np.ndarray) -> float:
-    """The paired t-test's p-value from the differences; identical differences give 0 (or 1 if all zero)."""
+def paired_t(d: np.ndarray) -> tuple[float, float]:
+    """``(t, two-sided p)`` of Student's one-sample t-test of differences ``d`` against 0, ``t = mean / (s/√n)``
+    with ``n − 1`` degrees of freedom (what scipy's ``ttest_rel`` computes on the pairs: tests/test_stats.py
+    holds it to that); identical differences give ``(±inf, 0)``, or ``(0, 1)`` when all are zero."""
     mean, std = float(d.mean()), float(d.std(ddof=1))
     if std == 0:
-        return 1.0 if mean == 0 else 0.0
+        return (0.0, 1.0) if mean == 0 else (math.copysign(math.inf, mean), 0.0)
     t = mean / (std / math.sqrt(d.size))
-    return float(2 * _scipy_stats.t.sf(abs(t), df=d.size - 1))
+    return t, float(2 * _scipy_stats.t.sf(abs(t), df=d.size - 1))
 
 
 def paired_difference(
@@ -221,17 +264,20 @@ def paired_difference(
     level: float = LEVEL,
     resolution: float | None = None,
     higher_is_better: bool = True,
+    bounds: tuple[float, float] = UNBOUNDED,
 ) -> Paired:
-    """Candidate minus reference on the seeds both have, judged by a two-sided paired t-test.
+    """Candidate minus reference on the seeds both have, judged on its own by a two-sided paired t-test.
 
     Runs that share a seed share their initial weights, batch order and data split, so the per-seed
     differences ``d_s = candidate[s] - reference[s]`` cancel what the seed alone decides; the test is
     Student's one-sample t-test of ``d`` against 0 (scipy's ``ttest_rel``), with ``n - 1`` degrees of
-    freedom. Seeds with no finite value on one side are left out and named in the result.
+    freedom. Seeds with no finite value on one side are left out and named in the result. ``bounds``: the
+    range a difference can take (-1..1 for accuracies); the interval stays inside it.
 
-    The verdict, in this order:
+    The verdict, in this order (a report deciding several comparisons at once replaces it:
+    lossbench.decisions):
 
-    - fewer than 2 pairs: ``"too few paired seeds (n=K)"`` (no spread, no test);
+    - fewer than :data:`MIN_SEEDS` pairs: ``"too few paired seeds (n=K)"`` (no interval, no test);
     - ``resolution`` given and the whole interval inside ``(-resolution, +resolution)``: ``"below
       the test set's resolution (< 1 test image) at n=K seeds"``, whatever the p-value;
     - the interval at ``level`` excludes 0 (equivalently p < 1 - level): ``"better"`` if the
@@ -246,13 +292,12 @@ def paired_difference(
     seeds = _seeds(have_c & have_r)
     only_c, only_r = _seeds(have_c - have_r), _seeds(have_r - have_c)
     d = np.asarray([float(candidate[s]) - float(reference[s]) for s in seeds], dtype=float)
-    ci = _t_interval(d, level)
+    ci = _t_interval(d, level, bounds)
     n = ci.n
-
-    if n < 2:
-        p, outcome, verdict = math.nan, TOO_FEW, f"too few paired seeds (n={n})"
+    if n < MIN_SEEDS:
+        p, outcome, verdict = math.nan, TOO_FEW, f"too few paired seeds (n={n}; a comparison needs {MIN_SEEDS})"
     else:
-        p = _two_sided_p(d)
+        p = paired_t(d)[1]
         if resolution is not None and -resolution < ci.low and ci.high < resolution:
             outcome, verdict = BELOW_RESOLUTION, f"below the test set's resolution (< 1 test image) at n={n} seeds"
         elif ci.low > 0 or ci.high < 0:
@@ -260,7 +305,7 @@ def paired_difference(
             verdict = outcome
         else:
             outcome, verdict = INDISTINGUISHABLE, f"not distinguishable at n={n} seeds"
-    return Paired(ci.mean, ci.low, ci.high, n, p, outcome, verdict, seeds, only_c, only_r, level)
+    return Paired(ci.mean, ci.low, ci.high, n, p, outcome, verdict, seeds, only_c, only_r, level, tuple(d))
 
 
 def resolution_of(n_test: int) -> float:
@@ -268,6 +313,30 @@ def resolution_of(n_test: int) -> float:
     if isinstance(n_test, bool) or not isinstance(n_test, int | np.integer) or n_test < 1:
         raise ValueError(f"n_test={n_test!r} must be a positive number of test images, e.g. 10000")
     return 1.0 / int(n_test)
+
+
+def probability_of_improvement(
+    candidate: Sequence[float], reference: Sequence[float], level: float = LEVEL, resamples: int = 2000
+) -> tuple[float, float, float]:
+    """``(estimate, low, high)`` of P(a candidate run beats a reference run): the Mann-Whitney statistic U/(n·m)
+    (scipy's ``mannwhitneyu``; ties count one half), with a percentile bootstrap interval (scipy's ``bootstrap``,
+    each side resampled on its own, seeded, so the report is reproducible). It assumes no normality; 0.5 means no
+    tendency either way. NaN without values on both sides; no interval (NaN) below :data:`MIN_SEEDS` per side."""
+    c = np.asarray([v for v in candidate if _finite(v)], dtype=float)
+    r = np.asarray([v for v in reference if _finite(v)], dtype=float)
+    if not (c.size and r.size):
+        return math.nan, math.nan, math.nan
+
+    def poi(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
+        return _scipy_stats.mannwhitneyu(x, y, axis=axis).statistic / (x.shape[axis] * y.shape[axis])
+
+    estimate = float(poi(c, r))
+    if min(c.size, r.size) < MIN_SEEDS or np.ptp(np.concatenate([c, r])) == 0:
+        return estimate, math.nan, math.nan
+    ci = _scipy_stats.bootstrap(
+        (c, r), poi, confidence_level=level, n_resamples=resamples, method="percentile", rng=np.random.default_rng(0)
+    ).confidence_interval
+    return estimate, float(ci.low), float(ci.high)
 
 
 # ------------------------------------------------------------------------------------------ ranks
@@ -387,7 +456,7 @@ def select_tuned(trials: Iterable[Trial], higher_is_better: bool = True) -> dict
         valid = [c for c in candidates if c[2] > 0]
         if valid:
             best = min(valid, key=lambda c: (sign * c[1], -c[2], c[0]))
-            chosen = sorted(settings[best[0]], key=lambda t: _seed_order(t.seed))
+            chosen = sorted(settings[best[0]], key=lambda t: seed_order(t.seed))
             setting, val = best[0], best[1]
             run_ids, seeds = tuple(t.run_id for t in chosen), tuple(t.seed for t in chosen)
         else:
@@ -403,3 +472,49 @@ def select_tuned(trials: Iterable[Trial], higher_is_better: bool = True) -> dict
             budget=sum(len(runs) for runs in settings.values()),
         )
     return tuned
+
+
+# ----------------------------------------------------------------------------------------- budget
+
+
+@dataclass(frozen=True)
+class Budget:
+    """The expected best validation value when ``k`` settings of a group are tried, for k = 1..N (Dodge et al.,
+    "Show Your Work", EMNLP 2019, Eq. 1): how much a result depends on the tuning budget."""
+
+    group: str
+    settings: tuple[float, ...]
+    """The N settings' validation values (each the mean over its seeds), sorted from worst to best."""
+    expected: tuple[float, ...]
+    """Expected best of k settings drawn at random (with replacement), k = 1..N."""
+    std: tuple[float, ...]
+    """Its standard deviation: the spread of the best of k draws."""
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "group": self.group,
+            "settings": list(self.settings),
+            "expected_best": list(self.expected),
+            "std": list(self.std),
+            "k": list(range(1, len(self.expected) + 1)),
+        }
+
+
+def expected_best(group: str, values: Iterable[float | None], higher_is_better: bool = True) -> Budget:
+    """:class:`Budget` of one group from its settings' validation values (NaN dropped).
+
+    With the N values sorted worst to best, v_(1) .. v_(N), the best of k draws with replacement is v_(i) with
+    probability ``(i/N)^k - ((i-1)/N)^k`` (the order statistic of the empirical distribution), so
+    ``E[best of k] = Σ_i v_(i) [(i/N)^k - ((i-1)/N)^k]`` and its variance follows from ``E[best²]`` the same way.
+    """
+    kept = sorted((float(v) for v in values if _finite(v)), reverse=not higher_is_better)
+    n = len(kept)
+    v = np.asarray(kept, dtype=float)
+    expected, spread = [], []
+    for k in range(1, n + 1):
+        i = np.arange(1, n + 1)
+        weight = (i / n) ** k - ((i - 1) / n) ** k
+        mean = float(np.sum(weight * v))
+        expected.append(mean)
+        spread.append(float(math.sqrt(max(0.0, float(np.sum(weight * v**2)) - mean**2))))
+    return Budget(group, tuple(kept), tuple(expected), tuple(spread))

@@ -17,16 +17,23 @@ Facts from MLflow 3.17's UI bundle (``mlflow/server/js/build``):
 from __future__ import annotations
 
 import json
+import os
 import re
+import shlex
+import sys
+from pathlib import Path
 from urllib.parse import quote, urlencode, urlsplit, urlunsplit
 
 from lossbench.config import redact
+from lossbench.names import OVERFIT_METRICS, SWEEP_TAG
 
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 MODEL_TRAINING_KIND = "custom_model_development"
 SHARED_VIEW_TAG = "mlflow.sharedViewState."
-CURVE_CHARTS = "^(val|train_eval)/nll$"
-"""The charts a sweep's curves view shows: validation and training (eval mode) NLL, the yardsticks of overfitting."""
+CURVE_CHARTS = "^(" + "|".join(re.escape(name) for name in OVERFIT_METRICS) + ")$"
+"""The charts a sweep's curves view shows: overfitting on one scale for every loss (lossbench.names.OVERFIT_METRICS:
+val NLL above its lowest so far, the accuracy and NLL gaps), so a loss whose NLL lives at 2-4 does not hide the
+rise of one at 0.3."""
 UI_PORT = 5000
 _VIEW = {"workflowType": "machine_learning"}  # MLflow UI's model-training view
 
@@ -44,11 +51,22 @@ def ui_base(uri: str, port: int = UI_PORT) -> str:
     return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2])).rstrip("/")
 
 
+def mlflow_executable() -> str:
+    """``mlflow`` as any shell runs it: this environment's own script by its full path (a shell where the virtual
+    environment is not activated, or ``uv run`` is not in front, has no ``mlflow`` on its PATH), else this
+    interpreter with ``-m mlflow``."""
+    script = Path(sys.executable).parent / "mlflow"
+    if script.is_file() and os.access(script, os.X_OK):
+        return shlex.quote(str(script))
+    return f"{shlex.quote(sys.executable)} -m mlflow"
+
+
 def ui_command(uri: str, port: int = UI_PORT) -> str | None:
-    """The exact command that serves the UI for this store (passwords hidden); None for a tracking server."""
+    """The exact command that serves the UI for this store, runnable as typed (passwords hidden); None for a
+    tracking server."""
     if is_server(uri):
         return None
-    return f"mlflow ui --backend-store-uri {redact('uri', uri)} --port {port}"
+    return f"{mlflow_executable()} ui --backend-store-uri {shlex.quote(redact('uri', uri))} --port {port}"
 
 
 def _hash_route(path: str, params: dict[str, str]) -> str:
@@ -67,7 +85,7 @@ def experiment_url(uri: str, experiment_id: str, port: int = UI_PORT) -> str:
 
 def sweep_url(uri: str, experiment_id: str, sweep_id: str, port: int = UI_PORT) -> str:
     """The experiment's runs table filtered to one sweep (``tags.sweep_id = '<id>'``), in the model-training view."""
-    params = {**_VIEW, "searchFilter": f"tags.sweep_id = '{sweep_id}'"}
+    params = {**_VIEW, "searchFilter": f"tags.{SWEEP_TAG} = '{sweep_id}'"}
     return f"{ui_base(uri, port)}/{_hash_route(f'experiments/{experiment_id}/runs', params)}"
 
 
@@ -76,7 +94,7 @@ def curves_view(sweep_id: str, group_by: str = "loss") -> tuple[str, str, str]:
     (the mean of each group's runs), as charts of :data:`CURVE_CHARTS`."""
     key = "lossbench-curves-" + re.sub(r"[^A-Za-z0-9_-]+", "_", sweep_id)
     state = {
-        "searchFilter": f"tags.sweep_id = '{sweep_id}'",
+        "searchFilter": f"tags.{SWEEP_TAG} = '{sweep_id}'",
         "groupBy": f"tag.average.{group_by}",
         "chartsSearchFilter": CURVE_CHARTS,
     }

@@ -15,6 +15,8 @@ import json
 import logging
 import math
 import os
+import shlex
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,66 +51,83 @@ def sweep_id_of(config: DictConfig) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:10]
 
 
-def summary_screen(
-    outcomes: list[dict[str, Any]],
-    tracking_uri: str,
-    experiment: str,
-    sweep_id: str,
-    experiment_id: str | None = None,
-    parent_run_id: str | None = None,
-) -> str:
-    """The sweep's closing screen: counts, the best job, failures, and where to look at the runs and the report."""
-    counts = {s: sum(o["status"] == s for o in outcomes) for s in ("finished", "failed", "killed", "skipped")}
+@dataclass(frozen=True)
+class Ending:
+    """What a sweep's closing screen shows besides its jobs' outcomes: where its runs are, and its report."""
+
+    tracking_uri: str
+    experiment: str
+    sweep_id: str
+    experiment_id: str | None = None
+    parent_run_id: str | None = None
+    report: Any = None
+    """lossbench.report.build.ReportResult, or None when the report could not be written."""
+    report_error: str = ""
+
+
+def summary_screen(outcomes: list[dict[str, Any]], ending: Ending) -> str:
+    """The sweep's closing screen: counts, the report's answer (its first lines), failures, the report's path and
+    how to look at the runs in MLflow, each once."""
+    counts = {s: sum(o["status"] == s for o in outcomes) for s in job.OUTCOMES}
     lines = [
-        f"sweep {sweep_id}: {len(outcomes)} jobs — {counts['finished']} finished, {counts['failed']} failed, "
+        f"sweep {ending.sweep_id}: {len(outcomes)} jobs — {counts['finished']} finished, {counts['failed']} failed, "
         f"{counts['killed']} killed, {counts['skipped']} skipped (already finished)"
     ]
-    scored = [
-        o
-        for o in outcomes
-        if o["status"] in ("finished", "skipped") and o["objective"] is not None and not math.isnan(o["objective"])
-    ]
-    if scored:
-        best = max(scored, key=lambda o: o["objective"])
-        lines.append(f"best val/acc {best['objective']:.4f}: {' '.join(best['overrides'])} (run {best['run_id']})")
+    if ending.report is not None:
+        lines += ending.report.answer
     for o in outcomes:
         if o["status"] in ("failed", "killed"):
             lines.append(f"{o['status'].upper()} {' '.join(o['overrides'])}: {o['reason']}")
-    lines.append(
-        f"report: python -m lossbench.report --experiment {experiment} --sweep {sweep_id} --tracking-uri {tracking_uri}"
-    )
-    if experiment_id is not None:
-        lines += store_links.look_lines(tracking_uri, store_links.sweep_url(tracking_uri, experiment_id, sweep_id))
-        if parent_run_id is not None:
-            lines.append(
-                f"answer: {store_links.run_url(tracking_uri, experiment_id, parent_run_id)}   (the sweep's run: report and figures)"
-            )
-        share_key = store_links.curves_view(sweep_id)[2]
-        lines.append(
-            f"curves: {store_links.curves_url(tracking_uri, experiment_id, share_key)}   (val/nll, train_eval/nll by loss)"
-        )
+    if ending.report is not None:
+        lines.append(f"report: {ending.report.html}")
     else:
-        lines.append(f"runs:   mlflow ui --backend-store-uri {tracking_uri}   (filter: tags.sweep_id = '{sweep_id}')")
+        command = (
+            f"python -m lossbench.report --experiment {shlex.quote(ending.experiment)} --sweep {ending.sweep_id} "
+            f"--tracking-uri {shlex.quote(ending.tracking_uri)}"
+        )
+        lines.append(f"report: not written ({ending.report_error or 'no store'}); write it with: {command}")
+    lines += _look_lines(ending)
     return "\n".join(lines)
 
 
-def write_report(tracker, experiment: str, sweep_id: str, rule) -> None:
-    """Build the sweep's report onto its parent run, and save its curves view (grouped NLL charts) in the
-    experiment; a failure is a warning, never the sweep's outcome."""
+def _look_lines(ending: Ending) -> list[str]:
+    uri, experiment_id, sweep_id = ending.tracking_uri, ending.experiment_id, ending.sweep_id
+    if experiment_id is None:
+        return [f"runs:   {store_links.ui_command(uri) or uri}   (filter: tags.{SWEEP_TAG} = '{sweep_id}')"]
+    lines = store_links.look_lines(uri, store_links.sweep_url(uri, experiment_id, sweep_id))
+    lines[-1] += "   (the sweep's runs)"
+    if ending.parent_run_id is not None:
+        url = store_links.run_url(uri, experiment_id, ending.parent_run_id)
+        lines.append(f"answer: {url}   (the sweep's run: the report's front page and its artifacts)")
+    share_key = store_links.curves_view(sweep_id)[2]
+    url = store_links.curves_url(uri, experiment_id, share_key)
+    lines.append(f"curves: {url}   (overfitting on one scale for every loss, grouped by loss)")
+    return lines
+
+
+def write_report(tracker, experiment: str, sweep_id: str, rule, report_cfg) -> tuple[Any, str]:
+    """Build the sweep's report onto its parent run, and save its curves view in the experiment: ``(the report,
+    "")``, or ``(None, why not)``; a failure is never the sweep's outcome."""
     from lossbench.report.build import build_report  # MLflow, matplotlib, scipy: imported while the jobs ran
 
     try:
         tag, state, _ = store_links.curves_view(sweep_id)
         tracker.client.set_experiment_tag(tracker.experiment_id, tag, state)
-        result = build_report(experiment, sweep_id=sweep_id, tracking_uri=tracker.uri, rule=rule, client=tracker.client)
-        log.info("sweep %s: report %s, also on the sweep's parent run", sweep_id, result.html)
-    except Exception as e:
-        log.warning(
-            "sweep %s: the report was not written (%s: %s); run the report command below",
-            sweep_id,
-            type(e).__name__,
-            first_line(e),
+        min_effect = None if report_cfg.min_effect_pp is None else report_cfg.min_effect_pp / 100
+        result = build_report(
+            experiment,
+            sweep_id=sweep_id,
+            tracking_uri=tracker.uri,
+            rule=rule,
+            client=tracker.client,
+            reference=report_cfg.reference,
+            min_effect=min_effect,
         )
+        return result, ""
+    except Exception as e:
+        reason = f"{type(e).__name__}: {first_line(e)}"
+        log.warning("sweep %s: the report was not written (%s)", sweep_id, reason)
+        return None, reason
 
 
 def open_sweep(uri: str, experiment: str, timeout_s: float, sweep_id: str, overrides: list[str]) -> dict[str, Any]:
@@ -130,7 +149,7 @@ def open_sweep(uri: str, experiment: str, timeout_s: float, sweep_id: str, overr
             tracker.experiment_id, run_name=f"sweep-{sweep_id}", tags={KIND_TAG: KIND_SWEEP, SWEEP_TAG: sweep_id}
         )
         parent_id = run.info.run_id
-        tracker.set_tags(parent_id, {SWEEP_OVERRIDES_TAG: " ".join(overrides)})
+        tracker.set_tags(parent_id, {SWEEP_OVERRIDES_TAG: json.dumps(list(overrides))})
     return {
         "store": [uri, experiment],
         "uri": tracker.uri,
@@ -192,28 +211,27 @@ class SweepCallback(Callback):
         outcomes = job.read_outcomes(Path(config.hydra.sweep.dir))
         failed = sum(o["status"] == "failed" for o in outcomes)
         killed = sum(o["status"] == "killed" for o in outcomes)
+        ending = Ending(config.tracking.uri, config.tracking.experiment, sweep_id)
         sweep = opened()
-        tracker = None
         if sweep is not None:
-            self.parent_id = sweep["parent_id"]
             tracker = Tracker.connect(config.tracking.uri, config.tracking.experiment, config.tracking.timeout_s)
             status = "FAILED" if failed else "KILLED" if killed else "FINISHED"
             tracker.end(
-                self.parent_id,
+                sweep["parent_id"],
                 status,
                 f"{failed} failed and {killed} killed of {len(outcomes)} jobs" if failed or killed else None,
             )
-            write_report(tracker, config.tracking.experiment, sweep_id, analysis.Rule.from_config(config.analysis))
-        print(
-            summary_screen(
-                outcomes,
-                tracker.uri if tracker else config.tracking.uri,
+            rule = analysis.Rule.from_config(config.analysis)
+            report, error = write_report(tracker, config.tracking.experiment, sweep_id, rule, config.report)
+            ending = Ending(
+                tracker.uri,
                 config.tracking.experiment,
                 sweep_id,
-                tracker.experiment_id if tracker else None,
-                self.parent_id if tracker else None,
-            ),
-            flush=True,
-        )
+                tracker.experiment_id,
+                sweep["parent_id"],
+                report,
+                error,
+            )
+        print(summary_screen(outcomes, ending), flush=True)
         if failed or killed:
             raise SystemExit(1)

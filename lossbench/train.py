@@ -37,6 +37,7 @@ def run(cfg: DictConfig, extra_callbacks: list | None = None) -> float:
     ``extra_callbacks``: your own Lightning callbacks, added to the trainer after lossbench's (e.g. to
     time epochs or inspect the optimizer; see benchmarks/ for examples).
     """
+    job.label_logs(f"job {job.job_number()}")  # in a sweep: until the run has its name
     validate(cfg)  # what the config alone decides answers before the heavy imports
     import_heavy(*job.job_modules(cfg.tracking.uri))
     from lossbench import phases  # torch, Lightning, MLflow: imported above, once the config is known to be valid
@@ -63,11 +64,11 @@ def run(cfg: DictConfig, extra_callbacks: list | None = None) -> float:
         fitted.summary.get(SUMMARY_EPOCHS, -1),
         verdict.text,
     )
-    tracker = opened.tracker
-    for line in store_links.look_lines(
-        tracker.uri, store_links.run_url(tracker.uri, tracker.experiment_id, opened.run_id)
-    ):
-        log.info(line)
+    if not job.in_sweep():  # a sweep says where to look once, at its end
+        tracker = opened.tracker
+        url = store_links.run_url(tracker.uri, tracker.experiment_id, opened.run_id)
+        for line in store_links.look_lines(tracker.uri, url):
+            log.info(line)
     return objective
 
 

@@ -37,6 +37,20 @@ ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
 ENV.pop("MLFLOW_TRACKING_URI", None)
 
 
+@pytest.fixture(scope="session")
+def fashion_root(tmp_path_factory) -> Path:
+    """A data.root holding FashionMNIST/raw/, imported from Debian's .gz files by lossbench itself."""
+    if not FASHION_MNIST_DEBIAN.is_dir():
+        pytest.skip(
+            f"Debian's Fashion-MNIST is not installed: no {FASHION_MNIST_DEBIAN} (apt-get install dataset-fashion-mnist)"
+        )
+    from lossbench.data import import_idx_folder
+
+    root = tmp_path_factory.mktemp("fashion")
+    import_idx_folder(FASHION_MNIST_DEBIAN, root, "FashionMNIST")
+    return root
+
+
 @pytest.fixture
 def tiny_mnist(tmp_path: Path) -> Path:
     """A torchvision root holding a 600/200-image MNIST in idx format."""

@@ -11,24 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import FASHION_MNIST_DEBIAN, compose, read_runs
+from conftest import compose, read_runs
 from idx import read_idx_bytes
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="session")
-def fashion_root(tmp_path_factory) -> Path:
-    """A data.root holding FashionMNIST/raw/, imported from Debian's .gz files by lossbench itself."""
-    if not FASHION_MNIST_DEBIAN.is_dir():
-        pytest.skip(
-            f"Debian's Fashion-MNIST is not installed: no {FASHION_MNIST_DEBIAN} (apt-get install dataset-fashion-mnist)"
-        )
-    from lossbench.data import import_idx_folder
-
-    root = tmp_path_factory.mktemp("fashion")
-    import_idx_folder(FASHION_MNIST_DEBIAN, root, "FashionMNIST")
-    return root
 
 
 def test_real_fashion_mnist_loads_with_the_published_split_sizes(fashion_root: Path):

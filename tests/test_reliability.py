@@ -87,14 +87,20 @@ def start_training(*overrides: str, cwd: Path, log: Path) -> subprocess.Popen:
 
 
 def epochs_of(client, run_id: str, key: str = "val/loss") -> list[int]:
+    """The epochs the store holds for a run: MLflow's steps, which are epoch numbers (1, 2, ...)."""
     return sorted(m.step for m in client.get_metric_history(run_id, key))
+
+
+def epochs_upto(n: int) -> list[int]:
+    """Epochs 1 .. n."""
+    return list(range(1, n + 1))
 
 
 def assert_complete_curves(client, run_id: str, epochs: int) -> None:
     """Every per-epoch key has exactly one point per epoch 1..epochs (MLflow's step): nothing missing, nothing twice."""
     for key in EPOCH_METRICS:
         steps = epochs_of(client, run_id, key)
-        assert steps == list(range(1, epochs + 1)), f"{key}: steps {steps}"
+        assert steps == epochs_upto(epochs), f"{key}: steps {steps}"
 
 
 def start_slow_trial(data_root: Path, work: Path):
@@ -190,7 +196,7 @@ def test_cli_divergence_exits_1_with_one_line(tiny_mnist: Path, tmp_path: Path):
     done = train(*tiny_overrides(tiny_mnist, store, *NAN_AT_CALL_12, "trainer.max_epochs=5"), cwd=tmp_path)
     assert done.returncode == 1, done.stderr[-3000:]
     errors = [line for line in done.stderr.splitlines() if line.startswith("lossbench: error:")]
-    assert errors == ["lossbench: error: diverged: non-finite loss (nan) at epoch 1 step 11"], done.stderr[-3000:]
+    assert errors == ["lossbench: error: diverged: non-finite loss (nan) at epoch 2 step 11"], done.stderr[-3000:]
     assert "Traceback" not in done.stderr
     _, runs = read_runs(store)
     assert [r.info.status for r in runs] == ["FAILED"]
@@ -234,7 +240,8 @@ def test_interrupted_run_ends_killed_and_resumes_in_the_same_run(
         # may hold one epoch more when the signal lands between best.ckpt and last.ckpt being written:
         # test_interrupt_while_a_checkpoint_is_written_keeps_store_and_last_ckpt_in_step.)
         logged = epochs_of(client, run_id)
-        assert logged in (list(range(saved["epoch"] + 1)), list(range(saved["epoch"] + 2))), (logged, saved["epoch"])
+        # last.ckpt's "epoch" is Lightning's 0-based index: it holds epochs 1 .. index + 1 (MLflow's steps).
+        assert logged in (epochs_upto(saved["epoch"] + 1), epochs_upto(saved["epoch"] + 2)), (logged, saved["epoch"])
         assert_complete_curves(client, run_id, len(logged))
 
         again = train(*overrides, f"resume={last if resume == 'path' else 'true'}", cwd=work)
@@ -363,7 +370,7 @@ def test_interrupt_while_another_writer_holds_the_store_still_ends_killed(tiny_m
     client, [r] = read_runs(store)
     assert code is not None, f"still running 20 s after the lock was released; run {r.info.status}"
     assert r.info.status == "KILLED"
-    assert epochs_of(client, run_id) == list(range(checkpoint(last)["epoch"] + 1))
+    assert epochs_of(client, run_id) == epochs_upto(checkpoint(last)["epoch"] + 1)
 
 
 @pytest.mark.slow
@@ -400,7 +407,7 @@ def test_signal_storm_at_random_moments(tiny_mnist: Path, tmp_path: Path):
         last = checkpoints / run_id / "last.ckpt"
         ckpt_epoch = checkpoint(last)["epoch"] if last.is_file() else -1
         logged = {key: epochs_of(client, run_id, key) for key in EPOCH_METRICS}
-        ok = r.info.status in ("KILLED", "FINISHED") and all(v == list(range(ckpt_epoch + 1)) for v in logged.values())
+        ok = r.info.status in ("KILLED", "FINISHED") and all(v == epochs_upto(ckpt_epoch + 1) for v in logged.values())
         outcomes.append(
             f"{sig.name} +{delay:.2f}s: {r.info.status}, last.ckpt epoch {ckpt_epoch}, store {logged['val/loss']}"
             + ("" if ok else "  <-- BAD")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import json
+import math
+import random
 import re
 import statistics
 from collections.abc import Sequence
@@ -106,19 +108,27 @@ def log_run(client: MlflowClient, experiment_id: str, run: FakeRun) -> str:
     return created.info.run_id
 
 
-# The sweep: 2 losses × 2 seeds, an older duplicate of one of them, one FAILED, one RUNNING, and a run of
-# another sweep that must not show up. mse beats ce on test accuracy, so sorting is not alphabetical.
+# The sweep: 3 losses × 3 seeds, an older duplicate of one of them, one FAILED, one RUNNING, and a run of
+# another sweep that must not show up. mse beats ce clearly, mae is within noise of it: one decided comparison,
+# one undecided. Sorting is by test accuracy, not alphabetical. ce-s1 was recorded before epochs were numbered
+# from 1 (its first epoch at MLflow step 0).
 SWEEP_RUNS = [
     FakeRun("ce-old", "ce", 0, onset=True, test_acc=0.50, config_hash="h-ce-0", start_time=1),
-    FakeRun("ce-s0", "ce", 0, onset=True, test_acc=0.91, config_hash="h-ce-0", start_time=10),
-    FakeRun("ce-s1", "ce", 1, onset=True, shift=0.02, test_acc=0.93, start_time=11, legacy=True),
-    FakeRun("mse-s0", "mse", 0, test_acc=0.95, start_time=12),
-    FakeRun("mse-s1", "mse", 1, shift=0.01, test_acc=0.96, start_time=13),
-    FakeRun("mse-s2-failed", "mse", 2, status="FAILED", epochs=3, failure=FAILURE, start_time=14),
-    FakeRun("ce-s2-running", "ce", 2, status="RUNNING", epochs=2, start_time=15),
-    FakeRun("other-sweep", "ce", 0, test_acc=0.10, sweep_id="sw2", start_time=16),
+    FakeRun("ce-s0", "ce", 0, onset=True, test_acc=0.910, config_hash="h-ce-0", start_time=10),
+    FakeRun("ce-s1", "ce", 1, onset=True, shift=0.02, test_acc=0.930, start_time=11, legacy=True),
+    FakeRun("ce-s2", "ce", 2, onset=True, shift=0.01, test_acc=0.920, start_time=12),
+    FakeRun("mse-s0", "mse", 0, test_acc=0.950, start_time=13),
+    FakeRun("mse-s1", "mse", 1, shift=0.01, test_acc=0.960, start_time=14),
+    FakeRun("mse-s2", "mse", 2, shift=0.005, test_acc=0.958, start_time=15),
+    FakeRun("mae-s0", "mae", 0, test_acc=0.915, start_time=16),
+    FakeRun("mae-s1", "mae", 1, shift=0.01, test_acc=0.931, start_time=17),
+    FakeRun("mae-s2", "mae", 2, shift=0.005, test_acc=0.926, start_time=18),
+    FakeRun("mse-s3-failed", "mse", 3, status="FAILED", epochs=3, failure=FAILURE, start_time=19),
+    FakeRun("ce-s3-running", "ce", 3, status="RUNNING", epochs=2, start_time=20),
+    FakeRun("other-sweep", "ce", 0, test_acc=0.10, sweep_id="sw2", start_time=21),
 ]
-KEPT = {"ce": ["ce-s0", "ce-s1"], "mse": ["mse-s0", "mse-s1"]}
+KEPT = {"ce": ["ce-s0", "ce-s1", "ce-s2"], "mse": ["mse-s0", "mse-s1", "mse-s2"], "mae": ["mae-s0", "mae-s1", "mae-s2"]}
+SWEEP_COMMAND = ["+experiment=classic_losses", "loss=ce,mse,mae", "seed=0,1,2", "tracking.uri=sqlite:////x/a b.db"]
 
 NOISE_ACC = {  # (loss, rate) -> [(test/acc, test_last/acc) per seed]
     ("ce", 0.0): [(0.92, 0.92), (0.93, 0.925)],
@@ -145,7 +155,8 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Store:
     uri = f"sqlite:///{root / 'mlflow.db'}"
     client = MlflowClient(tracking_uri=uri)
     exp = client.create_experiment("exp", artifact_location=(root / "artifacts").as_uri())
-    parent = client.create_run(exp, run_name="sweep-sw1", tags={"lossbench.kind": "sweep", "sweep_id": SWEEP})
+    tags = {"lossbench.kind": "sweep", "sweep_id": SWEEP, "sweep_overrides": json.dumps(SWEEP_COMMAND)}
+    parent = client.create_run(exp, run_name="sweep-sw1", tags=tags)
     client.set_terminated(parent.info.run_id, "FINISHED")
     run_ids = {run.name: log_run(client, exp, run) for run in SWEEP_RUNS}
     result = report.build_report("exp", sweep_id=SWEEP, tracking_uri=uri, out_dir=root / "report")
@@ -183,26 +194,33 @@ def section(markdown: str, heading: str) -> str:
     return match.group(1)
 
 
+def plain(text: str) -> str:
+    """Markdown text with its escapes removed: what a reader sees."""
+    return re.sub(r"\\(.)", r"\1", text)
+
+
 def table(markdown: str, heading: str) -> list[dict[str, str]]:
-    """The first Markdown table of a section, as one dict per row."""
+    """The first Markdown table of a section, as one dict per row (cells as a reader sees them)."""
     lines = [ln for ln in section(markdown, heading).splitlines() if ln.startswith("|")]
-    header = [c.strip() for c in lines[0].strip("|").split("|")]
-    return [dict(zip(header, (c.strip() for c in ln.strip("|").split("|")))) for ln in lines[2:]]
+    split = lambda line: [plain(c.strip()) for c in re.split(r"(?<!\\)\|", line.strip().strip("|"))]  # noqa: E731
+    header = split(lines[0])
+    return [dict(zip(header, split(ln))) for ln in lines[2:]]
 
 
-def mean_std(values: Sequence[float], scale: float, digits: int) -> str:
-    """The expected noise-table cell (mean [95 % t interval] (n)), computed independently of lossbench."""
-    return mean_ci(values, scale, digits)
+def t_interval(values: Sequence[float]) -> tuple[float, float]:
+    m = statistics.mean(values)
+    half = scipy_stats.t.ppf(0.975, len(values) - 1) * statistics.stdev(values) / len(values) ** 0.5
+    return m - half, m + half
 
 
 def mean_ci(values: Sequence[float], scale: float, digits: int) -> str:
-    """Mean with its two-sided 95 % Student-t interval, from scipy, formatted as the report does."""
+    """Mean with its two-sided 95 % Student-t interval (within 0-1), from scipy, formatted as the report does; with
+    fewer than 3 values, the values."""
     m = statistics.mean(values)
-    if statistics.stdev(values) == 0:  # scipy answers NaN for a zero scale; the interval is the point itself
-        return f"{m * scale:.{digits}f} [{m * scale:.{digits}f}, {m * scale:.{digits}f}] (n={len(values)})"
-    low, high = scipy_stats.t.interval(
-        0.95, len(values) - 1, loc=m, scale=statistics.stdev(values) / len(values) ** 0.5
-    )
+    if len(values) < 3:
+        return f"{m * scale:.{digits}f} (n={len(values)}: " + ", ".join(f"{v * scale:.{digits}f}" for v in values) + ")"
+    low, high = t_interval(values)
+    low, high = max(low, 0.0), min(high, 1.0)
     return f"{m * scale:.{digits}f} [{low * scale:.{digits}f}, {high * scale:.{digits}f}] (n={len(values)})"
 
 
@@ -216,78 +234,145 @@ def selected_epoch(run: FakeRun) -> int:
 
 
 def test_results_table_has_intervals_selected_and_last_figures(store: Store) -> None:
-    rows = table(store.result.markdown.read_text(), "Results")
-    assert [(r["loss"], r["optimizer"]) for r in rows] == [("mse", "adam"), ("ce", "adam")], "sorted by test acc"
+    markdown = store.result.markdown.read_text()
+    rows = table(markdown, "Results")
+    assert [r["loss"] for r in rows] == ["mse", "mae", "ce"], "sorted by test acc"
+    assert "3 seeds per group: mean [95 % Student-t interval, within 0–100 %]" in plain(section(markdown, "Results"))
     for row in rows:
         runs = [by_name(n) for n in KEPT[row["loss"]]]
-        assert row["test acc @selected (%)"] == mean_ci([r.test_acc for r in runs], 100, 2)
+        assert row["test acc @selected (%)"] == mean_ci([r.test_acc for r in runs], 100, 2).removesuffix(" (n=3)")
         sel = [selected_epoch(r) for r in runs]
-        assert row["selected epoch"] == f"{statistics.mean(sel):.1f}"
+        assert row["selected epoch"] == (str(sel[0]) if len(set(sel)) == 1 else f"{min(sel)}–{max(sel)}")
         gaps_sel = [r.curves["train_eval/acc"][e - 1] - r.curves["val/acc"][e - 1] for r, e in zip(runs, sel)]
         gaps_last = [r.curves["train_eval/acc"][-1] - r.curves["val/acc"][-1] for r in runs]
         assert (
             row["gap acc (pp) sel → last"]
             == f"{statistics.mean(gaps_sel) * 100:.1f} → {statistics.mean(gaps_last) * 100:.1f}"
         )
-    onset = {r["loss"]: r["onset (runs)"] for r in rows}
-    assert onset == {"ce": "3.0 (2/2)", "mse": "— (0/2)"}, "ce-s1 (step 0 = its first epoch) reads as ce-s0"
-    assert "best val/acc (highest)" in section(store.result.markdown.read_text(), "Results"), "says which monitor chose"
+    onset = {r["loss"]: r["overfits after epoch (runs)"] for r in rows}
+    assert onset == {"ce": "3 (3/3)", "mse": "— (0/3)", "mae": "— (0/3)"}, "ce-s1 (step 0 = epoch 1) reads as ce-s0"
+    assert "best val/acc (highest)" in section(markdown, "Results"), "says which monitor chose"
 
 
-def test_verdicts_come_first_in_plain_words(store: Store) -> None:
+def test_the_answer_comes_first_and_the_verdicts_in_plain_words(store: Store) -> None:
     markdown = store.result.markdown.read_text()
-    assert markdown.index("## Verdicts") < markdown.index("## Results")
-    verdicts = section(markdown, "Verdicts")
-    assert "**ce / adam**: overfits in 2/2 runs, after epoch 3 (val NLL +" in verdicts
-    assert "**mse / adam**: no overfitting" in verdicts
+    assert markdown.index("## Answer") < markdown.index("## Verdicts") < markdown.index("## Results")
+    answer = plain(section(markdown, "Answer")).strip()
+    assert answer == store.result.summary["answer"]
+    assert answer.startswith("Overfitting: ce / adam (in 3/3 runs, after epoch 3); the other 2 groups do not.")
+    assert (
+        "Against ce on test accuracy (Holm over 2 comparisons, error rate 0.05): better: mse / adam +3.60 pp;" in answer
+    )
+    assert "not distinguishable yet: mae / adam (" in answer
+    verdicts = plain(section(markdown, "Verdicts"))
+    assert "**ce / adam**: overfits in 3/3 runs, after epoch 3 (smoothed val NLL +" in verdicts
+    assert "**mse / adam, mae / adam**: no overfitting" in verdicts, "a shared verdict is said once"
     runs = {r["run"].split("]")[0].lstrip("["): r for r in table(markdown, "Runs used")}
     assert runs["ce-s0"]["verdict"].startswith("overfits after epoch 3")
-
-
-def test_paired_comparison_with_the_reference(store: Store) -> None:
-    rows = {r["group"]: r for r in table(store.result.markdown.read_text(), "Compared with ce")}
-    assert rows["ce / adam"]["difference vs reference (pp) [95 % CI], p (n seeds): verdict"] == "reference"
-    diffs = [
-        by_name("mse-s0").test_acc - by_name("ce-s0").test_acc,
-        by_name("mse-s1").test_acc - by_name("ce-s1").test_acc,
-    ]
-    test = scipy_stats.ttest_rel(
-        [by_name("mse-s0").test_acc, by_name("mse-s1").test_acc], [by_name("ce-s0").test_acc, by_name("ce-s1").test_acc]
+    assert store.result.answer[0] == answer and store.result.answer[-1].startswith(
+        "decide: python -m lossbench.train -m"
     )
-    cell = rows["mse / adam"]["difference vs reference (pp) [95 % CI], p (n seeds): verdict"]
-    assert cell.startswith(f"+{statistics.mean(diffs) * 100:.2f} [") and f"p={test.pvalue:.2g} (n=2)" in cell
+
+
+def independent_decisions(store: Store) -> dict[str, tuple[float, float]]:
+    """(pooled difference, Holm-adjusted p) per group, from scipy and statsmodels: each stage-1 paired t statistic
+    as a normal score, the two-look design's p (scipy's bivariate normal), Holm over the two comparisons."""
+    from statsmodels.stats.multitest import multipletests
+
+    rho = math.sqrt(0.5)
+    mvn = scipy_stats.multivariate_normal(mean=[0, 0], cov=[[1, rho], [rho, 1]])
+    ref = [by_name(n).test_acc for n in KEPT["ce"]]
+    found, p_seq = {}, []
+    for loss in ("mse", "mae"):
+        diffs = [by_name(n).test_acc - r for n, r in zip(KEPT[loss], ref)]
+        t = scipy_stats.ttest_rel([by_name(n).test_acc for n in KEPT[loss]], ref).statistic
+        z = abs(scipy_stats.norm.ppf(scipy_stats.t.cdf(t, 2)))
+        p_seq.append(1 - mvn.cdf([z, z], lower_limit=[-z, -z]))
+        found[loss] = statistics.mean(diffs)
+    holm = multipletests(p_seq, method="holm")[1]
+    return {loss: (found[loss], p) for loss, p in zip(("mse", "mae"), holm)}
+
+
+def test_paired_comparisons_are_decided_as_one_family(store: Store) -> None:
+    rows = {r["group"]: r for r in table(store.result.markdown.read_text(), "Compared with ce")}
+    assert rows["ce / adam"]["difference (pp) [95 % CI]"] == "reference"
+    expected = independent_decisions(store)
+    ref = [by_name(n).test_acc for n in KEPT["ce"]]
+    for loss, (mean, p_holm) in expected.items():
+        row = rows[f"{loss} / adam"]
+        diffs = [by_name(n).test_acc - r for n, r in zip(KEPT[loss], ref)]
+        low, high = t_interval(diffs)
+        assert row["difference (pp) [95 % CI]"] == f"{mean * 100:+.2f} [{low * 100:+.2f}, {high * 100:+.2f}] (n=3)"
+        assert row["p, Holm-adjusted"] == f"{p_holm:.2g} (look 1)"
+    assert expected["mse"][1] < 0.05 < expected["mae"][1]
+    assert rows["mse / adam"]["verdict"].startswith("better (Holm-adjusted p=")
+    assert re.fullmatch(
+        r"not distinguishable at n=3; \d+ more seeds decide a 0\.40 pp difference with \d+ % power",
+        rows["mae / adam"]["verdict"],
+    )
+    text = plain(section(store.result.markdown.read_text(), "Compared with ce"))
+    assert "The 2 comparisons are decided together" in text and "Pocock boundary" in text
+
+
+def test_the_report_asks_for_the_seeds_that_would_decide_and_gives_the_command(store: Store) -> None:
+    summary = store.result.summary
+    (mae,) = [c for c in summary["comparisons"] if c["label"] == "mae / adam"]
+    extra = mae["plan"]["extra_seeds"]
+    assert mae["plan"]["power"] >= 0.8 and extra >= 3
+    extension = summary["extension"]
+    assert {g["group"]: g["new_seeds"] for g in extension["groups"]} == {"mae / adam": extra, "ce / adam": extra}
+    assert {g["group"]: g["overrides"] for g in extension["groups"]} == {
+        "mae / adam": f"loss=mae seed=range(3,{3 + extra})",
+        "ce / adam": f"loss=ce seed=range(3,{3 + extra})",
+    }, "new seeds after the highest one used; mse, decided, gets none"
+    command = extension["command"]
+    assert command.startswith(
+        "python -m lossbench.train -m +experiment=classic_losses 'tracking.uri=sqlite:////x/a b.db'"
+    )
+    assert "loss=ce,mse,mae" not in command and "seed=0,1,2" not in command, "the groups replace the swept keys"
+    assert f"tracking.sweep_id={SWEEP} tracking.stage=2 " in command
+    assert command.endswith(
+        f"""'+hydra.sweeper.groups=["loss=mae seed=range(3,{3 + extra})","loss=ce seed=range(3,{3 + extra})"]'"""
+    )
+    assert command in plain(section(store.result.markdown.read_text(), "Deciding the undecided"))
 
 
 def test_summary_json_holds_the_same_numbers(store: Store) -> None:
     summary = json.loads(store.result.summary_json.read_text())
     assert summary["group_by"] == ["loss", "optimizer"]
-    assert summary["counts"] == {"matched": 7, "finished": 4, "superseded": 1, "not_finished": 2}
+    assert summary["counts"] == {"matched": 12, "finished": 9, "superseded": 1, "not_finished": 2}
     rows = {r["loss"]: r for r in summary["rows"]}
     for loss, names in KEPT.items():
         accs = [by_name(n).test_acc for n in names]
         assert rows[loss]["test_acc"]["mean"] == pytest.approx(statistics.mean(accs))
         assert rows[loss]["test_acc"]["std"] == pytest.approx(statistics.stdev(accs))
-        low, high = scipy_stats.t.interval(0.95, 1, loc=statistics.mean(accs), scale=statistics.stdev(accs) / 2**0.5)
-        assert (rows[loss]["test_acc"]["low"], rows[loss]["test_acc"]["high"]) == pytest.approx((low, high))
-        assert rows[loss]["n"] == 2
+        low, high = t_interval(accs)
+        assert (rows[loss]["test_acc"]["low"], rows[loss]["test_acc"]["high"]) == pytest.approx((low, min(high, 1.0)))
+        assert rows[loss]["n"] == 3
         assert sorted(rows[loss]["run_ids"]) == sorted(store.run_ids[n] for n in names)
-    assert rows["ce"]["onset_epoch"]["mean"] == 3.0 and rows["ce"]["onset_epoch"]["n"] == 2
+    assert rows["ce"]["onset_epoch"]["mean"] == 3.0 and rows["ce"]["onset_epoch"]["n"] == 3
     assert rows["mse"]["onset_epoch"]["n"] == 0 and rows["mse"]["onset_epoch"]["mean"] is None
-    assert rows["ce"]["verdict"].startswith("overfits in 2/2 runs")
-    assert [c["label"] for c in summary["comparisons"]] == ["mse / adam", "ce / adam"]
-    assert summary["comparisons"][0]["test"].startswith("paired t-test")
+    assert rows["ce"]["verdict"].startswith("overfits in 3/3 runs")
+    comparisons = {c["label"]: c for c in summary["comparisons"]}
+    for loss, (mean, p_holm) in independent_decisions(store).items():
+        assert comparisons[f"{loss} / adam"]["mean"] == pytest.approx(mean)
+        assert comparisons[f"{loss} / adam"]["p_holm"] == pytest.approx(p_holm, rel=1e-5)
+    assert (
+        comparisons["mse / adam"]["outcome"] == "better" and comparisons["mae / adam"]["outcome"] == "indistinguishable"
+    )
+    assert summary["decisions"]["comparisons"] == 2 and summary["decisions"]["alpha"] == 0.05
     assert "noise" not in summary["group_by"], "all runs have the same noise rate"
 
 
 def test_unfinished_runs_are_listed_and_never_counted(store: Store) -> None:
     markdown = store.result.markdown.read_text()
     unfinished = {r["run"]: r for r in table(markdown, "Not finished")}
-    assert set(unfinished) == {"mse-s2-failed", "ce-s2-running"}
-    assert unfinished["mse-s2-failed"]["status"] == "FAILED"
-    assert unfinished["mse-s2-failed"]["reason"] == FAILURE
-    assert unfinished["mse-s2-failed"]["epochs"] == "3"
-    assert unfinished["ce-s2-running"]["status"] == "RUNNING"
-    assert unfinished["ce-s2-running"]["reason"] == "in progress"
+    assert set(unfinished) == {"mse-s3-failed", "ce-s3-running"}
+    assert unfinished["mse-s3-failed"]["status"] == "FAILED"
+    assert unfinished["mse-s3-failed"]["reason"] == FAILURE
+    assert unfinished["mse-s3-failed"]["epochs"] == "3"
+    assert unfinished["ce-s3-running"]["status"] == "RUNNING"
+    assert unfinished["ce-s3-running"]["reason"] == "in progress"
     used = {r["run id"]: r["run"] for r in table(markdown, "Runs used")}
     assert {store.run_ids[n] for names in KEPT.values() for n in names} == set(used)
     for run_id, link in used.items():  # each name links to its run in the MLflow UI
@@ -318,25 +403,22 @@ def test_duplicate_config_hash_keeps_the_newest(store: Store) -> None:
 def test_report_is_logged_to_the_sweep_parent_run(store: Store) -> None:
     assert store.result.report_run_id == store.sweep_parent_id
     logged = {Path(a.path).name for a in store.client.list_artifacts(store.sweep_parent_id, "report")}
-    assert {"report.md", "report.html", "summary.json", "curves.png", "gap_acc.png", "gap_nll.png"} <= logged
+    assert {"report.md", "report.html", "summary.json", "curves.png", "overview.png", "results.json"} <= logged
     parent = store.client.get_run(store.sweep_parent_id)
     assert parent.info.status == "FINISHED"
     note = parent.data.tags["mlflow.note.content"]  # the run's description in MLflow's UI
-    markdown = store.result.markdown.read_text()
-    first_table = next(line for line in markdown.splitlines() if line.startswith("| "))
-    assert first_table.replace("@", "&#64;") in note, "the description holds the report's first table"
-    assert f"get-artifact?path=report%2Fcurves.png&run_uuid={parent.info.run_id}" in note
-    assert "](curves.png)" not in note, "figures point at the run's artifacts, not at files beside the Markdown"
-    assert "## Verdicts" in note and "**ce / adam**: overfits in 2/2 runs" in note
-    rows = json.loads(store.result.summary_json.read_text())["rows"]
-    assert rows
-    for row in rows:
-        group = row["label"].replace(" / ", "_")
-        assert parent.data.metrics[f"report/test_acc/{group}"] == pytest.approx(row["test_acc"]["mean"])
-        assert parent.data.metrics[f"report/n/{group}"] == row["n"]
-    assert (
-        parent.data.metrics["report/n_onset/ce_adam"] == 2.0 and parent.data.metrics["report/n_onset/mse_adam"] == 0.0
+    assert note.startswith("**Answer.** Overfitting: ce / adam"), "the answer first: it shows with the pane folded"
+    assert f"get-artifact?path=report%2Foverview.png&run_uuid={parent.info.run_id}" in note
+    assert "curves.png" not in note, "the wide grid stays in report.html; the pane gets the 540-px overview"
+    assert "report/report.html" in note
+    assert not parent.data.metrics, "no per-group metrics to drown the runs' own charts"
+    results = json.loads(
+        (Path(store.client.download_artifacts(store.sweep_parent_id, "report/results.json"))).read_text()
     )
+    table_ = dict(zip(results["columns"], zip(*results["data"])))
+    summary_rows = {r["label"]: r for r in store.result.summary["rows"]}
+    for group, acc in zip(table_["group"], table_["test acc @selected (%)"]):
+        assert acc == pytest.approx(summary_rows[group]["test_acc"]["mean"] * 100), "in %, as the report says"
 
 
 def test_html_is_self_contained_with_its_figures_embedded(store: Store) -> None:
@@ -345,7 +427,9 @@ def test_html_is_self_contained_with_its_figures_embedded(store: Store) -> None:
     sources = re.findall(r'<img src="([^"]+)"', html)
     embedded = [base64.b64decode(src.split(",", 1)[1]) for src in sources if src.startswith("data:image/png;base64,")]
     assert len(embedded) == len(sources), "figures embedded: MLflow's viewer cannot follow relative links"
-    figures = {(store.result.out_dir / name).read_bytes() for name in ("curves.png", "gap_acc.png", "gap_nll.png")}
+    figures = {
+        (store.result.out_dir / n).read_bytes() for n in ("overview.png", "curves.png", "gap_acc.png", "gap_nll.png")
+    }
     assert figures <= set(embedded)
     assert not re.search(r'src="https?://', html), "no external resources"
     assert set(re.findall(r'href="(https?://[^/"]+)', html)) == {"http://127.0.0.1:5000"}, "links only to the MLflow UI"
@@ -363,9 +447,9 @@ def test_noisy_labels_table(store: Store) -> None:
     ]
     for row in rows:
         pairs = NOISE_ACC[(row["loss"], float(row["noise rate"]))]
-        assert row["test acc @selected (%)"] == mean_std([b for b, _ in pairs], 100, 2)
-        assert row["test acc @last (%)"] == mean_std([last for _, last in pairs], 100, 2)
-        assert row["memorisation drop (pp)"] == mean_std([b - last for b, last in pairs], 100, 2)
+        assert row["test acc @selected (%)"] == mean_ci([b for b, _ in pairs], 100, 2)
+        assert row["test acc @last (%)"] == mean_ci([last for _, last in pairs], 100, 2)
+        assert row["memorisation drop (pp)"] == mean_ci([b - last for b, last in pairs], 100, 2)
     assert (store.noisy.out_dir / "noise.png").is_file()
     noise_png = base64.b64encode((store.noisy.out_dir / "noise.png").read_bytes()).decode()
     assert f'src="data:image/png;base64,{noise_png}"' in store.noisy.html.read_text()
@@ -381,7 +465,7 @@ def test_without_a_sweep_the_report_goes_to_one_report_run(store: Store) -> None
     assert run.data.tags["lossbench.kind"] == "report"
     reports = store.client.search_runs([store.noisy.experiment_id], "tags.`lossbench.kind` = 'report'")
     assert len(reports) == 1, "a second report reuses the run"
-    assert f"mlflow ui --backend-store-uri {store.uri}" in store.noisy_stdout
+    assert f"/mlflow ui --backend-store-uri {store.uri}" in store.noisy_stdout
     assert store.noisy.report_run_id in store.noisy_stdout
 
 
@@ -452,3 +536,51 @@ def test_load_runs_pages_through_every_result(store: Store) -> None:
     assert [r.name for r in runs] == [r.name for r in SWEEP_RUNS if r.sweep_id == SWEEP]
     ce_s0 = next(r for r in runs if r.name == "ce-s0")
     assert list(ce_s0.curves["val/nll"]) == pytest.approx(by_name("ce-s0").curves["val/nll"])
+
+
+@pytest.mark.parametrize("seeds", [2, 3, 10])
+def test_every_interval_of_a_report_lies_within_its_range(tmp_path: Path, seeds: int) -> None:
+    """A loss that sometimes fails to train (test accuracy 99.9 % or 60 %) next to a steady one near 100 %: every
+    accuracy interval in summary.json stays within [0, 1] and every difference within [-1, 1]; two seeds give their
+    values, not an interval."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.create_experiment("bounds", artifact_location=(tmp_path / "artifacts").as_uri())
+    rng = random.Random(seeds)
+    for seed in range(seeds):
+        steady = min(1.0, 0.998 + 0.001 * rng.random())
+        log_run(client, exp, FakeRun(f"ce-s{seed}", "ce", seed, test_acc=steady, test_last_acc=steady, sweep_id=None))
+        flaky = 0.999 if seed % 2 else 0.6
+        log_run(client, exp, FakeRun(f"mae-s{seed}", "mae", seed, test_acc=flaky, test_last_acc=flaky, sweep_id=None))
+    result = report.build_report("bounds", tracking_uri=uri, out_dir=tmp_path / "report", log_to_mlflow=False)
+    for row in result.summary["rows"]:
+        for name in ("test_acc", "test_last_acc"):
+            iv = row[name]
+            if seeds < 3:
+                assert iv["low"] is None and iv["high"] is None and len(iv["values"]) == seeds
+                assert all(0.0 <= v <= 1.0 for v in iv["values"])
+            else:
+                assert 0.0 <= iv["low"] <= iv["mean"] <= iv["high"] <= 1.0, (row["label"], name, iv)
+    for c in result.summary["comparisons"]:
+        assert (c["low"] is None) == (seeds < 3)
+        if c["low"] is not None:
+            assert -1.0 <= c["low"] <= c["mean"] <= c["high"] <= 1.0
+    cells = [r["test acc @selected (%)"] for r in table(result.markdown.read_text(), "Results")]
+    numbers = [float(x) for cell in cells for x in re.findall(r"\d+\.\d+", cell)]
+    assert numbers and all(0.0 <= x <= 100.0 for x in numbers), cells
+
+
+def test_the_markdown_makes_no_link_but_the_run_names(store: Store) -> None:
+    """``[78.91, 87.16] (n=2)`` became a link to ``n=2`` in MLflow's Markdown (showdown allows a space between ] and
+    (). Every bracket the report writes is escaped, except a run name's link and an image."""
+    from markdown_it import MarkdownIt
+
+    markdown = store.result.markdown.read_text()
+    unescaped = re.findall(r"(?<![\\!])\[[^\]]*?(?<!\\)\]\s*\(", markdown)
+    assert all(re.match(r"\[[\w.\\-]+\]\(http://127\.0\.0\.1:5000/", u + "http://127.0.0.1:5000/") for u in unescaped)
+    links = re.findall(r"(?<![\\!])\[([^\]]*)\]\(([^)]*)\)", markdown)
+    assert links and all(url.startswith("http://127.0.0.1:5000/#/experiments/") for _, url in links)
+    html = MarkdownIt("commonmark").enable("table").render(markdown)
+    hrefs = re.findall(r'<a href="([^"]+)"', html)
+    assert len(hrefs) == len(links) == 9, "one link per run used, nothing else"
+    assert "[95 % Student-t interval" in html and "(n=3)" in html, "brackets render as brackets"

@@ -12,9 +12,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from conftest import compose, tiny_overrides
-from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
-from mlflow.utils.validation import _validate_metric_name
+from omegaconf import OmegaConf
 
 from lossbench import store_links
 from lossbench.analysis import Rule
@@ -40,11 +39,11 @@ def test_curves_link_opens_the_sweeps_shared_view_as_charts() -> None:
     assert json.loads(value) == {
         "searchFilter": "tags.sweep_id = '3f2a9c'",
         "groupBy": "tag.average.loss",
-        "chartsSearchFilter": "^(val|train_eval)/nll$",
+        "chartsSearchFilter": "^(overfit/gap_acc|overfit/gap_nll|overfit/val_nll_rise)$",
     }
-    assert re.fullmatch(store_links.CURVE_CHARTS, "val/nll") and not re.match(
-        store_links.CURVE_CHARTS, "summary/best_val_nll"
-    )
+    # Overfitting on one scale for every loss: a bounded loss's NLL at 2-4 cannot hide ce's rise from 0.46 to 0.55.
+    charted = [m for m in ("val/nll", "overfit/val_nll_rise", "overfit/gap_acc", "overfit/gap_nll", "summary/x")]
+    assert [m for m in charted if re.fullmatch(store_links.CURVE_CHARTS, m)] == charted[1:4]
     _, route, query = hash_route(store_links.curves_url("sqlite:////w/mlflow.db", "7", key))
     assert route == "/experiments/7/runs"
     assert query == {"workflowType": ["machine_learning"], "compareRunsMode": ["CHART"], "viewStateShareKey": [key]}
@@ -60,73 +59,57 @@ def test_run_link_on_a_tracking_server_names_the_server_without_its_password() -
     assert store_links.ui_command("https://alice:s3cret@mlflow.example.org") is None, "the server is the UI"
 
 
-def test_ui_command_is_the_exact_command_for_the_store_with_secrets_hidden() -> None:
-    assert (
-        store_links.ui_command("sqlite:////w/mlflow.db")
-        == "mlflow ui --backend-store-uri sqlite:////w/mlflow.db --port 5000"
-    )
-    command = store_links.ui_command("postgresql://mlflow:hunter2@db:5432/mlflow")
-    assert "hunter2" not in command and command.startswith("mlflow ui --backend-store-uri postgresql://mlflow:***@db")
+def test_ui_command_runs_as_typed_in_a_shell_without_the_environment_on_its_path(tmp_path: Path) -> None:
+    """`mlflow ui ...` failed as typed ("mlflow: command not found") unless the virtual environment was active: the
+    printed command names this environment's own mlflow, so any shell runs it."""
+    import subprocess
+    import sys
+
+    command = store_links.ui_command("sqlite:////w/mlflow.db")
+    mlflow = str(Path(sys.executable).parent / "mlflow")
+    assert command == f"{mlflow} ui --backend-store-uri sqlite:////w/mlflow.db --port 5000"
+    bare = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}  # a login shell's PATH, no venv, no uv run
+    shown = command.replace(" --port 5000", " --help")
+    done = subprocess.run(["/bin/sh", "-c", shown], env=bare, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "--backend-store-uri" in done.stdout, done.stderr[-2000:]
+    secret = store_links.ui_command("postgresql://mlflow:hunter2@db:5432/mlflow")
+    assert "hunter2" not in secret and "--backend-store-uri 'postgresql://mlflow:***@db" in secret
     assert store_links.look_lines("http://h:5000", "http://h:5000/#/x") == ["open:   http://h:5000/#/x"]
 
 
-REPORT = """# lossbench report: e
+def test_the_description_fits_mlflows_limit_and_keeps_literal_text() -> None:
+    """The description is the report's front page (answer, verdicts, a four-column table, one small figure): its
+    figure points at the run's artifacts, ``@`` cannot become a mention, brackets cannot become links."""
+    from lossbench.report import aggregate
+    from lossbench.report.figures import FIGURES
+    from lossbench.report.runs import RunRecord, select_runs
 
-Intro in `sqlite:////w/mlflow.db`, gap @best.
-
-## Results
-
-| loss | test acc (%) |
-|---|---:|
-| ce | 91.00 |
-
-## Learning curves
-
-![learning curves per group](curves.png)
-
-## Runs used
-
-| run | run id |
-|---|---|
-""" + "".join(f"| ce-s{i} | {'a' * 32} |\n" for i in range(200))
-
-
-def test_description_points_figures_at_the_run_and_drops_whole_sections_to_fit() -> None:
-    whole = parent_run.description(REPORT, "RUN1", "report", limit=100_000)
-    assert "![learning curves per group](get-artifact?path=report%2Fcurves.png&run_uuid=RUN1)" in whole
-    assert "gap &#64;best" in whole and "`sqlite:////w/mlflow.db`" in whole
-    short = parent_run.description(REPORT, "RUN1", "report", limit=1000)
-    assert len(short) <= 1000
-    assert "## Learning curves" in short and "## Runs used" not in short, (
-        "the section that does not fit is dropped whole"
-    )
-    assert short.rstrip().endswith("`report/report.html`.*")
-    kept = short[: short.index("\n*Shortened")].rstrip()
-    assert whole.startswith(kept), "what is kept is the report's own beginning, unchanged"
-
-
-def test_group_metrics_are_legal_keys_holding_the_rows_means() -> None:
-    rows = [
-        {
-            "label": "ce / adam / noise 0.4",
-            "n": 3,
-            "n_onset": 1,
-            "test_acc": {"mean": 0.91, "std": 0.01, "n": 3},
-            "onset_epoch": {"mean": None, "std": None, "n": 0},
-            "val_nll_rise": {"mean": 0.3, "std": None, "n": 1},
-        }
+    curves = {"val/acc": [0.5, 0.6], "val/nll": [1.0, 0.8], "train_eval/acc": [0.5, 0.7], "train_eval/nll": [1.0, 0.7]}
+    runs = [
+        RunRecord(
+            f"r{loss}{seed}",
+            f"{loss}_x-s{seed}",
+            "FINISHED",
+            seed,
+            tags={"loss": f"{loss}_x", "optimizer": "adam@2", "seed": str(seed), "lossbench.first_epoch": "1"},
+            params={"checkpoint.monitor": "val/acc", "checkpoint.mode": "max"},
+            metrics={"test/acc": 0.9 + 0.001 * seed + (0.01 if loss == "b" else 0), "test_last/acc": 0.9},
+            curves=curves,
+        )
+        for loss in ("a", "b")
+        for seed in range(3)
     ]
-    metrics = parent_run.group_metrics(rows)
-    assert metrics == {
-        "report/n/ce_adam_noise_0.4": 3.0,
-        "report/n_onset/ce_adam_noise_0.4": 1.0,
-        "report/test_acc/ce_adam_noise_0.4": 0.91,
-        "report/val_nll_rise/ce_adam_noise_0.4": 0.3,
-    }, "an empty mean is left out, not logged as 0"
-    for key in metrics:
-        _validate_metric_name(key)  # MLflow's own rule; raises on an illegal key
-    with pytest.raises(MlflowException):
-        _validate_metric_name("report/test_acc/ce / adam?")
+    findings = aggregate.analyse(select_runs(runs), reference="a_x")
+    figures = {f.name: f for f in FIGURES if f.name == "overview"}
+    note = parent_run.description(findings, figures, "RUN1", "report")
+    assert note.startswith("**Answer.** ") and len(note) <= parent_run.NOTE_LIMIT
+    alt = "overfitting at a glance: validation NLL above its lowest so far"
+    assert f"![{alt}](get-artifact?path=report%2Foverview.png&run_uuid=RUN1)" in note
+    assert "&#64;" in note and "@" not in note.replace("&#64;", "")
+    table = [line for line in note.splitlines() if line.startswith("| ")]
+    assert len(table[0].strip("| ").split(" | ")) == 4, "four columns wrap to a 554-px pane"
+    assert "\\[" in "".join(table), "an interval's brackets are escaped"
+    assert not re.search(r"(?<!\\)\[[^\]]*\]\s*\(", note.replace("![", "")), "no bracket pair reads as a link"
 
 
 def test_epoch_line_shows_the_record() -> None:
@@ -182,6 +165,7 @@ def test_a_run_logs_one_line_per_epoch_and_counts_mini_batches(
         m.startswith("open:   http://127.0.0.1:5000/#/experiments/") and found.info.run_id in m
         for m in (r.getMessage() for r in caplog.records)
     ), "the closing lines link to the run"
+    assert "epoch 3/3" in bar and "Epoch 2" not in bar, "the bar counts epochs from 1, like the lines"
 
 
 def test_experiments_are_marked_for_model_training_even_when_made_before(tmp_path: Path) -> None:
@@ -216,9 +200,11 @@ def test_a_report_that_cannot_be_written_is_a_warning_not_the_sweeps_outcome(tmp
     from lossbench.sweep import write_report
 
     tracker = Tracker.connect(f"sqlite:///{tmp_path / 'mlflow.db'}", "empty")  # no training runs: nothing to report
+    report_cfg = OmegaConf.create({"reference": "ce", "min_effect_pp": None})
     with caplog.at_level(logging.WARNING, logger="lossbench"):
-        write_report(tracker, "empty", "abc123", Rule())  # must not raise
+        result, reason = write_report(tracker, "empty", "abc123", Rule(), report_cfg)  # must not raise
     (warning,) = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert result is None and reason.startswith("ReportError: no runs in experiment 'empty'")
     assert (
         "sweep abc123: the report was not written (ReportError: no runs in experiment 'empty'" in warning.getMessage()
     )

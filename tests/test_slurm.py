@@ -78,7 +78,7 @@ def epochs(client, run_id: str, key: str = "val/loss") -> list[int]:
 
 def assert_every_epoch_once(client, run_id: str, n: int) -> None:
     for key in EPOCH_KEYS:
-        assert epochs(client, run_id, key) == list(range(n)), (key, epochs(client, run_id, key))
+        assert epochs(client, run_id, key) == list(range(1, n + 1)), (key, epochs(client, run_id, key))  # from 1
 
 
 def wait_for_an_epoch_in_each(

@@ -45,20 +45,46 @@ def test_mean_ci_equals_scipy_t_interval(values, level):
     assert (ci.low, ci.high) == pytest.approx((low, high), rel=1e-12)
 
 
-def test_mean_ci_of_two_values_uses_t_with_one_degree_of_freedom():
-    # n = 2: s = |a - b| / √2, so the half-width is t_{0.975, 1} · s / √2 = 12.7062047 · |a - b| / 2.
+def test_mean_ci_of_two_values_gives_the_values_not_an_interval():
+    # With n = 2 the t-interval would be mean ± 12.7 · |a - b| / 2: 0.81 ± 0.127, an accuracy above 93 % from two
+    # runs at 80 and 82 %. What two seeds can honestly show is the two values.
     ci = mean_ci([0.80, 0.82])
-    assert ci.mean == pytest.approx(0.81)
-    assert ci.high - ci.mean == pytest.approx(12.7062047 * 0.02 / 2, rel=1e-7)
-    assert ci.mean - ci.low == pytest.approx(12.7062047 * 0.02 / 2, rel=1e-7)
+    assert ci.mean == pytest.approx(0.81) and ci.std == pytest.approx(0.02 / math.sqrt(2))
+    assert math.isnan(ci.low) and math.isnan(ci.high) and not ci.has_interval
+    assert ci.format(100) == "81.00 (n=2: 80.00, 82.00)"
+    assert ci.to_json()["values"] == [0.80, 0.82] and ci.to_json()["low"] is None
 
 
 def test_mean_ci_of_one_value_has_no_interval():
     ci = mean_ci([0.8752])
     assert (ci.mean, ci.n) == (0.8752, 1)
     assert math.isnan(ci.low) and math.isnan(ci.high) and math.isnan(ci.std)
-    assert ci.format(100) == "87.52 (n=1, no interval)"
-    assert ci.to_json() == {"mean": 0.8752, "low": None, "high": None, "n": 1, "std": None, "level": 0.95}
+    assert ci.format(100) == "87.52 (n=1)" and ci.format(100, show_n=False) == "87.52"
+    assert ci.to_json() == {
+        "mean": 0.8752,
+        "low": None,
+        "high": None,
+        "n": 1,
+        "std": None,
+        "level": 0.95,
+        "values": [0.8752],
+    }
+
+
+@pytest.mark.parametrize("n", [2, 3, 10])
+def test_accuracy_intervals_stay_within_0_and_1(n):
+    """Seeds spread across the whole range (a loss that sometimes fails to train): the t-interval alone would leave
+    [0, 1]; the report's never does, and it still covers the true mean at least as often."""
+    rng = np.random.default_rng(n)
+    for _ in range(50):
+        values = np.clip(rng.choice([0.1, 0.98], n) + rng.normal(0, 0.01, n), 0, 1)
+        ci = mean_ci(values, bounds=(0.0, 1.0))
+        if n < 3:
+            assert not ci.has_interval and sorted(ci.values) == sorted(values)
+            continue
+        low, high = scipy_interval(values)
+        assert 0.0 <= ci.low <= ci.mean <= ci.high <= 1.0
+        assert ci.low == pytest.approx(max(low, 0.0)) and ci.high == pytest.approx(min(high, 1.0))
 
 
 def test_mean_ci_of_nothing():
@@ -86,7 +112,7 @@ def test_identical_values_give_a_zero_width_interval():
 
 def test_bad_level_names_the_key():
     with pytest.raises(ValueError, match="level=95 must lie in"):
-        mean_ci([1.0, 2.0], level=95)
+        mean_ci([1.0, 2.0, 3.0], level=95)
 
 
 # ------------------------------------------------------------------------------ paired_difference
@@ -156,23 +182,20 @@ def test_nan_counts_as_missing_and_extra_candidate_seeds_are_named():
     assert got.dropped == "seed 1 missing for the candidate; seeds 7, 8 missing for the reference"
 
 
-@pytest.mark.parametrize("shared", [0, 1])
+@pytest.mark.parametrize("shared", [0, 1, 2])
 def test_too_few_paired_seeds(shared):
     cand = {s: CAND[s] for s in range(shared)}
     got = paired_difference(cand, REF)
     assert got.n == shared
-    assert (got.outcome, got.verdict) == ("too_few", f"too few paired seeds (n={shared})")
+    assert (got.outcome, got.verdict) == ("too_few", f"too few paired seeds (n={shared}; a comparison needs 3)")
     assert math.isnan(got.p_value) and math.isnan(got.low)
 
 
-def test_two_paired_seeds_are_enough_for_a_test():
+def test_two_paired_seeds_show_their_differences():
     cand, ref = {0: 0.90, 1: 0.91}, {0: 0.80, 1: 0.815}
     got = paired_difference(cand, ref)
-    assert got.n == 2
-    # d = 0.100, 0.095: mean 0.0975, half-width 12.7062047 · 0.005 / 2 = 0.0317655.
-    assert (got.low, got.high) == pytest.approx((0.0975 - 0.0317655, 0.0975 + 0.0317655), abs=1e-7)
-    assert got.p_value == pytest.approx(scipy_stats.ttest_rel([0.90, 0.91], [0.80, 0.815]).pvalue, rel=1e-10)
-    assert got.outcome == "better"
+    assert got.n == 2 and got.differences == pytest.approx((0.10, 0.095))
+    assert got.format(100) == "+9.75 (n=2: +10.00, +9.50): too few paired seeds (n=2; a comparison needs 3)"
 
 
 def test_below_the_test_sets_resolution():
@@ -192,7 +215,7 @@ def test_below_the_test_sets_resolution():
 def test_interval_excludes_zero_exactly_when_the_t_test_rejects():
     rng = np.random.default_rng(0)
     for _ in range(200):
-        n = int(rng.integers(2, 8))
+        n = int(rng.integers(3, 8))
         ref = rng.normal(0.87, 0.01, n)
         cand = ref + rng.normal(0.003, 0.004, n)
         got = paired_difference(dict(enumerate(cand)), dict(enumerate(ref)))
@@ -207,7 +230,9 @@ def test_paired_format():
         f"{100 * got.mean:+.2f} [{100 * got.low:+.2f}, {100 * got.high:+.2f}], p={p:.2g} (n=3): "
         "not distinguishable at n=3 seeds"
     )
-    assert paired_difference({0: 0.9}, {0: 0.8}).format(100) == "+10.00 (n=1): too few paired seeds (n=1)"
+    assert paired_difference({0: 0.9}, {0: 0.8}).format(100) == (
+        "+10.00 (n=1: +10.00): too few paired seeds (n=1; a comparison needs 3)"
+    )
 
 
 def test_resolution_of():

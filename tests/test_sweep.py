@@ -61,7 +61,9 @@ def test_four_job_sweep_into_a_new_store(tiny_mnist: Path, tmp_path: Path, launc
         assert warmed, "the parallel launcher warms its workers up while the sweep starts"
         assert {r.data.tags["lossbench.pid"] for r in runs} <= set(warmed[1].split(", "))
     assert {r.data.tags["threads"] for r in runs} == {str(expected_threads)}, "jobs x threads must not exceed the cores"
-    assert "4 finished, 0 failed, 0 killed, 0 skipped" in done.stdout and "python -m lossbench.report" in done.stdout
+    assert "4 finished, 0 failed, 0 killed, 0 skipped" in done.stdout
+    report = re.search(r"^report: (/\S+/report\.html)$", done.stdout, re.M)
+    assert report and Path(report[1]).is_file(), "the closing screen names the report it wrote, by its absolute path"
 
 
 def test_parallel_workers_record_each_runs_figures_after_its_job(tiny_mnist: Path, tmp_path: Path):
@@ -101,7 +103,7 @@ def test_a_diverging_job_fails_alone_and_the_sweep_goes_on(tiny_mnist: Path, tmp
     assert status == {"mse_logits": "FAILED", "ce": "FINISHED", "mae": "FINISHED"}
     failed = next(r for r in runs if r.data.tags["loss"] == "mse_logits")
     assert failed.data.tags["lossbench.failure"].startswith("DivergenceError: diverged: non-finite loss")
-    assert "at epoch 0 step" in failed.data.tags["lossbench.failure"]
+    assert "at epoch 1 step" in failed.data.tags["lossbench.failure"], "epochs count from 1"
     assert "2 finished, 1 failed" in done.stdout
 
 

@@ -20,12 +20,15 @@ from __future__ import annotations
 
 import copy
 import logging
+import shlex
 from collections.abc import Sequence
 from itertools import groupby
 from pathlib import Path
 from typing import Any
 
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override
 from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import DictConfig, open_dict, read_write
 
@@ -40,7 +43,31 @@ Job = tuple[int, Sequence[str]]  # (job number, its overrides)
 
 
 class SkipFinishedSweeper(BasicSweeper):
-    """Hydra's basic sweeper whose launcher never receives a job whose identical config already FINISHED."""
+    """Hydra's basic sweeper whose launcher never receives a job whose identical config already FINISHED.
+
+    ``+hydra.sweeper.groups=["loss=mae optimizer.lr=0.001 seed=range(3,9)", "loss=ce ..."]`` sweeps those
+    groups instead of every combination: each group is its own small sweep (Hydra's override syntax), combined
+    with the sweep's other keys; a key a group sets is dropped from the combinations. It is how a report's
+    extension asks for more seeds of just the undecided losses, each at its own tuned setting.
+    """
+
+    def __init__(self, max_batch_size: int | None = None, params: dict | None = None, groups: list | None = None):
+        super().__init__(max_batch_size=max_batch_size, params=params)
+        self.groups = [str(g) for g in groups or []]
+
+    def split_arguments(self, overrides: list[Override], max_batch_size: int | None) -> list[list[list[str]]]:
+        if not self.groups:
+            return BasicSweeper.split_arguments(overrides, max_batch_size)
+        parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
+        groups = [parser.parse_overrides(shlex.split(group)) for group in self.groups]
+        keys = {o.get_key_element() for group in groups for o in group}
+        base = [o for o in overrides if o.get_key_element() not in keys]
+        jobs: list[list[str]] = []
+        for group in groups:
+            (combinations,) = BasicSweeper.split_arguments([*base, *group], None)
+            jobs.extend(c for c in combinations if c not in jobs)  # a group listed twice runs once
+        size = max_batch_size or len(jobs) or 1
+        return [jobs[i : i + size] for i in range(0, len(jobs), size)]
 
     def setup(self, *, hydra_context, task_function, config: DictConfig) -> None:
         super().setup(hydra_context=hydra_context, task_function=task_function, config=config)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lossbench import analysis, stats
+from lossbench import analysis, decisions, stats
 from lossbench.config import is_operational
 from lossbench.names import EPOCH_TIME, MEMORISED, TEST_ACC, TEST_LAST_ACC, VAL_ACC
 from lossbench.report.runs import RunRecord, Selection
@@ -22,22 +22,48 @@ from lossbench.report.runs import RunRecord, Selection
 TEST_IMAGES = 10_000
 """Every MNIST-family test set has 10,000 images: one image is 0.01 % of test accuracy."""
 HEADERS = {"noise": "noise rate"}
-ROW_FIGURES = (
-    "test_acc",
-    "test_last_acc",
-    "selected_epoch",
-    "gap_acc_selected",
-    "gap_acc_last",
-    "gap_nll_selected",
-    "gap_nll_last",
-    "val_nll_rise",
-    "onset_epoch",
-    "best_val_nll",
-    "memorisation_drop",
-    "memorised_last",
-    "time_per_epoch_s",
-)
-"""The :func:`run_values` figures a report row gives with their intervals (summary.json, the parent run's metrics)."""
+
+
+@dataclass(frozen=True)
+class Quantity:
+    """How one of a run's figures is read everywhere a report shows it: its unit, the factor from the stored
+    fraction to that unit, its digits, and the range it lives in (intervals never leave it)."""
+
+    unit: str
+    """``%`` (a share), ``pp`` (a difference of shares), ``epoch``, ``s``, or ``""`` (a plain number, e.g. NLL)."""
+    scale: float
+    digits: int
+    bounds: tuple[float, float] = stats.UNBOUNDED
+
+    @property
+    def difference_bounds(self) -> tuple[float, float]:
+        """The range of a difference of two such values."""
+        low, high = self.bounds
+        return (low - high, high - low)
+
+
+_SHARE = Quantity("%", 100.0, 2, (0.0, 1.0))
+_SHARE_GAP = Quantity("pp", 100.0, 1, (-1.0, 1.0))
+_EPOCH = Quantity("epoch", 1.0, 0, (1.0, math.inf))
+_NLL_GAP = Quantity("", 1.0, 3)
+QUANTITIES: dict[str, Quantity] = {
+    "test_acc": _SHARE,
+    "test_last_acc": _SHARE,
+    "selected_epoch": _EPOCH,
+    "gap_acc_selected": _SHARE_GAP,
+    "gap_acc_last": _SHARE_GAP,
+    "gap_nll_selected": _NLL_GAP,
+    "gap_nll_last": _NLL_GAP,
+    "val_nll_rise": Quantity("%", 100.0, 0, (0.0, math.inf)),
+    "onset_epoch": _EPOCH,
+    "best_val_nll": Quantity("", 1.0, 3, (0.0, math.inf)),
+    "memorisation_drop": Quantity("pp", 100.0, 2, (-1.0, 1.0)),
+    "memorised_last": Quantity("%", 100.0, 1, (0.0, 1.0)),
+    "time_per_epoch_s": Quantity("s", 1.0, 2, (0.0, math.inf)),
+}
+"""The :func:`run_values` figures a report row gives with their intervals (summary.json, report.md, the parent run's
+table), each with its unit and range: one owner for how a quantity reads."""
+ROW_FIGURES = tuple(QUANTITIES)
 
 
 def run_values(run: RunRecord, rule: analysis.Rule = analysis.Rule()) -> dict[str, float]:
@@ -97,8 +123,18 @@ class GroupRow:
         return " / ".join(f"noise {v}" if k == "noise" else v for k, v in self.key.items())
 
     def interval(self, name: str) -> stats.Interval:
-        """Mean and 95 % interval of one :func:`run_values` figure over the row's runs."""
-        return stats.mean_ci(self.values[r.run_id][name] for r in self.runs)
+        """Mean and 95 % interval of one :func:`run_values` figure over the row's runs, within its range."""
+        bounds = QUANTITIES[name].bounds if name in QUANTITIES else stats.UNBOUNDED
+        return stats.mean_ci((self.values[r.run_id][name] for r in self.runs), bounds=bounds)
+
+    def epochs(self, name: str) -> str:
+        """An epoch figure as counts read: ``7`` when every run agrees, ``6–8`` when they differ, ``—`` for none."""
+        found = sorted(
+            {int(self.values[r.run_id][name]) for r in self.runs if math.isfinite(self.values[r.run_id][name])}
+        )
+        if not found:
+            return "—"
+        return str(found[0]) if len(found) == 1 else f"{found[0]}–{found[-1]}"
 
     def by_seed(self, name: str) -> dict[str, float]:
         return {r.seed: self.values[r.run_id][name] for r in self.runs}
@@ -109,36 +145,46 @@ class GroupRow:
 
     @property
     def verdict(self) -> str:
-        """The group's verdict in plain words, from its runs' verdicts and figures."""
+        """The group's verdict in plain words: :attr:`verdict_phrase` and the figures behind it."""
+        figures = self.verdict_figures
+        return self.verdict_phrase + (f" ({figures})" if figures else "")
+
+    @property
+    def verdict_phrase(self) -> str:
+        """What the group's runs concluded, without figures (``no overfitting; still improving at the end in 3/3
+        runs``): groups that share it can be named together."""
         n, kinds = len(self.runs), [self.verdicts[r.run_id].kind for r in self.runs]
-        gap_last = self.interval("gap_acc_last")
-        gap = f"acc gap {gap_last.mean * 100:.1f} pp at the end" if gap_last.n else ""
-        rise = self.interval("val_nll_rise")
         if self.n_onset:
-            onsets = sorted(
-                int(self.values[r.run_id]["onset_epoch"])
-                for r in self.runs
-                if self.verdicts[r.run_id].kind == "overfits"
-            )
-            when = f"epoch {onsets[0]}" if onsets[0] == onsets[-1] else f"epochs {onsets[0]}–{onsets[-1]}"
-            figures = [f"val NLL {rise.mean:+.0%} from its minimum to the end".replace("%", " %")] if rise.n else []
             return (
-                f"overfits in {self.n_onset}/{n} runs, after {when} ("
-                + "; ".join(figures + ([gap] if gap else []))
-                + ")"
+                f"overfits in {self.n_onset}/{n} runs, after epoch{'s' if '–' in self._onsets else ''} {self._onsets}"
             )
         if kinds.count("drift") * 2 > n:
-            return (
-                f"no overfitting; NLL drifts with train in {kinds.count('drift')}/{n} runs "
-                f"(val NLL {rise.mean:+.0%}, training NLL rising too".replace("%", " %")
-                + (f"; {gap}" if gap else "")
-                + ")"
-            )
+            return f"no overfitting; NLL drifts with train in {kinds.count('drift')}/{n} runs"
         if kinds.count("improving") * 2 > n:
-            return f"no overfitting; still improving at the end in {kinds.count('improving')}/{n} runs" + (
-                f" ({gap})" if gap else ""
+            return f"no overfitting; still improving at the end in {kinds.count('improving')}/{n} runs"
+        return f"no overfitting in {n} run{'s' if n > 1 else ''}"
+
+    @property
+    def verdict_figures(self) -> str:
+        """The figures behind the phrase: how far smoothed validation NLL rose from its lowest, the gap at the end."""
+        gap_last, rise = self.interval("gap_acc_last"), self.interval("val_nll_rise")
+        gap = [f"acc gap {gap_last.mean * 100:.1f} pp at the end"] if gap_last.n else []
+        if self.n_onset:
+            return "; ".join(
+                [f"smoothed val NLL {rise.mean * 100:+.0f} % from its lowest to the end"] * bool(rise.n) + gap
             )
-        return f"no overfitting in {n} run{'s' if n > 1 else ''}" + (f" ({gap})" if gap else "")
+        if [self.verdicts[r.run_id].kind for r in self.runs].count("drift") * 2 > len(self.runs):
+            return "; ".join(
+                [f"smoothed val NLL {rise.mean * 100:+.0f} %, training NLL rising too"] * bool(rise.n) + gap
+            )
+        return "; ".join(gap)
+
+    @property
+    def _onsets(self) -> str:
+        found = sorted(
+            int(self.values[r.run_id]["onset_epoch"]) for r in self.runs if self.verdicts[r.run_id].kind == "overfits"
+        )
+        return str(found[0]) if found[0] == found[-1] else f"{found[0]}–{found[-1]}"
 
 
 def group_dimensions(runs: Sequence[RunRecord]) -> list[str]:
@@ -181,6 +227,7 @@ def group_runs(runs: Sequence[RunRecord], dims: Sequence[str], rule: analysis.Ru
         for run in members:
             by_setting.setdefault(stats.setting_of({k: run.params.get(k) for k in varying}), []).append(run)
         for setting, group in by_setting.items():
+            group = sorted(group, key=lambda r: stats.seed_order(r.seed))  # every table lists a row's runs by seed
             rows.append(
                 GroupRow(
                     dict(zip(dims, key)),
@@ -202,55 +249,97 @@ class Tuning:
     """One row per group: the runs of its chosen setting, sorted by mean test accuracy."""
     tuned: dict[str, stats.Tuned]
     """By group label: what was chosen among what, and the budget."""
+    budgets: dict[str, stats.Budget]
+    """By group label: its expected best validation accuracy when 1..N of its settings are tried."""
 
 
 def tune(rows: Sequence[GroupRow]) -> Tuning | None:
-    """Choose each group's setting on validation accuracy only; ``None`` when no group has several settings."""
+    """Choose each group's setting on validation accuracy only, from the sweep's first runs (stage 1: the runs
+    an extension adds do not change the plan they were run for); ``None`` when no group has several settings."""
     if not any(row.setting for row in rows):
         return None
     trials = [
         stats.Trial(row.group, row.setting, run.seed, row.values[run.run_id]["val_acc_selected"], run.run_id)
         for row in rows
         for run in row.runs
+        if run.stage == 1
     ]
     tuned = stats.select_tuned(trials)
-    chosen = [row for row in rows if tuned[row.group].setting == row.setting]
-    return Tuning(chosen, tuned)
+    chosen = [row for row in rows if row.group in tuned and tuned[row.group].setting == row.setting]
+    budgets = {
+        group: stats.expected_best(group, [mean for _, mean, k, _ in t.candidates if k]) for group, t in tuned.items()
+    }
+    return Tuning(chosen, tuned, budgets)
 
 
 @dataclass(frozen=True)
 class Comparison:
-    """One row against the reference loss with the same other dimensions, paired by seed."""
+    """One row against the reference loss with the same other dimensions, paired by seed, as its family decided."""
 
     row: GroupRow
     reference: GroupRow
-    paired: stats.Paired
+    decision: decisions.Decision
     rank: int | None
+    improvement: tuple[float, float, float]
+    """Probability that a run of this row beats a run of the reference: (estimate, low, high)."""
+
+    @property
+    def paired(self) -> stats.Paired:
+        return self.decision.paired
+
+    @property
+    def outcome(self) -> str:
+        return self.decision.outcome
+
+    @property
+    def is_reference(self) -> bool:
+        return self.row is self.reference
 
 
-def compare(rows: Sequence[GroupRow], reference_loss: str, metric: str = "test_acc") -> list[Comparison]:
-    """Each row vs the row of ``reference_loss`` sharing its other dimensions: paired differences of
-    ``metric`` on shared seeds (paired t-test), and ranks with ties among those rows.
+def _stages(row: GroupRow, reference: GroupRow) -> dict[str, int]:
+    """Seed -> 2 when either run of the pair was added by a sweep's extension, else 1."""
+    stage: dict[str, int] = {}
+    for run in [*row.runs, *reference.runs]:
+        stage[run.seed] = max(stage.get(run.seed, 1), run.stage)
+    return stage
+
+
+def compare(
+    rows: Sequence[GroupRow], reference_loss: str, metric: str = "test_acc", min_effect: float | None = None
+) -> list[Comparison]:
+    """Each row vs the row of ``reference_loss`` sharing its other dimensions: paired differences of ``metric``
+    on shared seeds, decided as one family (lossbench.decisions: Holm, two looks, seeds needed), with ranks
+    (ties where intervals overlap) and the probability of improvement.
 
     ``rows`` should hold one row per group (after :func:`tune` when settings vary).
     """
-
-    def others(row: GroupRow) -> tuple:
-        return tuple(v for k, v in row.key.items() if k != "loss")
-
     blocks: dict[tuple, list[GroupRow]] = {}
     for row in rows:
-        blocks.setdefault(others(row), []).append(row)
-    out = []
+        blocks.setdefault(tuple(v for k, v in row.key.items() if k != "loss"), []).append(row)
     resolution = stats.resolution_of(TEST_IMAGES)
+    bounds = QUANTITIES[metric].difference_bounds
+    pending = []  # (row, reference, rank, evidence or None for the reference itself)
     for members in blocks.values():
         reference = next((r for r in members if r.key["loss"] == reference_loss), None)
         if reference is None:
             continue
         ranks = stats.rank_with_ties({r.label: r.interval(metric) for r in members})
         for row in members:
-            paired = stats.paired_difference(row.by_seed(metric), reference.by_seed(metric), resolution=resolution)
-            out.append(Comparison(row, reference, paired, ranks.get(row.label)))
+            paired = stats.paired_difference(row.by_seed(metric), reference.by_seed(metric), bounds=bounds)
+            evidence = decisions.evidence(paired, _stages(row, reference)) if row is not reference else None
+            pending.append((row, reference, ranks.get(row.label), paired, evidence))
+    family = [e for *_, e in pending if e is not None]
+    decided = iter(decisions.decide(family, resolution=resolution, min_effect=min_effect))
+    out = []
+    for row, reference, rank, paired, evidence in pending:
+        decision = (
+            next(decided)
+            if evidence is not None
+            else decisions.Decision(paired, 0, (), math.nan, math.nan, "", "reference")
+        )
+        values = [row.values[r.run_id][metric] for r in row.runs]
+        against = [reference.values[r.run_id][metric] for r in reference.runs]
+        out.append(Comparison(row, reference, decision, rank, stats.probability_of_improvement(values, against)))
     out.sort(
         key=lambda c: (c.rank if c.rank is not None else math.inf, _nan_last(c.row.interval(metric).mean), c.row.label)
     )
@@ -265,7 +354,7 @@ def reference_loss(rows: Sequence[GroupRow], wanted: str) -> str | None:
 @dataclass(frozen=True)
 class Findings:
     """Everything a report says, before it is written: the runs and how they count, the groups, the tuned
-    choice, and the paired comparisons with the reference loss."""
+    choice, and the paired comparisons with the reference loss, decided as one family."""
 
     selection: Selection
     dims: list[str]
@@ -274,6 +363,8 @@ class Findings:
     reference: str | None
     comparisons: list[Comparison]
     rule: analysis.Rule
+    min_effect: float | None = None
+    """The smallest difference (a fraction) the seeds-needed plans aim for; None: the difference observed."""
 
     @property
     def noisy(self) -> bool:
@@ -285,15 +376,25 @@ class Findings:
         """The rows the verdicts speak of: each group at its tuned setting when settings vary, else every row."""
         return self.tuning.chosen if self.tuning else self.rows
 
+    @property
+    def decided(self) -> list[Comparison]:
+        """The comparisons proper (not the reference against itself)."""
+        return [c for c in self.comparisons if not c.is_reference]
 
-def analyse(selection: Selection, rule: analysis.Rule = analysis.Rule(), reference: str = "ce") -> Findings:
+
+def analyse(
+    selection: Selection,
+    rule: analysis.Rule = analysis.Rule(),
+    reference: str = "ce",
+    min_effect: float | None = None,
+) -> Findings:
     """Group the counted runs, judge them, choose each group's setting on validation, compare with ``reference``."""
     dims = group_dimensions(selection.finished)
     rows = group_runs(selection.finished, dims, rule)
     tuning = tune(rows)
     ref = reference_loss(rows, reference)
-    comparisons = compare(tuning.chosen if tuning else rows, ref) if ref else []
-    return Findings(selection, dims, rows, tuning, ref, comparisons, rule)
+    comparisons = compare(tuning.chosen if tuning else rows, ref, min_effect=min_effect) if ref else []
+    return Findings(selection, dims, rows, tuning, ref, comparisons, rule, min_effect)
 
 
 def monitors(runs: Sequence[RunRecord]) -> Mapping[tuple[str, str], int]:

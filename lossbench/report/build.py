@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 import time
 from collections.abc import Mapping
@@ -18,10 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mlflow.entities import Metric, RunTag
+from mlflow.entities import RunTag
 from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_LOGGED_ARTIFACTS
 
-from lossbench import analysis, store_links
+from lossbench import analysis, decisions, store_links
 from lossbench.names import (
     CONFIG_HASH_TAG,
     FAILURE_TAG,
@@ -29,10 +31,11 @@ from lossbench.names import (
     KIND_SWEEP,
     KIND_TAG,
     NOTE_TAG,
+    SWEEP_OVERRIDES_TAG,
     SWEEP_TAG,
     VERDICT_TEXT_TAG,
 )
-from lossbench.report import aggregate, content, parent_run
+from lossbench.report import aggregate, content, extend, parent_run
 from lossbench.report.figures import FIGURES, write_figures
 from lossbench.report.runs import (
     check_store_exists,
@@ -43,10 +46,12 @@ from lossbench.report.runs import (
     select_runs,
     train_filter,
 )
+from lossbench.stats import MIN_SEEDS
 from lossbench.store import quoted, sweep_filter, tag_filter
 
 ARTIFACT_PATH = "report"
 REPORT_FILES: tuple[str, ...] = (
+    "results.json",
     "report.md",
     "report.html",
     "report_inline.html",
@@ -70,6 +75,17 @@ class ReportResult:
     experiment_id: str
     report_run_id: str | None
     """The MLflow run holding the report as artifacts; ``None`` when not logged."""
+
+    @property
+    def answer(self) -> list[str]:
+        """The report's first lines, as a terminal shows them: the answer, the verdicts, and the command that
+        would decide what is undecided (the sweep's closing screen and the report command print them)."""
+        s = self.summary
+        lines = [s["answer"], *(f"  {v['groups']}: {v['verdict']}" for v in s["verdicts"])]
+        extension = s.get("extension") or {}
+        if extension.get("command"):
+            lines += [f"decide: {extension['command']}   ({extension['runs']} more runs)"]
+        return lines
 
 
 def _safe_name(text: str) -> str:
@@ -128,10 +144,13 @@ def build_report(
     reference: str = "ce",
     log_to_mlflow: bool = True,
     client: Any = None,
+    min_effect: float | None = None,
 ) -> ReportResult:
     """Read the runs, write the report folder, and (by default) log it to the sweep's parent run.
 
-    Raises :class:`ReportError` when the experiment does not exist or no run matches.
+    ``min_effect``: the smallest difference in test accuracy (a fraction) worth deciding; the seeds an undecided
+    comparison needs are planned for it (None: for the difference observed). Raises :class:`ReportError` when the
+    experiment does not exist or no run matches.
     """
     uri = tracking_uri or default_tracking_uri()
     if client is None:
@@ -142,35 +161,45 @@ def build_report(
     runs = load_runs(client, exp.experiment_id, filter_string)
     if not runs:
         raise no_runs_error(client, exp, uri, filter_string, sweep_id)
-    findings = aggregate.analyse(select_runs(runs), rule, reference)
+    findings = aggregate.analyse(select_runs(runs), rule, reference, min_effect)
+    parent = _sweep_parent(client, exp.experiment_id, sweep_id)
+    base = extend.sweep_overrides(parent.data.tags.get(SWEEP_OVERRIDES_TAG) if parent else None)
+    extension = extend.extension(findings, sweep_id, base)
     out = Path(out_dir) if out_dir is not None else default_out_dir(experiment, sweep_id)
     out.mkdir(parents=True, exist_ok=True)
     for name in REPORT_FILES:
         (out / name).unlink(missing_ok=True)
-    figures = write_figures(out, findings.rows, findings.noisy)
+    figures = write_figures(out, findings)
     heading = _heading(experiment, sweep_id, uri, exp.experiment_id, filter_string, len(runs), findings)
-    markdown = content.document(heading, findings, figures)
+    markdown = content.document(heading, findings, figures, extension)
     (out / "report.md").write_text(markdown, encoding="utf-8")
     (out / "report.html").write_text(content.to_html(markdown, heading.title, out), encoding="utf-8")
-    summary = summary_json(experiment, exp.experiment_id, sweep_id, uri, filter_string, len(runs), findings, figures)
+    where = (experiment, exp.experiment_id, sweep_id, uri, filter_string, len(runs))
+    summary = summary_json(*where, findings, figures, extension)
     (out / "summary.json").write_text(json.dumps(summary, indent=2, allow_nan=False, default=str) + "\n", "utf-8")
     run_id = (
-        log_report(client, exp.experiment_id, out, experiment, sweep_id, markdown, summary["rows"])
-        if log_to_mlflow
-        else None
+        log_report(client, exp.experiment_id, out, experiment, sweep_id, findings, figures) if log_to_mlflow else None
     )
     files = [out / f.file for f in figures.values()]
     return ReportResult(
-        out,
-        out / "report.md",
-        out / "report.html",
-        out / "summary.json",
+        out.resolve(),
+        (out / "report.md").resolve(),
+        (out / "report.html").resolve(),
+        (out / "summary.json").resolve(),
         files,
         summary,
         uri,
         exp.experiment_id,
         run_id,
     )
+
+
+def _sweep_parent(client: Any, experiment_id: str, sweep_id: str | None):
+    """The sweep's parent run (it knows the sweep's command line), or None."""
+    if sweep_id is None:
+        return None
+    found = client.search_runs([experiment_id], filter_string=sweep_filter(sweep_id), max_results=1)
+    return found[0] if found else None
 
 
 def _heading(
@@ -203,10 +232,13 @@ def summary_json(
     matched: int,
     findings: aggregate.Findings,
     figures: Mapping[str, Any],
+    extension: extend.Extension | None = None,
 ) -> dict[str, Any]:
     """``summary.json``: what the report found, as data (the rows and comparisons with their intervals)."""
     selection, tuning = findings.selection, findings.tuning
     return {
+        "answer": content.answer(findings),
+        "verdicts": [{"groups": ", ".join(g), "verdict": v} for g, v in content.verdict_lines(findings.shown)],
         "experiment": experiment,
         "experiment_id": experiment_id,
         SWEEP_TAG: sweep_id,
@@ -217,7 +249,17 @@ def summary_json(
         "monitor": [
             {"monitor": m, "mode": mode, "runs": n} for (m, mode), n in aggregate.monitors(selection.finished).items()
         ],
-        "intervals": "mean with a two-sided 95 % Student-t interval over the runs (seeds) of a row; low/high null with n < 2",
+        "intervals": (
+            f"mean with a two-sided 95 % Student-t interval over the runs (seeds) of a row, within the quantity's "
+            f"range (0-1 for accuracies); low/high null below {MIN_SEEDS} seeds, which list their values instead"
+        ),
+        "decisions": {
+            "procedure": decisions.PROCEDURE,
+            "alpha": decisions.ALPHA,
+            "power": decisions.POWER,
+            "comparisons": len(findings.decided),
+            "min_effect": findings.min_effect,
+        },
         "counts": {
             "matched": matched,
             "finished": len(selection.finished),
@@ -226,17 +268,10 @@ def summary_json(
         },
         "rows": [_row_json(row) for row in findings.rows],
         "tuned": None if tuning is None else [tuning.tuned[row.group].to_json() for row in tuning.chosen],
+        "budgets": None if tuning is None else [b.to_json() for b in tuning.budgets.values()],
         "reference": findings.reference,
-        "comparisons": [
-            {
-                "label": c.row.label,
-                "reference": c.reference.label,
-                "rank": c.rank,
-                "metric": "test_acc",
-                **c.paired.to_json(),
-            }
-            for c in findings.comparisons
-        ],
+        "comparisons": [_comparison_json(c) for c in findings.decided],
+        "extension": None if extension is None else extension.to_json(),
         "not_finished": [
             {"run_id": r.run_id, "name": r.name, "status": r.status, "reason": r.tags.get(FAILURE_TAG)}
             for r in selection.not_finished
@@ -246,6 +281,19 @@ def summary_json(
             for old, new in selection.superseded
         ],
         "figures": sorted(f.file for f in figures.values()),
+    }
+
+
+def _comparison_json(c: aggregate.Comparison) -> dict[str, Any]:
+    estimate, low, high = c.improvement
+    finite = lambda x: x if math.isfinite(x) else None  # noqa: E731
+    return {
+        "label": c.row.label,
+        "reference": c.reference.label,
+        "rank": c.rank,
+        "metric": "test_acc",
+        **c.decision.to_json(),
+        "probability_of_improvement": {"estimate": finite(estimate), "low": finite(low), "high": finite(high)},
     }
 
 
@@ -277,20 +325,27 @@ def log_report(
     out: Path,
     experiment: str,
     sweep_id: str | None,
-    markdown: str,
-    rows: list[dict[str, Any]],
+    findings: aggregate.Findings,
+    figures: Mapping[str, Any],
 ) -> str:
-    """Put the report on :func:`report_run` (returns its id): the folder as artifacts under ``report/``,
-    its Markdown as the run's description (figures served from those artifacts), and each group's
-    means as metrics (``report/test_acc/ce_adam``). Re-running the report overwrites all three."""
+    """Put the report on :func:`report_run` (returns its id): the folder as artifacts under ``report/``, its
+    front page as the run's description (lossbench.report.parent_run), and the results as the table artifact
+    ``report/results.json``. Re-running the report overwrites all three."""
     run_id, created = report_run(client, experiment_id, experiment, sweep_id)
+    table = parent_run.results(findings)  # as MLflow's log_table writes a table, which would append to the last one
+    split = {"columns": list(table), "data": [list(row) for row in zip(*table.values())]}
+    (out / parent_run.RESULTS_FILE).write_text(json.dumps(split, allow_nan=False) + "\n", encoding="utf-8")
     client.log_artifacts(run_id, str(out), artifact_path=ARTIFACT_PATH)
-    note = parent_run.description(markdown, run_id, ARTIFACT_PATH)
-    now = int(time.time() * 1000)
-    metrics = [Metric(k, v, now, 0) for k, v in parent_run.group_metrics(rows).items()]
-    client.log_batch(run_id, metrics=metrics[:1000], tags=[RunTag(NOTE_TAG, note)])
-    for i in range(1000, len(metrics), 1000):
-        client.log_batch(run_id, metrics=metrics[i : i + 1000])
+    listed = json.loads(client.get_run(run_id).data.tags.get(MLFLOW_LOGGED_ARTIFACTS, "[]"))
+    entry = {"path": f"{ARTIFACT_PATH}/{parent_run.RESULTS_FILE}", "type": "table"}  # the UI shows it as a table
+    note = parent_run.description(findings, dict(figures), run_id, ARTIFACT_PATH)
+    client.log_batch(
+        run_id,
+        tags=[
+            RunTag(NOTE_TAG, note),
+            RunTag(MLFLOW_LOGGED_ARTIFACTS, json.dumps([*listed, entry] if entry not in listed else listed)),
+        ],
+    )
     if created:
         client.set_terminated(run_id, "FINISHED")
     return run_id

@@ -7,8 +7,11 @@ import sys
 from collections.abc import Callable, Sequence
 
 from lossbench import analysis, store_links
+from lossbench.errors import error_line
 from lossbench.report.build import ARTIFACT_PATH, build_report
 from lossbench.report.runs import DEFAULT_TRACKING_URI, ReportError
+
+PROGRAM = "lossbench.report"
 
 _RULE = analysis.Rule()
 
@@ -31,6 +34,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", default=None, help="report folder (default: reports/<experiment>[-<sweep>])")
     p.add_argument("--reference", default="ce", help="loss the others are compared with, paired by seed (default: ce)")
+    p.add_argument(
+        "--min-effect",
+        type=float,
+        default=None,
+        metavar="PP",
+        help="the smallest difference in test accuracy worth deciding, in percentage points: undecided comparisons "
+        "are planned for it (default: for the difference observed)",
+    )
     p.add_argument("--smooth", type=int, default=_RULE.smooth, help=f"epochs of smoothing (default: {_RULE.smooth})")
     p.add_argument(
         "--patience",
@@ -59,8 +70,10 @@ def main(argv: Sequence[str] | None = None, echo: Callable[[str], None] = print)
     args = _parser().parse_args(argv)
     try:
         rule = analysis.Rule(args.smooth, args.patience, args.margin_nll, args.margin_acc)
+        if args.min_effect is not None and not args.min_effect > 0:
+            raise ValueError(f"--min-effect={args.min_effect} must be a number of pp > 0, e.g. 0.5")
     except ValueError as error:
-        print(f"lossbench.report: {error}", file=sys.stderr)
+        print(error_line(str(error), PROGRAM), file=sys.stderr)
         return 2
     try:
         result = build_report(
@@ -71,22 +84,23 @@ def main(argv: Sequence[str] | None = None, echo: Callable[[str], None] = print)
             rule=rule,
             reference=args.reference,
             log_to_mlflow=not args.no_log,
+            min_effect=None if args.min_effect is None else args.min_effect / 100,
         )
     except ReportError as error:
-        print(f"lossbench.report: {error}", file=sys.stderr)
+        print(error_line(str(error), PROGRAM), file=sys.stderr)
         return 2
     counts = result.summary["counts"]
-    echo(f"Report: {result.html} (also report.md, summary.json, {len(result.figures)} figures)")
+    for line in result.answer:
+        echo(line)
+    echo(f"report: {result.html}   (also report.md, summary.json, {len(result.figures)} figures)")
     echo(
-        f"Runs: {counts['finished']} finished and counted, {counts['superseded']} superseded, "
-        f"{counts['not_finished']} not finished."
+        f"runs:   {counts['finished']} finished and counted, {counts['superseded']} superseded, "
+        f"{counts['not_finished']} not finished"
     )
-    for row in result.summary["rows"]:
-        echo(f"  {row['label']}: {row['verdict']}")
     if result.report_run_id:
         echo(
-            f"Logged on MLflow run {result.report_run_id} (experiment id {result.experiment_id}): its description, "
-            f"per-group metrics, and the artifacts '{ARTIFACT_PATH}/'."
+            f"logged: MLflow run {result.report_run_id} (experiment id {result.experiment_id}): its description, "
+            f"and the artifacts '{ARTIFACT_PATH}/'"
         )
         url = store_links.run_url(result.tracking_uri, result.experiment_id, result.report_run_id)
     elif args.sweep is not None:

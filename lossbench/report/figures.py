@@ -15,10 +15,11 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 
-from lossbench import plots
-from lossbench.names import MEMORISED, TRAIN_EVAL_NLL, VAL_NLL
-from lossbench.report.aggregate import GroupRow
+from lossbench import analysis, plots
+from lossbench.names import MEMORISED, TRAIN_EVAL_NLL, VAL_NLL, VAL_NLL_RISE
+from lossbench.report.aggregate import Findings, GroupRow
 from lossbench.run_figures import drawer
+from lossbench.stats import seed_order
 
 Drawn = Future | Path | None
 """What drawing a figure gives: a Future of the drawing process, the file drawn here, or None (nothing to show)."""
@@ -34,8 +35,8 @@ class ReportFigure:
     """What it shows, in words (the image's alternative text)."""
     section: str
     """The report section it belongs to (lossbench.report.content places it)."""
-    draw: Callable[[Sequence[GroupRow], Path], Drawn]
-    """Draws it to the given path from the report's rows."""
+    draw: Callable[[Findings, Path], Drawn]
+    """Draws it to the given path from what the report found (None: nothing to show for these runs)."""
 
     @property
     def file(self) -> str:
@@ -46,25 +47,48 @@ def _epoch(value: float) -> int | None:
     return int(value) if math.isfinite(value) else None
 
 
-def _curves(rows: Sequence[GroupRow], path: Path) -> Drawn:
+def _by_seed(row: GroupRow) -> list:
+    return sorted(row.runs, key=lambda r: seed_order(r.seed))
+
+
+def _overview(findings: Findings, path: Path) -> Drawn:
+    groups = {
+        row.label: [analysis.overfit_curves(r.curves).get(VAL_NLL_RISE, []) for r in _by_seed(row)]
+        for row in findings.shown
+    }
+    return drawer().submit("overfit_overview", groups, path, title="Overfitting at a glance (mean over seeds)")
+
+
+def _budget(findings: Findings, path: Path) -> Drawn:
+    tuning = findings.tuning
+    if tuning is None:
+        return None
+    curves = {group: (b.expected, b.std) for group, b in tuning.budgets.items() if b.expected}
+    return drawer().submit("budget_curves", curves, path, title="Expected best validation accuracy by budget")
+
+
+def _curves(findings: Findings, path: Path) -> Drawn:
+    rows = findings.rows
     marks = {
         row.label: [
             (_epoch(row.values[r.run_id]["selected_epoch"]), _epoch(row.values[r.run_id]["onset_epoch"]))
-            for r in row.runs
+            for r in _by_seed(row)
         ]
         for row in rows
     }
     return plots.curve_grid(
-        {row.label: [r.curves for r in row.runs] for row in rows},
+        {row.label: [r.curves for r in _by_seed(row)] for row in rows},
         path,
         ncols=4 if len(rows) > 9 else 3,
         title=f"{VAL_NLL} and {TRAIN_EVAL_NLL} per epoch",
         marks=marks,
+        seeds={row.label: [r.seed for r in _by_seed(row)] for row in rows},
     )
 
 
-def _gap(metric: str, scale: float, label: str, what: str) -> Callable[[Sequence[GroupRow], Path], Drawn]:
-    def draw(rows: Sequence[GroupRow], path: Path) -> Drawn:
+def _gap(metric: str, scale: float, label: str, what: str) -> Callable[[Findings, Path], Drawn]:
+    def draw(findings: Findings, path: Path) -> Drawn:
+        rows = findings.rows
         values = {
             row.label: {
                 f"at {where} epoch": [row.values[r.run_id][f"{metric}_{where}"] * scale for r in row.runs]
@@ -91,7 +115,10 @@ def _noise_groups(rows: Sequence[GroupRow]) -> list[tuple[str, float, GroupRow]]
     return found
 
 
-def _noise(rows: Sequence[GroupRow], path: Path) -> Drawn:
+def _noise(findings: Findings, path: Path) -> Drawn:
+    if not findings.noisy:
+        return None
+    rows = findings.rows
     best: dict[str, dict[float, list[float]]] = {}
     last: dict[str, dict[float, list[float]]] = {}
     for name, rate, row in _noise_groups(rows):
@@ -102,7 +129,10 @@ def _noise(rows: Sequence[GroupRow], path: Path) -> Drawn:
     return drawer().submit("noise_chart", best, last, path, title="Test accuracy against label noise")
 
 
-def _memorisation(rows: Sequence[GroupRow], path: Path) -> Drawn:
+def _memorisation(findings: Findings, path: Path) -> Drawn:
+    if not findings.noisy:
+        return None
+    rows = findings.rows
     memorised: dict[str, dict[str, list[Sequence[float]]]] = {}
     for name, rate, row in _noise_groups(rows):
         curves = [r.curves[MEMORISED] for r in row.runs if r.curves.get(MEMORISED)]
@@ -115,6 +145,7 @@ def _memorisation(rows: Sequence[GroupRow], path: Path) -> Drawn:
 
 
 FIGURES: tuple[ReportFigure, ...] = (
+    ReportFigure("overview", "overfitting at a glance: validation NLL above its lowest so far", "curves", _overview),
     ReportFigure("curves", "learning curves per group", "curves", _curves),
     ReportFigure(
         "gap_acc", "accuracy gap per group", "gap", _gap("gap_acc", 100.0, "train_eval/acc − val/acc (pp)", "accuracy")
@@ -122,21 +153,22 @@ FIGURES: tuple[ReportFigure, ...] = (
     ReportFigure("gap_nll", "NLL gap per group", "gap", _gap("gap_nll", 1.0, "val/nll − train_eval/nll", "NLL")),
     ReportFigure("noise", "test accuracy against label-noise rate", "noise", _noise),
     ReportFigure("memorisation", "memorised fraction of flipped labels per epoch", "noise", _memorisation),
+    ReportFigure("budget", "expected best validation accuracy against the settings tried", "budget", _budget),
 )
 """Every figure the report may draw, in the order it shows them. ``noise`` and ``memorisation`` need runs with
-label noise; the others are drawn for every report."""
+label noise, ``budget`` a sweep that tried several settings; the others are drawn for every report. ``overview``
+is small enough for MLflow's description pane, which shows it (lossbench.report.parent_run)."""
 
 
-def write_figures(out: Path, rows: Sequence[GroupRow], noisy: bool) -> dict[str, ReportFigure]:
+def write_figures(out: Path, findings: Findings) -> dict[str, ReportFigure]:
     """Draw the figures that apply into ``out`` (the curve grid here, the others in the drawing process meanwhile);
     returns name -> figure for those drawn."""
-    if not rows:
+    if not findings.rows:
         return {}
-    wanted = [f for f in FIGURES if noisy or f.section != "noise"]
-    here = [f for f in wanted if f.name == "curves"]
-    drawn = {f.name: f.draw(rows, out / f.file) for f in wanted if f not in here}  # queued in the drawing process
-    drawn.update({f.name: f.draw(rows, out / f.file) for f in here})
+    here = [f for f in FIGURES if f.name == "curves"]
+    drawn = {f.name: f.draw(findings, out / f.file) for f in FIGURES if f not in here}  # queued in the drawing process
+    drawn.update({f.name: f.draw(findings, out / f.file) for f in here})
     for answer in drawn.values():
         if isinstance(answer, Future):
             answer.result()  # a drawing error is raised here
-    return {f.name: f for f in wanted if drawn[f.name] is not None}
+    return {f.name: f for f in FIGURES if drawn[f.name] is not None}

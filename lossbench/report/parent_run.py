@@ -1,42 +1,37 @@
-"""What a report writes back onto the MLflow run that holds it (a sweep's parent run).
+"""What a report writes onto the MLflow run that holds it (a sweep's parent run): a description that reads right
+in MLflow's UI, and the results as a table artifact in the report's units.
 
-The run's description (MLflow's ``mlflow.note.content`` tag, shown as Markdown on the run's page)
-becomes the report's Markdown, with its figures pointing at the run's own artifacts; the rows of
-``summary.json`` become per-group metrics (``report/test_acc/ce_adam`` = mean test accuracy of that
-group), all under one ``report/`` prefix so the UI's chart view keeps them in one section.
-Pure functions: :func:`lossbench.report.build.log_report` does the writing.
+MLflow 3.17 shows a run's description (the ``mlflow.note.content`` tag) as Markdown through showdown (GitHub
+flavour) and sanitize-html (no ``style``, no image sizes), in a pane 554 px wide at a 1280-px window and 874 px
+at 1600 px, folded to its first 100 px behind "Show more" (measured in Chromium; tests/test_browser.py holds it).
+So the description is not the report but its front page:
+
+- the answer in one paragraph first, so it shows folded;
+- the verdicts, one line per verdict;
+- a four-column table that wraps to the pane;
+- one 540-px figure (the report's ``overview``: overfitting at a glance), served from the run's artifacts;
+- where everything else is: ``report/report.html`` in the run's artifacts.
+
+No per-group metrics: 40 one-bar charts drowned the runs' own charts in MLflow's chart view, in fractions where
+the report says % and pp. The numbers are the artifact ``report/results.json`` (a table MLflow's artifact view
+shows) and ``report/summary.json``. Pure functions: lossbench.report.build does the writing.
 """
 
 from __future__ import annotations
 
 import math
-import re
-from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
 
-from lossbench.report.aggregate import ROW_FIGURES
+from lossbench.report import content, tables
+from lossbench.report.aggregate import Findings
+from lossbench.report.figures import ReportFigure
 
-METRIC_PREFIX = "report"
-STATISTICS = ROW_FIGURES
-"""The ``summary.json`` row statistics put on the run as metrics (those a row has; each row's mean)."""
-COUNTS = ("n", "n_onset")
-"""Row counts put on the run as they are: runs, and runs that overfit."""
 NOTE_LIMIT = 8000
 """MLflow truncates a run tag's value to 8000 characters (``mlflow.utils.validation.MAX_TAG_VAL_LENGTH``)."""
-
-_IMAGE = re.compile(r"!\[([^\]]*)\]\(([^)\s]+)\)")
-_SECTION = re.compile(r"^## ", re.MULTILINE)
-_CODE_SPAN = re.compile(r"(`+)(?:.+?)\1")
-
-
-def _literal_at(markdown: str) -> str:
-    """``@`` outside code spans as ``&#64;``: MLflow's Markdown would turn ``@best`` into a mention link."""
-    out, last = [], 0
-    for m in _CODE_SPAN.finditer(markdown):
-        out += [markdown[last : m.start()].replace("@", "&#64;"), m[0]]
-        last = m.end()
-    return "".join(out) + markdown[last:].replace("@", "&#64;")
+PANE_FIGURE = "overview"
+"""The one figure the description shows (lossbench.report.figures: drawn 540 px wide)."""
+RESULTS_FILE = "results.json"
 
 
 def artifact_src(run_id: str, path: str) -> str:
@@ -44,52 +39,82 @@ def artifact_src(run_id: str, path: str) -> str:
     return f"get-artifact?path={quote(path, safe='')}&run_uuid={run_id}"
 
 
-def description(markdown: str, run_id: str, artifact_dir: str, limit: int = NOTE_LIMIT) -> str:
-    """The report's Markdown as a run description: images served from the run's artifacts, ``@`` kept literal,
-    within ``limit`` characters.
+def _literal_at(text: str) -> str:
+    """``@`` as ``&#64;``: MLflow's Markdown would turn ``@name`` into a mention link."""
+    return text.replace("@", "&#64;")
 
-    When it is too long, whole ``## `` sections are dropped from the end and a closing line names
-    the full report (``<artifact_dir>/report.html``), so no table is ever cut in half.
-    """
-    text = _IMAGE.sub(lambda m: f"![{m[1]}]({artifact_src(run_id, f'{artifact_dir}/{m[2]}')})", markdown)
-    text = _literal_at(text).rstrip() + "\n"
-    if len(text) <= limit:
-        return text
-    tail = (
-        f"\n*Shortened to fit MLflow's description limit: the whole report is the artifact "
-        f"`{artifact_dir}/report.html`.*\n"
+
+def description(findings: Findings, figures: dict[str, ReportFigure], run_id: str, artifact_dir: str) -> str:
+    """The run's description: the report's front page (see the module docstring), within :data:`NOTE_LIMIT`."""
+    parts = [
+        f"**Answer.** {tables.escape(content.answer(findings))}",
+        "\n".join(
+            f"- **{tables.escape(', '.join(groups))}**: {tables.escape(text)}"
+            for groups, text in content.verdict_lines(findings.shown)
+        ),
+        _table(findings),
+    ]
+    if PANE_FIGURE in figures:
+        figure = figures[PANE_FIGURE]
+        parts.append(f"![{figure.alt}]({artifact_src(run_id, f'{artifact_dir}/{figure.file}')})")
+    parts.append(
+        f"The whole report (every table, the learning curves, gaps, the runs, how to decide what is undecided): "
+        f"Artifacts → {artifact_dir}/report.html."
     )
-    starts = [m.start() for m in _SECTION.finditer(text)]
-    for end in reversed(starts):
-        if end + len(tail) <= limit:
-            return text[:end].rstrip() + "\n" + tail
-    return text[: limit - len(tail)].rsplit("\n", 1)[0] + "\n" + tail
+    text = _literal_at("\n\n".join(parts)) + "\n"
+    if len(text) <= NOTE_LIMIT:
+        return text
+    cut = text[: NOTE_LIMIT - 200].rsplit("\n", 1)[0]
+    return cut + f"\n\n*Shortened to fit MLflow's description limit: the whole report is {artifact_dir}/report.html.*\n"
 
 
-def metric_key(text: str) -> str:
-    """``text`` made a legal MLflow metric key part (alphanumerics, ``_ - .``; ``" / "`` becomes ``_``)."""
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text.replace(" / ", "_")).strip("_") or "group"
+def _table(findings: Findings) -> str:
+    """Group, test accuracy at the selected epoch, the difference from the reference, and its verdict."""
+    by_label = {c.row.label: c for c in findings.comparisons}
+    reference = findings.reference
+    rows = []
+    for row in findings.shown:
+        c = by_label.get(row.label)
+        if c is None or c.is_reference:
+            versus, verdict = ("reference" if c is not None else "—"), ""
+        else:
+            versus, verdict = tables.difference(c), c.decision.verdict
+        rows.append([row.label, tables.quantity(row, "test_acc"), versus, verdict])
+    columns = ["group", "test acc (%)", f"vs {reference} (pp)" if reference else "vs reference", "verdict"]
+    return tables.table(columns, rows, numeric_from=1, numeric_to=3)
 
 
-def group_metrics(rows: list[Mapping[str, Any]], statistics: tuple[str, ...] = STATISTICS) -> dict[str, float]:
-    """``report/<statistic>/<group>`` -> the row's mean, and ``report/n/<group>``, ``report/n_onset/<group>``
-    (runs, runs that overfit), for every row of ``summary.json``.
+def results(findings: Findings) -> dict[str, list[Any]]:
+    """``report/results.json``: one row per group shown, in the report's units (%, pp, epochs), with the family's
+    Holm-adjusted p-values: a table MLflow's artifact view shows as one."""
+    by_label = {c.row.label: c for c in findings.comparisons}
+    out: dict[str, list[Any]] = {
+        "group": [],
+        "runs": [],
+        "test acc @selected (%)": [],
+        "low (%)": [],
+        "high (%)": [],
+        "test acc @last (%)": [],
+        "difference (pp)": [],
+        "p (Holm)": [],
+        "verdict": [],
+        "overfitting": [],
+    }
+    for row in findings.shown:
+        acc, c = row.interval("test_acc"), by_label.get(row.label)
+        decided = c is not None and not c.is_reference
+        out["group"].append(row.label)
+        out["runs"].append(len(row.runs))
+        out["test acc @selected (%)"].append(_pct(acc.mean))
+        out["low (%)"].append(_pct(acc.low))
+        out["high (%)"].append(_pct(acc.high))
+        out["test acc @last (%)"].append(_pct(row.interval("test_last_acc").mean))
+        out["difference (pp)"].append(_pct(c.paired.mean) if decided else None)
+        out["p (Holm)"].append(c.decision.p_holm if decided and math.isfinite(c.decision.p_holm) else None)
+        out["verdict"].append(c.decision.verdict if decided else ("reference" if c is not None else ""))
+        out["overfitting"].append(row.verdict)
+    return out
 
-    A statistic is a row field of the form ``{"mean": ..., "std": ..., "n": ...}``; empty means
-    (``null``) are left out, as MLflow would draw them as zeros.
-    """
-    metrics: dict[str, float] = {}
-    for row in rows:
-        group = metric_key(str(row.get("label", "")))
-        for count in COUNTS:
-            if isinstance(row.get(count), (int, float)):
-                metrics[f"{METRIC_PREFIX}/{count}/{group}"] = float(row[count])
-        for name in statistics:
-            value = row.get(name)
-            if (
-                isinstance(value, Mapping)
-                and isinstance(value.get("mean"), (int, float))
-                and math.isfinite(value["mean"])
-            ):
-                metrics[f"{METRIC_PREFIX}/{name}/{group}"] = float(value["mean"])
-    return metrics
+
+def _pct(x: float) -> float | None:
+    return round(x * 100, 4) if math.isfinite(x) else None

@@ -22,6 +22,7 @@ from lossbench.names import (
     MEMORISED,
     MONITOR_BEFORE_PARAM,
     SEED_TAG,
+    STAGE_TAG,
     SWEEP_TAG,
     TRAIN_EVAL_ACC,
     TRAIN_EVAL_NLL,
@@ -84,6 +85,11 @@ class RunRecord:
     @property
     def config_hash(self) -> str | None:
         return self.tags.get(CONFIG_HASH_TAG) or None
+
+    @property
+    def stage(self) -> int:
+        """1 for a sweep's first runs, 2 for the runs its extension added (:data:`~lossbench.names.STAGE_TAG`)."""
+        return int(self.tags.get(STAGE_TAG, 1))
 
     @property
     def seed(self) -> str:
