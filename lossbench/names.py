@@ -111,4 +111,7 @@ FAILURE_TAG = "lossbench.failure"
 CHECKPOINT_TAG = "lossbench.checkpoint_dir"
 HOST_TAG, PID_TAG = "lossbench.host", "lossbench.pid"
 """Where the process that owns a RUNNING run lives: a run whose process is gone is not running."""
+PID_STARTED_TAG = "lossbench.pid_started"
+"""When that process started (seconds since the epoch, as the OS says): a later process given the same pid is
+not the run's owner."""
 FIGURES_ERROR_TAG = "lossbench.figures_error"
