@@ -201,6 +201,7 @@ class SweepCallback(Callback):
         """Print the sweep's screen; exit non-zero when a job failed or was killed (after every job has run)."""
         from lossbench.store import Tracker  # MLflow: a single run instantiates this callback too
 
+        workers.shut_down()  # every job is done: the workers log their last figures and exit
         sweep_id = os.environ.get(job.SWEEP_ID_ENV, "?")
         outcomes = job.read_outcomes(Path(config.hydra.sweep.dir))
         failed = sum(o["status"] == "failed" for o in outcomes)

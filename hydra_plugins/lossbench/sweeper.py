@@ -22,7 +22,6 @@ import copy
 import logging
 from collections.abc import Sequence
 from itertools import groupby
-from pathlib import Path
 from typing import Any
 
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
@@ -31,7 +30,7 @@ from omegaconf import DictConfig, open_dict, read_write
 
 from lossbench import job, sweep
 from lossbench.config import config_hash
-from lossbench.job import launcher_kind
+from lossbench.job import job_output_dir, launcher_kind
 from lossbench.workers import run_numbered
 
 log = logging.getLogger("lossbench")
@@ -141,11 +140,6 @@ def tracker_of(cfg: DictConfig):
     if key not in _trackers:
         _trackers[key] = Tracker.connect(cfg.tracking.uri, cfg.tracking.experiment, cfg.tracking.timeout_s)
     return _trackers[key]
-
-
-def job_output_dir(cfg: DictConfig) -> Path:
-    """Where a sweep job with this composed config writes: ``hydra.sweep.dir/hydra.sweep.subdir``."""
-    return Path(str(cfg.hydra.sweep.dir)) / str(cfg.hydra.sweep.subdir)
 
 
 def launch_numbered(launcher, jobs: list[Job], configs: dict[int, DictConfig]) -> list[JobReturn]:
