@@ -46,6 +46,7 @@ log = logging.getLogger("lossbench")
 FRAME = struct.Struct("<Q")  # each message: its length, then its cloudpickled bytes
 SAMPLE_S = 0.5  # how often the memory of a worker running a call is read
 WORKER_MODULE = "lossbench.pool_worker"
+INTERRUPT_GRACE_S = 20  # after Ctrl-C: how long the workers may take to end their runs KILLED themselves
 FAILED_STARTS = 3  # workers in a row that die before their first call answers: the pool stops replacing them
 
 
@@ -431,9 +432,22 @@ class Pool:
                         log.warning("%s between jobs; a new worker takes its place", error)
                 for future in [f for f in running if f.done()]:
                     answered(running.pop(future)[0], future)
-        except BaseException:  # Ctrl-C, or an error here: no worker goes on with a job nobody waits for
+        except KeyboardInterrupt:  # Ctrl-C reached the workers too: their runs end KILLED; then they are ended
+            self.settle(list(running), INTERRUPT_GRACE_S)
             self.close(stop=True)
             raise
+        except BaseException:  # an error here: no worker goes on with a job nobody waits for
+            self.close(stop=True)
+            raise
+
+    def settle(self, futures: list[Future], timeout: float) -> None:
+        """Pump until ``futures`` are done, ``timeout`` seconds have passed or Ctrl-C comes again."""
+        deadline = time.monotonic() + timeout
+        try:
+            while not all(f.done() for f in futures) and time.monotonic() < deadline:
+                self.pump(SAMPLE_S)
+        except KeyboardInterrupt:
+            pass
 
     def close(self, stop: bool = False, timeout: float = 120) -> None:
         """End every worker: each finishes what it has (its runs' figures), then exits; ``stop``: their running
