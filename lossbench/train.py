@@ -119,7 +119,7 @@ def task(cfg: DictConfig) -> float:
     except Exception as e:  # not the user's input (a full disk, a store that went away): the traceback goes to the log
         message, code = f"{describe(e, 300)} ({save_traceback(e)})", 1
     finally:
-        gpus.release()  # a joblib worker's GPU slot, free for the next job
+        gpus.release()  # a parallel sweep worker's GPU slot, free for the next job
     if job.in_sweep():  # one bad job must not stop the sweep
         log.error("job failed: %s", message)
         job.record_outcome("failed", None, None, message)

@@ -8,7 +8,7 @@ run in the store is not launched: its output folder gets a ``skipped`` outcome, 
 closing screen still lists it. A re-run of a 1,000-job sweep with 990 finished submits 10 jobs.
 
 Each job's config is composed once, here (Hydra's check that every job composes, before any runs),
-and that config is what the skip check hashes and what a joblib worker runs (lossbench.workers).
+and that config is what the skip check hashes and what a parallel sweep's worker runs (lossbench.workers).
 The store is asked once per batch for the configs that FINISHED; with none, no job is hashed.
 
 Each job keeps its own number (``hydra.job.num``, its output folder): launchers that can start jobs
@@ -143,7 +143,7 @@ def tracker_of(cfg: DictConfig):
 
 
 def launch_numbered(launcher, jobs: list[Job], configs: dict[int, DictConfig]) -> list[JobReturn]:
-    """Launch ``jobs`` under their own numbers (joblib workers get their composed ``configs``); JobReturns in order."""
+    """Launch ``jobs`` under their own numbers (the parallel launcher's workers get their composed ``configs``); JobReturns in order."""
     if not jobs:
         return []
     if hasattr(launcher, "launch_numbered"):  # lossbench's Slurm launcher
