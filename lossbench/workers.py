@@ -143,7 +143,7 @@ def run_numbered(launcher, jobs: list[tuple[int, Sequence[str]]], composed: dict
     pool = _pool[0] if _pool else start_pool(launcher.joblib.get("n_jobs"), *_tracking(composed))
     # While the workers train, this process would only wait: it imports what the sweep's report needs now.
     threading.Thread(target=_import_report_modules, name="lossbench-import-report", daemon=True).start()
-    log.info("%d workers are running %d jobs", pool.size, len(jobs))
+    log.info("%d workers are running %d job%s", pool.size, len(jobs), "" if len(jobs) == 1 else "s")
     pool.keep("hydra", (launcher.hydra_context, launcher.task_function, Singleton.get_state()))
     environment, returns = sweep_environment(), {}
 
@@ -223,7 +223,7 @@ def job_lost(num: int, cfg: DictConfig, error: WorkerLost) -> JobReturn:
         signal=error.signal_name,
         returncode=error.returncode,
     )
-    log.error("job %d (%s): %s; a new worker takes its place", num, " ".join(overrides), reason)
+    log.error("job %d (%s): %s; the sweep goes on", num, " ".join(overrides), reason)
     return ended_return(cfg)
 
 
