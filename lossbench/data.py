@@ -193,7 +193,7 @@ class Splits:
     train_true_y: Tensor | None = None  # the clean training labels when train_y holds noisy ones
 
 
-# The splits of the last data set a process loaded (a joblib worker runs many jobs on the same data).
+# The splits of the last data set a process loaded (a parallel sweep's worker runs many jobs on the same data).
 _LAST_LOADED: dict = {}
 
 

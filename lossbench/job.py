@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -77,14 +78,27 @@ def threads_per_job() -> int:
     launcher = HydraConfig.get().launcher
     if kind == "submitit" and launcher.get("cpus_per_task"):  # what the scheduler gave us
         return max(1, min(cores, int(launcher.cpus_per_task)))
-    n_jobs = launcher.get("n_jobs", 1) if kind == "joblib" else 1
-    n_jobs = cores if n_jobs is None or n_jobs < 1 else n_jobs
+    n_jobs = parallel_workers(launcher.get("n_jobs")) if kind == "joblib" else 1
     return max(1, cores // n_jobs)
+
+
+def parallel_workers(n_jobs: int | None) -> int:
+    """How many jobs the parallel launcher runs at once (its worker processes, lossbench.workers) for its
+    ``n_jobs``, as joblib reads it: a positive number as is, -1 every core, -k all cores but k - 1; null 1."""
+    if n_jobs is None:
+        return 1
+    n_jobs = int(n_jobs)
+    return n_jobs if n_jobs >= 1 else max(1, available_cores() + 1 + n_jobs)
 
 
 def output_dir() -> str:
     """This job's output folder (Hydra's), or a new temporary one for a run outside Hydra (tests, notebooks)."""
     return HydraConfig.get().runtime.output_dir if HydraConfig.initialized() else tempfile.mkdtemp(prefix="lossbench-")
+
+
+def job_output_dir(cfg: Any) -> Path:
+    """Where a sweep job with this composed config (Hydra's node included) writes: ``hydra.sweep.dir/hydra.sweep.subdir``."""
+    return Path(str(cfg.hydra.sweep.dir)) / str(cfg.hydra.sweep.subdir)
 
 
 def job_number() -> int | None:
@@ -173,6 +187,24 @@ def read_outcome(job_dir: Path) -> dict[str, Any] | None:
 
 def read_outcomes(sweep_dir: Path) -> list[dict[str, Any]]:
     return [json.loads(p.read_text()) for p in sorted(Path(sweep_dir).glob(f"*/{OUTCOME_FILE}"))]
+
+
+# --------------------------------------------------------------------------------- its run
+
+_run_listeners: list[Callable[[str], None]] = []
+
+
+def on_run_opened(listener: Callable[[str], None] | None) -> None:
+    """Have ``listener(run_id)`` called whenever a job of this process opens (creates or reopens) its run; a
+    worker of the parallel launcher tells its sweep that way, so a worker lost mid-job costs that run only
+    (lossbench.pool_worker). None: nobody listens."""
+    _run_listeners[:] = [] if listener is None else [listener]
+
+
+def announce_run(run_id: str) -> None:
+    """This job records into run ``run_id`` from now on (lossbench.train, as soon as the run exists)."""
+    for listener in _run_listeners:
+        listener(run_id)
 
 
 # ------------------------------------------------------------------------------------- imports

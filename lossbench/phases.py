@@ -54,6 +54,7 @@ from lossbench.names import (
     CONFIG_HASH_VERSION_TAG,
     FIRST_EPOCH,
     FIRST_EPOCH_TAG,
+    KIND_TRAIN,
     NOISE_TAG_PREFIX,
     OBJECTIVE,
     ONSET_TAG,
@@ -65,7 +66,7 @@ from lossbench.names import (
     VERDICT_TEXT_TAG,
 )
 from lossbench.optim import check_fused
-from lossbench.store import Tracker
+from lossbench.store import Tracker, tag_filter
 
 log = logging.getLogger("lossbench")
 
@@ -176,7 +177,7 @@ def open_run(tracking: DictConfig, resume: bool | str | None, who: Identity) -> 
     """Skip (a FINISHED config, in a sweep by default), resume (an interrupted run with a checkpoint) or create
     the run of ``who`` in the store of ``tracking`` (``tracking.*`` of the config)."""
     tracker = Tracker.connect(tracking.uri, tracking.experiment, tracking.timeout_s)
-    tracker.fail_stale_runs(who.config_hash)
+    tracker.end_orphaned_runs(tag_filter(KIND_TRAIN, {CONFIG_HASH_TAG: who.config_hash}))  # before resume looks
     skip = tracking.skip_finished if tracking.skip_finished is not None else job.in_sweep()
     if skip and (done := tracker.runs_of_config(who.config_hash, ["FINISHED"])):
         run = done[0]

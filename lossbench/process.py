@@ -5,10 +5,10 @@ collector keeps walking all of them:
 
 - **during the imports** it runs full collections over everything imported so far: the modules a job
   needs took 10.7 s to import with the collector on and 7.4 s with it paused (:func:`import_heavy`);
-- **after them**, every full collection walks them again. joblib's loky workers run one after every job
-  (``gc.collect()`` when psutil is absent): 0.40-0.47 s per job over the imported objects, 0.10 s once
-  they are frozen (:func:`gc.freeze` moves them out of the collector's sight; they live as long as the
-  process anyway);
+- **after them**, every full collection walks them again. joblib's loky workers (the parallel sweeps' before
+  lossbench.pool) ran one after every job (``gc.collect()`` when psutil is absent): 0.40-0.47 s per job over
+  the imported objects, 0.10 s once they are frozen (:func:`gc.freeze` moves them out of the collector's
+  sight; they live as long as the process anyway);
 - **at exit** the interpreter's final collection walks them once more (~2.5 s per process):
   :func:`_leave_quickly`, registered when this module is imported (lossbench.train imports it before
   any heavy library, so it runs after their own exit handlers).

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psutil
 from mlflow.entities import Metric, Param, RunTag, ViewType
 from mlflow.tracking import MlflowClient
 
@@ -35,6 +36,7 @@ from lossbench.names import (
     KIND_SWEEP,
     KIND_TAG,
     KIND_TRAIN,
+    PID_STARTED_TAG,
     PID_TAG,
     SWEEP_TAG,
     VAL_LOSS,
@@ -147,14 +149,45 @@ def _store_lock(db: Path):
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def pid_alive(pid: int) -> bool:
+def process_started(pid: int) -> float | None:
+    """When process ``pid`` started (seconds since the epoch), or None when there is no such process."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+        return psutil.Process(pid).create_time()
+    except psutil.Error:
+        return None
+
+
+def process_tags(pid: int | None = None) -> dict[str, str]:
+    """The tags that name a run's owner: this host, the process ``pid`` (this one by default) and its start time."""
+    pid = os.getpid() if pid is None else pid
+    started = process_started(pid)
+    return {
+        HOST_TAG: socket.gethostname(),
+        PID_TAG: str(pid),
+        PID_STARTED_TAG: "" if started is None else f"{started:.2f}",
+    }
+
+
+def owner_gone(tags: Mapping[str, str]) -> str | None:
+    """Why the process a run's tags name as its owner no longer exists on this host, or None: it exists, it lives
+    on another host (nothing here can tell), or the run names none. A zombie, or a later process given the same
+    pid (its start time differs from the recorded one), is not the owner."""
+    host, pid = tags.get(HOST_TAG), int(tags.get(PID_TAG, "0") or 0)
+    if host != socket.gethostname() or not pid:
+        return None
+    gone = f"process {pid} on host {host} no longer exists"
+    try:
+        process = psutil.Process(pid)
+        if process.status() == psutil.STATUS_ZOMBIE:
+            return gone
+        recorded = tags.get(PID_STARTED_TAG)
+        if recorded and abs(process.create_time() - float(recorded)) > 1.0:
+            return f"{gone} (pid {pid} is now another process)"
+    except psutil.NoSuchProcess:
+        return gone
+    except psutil.Error:  # not ours to inspect: it exists
+        return None
+    return None
 
 
 def _held(method):
@@ -259,33 +292,32 @@ class Tracker:
     def runs_of_config(self, config_hash: str, statuses: Iterable[str] | None = None) -> list:
         return self.runs(tag_filter(KIND_TRAIN, {CONFIG_HASH_TAG: config_hash}), statuses)
 
-    def fail_stale_runs(self, config_hash: str) -> list[str]:
-        """Mark RUNNING runs of this config whose process on this host is gone (SIGKILL, power loss) FAILED."""
-        host, failed = socket.gethostname(), []
-        for run in self.runs_of_config(config_hash, ["RUNNING"]):
-            tags = run.data.tags
-            pid = int(tags.get(PID_TAG, "0") or 0)
-            if tags.get(HOST_TAG) == host and pid and not pid_alive(pid):
-                self.end(
-                    run.info.run_id, "FAILED", f"stale: process {pid} on {host} died without ending the run (killed?)"
-                )
-                failed.append(run.info.run_id)
-        return failed
+    def end_orphaned_runs(self, filter_string: str = "") -> list[str]:
+        """End KILLED, with the reason, every RUNNING run (matching ``filter_string``) whose owner on this host no
+        longer exists (:func:`owner_gone`: a kill -9, the out-of-memory killer, a machine that lost power), so
+        that resume continues it from its checkpoint and nothing counts it as running; their ids."""
+        ended = []
+        for run in self.runs(filter_string, ["RUNNING"]):
+            gone = owner_gone(run.data.tags)
+            if gone is not None:
+                self.end(run.info.run_id, "KILLED", f"{gone}; the same command (a sweep) or resume=true continues it")
+                ended.append(run.info.run_id)
+        return ended
 
     # ------------------------------------------------------------------ one run
 
     @_held
     def create_run(self, name: str, tags: Mapping[str, str], params: Mapping[str, Any]) -> str:
-        tags = {**tags, KIND_TAG: KIND_TRAIN, HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())}
+        tags = {**tags, KIND_TAG: KIND_TRAIN, **process_tags()}
         run = self.client.create_run(self.experiment_id, run_name=name, tags={k: str(v) for k, v in tags.items()})
         self.log_params(run.info.run_id, params)
         return run.info.run_id
 
     @_held
-    def reopen(self, run_id: str) -> None:
-        """Continue an ended run (resume): RUNNING again, owned by this process."""
+    def reopen(self, run_id: str, pid: int | None = None) -> None:
+        """Continue an ended run (resume): RUNNING again, owned by this process (or process ``pid`` of this host)."""
         self.client.update_run(run_id, status="RUNNING")
-        self.set_tags(run_id, {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid()), FAILURE_TAG: ""})
+        self.set_tags(run_id, {**process_tags(pid), FAILURE_TAG: ""})
 
     @_held
     def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:

@@ -130,25 +130,31 @@ def write_report(tracker, experiment: str, sweep_id: str, rule, report_cfg) -> t
         return None, reason
 
 
-def open_sweep(uri: str, experiment: str, timeout_s: float, sweep_id: str, overrides: list[str]) -> dict[str, Any]:
-    """Create the store if needed, find or create the sweep's parent run, list the configs that FINISHED.
+def open_sweep(
+    uri: str, experiment: str, timeout_s: float, sweep_id: str, overrides: list[str], owner: int
+) -> dict[str, Any]:
+    """Create the store if needed, end KILLED the runs whose process is gone, find or create the sweep's parent
+    run (owned by process ``owner``, the sweep's), list the configs that FINISHED.
 
     Plain data only, so a warm worker process can do this while the sweep's own process composes the
-    jobs' configs (lossbench.workers): ``uri`` (as resolved), ``experiment_id``, ``parent_id``, and
-    ``finished``: {config hash: [newest FINISHED run id, its objective]}.
+    jobs' configs (lossbench.workers): ``uri`` (as resolved), ``experiment_id``, ``parent_id``,
+    ``finished``: {config hash: [newest FINISHED run id, its objective]}, and ``orphans``: the runs left
+    RUNNING by a process that no longer exists (a kill -9, a machine that lost power), now KILLED, so that
+    this sweep resumes them.
     """
-    from lossbench.store import Tracker, sweep_filter  # MLflow: a single run instantiates this callback too
+    from lossbench.store import Tracker, process_tags, sweep_filter  # MLflow: a single run uses this module too
 
     tracker = Tracker.connect(uri, experiment, timeout_s)
+    orphans = tracker.end_orphaned_runs()
     parents = tracker.runs(sweep_filter(sweep_id))
     if parents:
         parent_id = parents[0].info.run_id
-        tracker.reopen(parent_id)
+        tracker.reopen(parent_id, pid=owner)
     else:
-        run = tracker.client.create_run(
-            tracker.experiment_id, run_name=f"sweep-{sweep_id}", tags={KIND_TAG: KIND_SWEEP, SWEEP_TAG: sweep_id}
-        )
-        parent_id = run.info.run_id
+        tags = {KIND_TAG: KIND_SWEEP, SWEEP_TAG: sweep_id, **process_tags(owner)}
+        parent_id = tracker.client.create_run(
+            tracker.experiment_id, run_name=f"sweep-{sweep_id}", tags=tags
+        ).info.run_id
         tracker.set_tags(parent_id, {SWEEP_OVERRIDES_TAG: json.dumps(list(overrides))})
     return {
         "store": [uri, experiment],
@@ -156,6 +162,7 @@ def open_sweep(uri: str, experiment: str, timeout_s: float, sweep_id: str, overr
         "experiment_id": tracker.experiment_id,
         "parent_id": parent_id,
         "finished": finished_configs(tracker),
+        "orphans": orphans,
     }
 
 
@@ -176,6 +183,11 @@ def set_opened(opened: dict[str, Any]) -> None:
     """Adopt ``open_sweep``'s answer: jobs find the parent run and the store through the environment."""
     _opened.clear()
     _opened.update(opened)
+    if opened.get("orphans"):
+        log.warning(
+            "runs left RUNNING by a process that no longer exists, now KILLED so that they resume: %s",
+            ", ".join(opened["orphans"]),
+        )
     os.environ[job.PARENT_RUN_ENV] = opened["parent_id"]
     os.environ.setdefault("MLFLOW_TRACKING_URI", opened["uri"])  # jobs in other folders find the same store
 
@@ -198,6 +210,7 @@ class SweepCallback(Callback):
             config.tracking.timeout_s,
             sweep_id,
             list(config.hydra.overrides.task),
+            os.getpid(),  # the parent run's owner: this process
         )
         # Parallel jobs: their workers start now and one of them opens the store meanwhile; else it is done here.
         if not workers.warm_up(config, open_sweep, args, set_opened):
@@ -207,6 +220,7 @@ class SweepCallback(Callback):
         """Print the sweep's screen; exit non-zero when a job failed or was killed (after every job has run)."""
         from lossbench.store import Tracker  # MLflow: a single run instantiates this callback too
 
+        workers.shut_down()  # every job is done: the workers log their last figures and exit
         sweep_id = os.environ.get(job.SWEEP_ID_ENV, "?")
         outcomes = job.read_outcomes(Path(config.hydra.sweep.dir))
         failed = sum(o["status"] == "failed" for o in outcomes)

@@ -47,6 +47,7 @@ def run(cfg: DictConfig, extra_callbacks: list | None = None) -> float:
     if opened.skipped:
         job.record_outcome("skipped", opened.run_id, opened.objective)
         return opened.objective
+    job.announce_run(opened.run_id)  # a sweep's worker tells its sweep which run it now owns
     opened.tracker.set_tags(opened.run_id, phases.run_tags(opened, prepared.data.noise_report))
     with recorded(opened.tracker, opened.run_id):
         fitted = phases.fit_and_test(cfg, prepared, opened, extra_callbacks)
@@ -121,7 +122,7 @@ def task(cfg: DictConfig) -> float:
     except Exception as e:  # not the user's input (a full disk, a store that went away): the traceback goes to the log
         message, code = f"{describe(e, 300)} ({save_traceback(e)})", 1
     finally:
-        gpus.release()  # a joblib worker's GPU slot, free for the next job
+        gpus.release()  # a parallel sweep worker's GPU slot, free for the next job
     if job.in_sweep():  # one bad job must not stop the sweep
         log.error("job failed: %s", message)
         job.record_outcome("failed", None, None, message)

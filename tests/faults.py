@@ -19,6 +19,7 @@ import os
 import signal
 import time
 
+import torch
 from torch import Tensor, nn
 
 if os.environ.get("LOSSBENCH_FAULTS_STACKS"):  # debugging a hung run: kill -USR1 <pid> prints every thread's stack
@@ -76,6 +77,30 @@ class SlowCE(nn.Module):
         if self.training:
             time.sleep(self.delay_s)
         return nn.functional.cross_entropy(logits, target)
+
+
+class MemoryHog(SlowCE):
+    r"""Slow cross-entropy (:class:`SlowCE`) that keeps ``mb_per_call`` more MiB of memory each training call,
+    written to so that it is resident: a job whose memory grows until something stops it.
+
+    .. math::
+        \ell(z, y) = -\log \mathrm{softmax}(z)_y
+
+    Shape:
+        - logits: :math:`(N, C)`
+        - target: :math:`(N)` class indices
+        - output: scalar
+    """
+
+    def __init__(self, delay_s: float = 0.1, mb_per_call: int = 50):
+        super().__init__(delay_s)
+        self.mb_per_call = int(mb_per_call)
+        self.kept: list[Tensor] = []
+
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        if self.training and self.mb_per_call:
+            self.kept.append(torch.ones(self.mb_per_call * 2**20, dtype=torch.uint8))
+        return super().forward(logits, target)
 
 
 # ----------------------------------------------------------------------------- start together

@@ -420,7 +420,7 @@ def test_signal_storm_at_random_moments(tiny_mnist: Path, tmp_path: Path):
 
 
 @pytest.mark.slow
-def test_sigkilled_run_is_failed_as_stale_never_skipped_and_can_be_resumed(tiny_mnist: Path, tmp_path: Path):
+def test_sigkilled_run_is_ended_killed_never_skipped_and_can_be_resumed(tiny_mnist: Path, tmp_path: Path):
     for trial in range(TRIALS):
         work, store, checkpoints, log, overrides, proc = start_slow_trial(tiny_mnist, tmp_path / f"trial{trial}")
         try:
@@ -434,14 +434,15 @@ def test_sigkilled_run_is_failed_as_stale_never_skipped_and_can_be_resumed(tiny_
         _, runs = read_runs(store)
         assert [(r.info.run_id, r.info.status) for r in runs] == [(killed, "RUNNING")]  # nobody could end it
 
-        # A later run of the same config, even one told to skip finished configs, fails the stale run and trains afresh.
+        # A later run of the same config, even one told to skip finished configs, ends the orphaned run KILLED
+        # (its process no longer exists) and trains afresh.
         fresh = train(*overrides, "tracking.skip_finished=true", cwd=work)
         assert fresh.returncode == 0, fresh.stderr[-3000:]
         client, runs = read_runs(store)
         status = {r.info.run_id: r.info.status for r in runs}
-        assert len(status) == 2 and status[killed] == "FAILED", status
-        stale = client.get_run(killed)
-        assert "stale" in stale.data.tags["lossbench.failure"] and str(proc.pid) in stale.data.tags["lossbench.failure"]
+        assert len(status) == 2 and status[killed] == "KILLED", status
+        reason = client.get_run(killed).data.tags["lossbench.failure"]
+        assert reason.startswith(f"process {proc.pid} on host {socket.gethostname()} no longer exists"), reason
         [new] = [i for i in status if i != killed]
         assert status[new] == "FINISHED"
         assert_complete_curves(client, new, 5)
@@ -455,6 +456,303 @@ def test_sigkilled_run_is_failed_as_stale_never_skipped_and_can_be_resumed(tiny_
         client, runs = read_runs(store)
         assert {r.info.run_id: r.info.status for r in runs} == {killed: "FINISHED", new: "FINISHED"}
         assert_complete_curves(client, killed, 5)
+
+
+def test_a_runs_owner_is_known_by_host_pid_and_start_time():
+    """What lossbench.store.owner_gone reads from a run's tags: gone, a zombie, a reused pid, another host."""
+    from lossbench.store import owner_gone, process_tags
+
+    host, mine = socket.gethostname(), process_tags()
+    assert owner_gone(mine) is None
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    ended.wait()
+    assert owner_gone({**process_tags(), "lossbench.pid": str(ended.pid)}) == (
+        f"process {ended.pid} on host {host} no longer exists"
+    )
+    zombie = subprocess.Popen([sys.executable, "-c", "pass"])
+    deadline = time.monotonic() + 30
+    while not Path(f"/proc/{zombie.pid}/stat").read_text().split(")")[1].split()[0] == "Z":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert owner_gone({**process_tags(zombie.pid)}) == f"process {zombie.pid} on host {host} no longer exists"
+    zombie.wait()
+    earlier = {**mine, "lossbench.pid_started": f"{float(mine['lossbench.pid_started']) - 3600:.2f}"}
+    assert owner_gone(earlier) == (
+        f"process {os.getpid()} on host {host} no longer exists (pid {os.getpid()} is now another process)"
+    )
+    assert owner_gone({**mine, "lossbench.host": "another-host"}) is None and owner_gone({}) is None
+
+
+# ----------------------------------------------------------------------------- a parallel sweep's worker or sweep killed
+
+FOUR_SLOW_JOBS = [*SLOW, "seed=0,1,2,3", "hydra.launcher.n_jobs=2"]
+
+
+def sweep_args(data_root: Path, store: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "lossbench.train", "-m", *tiny_overrides(data_root, store, *extra)]
+
+
+def start_sweep(args: list[str], cwd: Path, log: Path) -> subprocess.Popen:
+    """A sweep in a process group of its own (its workers in it too), output to ``log``."""
+    with open(log, "ab") as out:
+        return subprocess.Popen(
+            args,
+            cwd=cwd,
+            env=cli_env(),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            preexec_fn=default_sigint,
+            start_new_session=True,
+        )
+
+
+def stop_group(proc: subprocess.Popen) -> None:
+    """Whatever is left of a sweep started by :func:`start_sweep` (the test failed): gone."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def running_train_runs(
+    proc: subprocess.Popen,
+    store: Path,
+    log: Path,
+    count: int,
+    epochs: int,
+    before: dict[str, int] | None = None,
+    timeout: float = 300,
+) -> list:
+    """Wait until ``count`` training runs are RUNNING with at least ``epochs`` epochs recorded (beyond the
+    ``before`` {run id: epochs} they had); those runs."""
+    from mlflow.tracking import MlflowClient
+
+    deadline, client = time.monotonic() + timeout, None
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"the sweep exited with {proc.returncode}:\n{log.read_text()[-3000:]}"
+        checkpoints = store.parent / "checkpoints"
+        if checkpoints.is_dir() and any(checkpoints.iterdir()):  # a run exists: the store's schema is complete
+            client = client or MlflowClient(f"sqlite:///{store}")
+            runs = [r for r in read_runs(store)[1] if r.data.tags.get("lossbench.kind") == "train"]
+            ready = [
+                r
+                for r in runs
+                if r.info.status == "RUNNING"
+                and len(epochs_of(client, r.info.run_id)) >= epochs + (before or {}).get(r.info.run_id, 0)
+            ]
+            if len(ready) >= count:
+                return ready[:count]
+        time.sleep(0.2)
+    raise AssertionError(f"no {count} runs with {epochs} epochs within {timeout} s:\n{log.read_text()[-3000:]}")
+
+
+def wait_until_gone(pids: list[int], timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while any(pid_exists(pid) for pid in pids):
+        assert time.monotonic() < deadline, f"processes {pids} still exist after {timeout} s"
+        time.sleep(0.2)
+
+
+def pid_exists(pid: int) -> bool:
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def by_kind(store: Path) -> tuple:
+    """(client, training runs, the sweep's parent runs) of the store."""
+    client, runs = read_runs(store)
+    kind = lambda k: [r for r in runs if r.data.tags.get("lossbench.kind") == k]  # noqa: E731
+    return client, kind("train"), kind("sweep")
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_epoch_costs_its_job_only_and_the_same_sweep_resumes_it(tiny_mnist: Path, tmp_path: Path):
+    """The issue's scenario: 4 jobs on 2 workers; SIGKILL the worker that one RUNNING run names as its process,
+    mid-epoch. That run ends KILLED with the reason, a new worker takes the rest, the 3 others FINISH, the sweep
+    exits 1 with one line for the lost job. The same command then resumes the killed run to FINISHED."""
+    store, log = tmp_path / "mlflow.db", tmp_path / "sweep.log"
+    args = sweep_args(tiny_mnist, store, *FOUR_SLOW_JOBS)
+    proc = start_sweep(args, tmp_path, log)
+    try:
+        [victim] = running_train_runs(proc, store, log, count=1, epochs=2)  # killed in its third epoch
+        pid = int(victim.data.tags["lossbench.pid"])
+        assert pid != proc.pid
+        os.kill(pid, signal.SIGKILL)
+        code = proc.wait(timeout=300)
+    finally:
+        stop_group(proc)
+    text = log.read_text()
+    assert code == 1, text[-3000:]
+    client, runs, [parent] = by_kind(store)
+    status = {r.info.run_id: r.info.status for r in runs}
+    assert len(runs) == 4 and status[victim.info.run_id] == "KILLED", status
+    others = [run_id for run_id in status if run_id != victim.info.run_id]
+    assert [status[i] for i in others] == ["FINISHED"] * 3, "the other worker's jobs, and the rest, are not killed"
+    reason = client.get_run(victim.info.run_id).data.tags["lossbench.failure"]
+    assert reason.startswith(f"worker {pid} killed by SIGKILL"), reason
+    for run_id in others:
+        assert_complete_curves(client, run_id, 5)
+    assert parent.info.status == "KILLED" and parent.data.tags["lossbench.failure"] == "0 failed and 1 killed of 4 jobs"
+    lost = [line for line in text.splitlines() if line.startswith("KILLED ")]
+    assert len(lost) == 1 and lost[0].endswith(f": {reason}"), lost
+    assert f"seed={victim.data.tags['seed']}" in lost[0]
+    assert "3 finished, 0 failed, 1 killed, 0 skipped" in text
+    for noise in ("Traceback", "TerminatedWorkerError", "resource_tracker", "leaked"):
+        assert noise not in text, f"{noise} on the terminal:\n{text[-3000:]}"
+    saved = checkpoint(tmp_path / "checkpoints" / victim.info.run_id / "last.ckpt")
+    assert saved["epoch"] >= 1 and epochs_of(client, victim.info.run_id) == list(range(saved["epoch"] + 1))
+
+    again = subprocess.run(args, cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=400)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "1 finished, 0 failed, 0 killed, 3 skipped" in again.stdout, again.stdout[-2000:]
+    assert f"resuming run {victim.info.run_id}" in again.stdout + again.stderr
+    client, runs, [parent] = by_kind(store)
+    assert {r.info.status for r in runs} == {"FINISHED"} and len(runs) == 4 and parent.info.status == "FINISHED"
+    assert_complete_curves(client, victim.info.run_id, 5)
+
+
+@pytest.mark.slow
+def test_a_killed_sweep_leaves_no_run_that_the_next_sweep_or_report_counts_as_running(tiny_mnist: Path, tmp_path: Path):
+    """kill -9 of a sweep's whole process group: its runs stay RUNNING (no process is left to end them); the
+    report marks them KILLED, naming host and pid. kill -9 of the sweep's process alone: its workers stop their
+    jobs, whose runs end KILLED. Either way the next sweep resumes every run to FINISHED, each epoch once."""
+    store, log = tmp_path / "mlflow.db", tmp_path / "sweep.log"
+    args = sweep_args(tiny_mnist, store, *FOUR_SLOW_JOBS)
+    proc = start_sweep(args, tmp_path, log)
+    try:
+        cut = running_train_runs(proc, store, log, count=2, epochs=1)
+        os.killpg(proc.pid, signal.SIGKILL)  # the sweep, its workers, their drawing processes: a power cut
+        proc.wait(timeout=60)
+    finally:
+        stop_group(proc)
+    owners = {r.info.run_id: int(r.data.tags["lossbench.pid"]) for r in cut}
+    wait_until_gone(list(owners.values()))
+    client, runs, [parent] = by_kind(store)
+    assert {r.info.run_id for r in runs if r.info.status == "RUNNING"} == set(
+        owners
+    ) and parent.info.status == "RUNNING"
+
+    report = subprocess.run(
+        [sys.executable, "-m", "lossbench.report", "--experiment", "lossbench", "--tracking-uri", f"sqlite:///{store}"],
+        cwd=tmp_path,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    client, runs, [parent] = by_kind(store)
+    host = socket.gethostname()
+    for r in runs:
+        if r.info.run_id in owners:
+            assert r.info.status == "KILLED", report.stderr[-2000:]
+            expected = f"process {owners[r.info.run_id]} on host {host} no longer exists"
+            assert r.data.tags["lossbench.failure"].startswith(expected), r.data.tags["lossbench.failure"]
+    assert (
+        parent.info.status == "KILLED" and f"process {proc.pid} on host {host}" in parent.data.tags["lossbench.failure"]
+    )
+
+    recorded = {run_id: len(epochs_of(client, run_id)) for run_id in owners}
+    second = start_sweep(args, tmp_path, log)
+    try:  # one more epoch of each resumed run: each is well inside its job (lossbench.train's recorded)
+        resumed = running_train_runs(second, store, log, count=2, epochs=1, before=recorded)
+        assert {r.info.run_id for r in resumed} == set(owners)
+        os.kill(second.pid, signal.SIGKILL)  # the sweep's process alone: its workers see their requests end
+        second.wait(timeout=60)
+        wait_until_gone([int(r.data.tags["lossbench.pid"]) for r in resumed])
+    finally:
+        stop_group(second)
+    client, runs, [parent] = by_kind(store)
+    assert [r.info.status for r in runs if r.info.status == "RUNNING"] == [], "a worker trained on for a dead sweep"
+    for r in runs:
+        if r.info.run_id in {r.info.run_id for r in resumed}:
+            assert r.info.status == "KILLED" and "SIGTERM" in r.data.tags["lossbench.failure"], r.data.tags
+    assert parent.info.status == "RUNNING"  # its owner, the sweep's process, is gone: the next sweep sees it
+
+    third = subprocess.run(args, cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=400)
+    assert third.returncode == 0, third.stderr[-3000:]
+    said = [line for line in (third.stdout + third.stderr).splitlines() if "left RUNNING by a process" in line]
+    assert len(said) == 1 and parent.info.run_id in said[0], said
+    client, runs, parents = by_kind(store)
+    assert len(runs) == 4 and {r.info.status for r in runs} == {"FINISHED"}
+    assert [p.info.status for p in parents] == ["FINISHED"]
+    for r in runs:
+        assert_complete_curves(client, r.info.run_id, 5)
+
+
+@pytest.fixture
+def memory_cgroup(tmp_path: Path):
+    """A function putting a process into a new memory cgroup capped at ``mb`` MiB (v1 or v2), or a skip where
+    this machine cannot make one (not root, no memory controller); the cgroup is removed afterwards."""
+    made: list[Path] = []
+
+    def cap(pid: int, mb: int) -> Path:
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+        v1 = [line.split(":", 2)[2] for line in lines if "memory" in line.split(":")[1].split(",")]
+        if v1:
+            parent, limit = Path(f"/sys/fs/cgroup/memory{v1[0].rstrip('/')}"), "memory.limit_in_bytes"
+        else:
+            v2 = [line.split(":", 2)[2] for line in lines if line.startswith("0::")]
+            parent, limit = Path(f"/sys/fs/cgroup{v2[0].rstrip('/')}") if v2 else Path("/nonexistent"), "memory.max"
+        group = parent / f"lossbench-test-{os.getpid()}-{len(made)}"
+        try:
+            group.mkdir()
+            made.append(group)
+            (group / limit).write_text(str(mb * 2**20))
+            (group / "cgroup.procs").write_text(str(pid))
+        except OSError as e:
+            pytest.skip(f"no memory cgroup can be made here ({group}: {e.strerror}), so no real out-of-memory kill")
+        return group
+
+    yield cap
+    for group in made:
+        deadline = time.monotonic() + 30
+        while group.exists():
+            try:
+                group.rmdir()
+            except OSError:  # its process is still exiting
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+
+
+@pytest.mark.slow
+def test_a_worker_killed_by_the_out_of_memory_killer_says_so(tiny_mnist: Path, tmp_path: Path, memory_cgroup):
+    """A real out-of-memory kill: the job whose memory grows 40 MiB a training call is put in a cgroup capped at
+    192 MiB (over what it holds then), and the kernel's out-of-memory killer kills it. Its run ends KILLED
+    saying SIGKILL, out of memory, and that its peak went over ``launch.job_memory_gb``; the other job FINISHES."""
+    store, log = tmp_path / "mlflow.db", tmp_path / "sweep.log"
+    hog = ["loss=ce", "loss.name=hog", "loss.criterion._target_=faults.MemoryHog", "+loss.criterion.delay_s=0.15"]
+    args = sweep_args(
+        tiny_mnist,
+        store,
+        *hog,
+        "+loss.criterion.mb_per_call=0,40",
+        "trainer.max_epochs=5",
+        "threads=1",
+        "hydra.launcher.n_jobs=2",
+        "launch.job_memory_gb=0.5",
+    )
+    proc = start_sweep(args, tmp_path, log)
+    try:
+        ready = running_train_runs(proc, store, log, count=2, epochs=0)
+        [victim] = [r for r in ready if r.data.params["loss.criterion.mb_per_call"] == "40"]
+        pid = int(victim.data.tags["lossbench.pid"])
+        memory_cgroup(pid, 192)
+        code = proc.wait(timeout=300)
+    finally:
+        stop_group(proc)
+    text = log.read_text()
+    assert code == 1, text[-3000:]
+    client, runs, [parent] = by_kind(store)
+    status = {r.info.run_id: r.info.status for r in runs}
+    assert sorted(status.values()) == ["FINISHED", "KILLED"] and status[victim.info.run_id] == "KILLED", text[-3000:]
+    reason = client.get_run(victim.info.run_id).data.tags["lossbench.failure"]
+    assert reason.startswith(f"worker {pid} killed by SIGKILL (out of memory; peak "), reason
+    assert "GB > launch.job_memory_gb=0.5: raise it or lower launch.max_jobs" in reason, reason
+    assert [line for line in text.splitlines() if line.startswith("KILLED ")][0].endswith(f": {reason}")
 
 
 # ----------------------------------------------------------------------------- parallel writers

@@ -32,7 +32,7 @@ from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher as SubmititSlurmLauncher
 from omegaconf import OmegaConf
 
-from hydra_plugins.lossbench.sweeper import job_config, job_output_dir, task_hash, tracker_of
+from hydra_plugins.lossbench.sweeper import job_config, task_hash, tracker_of
 from lossbench import job
 from lossbench.names import SWEEP_TAG
 
@@ -162,7 +162,7 @@ class SlurmLauncher(SubmititSlurmLauncher):
                 error = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
         num, overrides = numbered
         cfg = job_config(self.hydra_context, self.config, num, overrides)
-        job_dir = job_output_dir(cfg)
+        job_dir = job.job_output_dir(cfg)
         if job.read_outcome(job_dir) is None:  # killed before its run could say so (or before it had one)
             reason = (
                 f"Slurm job {slurm_job.job_id} ended {lost_state} without a result"

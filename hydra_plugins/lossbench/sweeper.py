@@ -8,7 +8,7 @@ run in the store is not launched: its output folder gets a ``skipped`` outcome, 
 closing screen still lists it. A re-run of a 1,000-job sweep with 990 finished submits 10 jobs.
 
 Each job's config is composed once, here (Hydra's check that every job composes, before any runs),
-and that config is what the skip check hashes and what a joblib worker runs (lossbench.workers).
+and that config is what the skip check hashes and what a parallel sweep's worker runs (lossbench.workers).
 The store is asked once per batch for the configs that FINISHED; with none, no job is hashed.
 
 Each job keeps its own number (``hydra.job.num``, its output folder): launchers that can start jobs
@@ -23,7 +23,6 @@ import logging
 import shlex
 from collections.abc import Sequence
 from itertools import groupby
-from pathlib import Path
 from typing import Any
 
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
@@ -34,7 +33,7 @@ from omegaconf import DictConfig, open_dict, read_write
 
 from lossbench import job, sweep
 from lossbench.config import config_hash
-from lossbench.job import launcher_kind
+from lossbench.job import job_output_dir, launcher_kind
 from lossbench.workers import run_numbered
 
 log = logging.getLogger("lossbench")
@@ -170,13 +169,8 @@ def tracker_of(cfg: DictConfig):
     return _trackers[key]
 
 
-def job_output_dir(cfg: DictConfig) -> Path:
-    """Where a sweep job with this composed config writes: ``hydra.sweep.dir/hydra.sweep.subdir``."""
-    return Path(str(cfg.hydra.sweep.dir)) / str(cfg.hydra.sweep.subdir)
-
-
 def launch_numbered(launcher, jobs: list[Job], configs: dict[int, DictConfig]) -> list[JobReturn]:
-    """Launch ``jobs`` under their own numbers (joblib workers get their composed ``configs``); JobReturns in order."""
+    """Launch ``jobs`` under their own numbers (the parallel launcher's workers get their composed ``configs``); JobReturns in order."""
     if not jobs:
         return []
     if hasattr(launcher, "launch_numbered"):  # lossbench's Slurm launcher

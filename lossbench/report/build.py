@@ -47,7 +47,7 @@ from lossbench.report.runs import (
     train_filter,
 )
 from lossbench.stats import MIN_SEEDS
-from lossbench.store import quoted, sweep_filter, tag_filter
+from lossbench.store import Tracker, quoted, sweep_filter, tag_filter
 
 ARTIFACT_PATH = "report"
 REPORT_FILES: tuple[str, ...] = (
@@ -157,6 +157,7 @@ def build_report(
         check_store_exists(uri)
         client = MlflowClient(tracking_uri=uri)
     exp = find_experiment(client, experiment, uri)
+    Tracker(client, uri, exp.experiment_id).end_orphaned_runs()  # a run whose process is gone is not running
     filter_string = train_filter(sweep_id)
     runs = load_runs(client, exp.experiment_id, filter_string)
     if not runs:
