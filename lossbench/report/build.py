@@ -13,8 +13,8 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,7 @@ from lossbench.names import (
     SWEEP_TAG,
     VERDICT_TEXT_TAG,
 )
-from lossbench.report import aggregate, content, parent_run
+from lossbench.report import aggregate, content, export, parent_run, provenance
 from lossbench.report.figures import FIGURES, write_figures
 from lossbench.report.runs import (
     check_store_exists,
@@ -70,6 +70,8 @@ class ReportResult:
     experiment_id: str
     report_run_id: str | None
     """The MLflow run holding the report as artifacts; ``None`` when not logged."""
+    exports: list[Path] = field(default_factory=list)
+    """The files ``formats`` asked for (lossbench.report.export)."""
 
 
 def _safe_name(text: str) -> str:
@@ -128,8 +130,10 @@ def build_report(
     reference: str = "ce",
     log_to_mlflow: bool = True,
     client: Any = None,
+    formats: Sequence[str] = (),
 ) -> ReportResult:
-    """Read the runs, write the report folder, and (by default) log it to the sweep's parent run.
+    """Read the runs, write the report folder, and (by default) log it to the sweep's parent run; ``formats``
+    (``latex``, ``csv``, ``parquet``) adds the table and tidy files of lossbench.report.export.
 
     Raises :class:`ReportError` when the experiment does not exist or no run matches.
     """
@@ -154,6 +158,7 @@ def build_report(
     (out / "report.html").write_text(content.to_html(markdown, heading.title, out), encoding="utf-8")
     summary = summary_json(experiment, exp.experiment_id, sweep_id, uri, filter_string, len(runs), findings, figures)
     (out / "summary.json").write_text(json.dumps(summary, indent=2, allow_nan=False, default=str) + "\n", "utf-8")
+    exports = export.write(out, findings, formats, default_out_dir(experiment, sweep_id).name)  # issue 26: --format
     run_id = (
         log_report(client, exp.experiment_id, out, experiment, sweep_id, markdown, summary["rows"])
         if log_to_mlflow
@@ -170,6 +175,7 @@ def build_report(
         uri,
         exp.experiment_id,
         run_id,
+        exports,
     )
 
 
@@ -246,6 +252,7 @@ def summary_json(
             for old, new in selection.superseded
         ],
         "figures": sorted(f.file for f in figures.values()),
+        "code": provenance.summary(findings),  # issue 26: the code versions, libraries and devices of the runs
     }
 
 

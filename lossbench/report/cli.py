@@ -7,6 +7,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from lossbench import analysis, store_links
+from lossbench.report import export
 from lossbench.report.build import ARTIFACT_PATH, build_report
 from lossbench.report.runs import DEFAULT_TRACKING_URI, ReportError
 
@@ -51,6 +52,12 @@ def _parser() -> argparse.ArgumentParser:
         help=f"fall of val accuracy that counts, as a fraction (default: {_RULE.margin_acc})",
     )
     p.add_argument("--no-log", action="store_true", help="write the folder only; do not log it to MLflow")
+    p.add_argument(
+        "--format",
+        default=None,
+        help=f"also write, into the folder, any of {','.join(export.FORMATS)} (comma-separated): a booktabs table "
+        "(table.tex), tidy per-run and per-epoch files (runs.*, curves.*)",
+    )
     return p
 
 
@@ -71,12 +78,15 @@ def main(argv: Sequence[str] | None = None, echo: Callable[[str], None] = print)
             rule=rule,
             reference=args.reference,
             log_to_mlflow=not args.no_log,
+            formats=export.parse_formats(args.format),  # issue 26: an unknown format is bad input (exit 2)
         )
     except ReportError as error:
         print(f"lossbench.report: {error}", file=sys.stderr)
         return 2
     counts = result.summary["counts"]
     echo(f"Report: {result.html} (also report.md, summary.json, {len(result.figures)} figures)")
+    if result.exports:
+        echo("Exported: " + ", ".join(str(path) for path in result.exports))
     echo(
         f"Runs: {counts['finished']} finished and counted, {counts['superseded']} superseded, "
         f"{counts['not_finished']} not finished."

@@ -19,6 +19,7 @@ from markdown_it import MarkdownIt
 
 from lossbench import analysis
 from lossbench.names import CONFIG_HASH_TAG, FAILURE_TAG
+from lossbench.report import provenance
 from lossbench.report.aggregate import HEADERS, Comparison, Findings, GroupRow, Tuning
 from lossbench.report.figures import ReportFigure
 from lossbench.report.runs import Selection
@@ -252,6 +253,7 @@ def document(heading: Heading, findings: Findings, figures: Mapping[str, ReportF
     """The whole report as Markdown: its sections in order, each skipped when it has nothing to say."""
     sections = (
         _notes(findings),
+        provenance.section(findings),  # issue 26: which code made the runs, warnings where a group mixes code
         _verdicts(findings),
         _results(heading, findings),
         _tuned(findings),
