@@ -50,7 +50,11 @@ def make_checkout(root: Path) -> Path:
 
 
 def areas(root: Path) -> list[tuple[str, Path]]:
-    return [("lossbench", root / "lossbench"), ("hydra_plugins", root / "hydra_plugins/lossbench"), ("conf", root / "conf")]
+    return [
+        ("lossbench", root / "lossbench"),
+        ("hydra_plugins", root / "hydra_plugins/lossbench"),
+        ("conf", root / "conf"),
+    ]
 
 
 def code(root: Path) -> provenance.Code:
@@ -61,7 +65,9 @@ def test_a_clean_checkout_names_its_commit_and_a_docs_or_report_change_is_not_a_
     root = make_checkout(tmp_path / "repo")
     clean = code(root)
     assert clean.commit == git(root, "rev-parse", "HEAD").strip() and len(clean.commit) == 40
-    assert clean.modified is False and clean.diff == "" and clean.branch == git(root, "branch", "--show-current").strip()
+    assert (
+        clean.modified is False and clean.diff == "" and clean.branch == git(root, "branch", "--show-current").strip()
+    )
     assert clean.tags()["lossbench.git.modified"] == "false" and "lossbench.git.diff_sha256" not in clean.tags()
     assert clean.tags()["mlflow.source.git.commit"] == clean.commit and clean.label == clean.commit[:7]
 
