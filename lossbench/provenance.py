@@ -61,6 +61,8 @@ PACKAGE = Path(__file__).resolve().parent
 NOT_A_CHECKOUT = "unknown (not a git checkout)"
 UNKNOWN = "unknown"
 TRAIN_COMMAND = "python -m lossbench.train"
+SOURCE = "lossbench.train"
+"""MLflow's "Source" of a run (``mlflow.source.name``): short, since its run list shows it in a narrow column."""
 NO_COMMAND = "unknown (not started from the command line: run() called from Python)"
 
 CODE_AREAS: tuple[tuple[str, str], ...] = (("lossbench", "lossbench"), ("hydra_plugins", "hydra_plugins/lossbench"))
@@ -288,7 +290,7 @@ def job_overrides() -> list[str] | None:
 def run_tags(made_by: Code, command_line: str) -> dict[str, str]:
     """What a new run (or a sweep's parent run) records about how it was made: its code, libraries and command
     (a run's device comes per attempt: :func:`device_tags`)."""
-    return {**made_by.tags(), **libraries(), COMMAND_TAG: command_line, SOURCE_NAME_TAG: TRAIN_COMMAND}
+    return {**made_by.tags(), **libraries(), COMMAND_TAG: command_line, SOURCE_NAME_TAG: SOURCE}
 
 
 def label(tags: Mapping[str, str]) -> str:

@@ -154,7 +154,7 @@ def test_a_run_records_its_code_libraries_device_and_mlflow_source(tiny_mnist: P
     ]
     assert tags["lossbench.git.modified"] == ("true" if changed else "false")
     assert tags["mlflow.source.git.commit"] == tags["lossbench.git.commit"]
-    assert tags["mlflow.source.name"] == "python -m lossbench.train" and tags["mlflow.source.type"] == "LOCAL"
+    assert tags["mlflow.source.name"] == "lossbench.train" and tags["mlflow.source.type"] == "LOCAL"
     assert tags["mlflow.user"] and tags["lossbench.version"] == importlib.metadata.version("lossbench")
     for library, distribution in [("torch", "torch"), ("lightning", "pytorch-lightning"), ("mlflow", "mlflow")]:
         assert tags[f"lossbench.lib.{library}"] == importlib.metadata.version(distribution)
