@@ -261,13 +261,17 @@ def device_tags(device: Any = None) -> dict[str, str]:
 
 @functools.cache
 def nvidia_driver() -> str:
-    answer = subprocess.run(
-        ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=30,
-    )
+    """The NVIDIA driver's version (``nvidia-smi``); ``unknown`` where nvidia-smi is missing or fails (a container)."""
+    try:
+        answer = subprocess.run(
+            ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=30,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return UNKNOWN
     return answer.stdout.splitlines()[0].strip() if answer.returncode == 0 and answer.stdout.strip() else UNKNOWN
 
 
