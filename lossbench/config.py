@@ -71,6 +71,9 @@ _MISSING = object()
 NOISE_KINDS: tuple[str, ...] = ("symmetric", "asymmetric")
 LOSS_INPUTS: tuple[str, ...] = ("logits", "softmax", "sigmoid", "log_softmax")
 LOSS_TARGETS: tuple[str, ...] = ("index", "onehot", "signed")
+SAME_CODE, ANY_CODE = "same_code", "any_code"
+REUSE_POLICIES: tuple[str, ...] = (SAME_CODE, ANY_CODE)
+"""``tracking.reuse``: which FINISHED run of the same config makes a job unnecessary (lossbench.provenance.reused)."""
 
 
 def _is_int(v: Any) -> bool:
@@ -166,6 +169,7 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("analysis.patience", _positive_int, "an integer >= 1 (epochs)"),
     ("analysis.margin_nll", lambda v: _is_number(v) and v >= 0, "a number >= 0 (a fraction: 0.1 = 10 %)"),
     ("analysis.margin_acc", lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1) (0.01 = 1 pp)"),
+    ("tracking.reuse", lambda v: v in REUSE_POLICIES, "one of " + ", ".join(REUSE_POLICIES)),
     ("tracking.timeout_s", lambda v: _is_number(v) and v > 0, "a number of seconds > 0"),
     ("tracking.experiment", lambda v: isinstance(v, str) and v.strip() != "", "a non-empty name"),
     ("tracking.stage", lambda v: v in (1, 2), "1 (a sweep's first runs) or 2 (its one extension)"),

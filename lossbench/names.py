@@ -146,3 +146,45 @@ FIRST_EPOCH_TAG = "lossbench.first_epoch"
 """The MLflow step of a run's first epoch: :data:`FIRST_EPOCH` on runs recorded since epochs are numbered from 1.
 Runs without the tag (recorded earlier) logged their first epoch at step 0, and keep doing so when resumed."""
 FIGURES_ERROR_TAG = "lossbench.figures_error"
+
+# ------------------------------------------------------------------------------------ provenance
+# Which code made a run, with what, where, and how to make it again (lossbench.provenance writes them on every
+# run and on a sweep's parent run; lossbench.report.provenance reads them back).
+
+LOSSBENCH_VERSION_TAG = "lossbench.version"
+"""lossbench's package version (``pyproject.toml``)."""
+COMMIT_TAG = "lossbench.git.commit"
+"""The commit of lossbench's own source tree, or ``unknown (not a git checkout)``."""
+MODIFIED_TAG = "lossbench.git.modified"
+"""``true`` when lossbench's code differed from that commit (tracked changes or untracked code files), ``false``
+when not, ``unknown`` outside a git checkout."""
+DIFF_TAG = "lossbench.git.diff_sha256"
+"""sha256 of the run's artifact :data:`CODE_DIFF_ARTIFACT` (the patch from the commit to the code that ran); only
+on a modified tree."""
+CODE_VERSION_TAG = "lossbench.code_version"
+"""A hash of the content of the code that makes a run's numbers (lossbench.provenance.CODE_AREAS): equal for equal
+code, committed or not; what the skip policy (``tracking.reuse``) compares."""
+COMMAND_TAG = "lossbench.command"
+"""The command that makes this run again (its config hash included): ``python -m lossbench.train <overrides>``."""
+LIBRARY_TAG_PREFIX = "lossbench.lib."
+LIBRARIES: dict[str, str] = {
+    "python": "",
+    "torch": "torch",
+    "torchvision": "torchvision",
+    "lightning": "pytorch-lightning",
+    "hydra": "hydra-core",
+    "mlflow": "mlflow",
+    "numpy": "numpy",
+}
+"""Library -> its distribution on PyPI (python: the interpreter); recorded as ``lossbench.lib.<library>``."""
+LIBRARY_TAGS: dict[str, str] = {name: LIBRARY_TAG_PREFIX + name for name in LIBRARIES}
+CPU_TAG, GPU_TAG, GPU_COUNT_TAG = "lossbench.device.cpu", "lossbench.device.gpu", "lossbench.device.gpu_count"
+"""The CPU's model name; the training GPU's name (``none`` on CPU) and how many GPUs the process sees."""
+DRIVER_TAG, CUDA_TAG = "lossbench.device.driver", "lossbench.device.cuda"
+"""The NVIDIA driver's version (GPU runs only) and the CUDA version torch was built with (``none`` for a CPU build)."""
+CODE_DIFF_ARTIFACT = "code.diff"
+
+# MLflow's own tags (mlflow.utils.mlflow_tags): its run list's "Source" column shows mlflow.source.name, its
+# "Version" column the first 6 characters of mlflow.source.git.commit, its "User" column mlflow.user.
+SOURCE_NAME_TAG, SOURCE_TYPE_TAG = "mlflow.source.name", "mlflow.source.type"
+GIT_COMMIT_TAG, GIT_BRANCH_TAG, USER_TAG = "mlflow.source.git.commit", "mlflow.source.git.branch", "mlflow.user"

@@ -32,7 +32,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from lossbench import analysis, gpus, job, preflight, run_figures
+from lossbench import analysis, gpus, job, preflight, provenance, run_figures
 from lossbench.callbacks import EpochLogger
 from lossbench.config import (
     CONFIG_HASH_VERSION,
@@ -50,6 +50,7 @@ from lossbench.losses import build_loss
 from lossbench.module import LossbenchModule, curves
 from lossbench.names import (
     CHECKPOINT_TAG,
+    CODE_DIFF_ARTIFACT,
     CONFIG_HASH_TAG,
     CONFIG_HASH_VERSION_TAG,
     FIRST_EPOCH,
@@ -136,16 +137,20 @@ def quiet_libraries() -> None:
 
 @dataclass(frozen=True)
 class Identity:
-    """What a run is, from its config: the hash that recognises it, its params, tags and name."""
+    """What a run is, from its config: the hash that recognises it, its params, tags and name; and what makes it:
+    the code (lossbench.provenance) and the command that composes the same config."""
 
     config_hash: str
     params: dict[str, Any]
     tags: dict[str, Any]
     name: str
+    code: provenance.Code
+    command: str
 
 
 def identity(cfg: DictConfig) -> Identity:
-    """The run's identity (:func:`lossbench.config.config_hash`), params, tags and a readable unique name."""
+    """The run's identity (:func:`lossbench.config.config_hash`), params, tags, a readable unique name, this
+    process's code and the command that makes the run again."""
     scheduler = chosen_scheduler(cfg)
     tags = {
         "loss": cfg.loss.name,
@@ -158,7 +163,8 @@ def identity(cfg: DictConfig) -> Identity:
     name = cfg.tracking.run_name or "-".join(
         [cfg.loss.name, cfg.optimizer.name, cfg.model.name, f"s{cfg.seed}", uuid.uuid4().hex[:6]]
     )
-    return Identity(config_hash(cfg), dict(flatten(resolved(cfg))), tags, name)
+    command = provenance.command(provenance.job_overrides())
+    return Identity(config_hash(cfg), dict(flatten(resolved(cfg))), tags, name, provenance.code(), command)
 
 
 @dataclass(frozen=True)
@@ -174,20 +180,31 @@ class Opened:
 
 
 def open_run(tracking: DictConfig, resume: bool | str | None, who: Identity) -> Opened:
-    """Skip (a FINISHED config, in a sweep by default), resume (an interrupted run with a checkpoint) or create
-    the run of ``who`` in the store of ``tracking`` (``tracking.*`` of the config)."""
+    """Skip (a FINISHED config, in a sweep by default, made by code ``tracking.reuse`` accepts), resume (an
+    interrupted run with a checkpoint) or create the run of ``who`` in the store of ``tracking`` (``tracking.*``)."""
     tracker = Tracker.connect(tracking.uri, tracking.experiment, tracking.timeout_s)
     tracker.end_orphaned_runs(tag_filter(KIND_TRAIN, {CONFIG_HASH_TAG: who.config_hash}))  # before resume looks
     skip = tracking.skip_finished if tracking.skip_finished is not None else job.in_sweep()
-    if skip and (done := tracker.runs_of_config(who.config_hash, ["FINISHED"])):
-        run = done[0]
-        log.info(
-            "skipping: this config already FINISHED as run %s (tracking.skip_finished=false runs it again)",
+    done = tracker.runs_of_config(who.config_hash, ["FINISHED"]) if skip else []
+    made_by = [provenance.code_version_of(run.data.tags) for run in done]
+    chosen = provenance.reused(made_by, who.code.code_version, tracking.reuse)
+    if chosen is not None:
+        run = done[chosen]
+        same = made_by[chosen] == who.code.code_version
+        log.log(
+            logging.INFO if same else logging.WARNING,
+            "skipping: this config already FINISHED as run %s, made by %s (tracking.skip_finished=false runs it again)",
             run.info.run_id,
+            "this code" if same else f"other code ({made_by[chosen] or 'unknown'}; tracking.reuse={tracking.reuse})",
         )
         objective = run.data.metrics.get(OBJECTIVE, math.nan)
         return Opened(tracker, run.info.run_id, Path(), skipped=True, objective=objective)
-    run_id, ckpt_path = resume_point(tracker, resume, who.config_hash)
+    if done:
+        log.info(
+            "this config FINISHED before (run %s) but by other code; training it again (tracking.reuse=any_code reuses it)",
+            done[0].info.run_id,
+        )
+    run_id, ckpt_path = resume_point(tracker, resume, who, tracking.reuse)
     if run_id is None:
         tags = {
             **who.tags,
@@ -195,8 +212,10 @@ def open_run(tracking: DictConfig, resume: bool | str | None, who: Identity) -> 
             CONFIG_HASH_VERSION_TAG: CONFIG_HASH_VERSION,
             FIRST_EPOCH_TAG: FIRST_EPOCH,  # its epochs' MLflow steps
             STAGE_TAG: tracking.stage,
+            **provenance.run_tags(who.code, who.command),
         }
         run_id = tracker.create_run(who.name, {**tags, **job.sweep_tags()}, who.params)
+        record_code(tracker, run_id, who.code)
         job.label_logs(who.name)
     else:
         tracker.reopen(run_id)
@@ -205,15 +224,29 @@ def open_run(tracking: DictConfig, resume: bool | str | None, who: Identity) -> 
     return Opened(tracker, run_id, checkpoint_dir, ckpt_path)
 
 
-def resume_point(tracker: Tracker, resume: bool | str | None, identity: str) -> tuple[str | None, str | None]:
-    """(run id, checkpoint) to continue, or (None, None) for a fresh run. ``resume`` is null, false, true or a path."""
+def record_code(tracker: Tracker, run_id: str, code: provenance.Code) -> None:
+    """On a run made by modified code: the patch from its commit to that code, as the artifact ``code.diff``."""
+    if code.modified:
+        path = Path(job.output_dir()) / CODE_DIFF_ARTIFACT
+        path.write_text(code.diff)
+        tracker.log_artifact(run_id, path)
+
+
+def resume_point(
+    tracker: Tracker, resume: bool | str | None, who: Identity, reuse: str
+) -> tuple[str | None, str | None]:
+    """(run id, checkpoint) to continue, or (None, None) for a fresh run. ``resume`` is null, false, true or a path;
+    ``true`` continues only a run made by code that ``reuse`` (``tracking.reuse``) accepts."""
     resume = job.in_sweep() if resume is None else resume  # null: resume in sweeps (a requeued or re-run job)
     if resume is False:
         return None, None
     if resume is True:
-        for run in tracker.runs_of_config(identity, ["KILLED", "FAILED"]):
+        for run in tracker.runs_of_config(who.config_hash, ["KILLED", "FAILED"]):
             last = Path(run.data.tags.get(CHECKPOINT_TAG, "")) / "last.ckpt"
-            if last.is_file():
+            made_by = provenance.code_version_of(run.data.tags)
+            if provenance.reused([made_by], who.code.code_version, reuse) is None:
+                log.info("not resuming run %s: made by other code (tracking.reuse=%s)", run.info.run_id, reuse)
+            elif last.is_file():
                 log.info("resuming run %s from %s", run.info.run_id, last)
                 return run.info.run_id, str(last)
         log.info("resume=true: no interrupted run of this config with a checkpoint; starting a fresh run")
@@ -224,11 +257,13 @@ def resume_point(tracker: Tracker, resume: bool | str | None, identity: str) -> 
         found = tracker.client.get_run(run_id)
     except Exception as e:
         raise ConfigError(f"resume={resume!r}: its folder name {run_id!r} is not a run of this tracking store") from e
-    if found.data.tags.get(CONFIG_HASH_TAG) != identity:
+    if found.data.tags.get(CONFIG_HASH_TAG) != who.config_hash:
         raise ConfigError(
             f"resume={resume!r}: run {run_id} was trained with another config "
-            f"({CONFIG_HASH_TAG} {found.data.tags.get(CONFIG_HASH_TAG)}, this one {identity}); resume it with its own overrides"
+            f"({CONFIG_HASH_TAG} {found.data.tags.get(CONFIG_HASH_TAG)}, this one {who.config_hash}); resume it with its own overrides"
         )
+    if provenance.code_version_of(found.data.tags) != who.code.code_version:
+        log.warning("resume=%s: run %s was started by other code; it continues with this code", resume, run_id)
     torch.load(path, map_location="cpu", weights_only=True)  # refuse pickled objects before reopening the run
     return run_id, str(path)
 
@@ -350,11 +385,13 @@ def record(cfg: DictConfig, opened: Opened, fitted: Fitted) -> analysis.Verdict:
     return verdict
 
 
-def run_tags(opened: Opened, noise_report: dict[str, Any]) -> dict[str, Any]:
-    """Tags of how this attempt runs (a resumed run gets them again): its checkpoint folder, threads, label noise."""
+def run_tags(opened: Opened, noise_report: dict[str, Any], device: torch.device | None = None) -> dict[str, Any]:
+    """Tags of how this attempt runs (a resumed run gets them again): its checkpoint folder, threads, device, label
+    noise."""
     return {
         CHECKPOINT_TAG: opened.checkpoint_dir,
         THREADS_TAG: torch.get_num_threads(),
+        **provenance.device_tags(device),
         **{f"{NOISE_TAG_PREFIX}{k}": v for k, v in noise_report.items()},
     }
 

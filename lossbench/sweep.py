@@ -23,7 +23,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from lossbench import analysis, job, store_links, workers
+from lossbench import analysis, job, provenance, store_links, workers
 from lossbench.errors import first_line
 from lossbench.names import (
     CONFIG_HASH_TAG,
@@ -138,9 +138,9 @@ def open_sweep(
 
     Plain data only, so a warm worker process can do this while the sweep's own process composes the
     jobs' configs (lossbench.workers): ``uri`` (as resolved), ``experiment_id``, ``parent_id``,
-    ``finished``: {config hash: [newest FINISHED run id, its objective]}, and ``orphans``: the runs left
-    RUNNING by a process that no longer exists (a kill -9, a machine that lost power), now KILLED, so that
-    this sweep resumes them.
+    ``finished``: :func:`finished_configs`, and ``orphans``: the runs left RUNNING by a process that no longer exists
+    (a kill -9, a machine that lost power), now KILLED, so that this sweep resumes them. The parent run gets this
+    process's code, libraries, CPU and the sweep's command (again when a sweep is re-run: its latest launch's).
     """
     from lossbench.store import Tracker, process_tags, sweep_filter  # MLflow: a single run uses this module too
 
@@ -156,6 +156,8 @@ def open_sweep(
             tracker.experiment_id, run_name=f"sweep-{sweep_id}", tags=tags
         ).info.run_id
         tracker.set_tags(parent_id, {SWEEP_OVERRIDES_TAG: json.dumps(list(overrides))})
+    made = provenance.run_tags(provenance.code(), provenance.command(overrides, sweep=True))
+    tracker.set_tags(parent_id, {**made, **provenance.device_tags()})
     return {
         "store": [uri, experiment],
         "uri": tracker.uri,
@@ -167,12 +169,16 @@ def open_sweep(
 
 
 def finished_configs(tracker) -> dict[str, list]:
-    """{config hash: [its newest FINISHED run's id, that run's objective]} of the experiment's training runs."""
+    """{config hash: [[run id, objective, code version], ...]}: the FINISHED training runs of each config of the
+    experiment, newest first (lossbench.provenance.reused chooses among them)."""
     from lossbench.store import tag_filter  # MLflow: a single run instantiates this callback too
 
     finished: dict[str, list] = {}
     for r in tracker.runs(tag_filter(KIND_TRAIN), ["FINISHED"]):  # newest first
-        finished.setdefault(r.data.tags.get(CONFIG_HASH_TAG), [r.info.run_id, r.data.metrics.get(OBJECTIVE, math.nan)])
+        made_by = provenance.code_version_of(r.data.tags)
+        finished.setdefault(r.data.tags.get(CONFIG_HASH_TAG), []).append(
+            [r.info.run_id, r.data.metrics.get(OBJECTIVE, math.nan), made_by]
+        )
     return finished
 
 

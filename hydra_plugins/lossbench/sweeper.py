@@ -31,7 +31,7 @@ from hydra.core.override_parser.types import Override
 from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import DictConfig, open_dict, read_write
 
-from lossbench import job, sweep
+from lossbench import job, provenance, sweep
 from lossbench.config import config_hash
 from lossbench.job import job_output_dir, launcher_kind
 from lossbench.workers import run_numbered
@@ -86,13 +86,15 @@ class SkippingLauncher:
     def __init__(self, inner, hydra_context, config: DictConfig):
         self.inner, self.hydra_context, self.config = inner, hydra_context, config
         self.composed: dict[tuple[str, ...], DictConfig] = {}  # overrides -> config, filled by the sweeper's check
-        self.finished: dict[tuple[str, str], dict] = {}  # (store, experiment) -> {config hash: [run id, objective]}
+        self.finished: dict[tuple[str, str], dict] = {}  # (store, experiment) -> sweep.finished_configs
+        self.other_code = {"reused": 0, "run again": 0}  # jobs whose FINISHED runs were made by other code
         self.batches = 0
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         jobs = list(enumerate(job_overrides, initial_job_idx))
         configs = {num: self.job_config(num, overrides) for num, overrides in jobs}
         self.finished.clear()  # asked again for every batch: an earlier batch may have finished some
+        self.other_code = dict.fromkeys(self.other_code, 0)
         self.batches += 1
         skipped = {
             num: ret for num, overrides in jobs if (ret := self.skip_if_finished(configs[num], overrides)) is not None
@@ -103,6 +105,14 @@ class SkippingLauncher:
                 "%d of %d jobs skipped before launch: their config already FINISHED (tracking.skip_finished=false runs them again)",
                 len(skipped),
                 len(jobs),
+            )
+        if any(self.other_code.values()):
+            log.warning(
+                "jobs whose config FINISHED before by other code (not this lossbench.code_version %s): %d reused "
+                "(tracking.reuse=any_code), %d run again (tracking.reuse=same_code)",
+                provenance.code().code_version,
+                self.other_code["reused"],
+                self.other_code["run again"],
             )
         launched = dict(zip([num for num, _ in todo], launch_numbered(self.inner, todo, configs)))
         return [skipped[num] if num in skipped else launched[num] for num, _ in jobs]
@@ -127,7 +137,13 @@ class SkippingLauncher:
             self.finished[key] = opened["finished"] if same else sweep.finished_configs(tracker_of(cfg))
         if not self.finished[key] or (done := self.finished[key].get(task_hash(cfg))) is None:
             return None
-        run_id, objective = done
+        current = provenance.code().code_version
+        chosen = provenance.reused([made_by for _, _, made_by in done], current, cfg.tracking.reuse)
+        if chosen is None or done[chosen][2] != current:
+            self.other_code["run again" if chosen is None else "reused"] += 1
+        if chosen is None:
+            return None
+        run_id, objective, _ = done[chosen]
         job_dir = job_output_dir(cfg)
         job.write_outcome(job_dir, "skipped", run_id, objective, None, list(overrides))
         ret = JobReturn(

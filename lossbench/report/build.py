@@ -14,8 +14,8 @@ import json
 import math
 import re
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,7 @@ from lossbench.names import (
     SWEEP_TAG,
     VERDICT_TEXT_TAG,
 )
-from lossbench.report import aggregate, content, extend, parent_run
+from lossbench.report import aggregate, content, export, extend, parent_run, provenance
 from lossbench.report.figures import FIGURES, write_figures
 from lossbench.report.runs import (
     check_store_exists,
@@ -75,6 +75,8 @@ class ReportResult:
     experiment_id: str
     report_run_id: str | None
     """The MLflow run holding the report as artifacts; ``None`` when not logged."""
+    exports: list[Path] = field(default_factory=list)
+    """The files ``formats`` asked for (lossbench.report.export)."""
 
     @property
     def answer(self) -> list[str]:
@@ -145,6 +147,7 @@ def build_report(
     log_to_mlflow: bool = True,
     client: Any = None,
     min_effect: float | None = None,
+    formats: Sequence[str] = (),
 ) -> ReportResult:
     """Read the runs, write the report folder, and (by default) log it to the sweep's parent run.
 
@@ -178,6 +181,7 @@ def build_report(
     where = (experiment, exp.experiment_id, sweep_id, uri, filter_string, len(runs))
     summary = summary_json(*where, findings, figures, extension)
     (out / "summary.json").write_text(json.dumps(summary, indent=2, allow_nan=False, default=str) + "\n", "utf-8")
+    exports = export.write(out, findings, formats, default_out_dir(experiment, sweep_id).name)
     run_id = (
         log_report(client, exp.experiment_id, out, experiment, sweep_id, findings, figures) if log_to_mlflow else None
     )
@@ -192,6 +196,7 @@ def build_report(
         uri,
         exp.experiment_id,
         run_id,
+        [path.resolve() for path in exports],
     )
 
 
@@ -282,6 +287,7 @@ def summary_json(
             for old, new in selection.superseded
         ],
         "figures": sorted(f.file for f in figures.values()),
+        "code": provenance.summary(findings),  # the code versions, libraries and devices of the runs
     }
 
 

@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 
 from lossbench import analysis, store_links
 from lossbench.errors import error_line
+from lossbench.report import export
 from lossbench.report.build import ARTIFACT_PATH, build_report
 from lossbench.report.runs import DEFAULT_TRACKING_URI, ReportError
 
@@ -62,6 +63,12 @@ def _parser() -> argparse.ArgumentParser:
         help=f"fall of val accuracy that counts, as a fraction (default: {_RULE.margin_acc})",
     )
     p.add_argument("--no-log", action="store_true", help="write the folder only; do not log it to MLflow")
+    p.add_argument(
+        "--format",
+        default=None,
+        help=f"also write, into the folder, any of {','.join(export.FORMATS)} (comma-separated): a booktabs table "
+        "(table.tex), tidy per-run and per-epoch files (runs.*, curves.*)",
+    )
     return p
 
 
@@ -85,6 +92,7 @@ def main(argv: Sequence[str] | None = None, echo: Callable[[str], None] = print)
             reference=args.reference,
             log_to_mlflow=not args.no_log,
             min_effect=None if args.min_effect is None else args.min_effect / 100,
+            formats=export.parse_formats(args.format),  # an unknown format is bad input (exit 2)
         )
     except ReportError as error:
         print(error_line(str(error), PROGRAM), file=sys.stderr)
@@ -93,6 +101,8 @@ def main(argv: Sequence[str] | None = None, echo: Callable[[str], None] = print)
     for line in result.answer:
         echo(line)
     echo(f"report: {result.html}   (also report.md, summary.json, {len(result.figures)} figures)")
+    if result.exports:
+        echo("exported: " + ", ".join(str(path) for path in result.exports))
     echo(
         f"runs:   {counts['finished']} finished and counted, {counts['superseded']} superseded, "
         f"{counts['not_finished']} not finished"

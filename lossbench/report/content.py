@@ -20,7 +20,7 @@ from markdown_it import MarkdownIt
 
 from lossbench import decisions
 from lossbench.names import CONFIG_HASH_TAG, MEMORISED, OBJECTIVE, TRAIN_EVAL_NLL, VAL_NLL
-from lossbench.report import tables
+from lossbench.report import provenance, tables
 from lossbench.report.aggregate import HEADERS, Comparison, Findings, GroupRow
 from lossbench.report.extend import Extension
 from lossbench.report.figures import ReportFigure
@@ -110,6 +110,7 @@ def document(
     sections = (
         ["## Answer", tables.escape(answer(findings))],
         _notes(findings),
+        provenance.section(findings),  # which code made the runs; a warning where a group mixes code
         _verdicts(findings),
         _results(heading, findings),
         _tuned(findings, figures),
