@@ -57,6 +57,7 @@ from lossbench.names import (
     ONSET_TAG,
     TEST_LAST_PREFIX,
     TEST_PREFIX,
+    TEST_SIZE_TAG,
     THREADS_TAG,
     VERDICT_TAG,
     VERDICT_TEXT_TAG,
@@ -92,8 +93,8 @@ def prepare(cfg: DictConfig) -> Prepared:
     check_fused(cfg.optimizer)
     if cfg.analysis.figures:  # started now, the drawing process imports matplotlib while the model trains
         run_figures.drawer()
-    data = built("data", lambda: instantiate(cfg.data, shuffle_seed=cfg.seed))  # conf/data: lossbench.data.MNISTFamily
-    splits = data.load()
+    data = built("data", lambda: instantiate(cfg.data, shuffle_seed=cfg.seed))  # conf/data: lossbench.data.ImageData
+    data.load()
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     net = built("model", lambda: instantiate(cfg.model.net))
     loss = built("loss", lambda: build_loss(cfg.loss, cfg.data.num_classes))
@@ -104,8 +105,8 @@ def prepare(cfg: DictConfig) -> Prepared:
     if scheduler is not None:
         built("scheduler", lambda: scheduler(probe))
     device = preflight.training_device(cfg.trainer)
-    batch = slice(0, cfg.data.batch_size)  # one training batch through model and loss, on the training device
-    preflight.check_one_batch(net, loss, splits.train_x[batch], splits.train_y[batch], cfg, device)
+    x, y = data.head(cfg.data.batch_size)  # one training batch through model and loss, on the training device
+    preflight.check_one_batch(net, loss, x, y, cfg, device)
     return Prepared(data, net, loss, optimizer, scheduler, device)
 
 
@@ -338,11 +339,13 @@ def record(cfg: DictConfig, opened: Opened, fitted: Fitted) -> analysis.Verdict:
     return verdict
 
 
-def run_tags(opened: Opened, noise_report: dict[str, Any]) -> dict[str, Any]:
-    """Tags of how this attempt runs (a resumed run gets them again): its checkpoint folder, threads, label noise."""
+def run_tags(opened: Opened, noise_report: dict[str, Any], test_size: int | None = None) -> dict[str, Any]:
+    """Tags of how this attempt runs (a resumed run gets them again): its checkpoint folder, threads, label noise,
+    and the size of its test set."""
     return {
         CHECKPOINT_TAG: opened.checkpoint_dir,
         THREADS_TAG: torch.get_num_threads(),
+        **({} if test_size is None else {TEST_SIZE_TAG: test_size}),
         **{f"{NOISE_TAG_PREFIX}{k}": v for k, v in noise_report.items()},
     }
 

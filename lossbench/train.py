@@ -46,7 +46,8 @@ def run(cfg: DictConfig, extra_callbacks: list | None = None) -> float:
     if opened.skipped:
         job.record_outcome("skipped", opened.run_id, opened.objective)
         return opened.objective
-    opened.tracker.set_tags(opened.run_id, phases.run_tags(opened, prepared.data.noise_report))
+    data = prepared.data
+    opened.tracker.set_tags(opened.run_id, phases.run_tags(opened, data.noise_report, data.sizes["test"]))
     with recorded(opened.tracker, opened.run_id):
         fitted = phases.fit_and_test(cfg, prepared, opened, extra_callbacks)
         verdict = phases.record(cfg, opened, fitted)

@@ -24,26 +24,27 @@ def fashion_root(tmp_path_factory) -> Path:
         pytest.skip(
             f"Debian's Fashion-MNIST is not installed: no {FASHION_MNIST_DEBIAN} (apt-get install dataset-fashion-mnist)"
         )
-    from lossbench.data import import_idx_folder
+    from hydra.utils import instantiate
+
+    from lossbench.shipped import data_yaml
+    from lossbench.sources import import_files
 
     root = tmp_path_factory.mktemp("fashion")
-    import_idx_folder(FASHION_MNIST_DEBIAN, root, "FashionMNIST")
+    import_files(FASHION_MNIST_DEBIAN, root, instantiate(data_yaml("fashion_mnist").source), (1, 28, 28))
     return root
 
 
 def test_real_fashion_mnist_loads_with_the_published_split_sizes(fashion_root: Path):
     from hydra.utils import instantiate
 
-    from lossbench.data import read_split
-
     raw = fashion_root / "FashionMNIST" / "raw"
-    images, labels = read_split("FashionMNIST", fashion_root, train=True, download=False)
+    cfg = compose("data=fashion_mnist", f"data.root={fashion_root}", "data.download=false")
+    dm = instantiate(cfg.data, shuffle_seed=0)
+    images, labels = (lambda split: (split.images[:, 0], split.labels))(dm.read_split("train"))
     assert images.shape == (60_000, 28, 28) and images.dtype == torch.uint8
     assert labels.shape == (60_000,) and labels.dtype == torch.int64
     np.testing.assert_array_equal(images.numpy(), read_idx_bytes(raw / "train-images-idx3-ubyte", ndim=3))
 
-    cfg = compose("data=fashion_mnist", f"data.root={fashion_root}", "data.download=false")
-    dm = instantiate(cfg.data, shuffle_seed=0)
     assert dm.sizes == {"train": 55_000, "val": 5_000, "test": 10_000, "train_eval": 5_000}
     s = dm.load()
     assert s.train_x.shape == (55_000, 1, 28, 28) and s.test_x.shape == (10_000, 1, 28, 28)
@@ -53,7 +54,8 @@ def test_real_fashion_mnist_loads_with_the_published_split_sizes(fashion_root: P
     assert torch.bincount(labels, minlength=10).tolist() == [6000] * 10
     # the config's mean and std are this data's own (computed here from the raw bytes)
     pixels = read_idx_bytes(raw / "train-images-idx3-ubyte", ndim=3) / 255
-    assert abs(pixels.mean() - cfg.data.mean) < 5e-4 and abs(pixels.std() - cfg.data.std) < 5e-4
+    (mean,), (std,) = cfg.data.mean, cfg.data.std
+    assert abs(pixels.mean() - mean) < 5e-4 and abs(pixels.std() - std) < 5e-4
     assert abs(float(torch.cat([s.train_x, s.val_x]).double().mean())) < 2e-3
 
 
@@ -81,7 +83,10 @@ def test_one_epoch_of_a_linear_model_reaches_logistic_regression_accuracy(fashio
     assert len(runs) == 1
     r = runs[0]
     assert r.info.status == "FINISHED"
-    assert r.data.tags["data"] == "fashion_mnist" and r.data.params["data.dataset"] == "FashionMNIST"
+    assert (
+        r.data.tags["data"] == "fashion_mnist"
+        and r.data.params["data.source.dataset"] == "torchvision.datasets.FashionMNIST"
+    )
     # published: multinomial logistic regression on Fashion-MNIST reaches 0.842 test accuracy
     assert r.data.metrics["test/acc"] >= 0.80, r.data.metrics
 
