@@ -134,3 +134,33 @@ def test_an_mlp_on_2000_images_overfits_and_is_flagged_with_an_onset(fashion_roo
 def test_an_mlp_on_the_full_training_set_for_three_epochs_is_not_flagged(fashion_root: Path, tmp_path: Path):
     r, _ = _verdict_of(fashion_root, tmp_path, "trainer.max_epochs=3")
     assert r.data.tags["verdict"] != "overfits" and r.data.tags["onset_epoch"] == "none", r.data.tags["verdict_text"]
+
+
+def test_fashion_mnists_noise_map_is_where_a_linear_model_errs_most(fashion_root: Path):
+    """conf/data/fashion_mnist.yaml's map: the five classes a linear model gets wrong most often on the real test set,
+    each to the class it takes them for most often (measured as its comment says)."""
+    from hydra.utils import instantiate
+
+    from lossbench.shipped import data_yaml
+
+    torch.manual_seed(0)
+    s = instantiate(compose("data=fashion_mnist", f"data.root={fashion_root}").data, shuffle_seed=0).load()
+    net = torch.nn.Linear(784, 10)
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
+    for _ in range(5):
+        order = torch.randperm(len(s.train_y))
+        for start in range(0, len(order), 64):
+            idx = order[start : start + 64]
+            loss = torch.nn.functional.cross_entropy(net(s.train_x[idx].flatten(1)), s.train_y[idx])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    with torch.no_grad():
+        predicted = net(s.test_x.flatten(1)).argmax(1)
+    confusion = np.zeros((10, 10), dtype=np.int64)
+    np.add.at(confusion, (s.test_y.numpy(), predicted.numpy()), 1)
+    np.fill_diagonal(confusion, 0)
+    worst = np.argsort(-confusion.sum(axis=1), kind="stable")[:5]
+    assert sorted([int(c), int(confusion[c].argmax())] for c in worst) == sorted(
+        [list(pair) for pair in data_yaml("fashion_mnist").noise_map]
+    ), confusion
