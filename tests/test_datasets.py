@@ -462,3 +462,41 @@ def test_prepare_data_reads_the_import_back_through_torchvisions_checks(tmp_path
     assert "Dataset not found or corrupted" in capsys.readouterr().err, (
         "not the real download: torchvision's md5s refuse it"
     )
+
+
+# --------------------------------------------------------------------------- the two commands of the issue
+
+
+@pytest.mark.slow
+def test_the_issues_two_commands_run_end_to_end(tmp_path: Path):
+    """``python -m lossbench.train data=cifar10 model=cnn loss=nce_rce`` (CIFAR's files read by the test-only class
+    that skips their md5s) and ``python -m lossbench.train data=folder data.root=<my images>``, as a user types them."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import ENV
+
+    write_cifar10(tmp_path / "data", 600, 200)
+    write_image_folder(tmp_path / "my_images", per_class=(60, 20))
+    env = {**ENV, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), ENV.get("PYTHONPATH", "")])}
+    commands = [
+        ["data=cifar10", "model=cnn", "loss=nce_rce", f"data.root={tmp_path / 'data'}", "data.download=false"]
+        + ["data.source.dataset=unchecked.UncheckedCIFAR10", "data.val_size=100", "trainer.max_epochs=1"],
+        ["data=folder", f"data.root={tmp_path / 'my_images'}", "trainer.max_epochs=2"],
+    ]
+    for command in commands:
+        done = subprocess.run(
+            [sys.executable, "-m", "lossbench.train", *command],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=400,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+    runs = {r.data.tags["data"]: r for r in read_runs(tmp_path / "mlflow.db")[1]}
+    assert set(runs) == {"cifar10", "my_images"} and {r.info.status for r in runs.values()} == {"FINISHED"}
+    assert runs["cifar10"].data.tags["loss"] == "nce_rce" and runs["cifar10"].data.tags["model"] == "cnn"
+    assert runs["cifar10"].data.tags["test_size"] == "200" and runs["my_images"].data.tags["test_size"] == "60"
+    assert runs["my_images"].data.params["model.net.in_shape"] == "[3, 32, 32]"
