@@ -30,7 +30,7 @@ from lossbench.config import HOLDS
 from lossbench.errors import ConfigError
 from lossbench.names import TRAIN_EVAL_PREFIX
 from lossbench.noise import corrupt_labels
-from lossbench.sources import DataError, Split  # noqa: F401  (DataError: the data layer's error, raised by its sources)
+from lossbench.sources import DataError, Split  # DataError: the data layer's error (tests import it from here)
 
 
 def normalise(images: Tensor, mean: Tensor, std: Tensor) -> Tensor:
