@@ -59,8 +59,12 @@ def time_plain(cfg, device: str = "cpu", fused: bool = False) -> list[float]:
     from lossbench.config import without_name
     from lossbench.losses import build_loss
 
-    s = instantiate(cfg.data, shuffle_seed=cfg.seed).load()  # the same splits, normalised the same way
+    data = instantiate(cfg.data, shuffle_seed=cfg.seed)
+    s = data.load()  # the same splits, held the same way
     train_x, train_y = s.train_x.to(device), s.train_y.to(device)
+    # What each batch goes through (None when the held tensors are what the model takes: MNIST's fast path).
+    transforms = (data.train_transform, data.batch_transform)
+    transforms = tuple(None if t is None else t.to(torch.device(device)) for t in transforms)
     evals = [
         (s.val_x.to(device), s.val_y.to(device)),
         (s.train_x[s.train_eval_idx].to(device), s.train_y[s.train_eval_idx].to(device)),
@@ -80,7 +84,9 @@ def time_plain(cfg, device: str = "cpu", fused: bool = False) -> list[float]:
     try:
         for _ in range(cfg.trainer.max_epochs):
             times.append(
-                _plain_epoch(net, loss_fn, optimizer, train_x, train_y, evals, batch, eval_batch, generator, device)
+                _plain_epoch(
+                    net, loss_fn, optimizer, train_x, train_y, evals, batch, eval_batch, generator, device, transforms
+                )
             )
     finally:
         if nvml_check is not None:
@@ -89,7 +95,7 @@ def time_plain(cfg, device: str = "cpu", fused: bool = False) -> list[float]:
 
 
 def _plain_epoch(
-    net, loss_fn, optimizer, train_x, train_y, evals, batch: int, eval_batch: int, generator, device: str
+    net, loss_fn, optimizer, train_x, train_y, evals, batch: int, eval_batch: int, generator, device: str, transforms
 ) -> float:
     """One shuffled training epoch, then evaluation passes computing the run's loss and the yardsticks; seconds."""
     import torch
@@ -102,9 +108,14 @@ def _plain_epoch(
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
     order = torch.randperm(n, generator=generator).to(device)
+    train_transform, eval_transform = transforms
+    augments = train_transform is not None and train_transform.augments
+    draws = train_transform.draw(n, generator).to(device) if augments else None
     for i in range(0, n, batch):
         idx = order[i : i + batch]
         x, y = train_x[idx], train_y[idx]
+        if train_transform is not None:
+            x = train_transform(x, None if draws is None else draws[i : i + batch])
         logits = net(x)
         loss = loss_fn(logits, y)
         optimizer.zero_grad(set_to_none=True)
@@ -117,7 +128,8 @@ def _plain_epoch(
     net.eval()
     with torch.no_grad():
         for x, y in evals:
-            logits = torch.cat([net(x[i : i + eval_batch]).float() for i in range(0, len(y), eval_batch)])
+            prepare = eval_transform or (lambda batch: batch)
+            logits = torch.cat([net(prepare(x[i : i + eval_batch])).float() for i in range(0, len(y), eval_batch)])
             values = {"loss": loss_fn(logits, y), **yardsticks(logits, y)}
             record += torch.stack(list(values.values())).tolist()
     if not all(math.isfinite(v) for v in record):
@@ -145,17 +157,20 @@ def time_conventional(cfg, workers: int, tmp: Path, device: str = "cpu") -> list
     """The conventional Lightning pipeline: per-sample transforms, step logging, torchmetrics, MLFlowLogger, progress bar."""
     import pytorch_lightning as pl
     import torch
-    from hydra.utils import instantiate
+    from hydra.utils import get_class, instantiate
+    from omegaconf import OmegaConf
     from pytorch_lightning.loggers import MLFlowLogger
     from torch.utils.data import DataLoader, Subset
     from torchmetrics.classification import MulticlassAccuracy
-    from torchvision import datasets, transforms
+    from torchvision import transforms
 
     from lossbench.losses import build_loss
 
     d = cfg.data
-    transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize((d.mean,), (d.std,))])
-    full = getattr(datasets, d.dataset)(str(d.root), train=True, transform=transform, download=False)
+    mean, std = (OmegaConf.to_container(d, resolve=True)[key] for key in ("mean", "std"))
+    transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize(mean, std)])
+    split_args = OmegaConf.to_container(d.source.train, resolve=True)
+    full = get_class(d.source.dataset)(str(d.root), transform=transform, download=False, **split_args)
     n_val = d.val_size if isinstance(d.val_size, int) else round(d.val_size * len(full))
     perm = torch.randperm(len(full), generator=torch.Generator().manual_seed(d.split_seed))  # lossbench's split
     train_set, val_set = Subset(full, perm[n_val:].tolist()), Subset(full, perm[:n_val].tolist())

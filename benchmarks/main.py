@@ -21,7 +21,6 @@ from benchmarks import jobs
 from benchmarks.children import pool_rounds, run_variant, schedule
 from benchmarks.epochs import child
 from benchmarks.settings import (
-    DATASET_OF,
     DEFAULT_SECTIONS,
     GPU_BATCH,
     GPU_MODELS,
@@ -37,13 +36,17 @@ from benchmarks.settings import (
     Settings,
 )
 from benchmarks.table import machine_info, ratios, table
+from lossbench.shipped import data_yaml, downloadable
 
 
-def write_tiny(root: Path, dataset: str, n_train: int, n_test: int) -> Path:
-    """The tests' learnable MNIST-format data (tests/idx.py), for --smoke."""
-    from tests.idx import write_mnist_family
+def write_tiny(root: Path, data: str, n_train: int, n_test: int) -> Path:
+    """The tests' learnable MNIST-format data (tests/idx.py) where conf/data/<data>.yaml reads it, for --smoke."""
+    from tests.idx import RAW_FILES, write_mnist_family
 
-    return write_mnist_family(root, dataset, n_train=n_train, n_test=n_test)
+    source = data_yaml(data).source
+    if list(source.files.train) != list(RAW_FILES[True]) or not source.folder.endswith("/raw"):
+        raise SystemExit(f"--smoke writes MNIST's idx files: data={data} reads other files; use an MNIST-format --data")
+    return write_mnist_family(root, source.folder.split("/")[0], n_train=n_train, n_test=n_test)
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -98,9 +101,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--workers", default="0", help="DataLoader workers of the conventional pipeline, comma-separated (default 0)"
     )
-    p.add_argument(
-        "--data", default="fashion_mnist", choices=sorted(DATASET_OF), help="data config (default %(default)s)"
-    )
+    p.add_argument("--data", default="fashion_mnist", choices=downloadable(), help="data config (default %(default)s)")
     p.add_argument(
         "--root", default=os.environ.get("LOSSBENCH_DATA", "data"), help="data.root (default $LOSSBENCH_DATA or ./data)"
     )
@@ -151,14 +152,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     if settings.profile:
         Path(settings.profile).mkdir(parents=True, exist_ok=True)
-    if not args.smoke and not (Path(settings.root) / DATASET_OF[settings.data] / "raw").is_dir():
-        raise SystemExit(
-            f"no {DATASET_OF[settings.data]} under {settings.root}: pass --root (the folder holding {DATASET_OF[settings.data]}/raw/)"
-        )
+    folder = data_yaml(settings.data).source.folder  # where conf/data/<data>.yaml reads its files under data.root
+    if not args.smoke and not (Path(settings.root) / folder).is_dir():
+        raise SystemExit(f"no {settings.data} under {settings.root}: pass --root (the folder holding {folder}/)")
     started = time.perf_counter()
     tmp = Path(tempfile.mkdtemp(prefix="lossbench-bench-"))
     if args.smoke:
-        settings.root = str(write_tiny(tmp / "data", DATASET_OF[settings.data], **SMOKE_DATA))
+        settings.root = str(write_tiny(tmp / "data", settings.data, **SMOKE_DATA))
         settings.data_overrides = list(SMOKE_OVERRIDES)
 
     result: dict[str, Any] = {

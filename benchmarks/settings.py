@@ -26,7 +26,6 @@ SWEEP_AS_TYPED = ["-m", "loss=mse,mae,bce,ce,hinge", "optimizer=adam,sgd", "seed
 SWEEP_BEFORE_OVERRIDES = ["hydra/launcher=basic", "optimizer.fused=false"]
 SMOKE_DATA = {"n_train": 1200, "n_test": 300}
 SMOKE_OVERRIDES = ["data.val_size=200", "data.train_eval_size=200", "data.eval_batch_size=100"]
-DATASET_OF = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST"}
 
 
 @dataclass

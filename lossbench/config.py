@@ -23,10 +23,13 @@ from lossbench.names import MONITORABLE
 
 # Keys that say where or how a run is recorded, executed or judged, not what is trained: two configs
 # that differ only here are the same experiment (the same config hash; the report groups them together).
-# The data's and the trainer's _target_ name the code that builds them (like lossbench's own version); the
+# The data's and the trainer's _target_ name the code that builds them (like lossbench's own version), and so
+# does the data source's (which reader, e.g. IdxFiles: the class it reads with, data.source.dataset, stays); the
 # data and the training they build are in the other keys. (optimizer/scheduler/model.net _target_ name
 # what is trained: those stay in the identity.) data.batches_per_step only groups the same mini-batches and
-# optimizer steps into fewer Lightning steps (tests/test_train.py: every evaluation bit-identical).
+# optimizer steps into fewer Lightning steps (tests/test_train.py: every evaluation bit-identical); data.hold
+# only says whether a split waits on the device normalised or as uint8 pixels, normalised per batch by the same
+# formula (tests/test_data.py: the same numbers, bit for bit).
 OPERATIONAL_KEYS = (
     "tracking",
     "report",
@@ -37,6 +40,8 @@ OPERATIONAL_KEYS = (
     "analysis",
     "hydra",
     "data._target_",
+    "data.source._target_",
+    "data.hold",
     "data.root",
     "data.download",
     "data.batches_per_step",
@@ -46,13 +51,14 @@ OPERATIONAL_KEYS = (
     "trainer.enable_progress_bar",
     "trainer.enable_model_summary",
 )
-CONFIG_HASH_VERSION = "4"
+CONFIG_HASH_VERSION = "5"
 """Tagged on every run as ``config_hash_version``; runs are matched (skipped, resumed) by ``config_hash`` alone.
 Version 1 also hashed ``analysis.*``, ``trainer.accelerator`` and ``trainer.devices``: none of its runs match.
 Version 2 hashed "no scheduler" as ``scheduler.name=none``, version 3 as ``scheduler: null``: its runs without a
 scheduler do not match; its runs with one (cosine, step, plateau) keep their hash and still match. Version 4 no
 longer hashes ``data.batches_per_step`` (operational: how many mini-batches one Lightning step carries): no
-version-3 run matches."""
+version-3 run matches. Version 5: a data set is its YAML (its source, shape, class names, per-channel mean and
+std as lists, noise map, augmentation) and a model takes ``in_shape`` from it: no version-4 run matches."""
 
 
 def is_operational(key: str) -> bool:
@@ -69,6 +75,7 @@ _MISSING = object()
 
 # Choices that config validation and the code that uses them share (one list each; torch-free here).
 NOISE_KINDS: tuple[str, ...] = ("symmetric", "asymmetric")
+HOLDS: tuple[str, ...] = ("float32", "uint8")
 LOSS_INPUTS: tuple[str, ...] = ("logits", "softmax", "sigmoid", "log_softmax")
 LOSS_TARGETS: tuple[str, ...] = ("index", "onehot", "signed")
 SAME_CODE, ANY_CODE = "same_code", "any_code"
@@ -104,6 +111,22 @@ def _widths(v: Any) -> bool:
     return _positive_int(v)
 
 
+def _is_list(v: Any) -> bool:
+    return OmegaConf.is_list(v) or isinstance(v, (list, tuple))
+
+
+def _numbers(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    """A number that passes ``check``, or a non-empty list of them (one per channel)."""
+    return lambda v: (_is_list(v) and len(v) > 0 and all(check(x) for x in v)) or (not _is_list(v) and check(v))
+
+
+def _pairs(v: Any) -> bool:
+    """null, or a list of [source, target] class pairs (integers >= 0)."""
+    return v is None or (
+        _is_list(v) and all(_is_list(p) and len(p) == 2 and all(_is_int(c) and c >= 0 for c in p) for p in v)
+    )
+
+
 SEED_MAX = 2**32 - 1  # what Lightning's seed_everything (numpy's seed) accepts: 0 .. 2^32 - 1
 
 
@@ -134,8 +157,17 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ),
     ("data.train_eval_size", lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
     ("data.train_size", _optional(_positive_int), "null or an integer >= 1"),
-    ("data.std", lambda v: _is_number(v) and v > 0, "a number > 0"),
-    ("data.mean", _is_number, "a finite number"),
+    ("data.std", _numbers(lambda v: _is_number(v) and v > 0), "a number > 0, or a list of one per channel"),
+    ("data.mean", _numbers(_is_number), "a finite number, or a list of one per channel"),
+    (
+        "data.shape",
+        lambda v: _is_list(v) and len(v) == 3 and all(_positive_int(x) for x in v),
+        "[channels, height, width] (data=folder and data=npz read it from the images in data.root: is data.root right?)",
+    ),
+    ("data.noise_map", _pairs, "null or a list of [source, target] class pairs, e.g. [[7,1],[2,7]]"),
+    ("data.hold", lambda v: v in HOLDS, "one of " + ", ".join(HOLDS)),
+    ("data.augment.crop", lambda v: _is_int(v) and v >= 0, "an integer >= 0 (pixels of padding; 0: no crop)"),
+    ("data.augment.flip", lambda v: isinstance(v, bool), "true or false"),
     ("data.split_seed", _is_int, "an integer"),
     ("data.label_noise.seed", _is_int, "an integer"),
     ("data.num_classes", lambda v: _is_int(v) and v >= 2, "an integer >= 2"),
@@ -197,7 +229,7 @@ def validate(cfg: DictConfig) -> None:
         for key, value in _non_finite(tree)
         if key not in checked and not key.startswith("loss.criterion.")
     ]  # a test loss may take NaN on purpose
-    problems += _monitor_direction(cfg, "checkpoint") + _monitor_direction(cfg, "early_stopping")
+    problems += _monitor_direction(cfg, "checkpoint") + _monitor_direction(cfg, "early_stopping") + _data_fits(cfg)
     if problems:
         raise ConfigError("; ".join(problems) + " (fix it on the command line, e.g. key=value)")
 
@@ -234,6 +266,33 @@ def _monitor_direction(cfg: DictConfig, group: str) -> list[str]:
     return [
         f"{group}.mode={mode} would keep the worst {monitor} ({monitor} improves {'upwards' if better == 'max' else 'downwards'}): set {group}.mode={better}"
     ]
+
+
+def _data_fits(cfg: DictConfig) -> list[str]:
+    """Data keys that each pass their rule but not together: per-channel values for the wrong number of channels,
+    asymmetric noise without the data set's class map, a class map outside the classes."""
+    data = cfg.get("data")
+    if data is None or not _is_list(data.get("shape")) or len(data.shape) != 3:
+        return []
+    problems = []
+    channels = data.shape[0]
+    for key in ("mean", "std"):
+        value = data.get(key)
+        if _is_list(value) and len(value) not in (1, channels):
+            problems.append(
+                f"data.{key} has {len(value)} values for {channels} channel(s) (data.shape={list(data.shape)})"
+            )
+    noise, pairs, classes = data.get("label_noise") or {}, data.get("noise_map"), data.get("num_classes")
+    if not (noise.get("kind") == "asymmetric" and _is_number(noise.get("rate")) and noise.rate > 0):
+        return problems
+    if not pairs:
+        problems.append(
+            f"data.label_noise.kind=asymmetric needs the data set's class map, and data={data.get('name')} has none "
+            "(data.noise_map=null): set data.noise_map=[[source,target],...] or data.label_noise.kind=symmetric"
+        )
+    elif _pairs(pairs) and _is_int(classes) and any(c >= classes for p in pairs for c in p):
+        problems.append(f"data.noise_map names a class >= data.num_classes={classes}")
+    return problems
 
 
 def flatten(mapping: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:

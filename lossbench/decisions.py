@@ -194,9 +194,11 @@ class Evidence:
     stages: tuple[tuple[float, ...], ...]
     """Per stage (1, then 2), candidate minus reference on the seeds paired in that stage."""
     stage_seeds: tuple[tuple[Hashable, ...], ...]
+    resolution: float | None = None
+    """One test image's share of this comparison's test set (None: the family's, :func:`decide`'s argument)."""
 
 
-def evidence(paired: Paired, stage_of: Mapping[Hashable, int]) -> Evidence:
+def evidence(paired: Paired, stage_of: Mapping[Hashable, int], resolution: float | None = None) -> Evidence:
     """Split a pooled paired difference by stage: a seed belongs to stage 2 when ``stage_of`` says so (either run
     of the pair was added by the extension), else to stage 1."""
     stages: dict[int, list[tuple[Hashable, float]]] = {1: [], 2: []}
@@ -206,6 +208,7 @@ def evidence(paired: Paired, stage_of: Mapping[Hashable, int]) -> Evidence:
         paired,
         tuple(tuple(d for _, d in stages[k]) for k in (1, 2)),
         tuple(tuple(s for s, _ in stages[k]) for k in (1, 2)),
+        resolution,
     )
 
 
@@ -247,7 +250,8 @@ def decide(
         decision = Decision(
             e.paired, look, z, p_seq.get(i, math.nan), p_holm.get(i, math.nan), TOO_FEW, "", stage_seeds=e.stage_seeds
         )
-        decisions.append(_judged(decision, e, resolution, min_effect, alpha, open_count, higher_is_better))
+        finest = e.resolution if e.resolution is not None else resolution
+        decisions.append(_judged(decision, e, finest, min_effect, alpha, open_count, higher_is_better))
     return decisions
 
 

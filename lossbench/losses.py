@@ -9,7 +9,7 @@ Where PyTorch has the loss (cross-entropy, NLL, BCE, MSE, L1, Huber, smooth L1, 
 divergence, hinge embedding), its own module is used and the YAML only configures it. The losses
 PyTorch lacks are defined below, each taking raw logits and class indices and doing its own softmax
 in float32: :class:`FocalLoss`, :class:`Poly1Loss`, :class:`GCELoss`, :class:`RCELoss`,
-:class:`SCELoss`, :class:`NCELoss`, :class:`NCERCELoss`, plus :class:`ClassHingeEmbeddingLoss`, which
+:class:`SCELoss`, :class:`NCELoss`, :class:`NCERCELoss`, :class:`NFLRCELoss`, plus :class:`ClassHingeEmbeddingLoss`, which
 turns logits into the per-class distances PyTorch's ``HingeEmbeddingLoss`` expects.
 
 Notation in the docstrings: :math:`p = \\mathrm{softmax}(z)`, :math:`y` the true class,
@@ -419,6 +419,61 @@ class NCERCELoss(_IndexLoss):
 
     def extra_repr(self) -> str:
         return f"alpha={self.alpha}, beta={self.beta}, log_zero={self.rce.log_zero}, reduction={self.reduction}"
+
+
+class NFLRCELoss(_IndexLoss):
+    r"""NFL+RCE, an active-passive loss of Ma et al.: normalized focal loss plus reverse cross-entropy.
+
+    .. math::
+        \ell(z, y) = \alpha\,\frac{(1 - p_y)^{\gamma} \log p_y}{\sum_k (1 - p_k)^{\gamma} \log p_k}
+        + \beta\,(-A)(1 - p_y)
+
+    Ma et al., "Normalized Loss Functions for Deep Learning with Noisy Labels", ICML 2020
+    (arXiv:2006.13554): the focal loss (:class:`FocalLoss`) normalized over every possible label, as
+    :class:`NCELoss` normalizes cross-entropy; "active", it pairs with the "passive" RCE. With
+    :math:`A = -1` (``log_zero=-1``) the passive term is the authors' MAE, :math:`1 - p_y`
+    (their ``MeanAbsoluteError``, loss.py lines 129-147: half of :math:`\sum_k |p_k - e_{y,k}|`), which
+    makes this NFL+MAE.
+
+    Where the released code and the paper's formula differ: the released ``NormalizedFocalLoss``
+    (github.com/HanxunH/Active-Passive-Losses, loss.py lines 354-375) computes every modulating factor
+    :math:`(1 - p_k)^{\gamma}` from detached probabilities (``.data``), so gradients flow through the
+    :math:`\log p_k` alone. ``detach=True`` (the default) does the same, as the published α, β were tuned
+    with it; ``detach=False`` differentiates the formula above whole. Their settings: γ = 0.5; α = 1 and
+    β = 10 on MNIST, α = β = 1 on CIFAR-10 (configs/*/sym/nfl+rce.yaml).
+
+    Shape:
+        - logits: :math:`(N, C)` raw scores, any float dtype (computed in float32)
+        - target: :math:`(N)` class indices in :math:`[0, C)`
+        - output: scalar; :math:`(N)` if ``reduction='none'``
+    """
+
+    def __init__(
+        self,
+        alpha: float = 1.0,
+        beta: float = 10.0,
+        gamma: float = 0.5,
+        log_zero: float = RELEASED_LOG_ZERO,
+        detach: bool = True,
+        reduction: str = "mean",
+    ):
+        super().__init__(reduction)
+        self.alpha, self.beta, self.gamma, self.detach = alpha, beta, gamma, detach
+        self.rce = RCELoss(log_zero, reduction="none")
+
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        log_p, log_p_y = _log_probs(logits, target)
+        p = log_p.exp()
+        weights = (1 - (p.detach() if self.detach else p)).pow(self.gamma)
+        weight_y = weights.gather(1, target.unsqueeze(1)).squeeze(1)
+        nfl = (weight_y * log_p_y) / (weights * log_p).sum(dim=1)
+        return _reduce(self.alpha * nfl + self.beta * self.rce(logits, target), self.reduction)
+
+    def extra_repr(self) -> str:
+        return (
+            f"alpha={self.alpha}, beta={self.beta}, gamma={self.gamma}, log_zero={self.rce.log_zero}, "
+            f"detach={self.detach}, reduction={self.reduction}"
+        )
 
 
 class ClassHingeEmbeddingLoss(nn.HingeEmbeddingLoss):

@@ -130,6 +130,9 @@ NOTE_TAG = "mlflow.note.content"
 VERDICT_TAG, VERDICT_TEXT_TAG, ONSET_TAG = "verdict", "verdict_text", "onset_epoch"
 """What lossbench.analysis.judge concluded: the kind, one sentence, and the onset epoch (or ``none``)."""
 THREADS_TAG = "threads"
+TEST_SIZE_TAG = "test_size"
+"""Images in the run's test set: one image is ``1 / test_size`` of test accuracy (10,000 for MNIST and CIFAR,
+26,032 for SVHN, 18,800 for EMNIST Balanced)."""
 NOISE_TAG_PREFIX = "noise."
 
 FAILURE_TAG = "lossbench.failure"

@@ -17,8 +17,10 @@ i.e. a flipped label always lands on a *different* class, chosen uniformly among
 one can be redrawn, which makes the real rate :math:`\eta (C-1)/C`; lossbench does not.)
 
 **asymmetric** (class-dependent) noise flips a fraction :math:`\eta` of some classes to one
-visually similar class — for MNIST the protocol of Patrini et al. 2017, used by Ma et al. 2020:
-7→1, 2→7, 5↔6, 3→8; every other class is untouched.
+visually similar class each, by a class map that belongs to the data set (``data.noise_map`` in its
+YAML, ``[[source, target], ...]``): for MNIST the protocol of Patrini et al. 2017, used by Ma et al. 2020,
+7→1, 2→7, 5↔6, 3→8; for CIFAR-10 truck→automobile, bird→airplane, deer→horse, cat↔dog; every class
+the map does not name is untouched.
 
 Rather than flipping each label with probability :math:`\eta` (whose count varies from draw to
 draw), both kinds flip an *exact* number of labels, sampled without replacement, so a run's
@@ -38,6 +40,7 @@ from __future__ import annotations
 import hashlib
 import math
 import operator
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from fractions import Fraction
 
@@ -45,12 +48,11 @@ import torch
 from torch import Tensor
 
 from lossbench.config import check  # the rules for rate and kind: config.RULES, shared with config validation
-
-ASYMMETRIC_MNIST: dict[int, int] = {7: 1, 2: 7, 5: 6, 6: 5, 3: 8}
-"""Source class -> target class for MNIST asymmetric noise (Patrini et al. 2017; Ma et al. 2020)."""
+from lossbench.errors import ConfigError
 
 _RATE_KEY = "data.label_noise.rate"
 _KIND_KEY = "data.label_noise.kind"
+_MAP_KEY = "data.noise_map"
 
 
 @dataclass(frozen=True)
@@ -88,7 +90,12 @@ class NoiseReport:
 
 
 def corrupt_labels(
-    labels: Tensor, rate: float, kind: str, seed: int, num_classes: int = 10
+    labels: Tensor,
+    rate: float,
+    kind: str,
+    seed: int,
+    num_classes: int = 10,
+    class_map: Sequence[Sequence[int]] | None = None,
 ) -> tuple[Tensor, NoiseReport]:
     r"""Return a noisy copy of ``labels`` and a :class:`NoiseReport`; ``labels`` is left untouched.
 
@@ -102,7 +109,9 @@ def corrupt_labels(
             module docstring for their definitions.
         seed: seeds a local ``torch.Generator``; the global RNG is neither read nor advanced, so
             the noise depends on this seed alone, not on the run's training seed.
-        num_classes: :math:`C`; ``asymmetric`` uses the MNIST class map, so needs :math:`C \ge 9`.
+        num_classes: :math:`C`.
+        class_map: ``[[source, target], ...]``, the data set's map for ``asymmetric`` noise
+            (``data.noise_map``); each source class at most once, never onto itself. Unused by ``symmetric``.
 
     Counts (:math:`n_c` = samples of clean class :math:`c`, :math:`N = \sum_c n_c`; ``round`` is
     Python's, i.e. half to even, applied to the decimal value of ``rate`` so ``0.29 * 100`` is 29):
@@ -116,7 +125,7 @@ def corrupt_labels(
       and the total is exactly :math:`K`. Each flipped label moves to one of the other
       :math:`C - 1` classes, uniformly; none maps to itself.
     - **asymmetric** flips exactly :math:`\mathrm{round}(\eta n_c)` labels of each source class
-      :math:`c` in :data:`ASYMMETRIC_MNIST` to its target; the samples are chosen among the
+      :math:`c` of ``class_map`` to its target; the samples are chosen among the
       *clean* labels, so a 5 that became a 6 is never flipped back by 6→5.
 
     Which samples of a class are flipped is a uniform draw without replacement.
@@ -135,23 +144,10 @@ def corrupt_labels(
     rate_exact = Fraction(repr(float(rate)))  # exact: round(0.29 * 100) is 29
     seed = operator.index(seed)
     num_classes = operator.index(num_classes)
-    clean = _check_labels(labels, num_classes, kind)
+    clean = _check_labels(labels, num_classes)
+    pairs = _check_map(class_map, num_classes) if kind == "asymmetric" else []
 
-    noisy = clean.clone()
-    gen = torch.Generator().manual_seed(seed)
-    per_class = torch.bincount(clean, minlength=num_classes).tolist()
-    if rate_exact > 0:
-        if kind == "symmetric":
-            counts = _apportion(rate_exact, per_class, gen)
-            for c, k in enumerate(counts):
-                idx = _pick(clean, c, k, gen)
-                # An offset in [1, C) skips the true class and is uniform over the other C - 1.
-                offset = torch.randint(1, num_classes, (k,), generator=gen)
-                noisy[idx] = (c + offset) % num_classes
-        else:
-            for source, target in ASYMMETRIC_MNIST.items():
-                noisy[_pick(clean, source, round(rate_exact * per_class[source]), gen)] = target
-
+    noisy = _flip(clean, rate_exact, kind, pairs, num_classes, torch.Generator().manual_seed(seed))
     changed = noisy != clean
     flipped_per_class = torch.bincount(clean[changed], minlength=num_classes).tolist()
     flipped = int(changed.sum())
@@ -169,25 +165,59 @@ def corrupt_labels(
     return noisy.to(device=labels.device, dtype=labels.dtype), report
 
 
-def _check_labels(labels: Tensor, num_classes: int, kind: str) -> Tensor:
-    """A CPU int64 copy of ``labels`` after checking shape, dtype, range and the class map."""
+def _flip(
+    clean: Tensor, rate: Fraction, kind: str, pairs: list[tuple[int, int]], num_classes: int, gen: torch.Generator
+) -> Tensor:
+    """A copy of ``clean`` with the labels flipped as :func:`corrupt_labels` says."""
+    noisy = clean.clone()
+    per_class = torch.bincount(clean, minlength=num_classes).tolist()
+    if rate == 0:
+        return noisy
+    if kind == "symmetric":
+        for c, k in enumerate(_apportion(rate, per_class, gen)):
+            idx = _pick(clean, c, k, gen)
+            # An offset in [1, C) skips the true class and is uniform over the other C - 1.
+            offset = torch.randint(1, num_classes, (k,), generator=gen)
+            noisy[idx] = (c + offset) % num_classes
+    else:
+        for source, target in pairs:
+            noisy[_pick(clean, source, round(rate * per_class[source]), gen)] = target
+    return noisy
+
+
+def _check_labels(labels: Tensor, num_classes: int) -> Tensor:
+    """A CPU int64 copy of ``labels`` after checking shape, dtype and range."""
     if not isinstance(labels, Tensor) or labels.dim() != 1:
         raise ValueError("labels must be a 1-D tensor of class indices")
     if labels.dtype.is_floating_point or labels.dtype.is_complex or labels.dtype == torch.bool:
         raise ValueError(f"labels must be an integer tensor of class indices; got {labels.dtype}")
     if num_classes < 2:
         raise ValueError(f"num_classes must be at least 2; got {num_classes}")
-    if kind == "asymmetric":
-        needed = max(max(ASYMMETRIC_MNIST), max(ASYMMETRIC_MNIST.values())) + 1
-        if num_classes < needed:
-            raise ValueError(
-                f"{_KIND_KEY}=asymmetric uses the MNIST class map {ASYMMETRIC_MNIST}, which needs "
-                f"num_classes >= {needed}; got {num_classes}"
-            )
     clean = labels.detach().to(device="cpu", dtype=torch.int64)
     if clean.numel() and (int(clean.min()) < 0 or int(clean.max()) >= num_classes):
         raise ValueError(f"labels must lie in [0, {num_classes}); got min {int(clean.min())}, max {int(clean.max())}")
     return clean
+
+
+def _check_map(class_map: Sequence[Sequence[int]] | None, num_classes: int) -> list[tuple[int, int]]:
+    """The asymmetric map as ``(source, target)`` pairs of distinct classes in ``[0, num_classes)``, each source once."""
+    if not class_map:
+        raise ConfigError(
+            f"{_KIND_KEY}=asymmetric needs the data set's class map ({_MAP_KEY} in its conf/data YAML), and it has "
+            f"none: set {_MAP_KEY}=[[source,target],...] or use {_KIND_KEY}=symmetric"
+        )
+    pairs = []
+    for pair in class_map:
+        pair = tuple(pair)
+        if len(pair) != 2 or not all(isinstance(c, int) and not isinstance(c, bool) for c in pair):
+            raise ConfigError(f"{_MAP_KEY}: {list(pair)} is not a [source, target] pair of class indices")
+        if not all(0 <= c < num_classes for c in pair) or pair[0] == pair[1]:
+            raise ConfigError(f"{_MAP_KEY}: {list(pair)} must map a class in [0, {num_classes}) to another one")
+        pairs.append(pair)
+    sources = [source for source, _ in pairs]
+    if len(set(sources)) != len(sources):
+        raise ConfigError(f"{_MAP_KEY}: a class is the source of two pairs in {[list(p) for p in pairs]}")
+    return pairs
 
 
 def _apportion(rate: Fraction, per_class: list[int], gen: torch.Generator) -> list[int]:

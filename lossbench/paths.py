@@ -5,7 +5,7 @@ from pathlib import Path
 from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
 
-from lossbench import launch  # noqa: F401  (registers the resolver of conf/hydra/launcher/parallel.yaml)
+from lossbench import folders, launch  # noqa: F401  (register the resolvers of conf/data/folder.yaml, npz.yaml and conf/hydra/launcher/parallel.yaml)
 
 _PACKAGE = Path(__file__).resolve().parent
 

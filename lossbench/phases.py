@@ -62,6 +62,7 @@ from lossbench.names import (
     STAGE_TAG,
     TEST_LAST_PREFIX,
     TEST_PREFIX,
+    TEST_SIZE_TAG,
     THREADS_TAG,
     VERDICT_TAG,
     VERDICT_TEXT_TAG,
@@ -97,8 +98,8 @@ def prepare(cfg: DictConfig) -> Prepared:
     check_fused(cfg.optimizer)
     if cfg.analysis.figures:  # started now, the drawing process imports matplotlib while the model trains
         run_figures.drawer()
-    data = built("data", lambda: instantiate(cfg.data, shuffle_seed=cfg.seed))  # conf/data: lossbench.data.MNISTFamily
-    splits = data.load()
+    data = built("data", lambda: instantiate(cfg.data, shuffle_seed=cfg.seed))  # conf/data: lossbench.data.ImageData
+    data.load()
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     net = built("model", lambda: instantiate(cfg.model.net))
     loss = built("loss", lambda: build_loss(cfg.loss, cfg.data.num_classes))
@@ -109,8 +110,8 @@ def prepare(cfg: DictConfig) -> Prepared:
     if scheduler is not None:
         built("scheduler", lambda: scheduler(probe))
     device = preflight.training_device(cfg.trainer)
-    batch = slice(0, cfg.data.batch_size)  # one training batch through model and loss, on the training device
-    preflight.check_one_batch(net, loss, splits.train_x[batch], splits.train_y[batch], cfg, device)
+    x, y = data.head(cfg.data.batch_size)  # one training batch through model and loss, on the training device
+    preflight.check_one_batch(net, loss, x, y, cfg, device)
     return Prepared(data, net, loss, optimizer, scheduler, device)
 
 
@@ -385,14 +386,16 @@ def record(cfg: DictConfig, opened: Opened, fitted: Fitted) -> analysis.Verdict:
     return verdict
 
 
-def run_tags(opened: Opened, noise_report: dict[str, Any], device: torch.device | None = None) -> dict[str, Any]:
-    """Tags of how this attempt runs (a resumed run gets them again): its checkpoint folder, threads, device, label
-    noise."""
+def run_tags(opened: Opened, prepared: Prepared) -> dict[str, Any]:
+    """Tags of how this attempt runs (a resumed run gets them again): its checkpoint folder, threads, device, the
+    size of its test set (the finest difference the report can tell), label noise."""
+    data = prepared.data
     return {
         CHECKPOINT_TAG: opened.checkpoint_dir,
         THREADS_TAG: torch.get_num_threads(),
-        **provenance.device_tags(device),
-        **{f"{NOISE_TAG_PREFIX}{k}": v for k, v in noise_report.items()},
+        **provenance.device_tags(prepared.device),
+        TEST_SIZE_TAG: data.sizes["test"],
+        **{f"{NOISE_TAG_PREFIX}{k}": v for k, v in data.noise_report.items()},
     }
 
 

@@ -108,17 +108,15 @@ def check_one_batch(
 
 
 def _model_message(cfg: DictConfig, x: Tensor, error: Exception) -> str:
-    """Name the ``model.net`` key that does not fit the images when the config has one, else the model group."""
+    """Name ``model.net.in_shape`` when it does not fit the images, else the model group."""
     image = "x".join(map(str, x.shape[1:]))
-    fits = {
-        "in_features": (x[0].numel(), f"an image is {image} = {x[0].numel()} values"),  # Linear, MLP
-        "in_channels": (x.shape[1], f"images are {image}: {x.shape[1]} channel(s)"),  # CNN
-        "image_size": (x.shape[-1], f"images are {image}"),
-    }
-    for key, (value, why) in fits.items():
-        given = cfg.model.net.get(key)
-        if given is not None and given != value:
-            return f"model.net.{key}={given} does not fit the data: {why}; set model.net.{key}={value}"
+    given = cfg.model.net.get("in_shape")
+    if given is not None and list(given) != list(x.shape[1:]):
+        given, fits = ("[" + ",".join(map(str, shape)) + "]" for shape in (given, x.shape[1:]))
+        return (
+            f"model.net.in_shape={given} does not fit the data: images are {image} (channels x height x width); "
+            f"set model.net.in_shape={fits} (or leave it at its default, ${{data.shape}})"
+        )
     return f"model={cfg.model.name}: cannot take a batch of {image} images: {describe(error)}; check model.net.*"
 
 

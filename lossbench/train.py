@@ -48,7 +48,7 @@ def run(cfg: DictConfig, extra_callbacks: list | None = None) -> float:
         job.record_outcome("skipped", opened.run_id, opened.objective)
         return opened.objective
     job.announce_run(opened.run_id)  # a sweep's worker tells its sweep which run it now owns
-    opened.tracker.set_tags(opened.run_id, phases.run_tags(opened, prepared.data.noise_report, prepared.device))
+    opened.tracker.set_tags(opened.run_id, phases.run_tags(opened, prepared))
     with recorded(opened.tracker, opened.run_id):
         fitted = phases.fit_and_test(cfg, prepared, opened, extra_callbacks)
         verdict = phases.record(cfg, opened, fitted)

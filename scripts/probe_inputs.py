@@ -22,7 +22,7 @@ from pathlib import Path
 DISK_FULL = "disk full while checkpointing"
 PROBES: list[str] = [
     # issue 18's table
-    "model.net.in_features=100",
+    "model.net.in_shape=[1,10,10]",
     "data.num_classes=3",
     "checkpoint.monitor=val/bogus",
     "seed=-1",

@@ -44,10 +44,13 @@ def fashion_root(tmp_path_factory) -> Path:
         pytest.skip(
             f"Debian's Fashion-MNIST is not installed: no {FASHION_MNIST_DEBIAN} (apt-get install dataset-fashion-mnist)"
         )
-    from lossbench.data import import_idx_folder
+    from hydra.utils import instantiate
+
+    from lossbench.shipped import data_yaml
+    from lossbench.sources import import_files
 
     root = tmp_path_factory.mktemp("fashion")
-    import_idx_folder(FASHION_MNIST_DEBIAN, root, "FashionMNIST")
+    import_files(FASHION_MNIST_DEBIAN, root, instantiate(data_yaml("fashion_mnist").source), (1, 28, 28))
     return root
 
 

@@ -116,7 +116,9 @@ def test_after_the_overhead_section_a_run_records_its_figures_before_it_returns(
 def test_sections_and_models_are_checked_before_anything_runs(tmp_path: Path):
     with pytest.raises(SystemExit, match="unknown section"):
         bench.main(["--smoke", "--only", "plain,warp", "--out", str(tmp_path / "b.json")])
-    with pytest.raises(SystemExit, match="no FashionMNIST"):
+    with pytest.raises(
+        SystemExit, match=r"no fashion_mnist under .*nowhere: pass --root \(the folder holding FashionMNIST/raw/\)"
+    ):
         bench.main(["--only", "plain", "--root", str(tmp_path / "nowhere"), "--out", str(tmp_path / "b.json")])
     assert not (tmp_path / "b.json").exists()
 

@@ -56,7 +56,7 @@ def test_default_store_is_sqlite_in_the_launch_directory(tiny_mnist: Path, tmp_p
         (["+experiment=nosuch"], "experiment=nosuch: no such option in conf/experiment/; choose one of all_losses,"),
         (["optimizer.lr=-1"], "optimizer.lr=-1 is invalid"),
         (["data.batch_size=0"], "data.batch_size=0 is invalid"),
-        (["data.root=/nonexistent/data", "data.download=false"], "MNIST not found: missing"),
+        (["data.root=/nonexistent/data", "data.download=false"], "mnist not found: missing"),
         (["no_such_key=1"], "no_such_key: no such key in the config"),
         (["loss.no_such_key=1"], "loss.no_such_key: no such key in the config"),
         (["model=mlp", "model.net.hidden=[0]"], "model.net.hidden=[0] is invalid"),

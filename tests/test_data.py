@@ -7,6 +7,7 @@ tell which sample of the file landed in which split, and in which order.
 
 from __future__ import annotations
 
+import functools
 import gzip
 import importlib.util
 import os
@@ -33,7 +34,9 @@ from idx import (
 )
 from omegaconf import OmegaConf
 
-from lossbench.data import Batches, DataError, MNISTFamily, ShuffledBatches, import_idx_folder
+from lossbench.data import Batches, DataError, ImageData, ShuffledBatches
+from lossbench.errors import ConfigError
+from lossbench.sources import import_files
 
 REPO = Path(__file__).resolve().parents[1]
 N_TRAIN, N_TEST = 600, 200
@@ -48,10 +51,16 @@ def indexed(tmp_path_factory) -> tuple[Path, dict]:
     return root, write_indexed_family(root, "MNIST", N_TRAIN, N_TEST)
 
 
-def family(root: Path, **kw) -> MNISTFamily:
-    """An offline data module over ``root`` with small splits (val 100, train_eval 50)."""
+@functools.cache
+def data_node(name: str = "mnist"):
+    """The composed ``data`` node of ``data=<name>`` (composed once: the tests build many modules from it)."""
+    return compose(f"data={name}").data
+
+
+def family(root: Path, name: str = "mnist", **kw) -> ImageData:
+    """An offline data module of ``conf/data/<name>.yaml`` over ``root`` with small splits (val 100, train_eval 50)."""
     kw = {"download": False, "mean": MEAN, "std": STD, "val_size": 100, "train_eval_size": 50, **kw}
-    return MNISTFamily("MNIST", root, **kw)
+    return instantiate(data_node(name), root=str(root), **kw)
 
 
 def pixels_of(x: torch.Tensor, mean: float = MEAN, std: float = STD) -> np.ndarray:
@@ -187,11 +196,20 @@ def test_mean_and_std_come_from_the_config(indexed, tmp_path):
 def test_the_data_node_builds_the_data_module_with_every_key(data: str):
     cfg = compose(f"data={data}", "data.label_noise.rate=0.2", "data.train_size=300", "seed=4")
     dm = instantiate(cfg.data, shuffle_seed=cfg.seed)
-    assert type(dm) is MNISTFamily
+    assert type(dm) is ImageData
     node = {k: v for k, v in OmegaConf.to_container(cfg.data, resolve=True).items() if k != "_target_"}
-    built = {key: getattr(dm, key) for key in node}
-    assert built == {**node, "root": Path(node["root"]).resolve()}
-    assert (dm.name, dm.dataset, dm.shuffle_seed) == (data, {"mnist": "MNIST"}.get(data, "FashionMNIST"), 4)
+    derived = {"root", "source", "shape", "class_names", "noise_map"}  # built into objects, checked below
+    built = {key: getattr(dm, key) for key in node if key not in derived}
+    assert built == {k: v for k, v in node.items() if k not in derived}
+    assert dm.root == Path(node["root"]).resolve() and dm.shape == tuple(node["shape"])
+    assert dm.class_names_given is None and dm.noise_map == [tuple(p) for p in node["noise_map"]]
+    assert dm.source.dataset == node["source"]["dataset"] and dm.source.folder == node["source"]["folder"]
+    assert type(dm.source).__name__ == node["source"]["_target_"].rsplit(".", 1)[1] == "IdxFiles"
+    assert (dm.name, dm.source.dataset, dm.shuffle_seed) == (
+        data,
+        {"mnist": "torchvision.datasets.MNIST"}.get(data, "torchvision.datasets.FashionMNIST"),
+        4,
+    )
     assert type(dm.label_noise) is dict and dm.label_noise["rate"] == 0.2
 
 
@@ -355,7 +373,7 @@ def test_label_noise_flips_exactly_round_rate_n_training_labels_and_nothing_else
 def test_label_noise_from_the_config_with_noisy_val(indexed, tmp_path):
     root, _ = indexed
 
-    def load(seed: int, *extra: str) -> tuple[MNISTFamily, object]:
+    def load(seed: int, *extra: str) -> tuple[ImageData, object]:
         cfg = compose(*tiny_overrides(root, tmp_path / "unused.db", f"seed={seed}", "data.download=false", *extra))
         dm = instantiate(cfg.data, shuffle_seed=cfg.seed)
         return dm, dm.load()
@@ -528,9 +546,13 @@ def test_a_failed_download_is_a_data_error_that_says_so(tmp_path: Path, monkeypa
     assert str((root / "MNIST" / "raw").resolve()) in message
 
 
-def test_an_unknown_dataset_is_a_data_error(tmp_path: Path):
-    with pytest.raises(DataError, match="CIFAR10"):
-        MNISTFamily("CIFAR10", tmp_path, download=False).load()
+def test_a_source_class_that_does_not_exist_fails_when_the_data_is_built(tmp_path: Path):
+    from lossbench.train import run
+
+    cfg = compose(*tiny_overrides(tmp_path, tmp_path / "mlflow.db", "data.source.dataset=torchvision.datasets.Nope"))
+    with pytest.raises(ConfigError, match=r"^data: cannot be built from its config: .*torchvision\.datasets\.Nope"):
+        run(cfg)
+    assert not (tmp_path / "mlflow.db").exists()
 
 
 # --------------------------------------------------------------------------- importing a folder of idx files
@@ -555,12 +577,12 @@ def _idx_folder(tmp_path: Path, packed: bool, skip: str | None = None) -> tuple[
 def test_import_idx_folder_unpacks_into_the_layout_torchvision_reads(tmp_path: Path, packed: bool):
     src, contents = _idx_folder(tmp_path, packed)
     root = tmp_path / "root"
-    raw = import_idx_folder(src, root, "FashionMNIST")
+    raw = import_files(src, root, family(root, "fashion_mnist").source, (1, 28, 28))
     assert raw == root / "FashionMNIST" / "raw"
     assert sorted(p.name for p in raw.iterdir()) == sorted(ALL_FILES)
     for name in ALL_FILES:
         assert (raw / name).read_bytes() == contents[name], name
-    dm = MNISTFamily("FashionMNIST", root, download=False, val_size=10, train_eval_size=10, mean=MEAN, std=STD)
+    dm = family(root, "fashion_mnist", val_size=10, train_eval_size=10)
     assert dm.sizes == {"train": 90, "val": 10, "test": 30, "train_eval": 10}
     np.testing.assert_array_equal(
         dm.load().test_y.numpy(), np.frombuffer(contents["t10k-labels-idx1-ubyte"][8:], np.uint8)
@@ -570,7 +592,7 @@ def test_import_idx_folder_unpacks_into_the_layout_torchvision_reads(tmp_path: P
 def test_import_idx_folder_missing_a_file_names_it(tmp_path: Path):
     src, _ = _idx_folder(tmp_path, packed=True, skip="t10k-labels-idx1-ubyte")
     with pytest.raises(DataError) as e:
-        import_idx_folder(src, tmp_path / "root", "FashionMNIST")
+        import_files(src, tmp_path / "root", family(tmp_path, "fashion_mnist").source, (1, 28, 28))
     assert "t10k-labels-idx1-ubyte" in str(e.value) and str(src) in str(e.value)
 
 
@@ -578,7 +600,7 @@ def test_import_idx_folder_checks_what_it_imports(tmp_path: Path):
     src, contents = _idx_folder(tmp_path, packed=False)
     (src / "train-labels-idx1-ubyte").write_bytes(contents["train-labels-idx1-ubyte"][:-3])
     with pytest.raises(DataError, match="truncated") as e:
-        import_idx_folder(src, tmp_path / "root", "MNIST")
+        import_files(src, tmp_path / "root", family(tmp_path).source, (1, 28, 28))
     assert "train-labels-idx1-ubyte" in str(e.value)
 
 
@@ -588,7 +610,7 @@ def test_import_idx_folder_with_a_broken_gz_is_a_data_error_naming_it(tmp_path: 
     bad = src / "train-images-idx3-ubyte.gz"
     bad.write_bytes(bad.read_bytes()[:200] if damage == "truncated gz" else contents["train-images-idx3-ubyte"])
     with pytest.raises(DataError) as e:
-        import_idx_folder(src, tmp_path / "root", "MNIST")
+        import_files(src, tmp_path / "root", family(tmp_path).source, (1, 28, 28))
     assert str(bad) in str(e.value)
 
 
@@ -602,10 +624,10 @@ def _prepare_data_main():
 def test_prepare_data_script_imports_a_folder(tmp_path: Path, capsys):
     src, contents = _idx_folder(tmp_path, packed=True)
     root = tmp_path / "root"
-    assert _prepare_data_main()(["--from", str(src), "--dataset", "KMNIST", "--root", str(root)]) == 0
+    assert _prepare_data_main()(["--from", str(src), "--data", "kmnist", "--root", str(root)]) == 0
     for name in ALL_FILES:
         assert (root / "KMNIST" / "raw" / name).read_bytes() == contents[name]
-    assert "KMNIST ready in" in capsys.readouterr().out
+    assert "kmnist ready in" in capsys.readouterr().out
 
 
 def test_prepare_data_script_exits_2_naming_a_missing_file(tmp_path: Path):
@@ -615,6 +637,8 @@ def test_prepare_data_script_exits_2_naming_a_missing_file(tmp_path: Path):
         [
             sys.executable,
             str(REPO / "scripts" / "prepare_data.py"),
+            "--data",
+            "fashion_mnist",
             "--from",
             str(src),
             "--root",

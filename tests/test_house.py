@@ -216,7 +216,7 @@ def test_class_defaults_are_one_of_the_yaml_presets():
     None means "derived" (a name from the data set) and is not compared."""
     problems = []
     found = presets()
-    assert {"lossbench.losses.FocalLoss", "lossbench.models.CNN", "lossbench.data.MNISTFamily"} <= set(found)
+    assert {"lossbench.losses.FocalLoss", "lossbench.models.CNN", "lossbench.data.ImageData"} <= set(found)
     for target, options in sorted(found.items()):
         parameters = inspect.signature(get_object(target)).parameters.values()
         defaults = {p.name: p.default for p in parameters if p.default is not inspect.Parameter.empty}

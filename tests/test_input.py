@@ -95,11 +95,11 @@ def test_config_errors_answer_in_one_line_before_torch_is_imported(
     "override, expected",
     [
         (
-            "model.net.in_features=100",
-            "model.net.in_features=100 does not fit the data: an image is 1x28x28 = 784 values; "
-            "set model.net.in_features=784",
+            "model.net.in_shape=[1,10,10]",
+            "model.net.in_shape=[1,10,10] does not fit the data: images are 1x28x28 (channels x height x width); "
+            "set model.net.in_shape=[1,28,28] (or leave it at its default, ${data.shape})",
         ),
-        ("data.num_classes=3", "data.num_classes=3 is too small: MNIST's labels go up to 9; set data.num_classes=10"),
+        ("data.num_classes=3", "data.num_classes=3 is too small: mnist's labels go up to 9; set data.num_classes=10"),
     ],
 )
 def test_data_and_model_errors_answer_in_one_line_before_a_run_exists(
@@ -130,13 +130,13 @@ def test_data_and_model_errors_answer_in_one_line_before_a_run_exists(
             "model=mlp: returns (64, 7) for a batch of 64 images, expected (64, 10)",
         ),
         (
-            ["model=cnn", "+model.net.image_size=32"],
-            "model.net.image_size=32 does not fit the data: images are 1x28x28; set model.net.image_size=28",
+            ["model=cnn", "model.net.in_shape=[1,32,32]"],
+            "model.net.in_shape=[1,32,32] does not fit the data: images are 1x28x28 (channels x height x width); "
+            "set model.net.in_shape=[1,28,28]",
         ),
         (
-            ["model=cnn", "model.net.channels=[8]", "+model.net.in_channels=3"],
-            "model.net.in_channels=3 does not fit the data: images are 1x28x28: "
-            "1 channel(s); set model.net.in_channels=1",
+            ["model=cnn", "model.net.channels=[8]", "model.net.in_shape=[3,28,28]"],
+            "model.net.in_shape=[3,28,28] does not fit the data: images are 1x28x28",
         ),
         (
             ["model=cnn", "model.net.channels=[4,4,4,4,4]"],
@@ -238,26 +238,30 @@ def test_disk_full_while_checkpointing_fails_the_run_in_one_line_and_logs_the_tr
 @pytest.mark.slow
 def test_input_errors_fail_their_sweep_job_alone_without_a_run(tiny_mnist: Path, tmp_path: Path):
     done = sweep(
-        tmp_path, tiny_mnist, "model.net.in_features=784,100", "seed=0,-1", f"hydra.sweep.dir={tmp_path / 'sweep'}"
+        tmp_path,
+        tiny_mnist,
+        "model.net.in_shape=[1,28,28],[1,10,10]",
+        "seed=0,-1",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
     )
     assert "Traceback" not in done.stderr + done.stdout, done.stderr[-3000:]
     _, trained = train_runs(tmp_path / "mlflow.db")
-    assert [(r.data.params["model.net.in_features"], r.data.tags["seed"], r.info.status) for r in trained] == [
-        ("784", "0", "FINISHED")
+    assert [(r.data.params["model.net.in_shape"], r.data.tags["seed"], r.info.status) for r in trained] == [
+        ("[1, 28, 28]", "0", "FINISHED")
     ]
     assert "1 finished, 3 failed" in done.stdout, done.stdout[-3000:]
     # The closing screen: one line per failed job, its overrides (the swept ones last), then the reason.
     screen = [
-        line[line.index("model.net.in_features=") :] for line in done.stdout.splitlines() if line.startswith("FAILED ")
+        line[line.index("model.net.in_shape=") :] for line in done.stdout.splitlines() if line.startswith("FAILED ")
     ]
     assert sorted(screen) == sorted(
         [
-            "model.net.in_features=100 seed=0: model.net.in_features=100 does not fit the data: an image is 1x28x28 = 784 values; "
-            "set model.net.in_features=784",
+            "model.net.in_shape=[1,10,10] seed=0: model.net.in_shape=[1,10,10] does not fit the data: images are 1x28x28 "
+            "(channels x height x width); set model.net.in_shape=[1,28,28] (or leave it at its default, ${data.shape})",
             *(
-                f"model.net.in_features={n} seed=-1: seed=-1 is invalid: expected an integer from 0 to 4294967295 "
+                f"model.net.in_shape={shape} seed=-1: seed=-1 is invalid: expected an integer from 0 to 4294967295 "
                 "(fix it on the command line, e.g. key=value)"
-                for n in (784, 100)
+                for shape in ("[1,28,28]", "[1,10,10]")
             ),
         ]
     ), done.stdout[-3000:]
@@ -277,7 +281,9 @@ def test_the_module_records_exactly_the_listed_metric_names_and_the_listed_ones_
 
     torch.manual_seed(0)
     x, y = torch.randn(64, 1, 28, 28), torch.arange(64) % 10
-    module = LossbenchModule(Linear(), torch.nn.CrossEntropyLoss(), lambda params: torch.optim.SGD(params, lr=0.1))
+    module = LossbenchModule(
+        Linear((1, 28, 28)), torch.nn.CrossEntropyLoss(), lambda params: torch.optim.SGD(params, lr=0.1)
+    )
     trainer = bare_trainer(max_epochs=1)
     trainer.fit(
         module, train_dataloaders=Batches(x, y, 16), val_dataloaders=[Batches(x, y, 32), Batches(x[:32], y[:32], 32)]

@@ -97,6 +97,12 @@ def ref_nce(z, y):
     return log_p[np.arange(len(y)), y] / log_p.sum(axis=1)
 
 
+def ref_nfl(z, y, gamma):  # (1 - p_y)^g log p_y / sum_k (1 - p_k)^g log p_k, per sample
+    p = softmax(z)
+    w_log = (1 - p) ** gamma * np.log(p)
+    return w_log[np.arange(len(y)), y] / w_log.sum(axis=1)
+
+
 def ref_huber(r, delta):
     return np.where(np.abs(r) < delta, 0.5 * r**2, delta * (np.abs(r) - 0.5 * delta))
 
@@ -139,6 +145,9 @@ REFERENCE = {
     "rce": lambda z, y: np.mean(ref_rce(z, y)),
     "nce": lambda z, y: np.mean(ref_nce(z, y)),
     "nce_rce": lambda z, y: np.mean(1.0 * ref_nce(z, y) + 10.0 * ref_rce(z, y)),
+    "nce_mae": lambda z, y: np.mean(1.0 * ref_nce(z, y) + 10.0 * (1 - p_true(z, y))),
+    "nfl_rce": lambda z, y: np.mean(1.0 * ref_nfl(z, y, 0.5) + 10.0 * ref_rce(z, y)),
+    "nfl_mae": lambda z, y: np.mean(1.0 * ref_nfl(z, y, 0.5) + 10.0 * (1 - p_true(z, y))),
 }
 
 # The same losses at zero logits (p = 1/10 for every class), worked out by hand:
@@ -165,6 +174,9 @@ AT_ZERO_LOGITS = {
     "rce": 8.289306,  # -A * (1 - 0.1), A = ln 1e-4 = -9.210340
     "nce": 0.1,  # ln 10 / (10 ln 10)
     "nce_rce": 82.993063,  # 0.1 + 10 * 8.289306
+    "nce_mae": 9.1,  # 0.1 + 10 * (1 - 0.1)
+    "nfl_rce": 82.993063,  # NFL at uniform p is 1/10, like NCE
+    "nfl_mae": 9.1,
 }
 
 
@@ -188,9 +200,11 @@ def test_matches_hand_computation(name):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_gradient_matches_finite_differences_of_the_hand_computation(name):
+    """NFL's released gradient leaves out its factors' own (detach=true, checked against the code below): here
+    the formula's, with detach=false."""
     z, y = small_batch(9, n=3, c=4)
     z32 = z.float().requires_grad_()
-    loss_of(name, num_classes=4)(z32, y).backward()
+    loss_of(name, num_classes=4, **({"detach": False} if name.startswith("nfl_") else {}))(z32, y).backward()
     zn, yn, h = z.numpy(), y.numpy(), 1e-5
     numeric = np.zeros_like(zn)
     for idx in np.ndindex(*zn.shape):
@@ -685,3 +699,52 @@ def test_user_loss_yaml_in_their_own_config_dir(tmp_path):
     loss = build_loss(cfg.loss, C)
     assert type(loss.criterion).__name__ == "MyLoss" and loss.criterion.temperature == 3
     assert [r["name"] for r in loss_table(tmp_path / "loss")] == ["mine"]
+
+
+# --------------------------------------------------------------------------------------------------
+# NFL as the authors released it: its modulating factors detached
+# --------------------------------------------------------------------------------------------------
+
+
+def released_nfl(logits: torch.Tensor, target: torch.Tensor, gamma: float) -> torch.Tensor:
+    """NormalizedFocalLoss.forward of github.com/HanxunH/Active-Passive-Losses loss.py lines 362-375, written out."""
+    logpt = torch.log_softmax(logits, dim=1)
+    normalizor = torch.sum(-1 * (1 - logpt.detach().exp()) ** gamma * logpt, dim=1)
+    logpt_y = logpt.gather(1, target.view(-1, 1)).view(-1)
+    pt = logpt_y.detach().exp()
+    return (-1 * (1 - pt) ** gamma * logpt_y / normalizor).mean()
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_nfl_has_the_released_codes_value_and_gradient_and_detach_false_the_formulas(seed: int):
+    z, y = small_batch(seed)
+    grads = {}
+    for detach in (True, False):
+        logits = z.clone().requires_grad_(True)
+        value = losses.NFLRCELoss(alpha=1.0, beta=0.0, gamma=0.5, detach=detach)(logits, y)
+        value.backward()
+        grads[detach] = logits.grad
+        assert value.item() == pytest.approx(np.mean(ref_nfl(z.numpy(), y.numpy(), 0.5)), rel=1e-6)
+    logits = z.clone().requires_grad_(True)
+    released_nfl(logits, y, 0.5).backward()
+    torch.testing.assert_close(grads[True].float(), logits.grad.float(), rtol=1e-4, atol=1e-6)
+    assert not torch.allclose(grads[False], grads[True], rtol=1e-3, atol=1e-6), "the factors' own gradient"
+
+
+def test_the_cifar10_settings_of_the_apl_experiment():
+    """conf/loss/apl_cifar10/: the authors' CIFAR-10 alpha, beta; their MAE is 1 - p_y (RCE with A = -1)."""
+    from lossbench.paths import compose
+
+    z, y = small_batch(4)
+    zn, yn = z.numpy(), y.numpy()
+    expected = {
+        "apl_cifar10/mae": np.mean(1 - p_true(zn, yn)),
+        "apl_cifar10/sce": np.mean(0.1 * -np.log(p_true(zn, yn)) + 1.0 * ref_rce(zn, yn)),
+        "apl_cifar10/nce_rce": np.mean(ref_nce(zn, yn) + ref_rce(zn, yn)),
+        "apl_cifar10/nce_mae": np.mean(ref_nce(zn, yn) + (1 - p_true(zn, yn))),
+        "apl_cifar10/nfl_rce": np.mean(ref_nfl(zn, yn, 0.5) + ref_rce(zn, yn)),
+        "apl_cifar10/nfl_mae": np.mean(ref_nfl(zn, yn, 0.5) + (1 - p_true(zn, yn))),
+    }
+    for option, value in expected.items():
+        loss = build_loss(compose(f"loss={option}").loss, C)
+        assert loss(z, y).item() == pytest.approx(value, rel=1e-6), option

@@ -16,7 +16,8 @@ import torch
 from lossbench.noise import NoiseReport, corrupt_labels
 
 C = 10
-MNIST_ASYM = {7: 1, 2: 7, 5: 6, 6: 5, 3: 8}
+MNIST_ASYM = {7: 1, 2: 7, 5: 6, 6: 5, 3: 8}  # Patrini et al. 2017, Ma et al. 2020: 7->1, 2->7, 5<->6, 3->8
+MNIST_PAIRS = [list(pair) for pair in MNIST_ASYM.items()]  # as data.noise_map writes it
 
 
 def make_labels(sizes: list[int], seed: int = 0) -> torch.Tensor:
@@ -124,7 +125,7 @@ def test_symmetric_picks_flipped_samples_at_random_within_a_class() -> None:
 @pytest.mark.parametrize("rate", [0.1, 0.2, 0.3, 0.4, 0.5, 0.7])
 def test_asymmetric_follows_the_mnist_map_exactly(sizes: list[int], rate: float) -> None:
     clean = make_labels(sizes)
-    noisy, report = corrupt_labels(clean, rate, "asymmetric", seed=11)
+    noisy, report = corrupt_labels(clean, rate, "asymmetric", seed=11, class_map=MNIST_PAIRS)
     a, b = clean.numpy(), noisy.numpy()
     changed = a != b
     n = sum(sizes)
@@ -148,7 +149,7 @@ def test_asymmetric_follows_the_mnist_map_exactly(sizes: list[int], rate: float)
 def test_asymmetric_swaps_5_and_6_from_clean_labels() -> None:
     # A 5 moved to 6 must not be moved back by 6->5: the swap acts on the clean labels only.
     clean = make_labels([0, 0, 0, 0, 0, 1000, 1000, 0, 0, 0])
-    noisy, _ = corrupt_labels(clean, 0.4, "asymmetric", seed=0)
+    noisy, _ = corrupt_labels(clean, 0.4, "asymmetric", seed=0, class_map=MNIST_PAIRS)
     a, b = clean.numpy(), noisy.numpy()
     assert ((a == 5) & (b == 6)).sum() == 400
     assert ((a == 6) & (b == 5)).sum() == 400
@@ -159,15 +160,15 @@ def test_asymmetric_swaps_5_and_6_from_clean_labels() -> None:
 def test_same_seed_same_labels_and_hash_whatever_the_global_rng(kind: str) -> None:
     clean = make_labels(SIZES["mnist_train"])
     torch.manual_seed(0)
-    first, r1 = corrupt_labels(clean, 0.3, kind, seed=42)
+    first, r1 = corrupt_labels(clean, 0.3, kind, seed=42, class_map=MNIST_PAIRS)
     torch.manual_seed(12345)
     state = torch.get_rng_state()
-    second, r2 = corrupt_labels(clean, 0.3, kind, seed=42)
+    second, r2 = corrupt_labels(clean, 0.3, kind, seed=42, class_map=MNIST_PAIRS)
     assert torch.equal(torch.get_rng_state(), state), "the global RNG must not be advanced"
     assert torch.equal(first, second)
     assert r1 == r2
 
-    other, r3 = corrupt_labels(clean, 0.3, kind, seed=43)
+    other, r3 = corrupt_labels(clean, 0.3, kind, seed=43, class_map=MNIST_PAIRS)
     assert not torch.equal(first, other)
     assert r3.label_hash != r1.label_hash
 
@@ -188,7 +189,7 @@ def test_label_hash_is_sha256_of_little_endian_int64_labels() -> None:
 def test_input_is_not_mutated_and_output_is_a_new_tensor(kind: str) -> None:
     clean = make_labels(UNEVEN)
     before = clean.clone()
-    noisy, _ = corrupt_labels(clean, 0.4, kind, seed=1)
+    noisy, _ = corrupt_labels(clean, 0.4, kind, seed=1, class_map=MNIST_PAIRS)
     assert torch.equal(clean, before)
     assert noisy.data_ptr() != clean.data_ptr()
     assert noisy.dtype == clean.dtype and noisy.shape == clean.shape
@@ -197,7 +198,7 @@ def test_input_is_not_mutated_and_output_is_a_new_tensor(kind: str) -> None:
 @pytest.mark.parametrize("kind", ["symmetric", "asymmetric"])
 def test_rate_zero_is_an_unchanged_copy(kind: str) -> None:
     clean = make_labels(UNEVEN)
-    noisy, report = corrupt_labels(clean, 0.0, kind, seed=1)
+    noisy, report = corrupt_labels(clean, 0.0, kind, seed=1, class_map=MNIST_PAIRS)
     assert torch.equal(noisy, clean)
     noisy[0] = (noisy[0] + 1) % C
     assert not torch.equal(noisy, clean), "rate 0 must still return a copy"
@@ -220,7 +221,7 @@ def test_empty_labels() -> None:
 
 def test_report_is_frozen_and_as_dict_is_plain_scalars() -> None:
     clean = make_labels(UNEVEN)
-    _, report = corrupt_labels(clean, 0.2, "asymmetric", seed=7)
+    _, report = corrupt_labels(clean, 0.2, "asymmetric", seed=7, class_map=MNIST_PAIRS)
     assert isinstance(report, NoiseReport)
     with pytest.raises(AttributeError):
         report.flipped = 0  # type: ignore[misc]
@@ -258,6 +259,32 @@ def test_bad_labels_raise(labels: torch.Tensor) -> None:
         corrupt_labels(labels, 0.2, "symmetric", seed=0)
 
 
-def test_asymmetric_needs_the_mnist_classes() -> None:
-    with pytest.raises(ValueError, match=r"data\.label_noise\.kind=asymmetric.*num_classes"):
-        corrupt_labels(torch.tensor([0, 1, 2]), 0.2, "asymmetric", seed=0, num_classes=3)
+def test_the_mnist_yaml_holds_the_published_map() -> None:
+    from lossbench.shipped import data_yaml
+
+    assert [list(p) for p in data_yaml("mnist").noise_map] == MNIST_PAIRS
+
+
+@pytest.mark.parametrize(
+    "class_map, problem",
+    [
+        (None, r"data\.label_noise\.kind=asymmetric needs the data set's class map \(data\.noise_map"),
+        ([], r"needs the data set's class map"),
+        ([[0, 3]], r"data\.noise_map: \[0, 3\] must map a class in \[0, 3\) to another one"),
+        ([[1, 1]], r"data\.noise_map: \[1, 1\] must map a class"),
+        ([[0, 1], [0, 2]], r"data\.noise_map: a class is the source of two pairs"),
+        ([[0, 1, 2]], r"data\.noise_map: \[0, 1, 2\] is not a \[source, target\] pair"),
+    ],
+)
+def test_asymmetric_needs_a_map_that_fits_the_classes(class_map, problem: str) -> None:
+    from lossbench.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=problem):
+        corrupt_labels(torch.tensor([0, 1, 2]), 0.2, "asymmetric", seed=0, num_classes=3, class_map=class_map)
+
+
+def test_symmetric_noise_ignores_the_map() -> None:
+    clean = make_labels([100] * C)
+    noisy, _ = corrupt_labels(clean, 0.3, "symmetric", seed=0)
+    again, _ = corrupt_labels(clean, 0.3, "symmetric", seed=0, class_map=MNIST_PAIRS)
+    assert torch.equal(noisy, again)

@@ -44,6 +44,8 @@ class FakeRun:
     sweep_id: str | None = SWEEP
     noise_rate: float = 0.0
     failure: str | None = None
+    test_size: int | None = None
+    """Images in the run's test set, as runs tag it since datasets other than the MNIST family exist."""
     legacy: bool = False
     """Recorded before epochs were numbered from 1: its first epoch at MLflow step 0, no first-epoch tag."""
     curves: dict[str, list[float]] = field(default_factory=dict)
@@ -83,6 +85,8 @@ def log_run(client: MlflowClient, experiment_id: str, run: FakeRun) -> str:
         tags["lossbench.failure"] = run.failure
     if not run.legacy:
         tags["lossbench.first_epoch"] = "1"
+    if run.test_size is not None:
+        tags["test_size"] = str(run.test_size)
     created = client.create_run(experiment_id, run_name=run.name, start_time=run.start_time, tags=tags)
     first = 0 if run.legacy else 1  # MLflow's step of the first epoch
     metrics = [
@@ -584,3 +588,18 @@ def test_the_markdown_makes_no_link_but_the_run_names(store: Store) -> None:
     hrefs = re.findall(r'<a href="([^"]+)"', html)
     assert len(hrefs) == len(links) == 9, "one link per run used, nothing else"
     assert "[95 % Student-t interval" in html and "(n=3)" in html, "brackets render as brackets"
+
+
+def test_the_test_sets_own_size_sets_what_can_be_decided(tmp_path: Path) -> None:
+    """A 200-image test set tells differences of 0.5 pp (one image) at best: steady 0.2-pp differences on it are
+    below its resolution, where on 10,000 images (the older runs' size) they are a decision to plan for."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.create_experiment("small", artifact_location=(tmp_path / "artifacts").as_uri())
+    for seed, (ref, diff) in enumerate([(0.80, 0.002), (0.81, 0.001), (0.79, 0.003)]):
+        for loss, acc in (("ce", ref), ("mae", ref + diff)):
+            log_run(client, exp, FakeRun(f"{loss}-s{seed}", loss, seed, test_acc=acc, sweep_id=None, test_size=200))
+    result = report.build_report("small", tracking_uri=uri, out_dir=tmp_path / "report", log_to_mlflow=False)
+    (comparison,) = result.summary["comparisons"]
+    assert comparison["outcome"] == "below_resolution", comparison["verdict"]
+    assert "below the test set's resolution" in comparison["verdict"]

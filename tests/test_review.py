@@ -183,16 +183,21 @@ def test_experiments_are_marked_for_model_training_even_when_made_before(tmp_pat
 
 
 def test_missing_mnist_says_how_to_get_mnist_and_never_to_import_fashion_mnist_as_mnist(tmp_path: Path) -> None:
-    from lossbench.data import missing_message
+    from hydra.utils import instantiate
 
-    message = missing_message("MNIST", tmp_path, ["train-images-idx3-ubyte"])
+    from lossbench.shipped import data_yaml
+
+    mnist, fashion = (instantiate(data_yaml(name).source) for name in ("mnist", "fashion_mnist"))
+    message = mnist.missing_message("mnist", tmp_path, ["train-images-idx3-ubyte"])
     assert "data.download=true" in message
-    assert f"scripts/prepare_data.py --from DIR --dataset MNIST --root {tmp_path}" in message
+    assert f"scripts/prepare_data.py --data mnist --from DIR --root {tmp_path}" in message
     assert "data=fashion_mnist" in message and "dataset-fashion-mnist" in message
-    assert not re.search(r"--from /usr/share/datasets/fashion-mnist --dataset MNIST", message)
-    assert "--dataset FashionMNIST" in message, "Debian's files are imported as what they are"
-    fashion = missing_message("FashionMNIST", tmp_path, ["t10k-labels-idx1-ubyte"])
-    assert "/usr/share/datasets/fashion-mnist" in fashion and "data=fashion_mnist works" not in fashion
+    assert not re.search(r"--data mnist --from /usr/share/datasets/fashion-mnist", message)
+    assert "--data fashion_mnist --from /usr/share/datasets/fashion-mnist" in message, (
+        "Debian's files are imported as what they are"
+    )
+    text = fashion.missing_message("fashion_mnist", tmp_path, ["t10k-labels-idx1-ubyte"])
+    assert "/usr/share/datasets/fashion-mnist" in text and "data=fashion_mnist works" not in text
 
 
 def test_a_report_that_cannot_be_written_is_a_warning_not_the_sweeps_outcome(tmp_path: Path, caplog) -> None:
@@ -210,10 +215,19 @@ def test_a_report_that_cannot_be_written_is_a_warning_not_the_sweeps_outcome(tmp
     )
 
 
-def test_class_names_come_from_the_data_set() -> None:
-    from lossbench.data import MNISTFamily
+def test_class_names_come_from_the_data_set(tmp_path: Path) -> None:
+    from hydra.utils import instantiate
+    from idx import write_mnist_family
+
+    from lossbench.paths import compose
+
+    def built(name: str, *overrides: str):
+        root = write_mnist_family(tmp_path / name, {"mnist": "MNIST", "fashion_mnist": "FashionMNIST"}[name], 200, 50)
+        overrides = (f"data.root={root}", "data.download=false", "data.val_size=50", *overrides)
+        return instantiate(compose(f"data={name}", *overrides).data, shuffle_seed=0)
 
     fashion = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
-    assert MNISTFamily(dataset="FashionMNIST").class_names == fashion
-    assert MNISTFamily(dataset="MNIST").class_names[7] == "7 - seven"
-    assert MNISTFamily(dataset="MNIST", num_classes=5).class_names is None, "names that do not fit are not used"
+    assert built("fashion_mnist").class_names == fashion
+    assert built("mnist").class_names[7] == "7 - seven"
+    assert built("mnist", "data.num_classes=12").class_names is None, "names that do not fit are not used"
+    assert built("mnist", "data.class_names=[a,b,c,d,e,f,g,h,i,j]").class_names[7] == "h", "the YAML's own come first"

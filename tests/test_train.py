@@ -111,7 +111,7 @@ def test_bad_values_are_rejected_naming_the_key_before_anything_is_recorded(
         ),
         (
             ["+data.colour=red"],
-            "data: cannot be built from its config: TypeError: MNISTFamily.__init__() got an unexpected keyword argument 'colour'",
+            "data: cannot be built from its config: TypeError: ImageData.__init__() got an unexpected keyword argument 'colour'",
         ),
         (
             ["scheduler=step", "+scheduler.foo=3"],
@@ -135,7 +135,7 @@ def test_missing_data_names_files_path_and_fix_and_leaves_no_run(tmp_path: Path)
         run(compose(*tiny_overrides(tmp_path / "nowhere", store, "data.download=false")))
     message = str(e.value)
     assert "train-images-idx3-ubyte" in message and str(tmp_path / "nowhere" / "MNIST" / "raw") in message
-    assert "scripts/prepare_data.py --from" in message
+    assert "scripts/prepare_data.py --data mnist --from DIR" in message
     assert not store.exists()
 
 

@@ -20,7 +20,8 @@ from lossbench.names import EPOCH_TIME, MEMORISED, TEST_ACC, TEST_LAST_ACC, VAL_
 from lossbench.report.runs import RunRecord, Selection
 
 TEST_IMAGES = 10_000
-"""Every MNIST-family test set has 10,000 images: one image is 0.01 % of test accuracy."""
+"""The test-set size of runs recorded before they said theirs (lossbench.names.TEST_SIZE_TAG): all were of the MNIST
+family, whose test sets have 10,000 images (one image: 0.01 % of test accuracy)."""
 HEADERS = {"noise": "noise rate"}
 
 
@@ -304,6 +305,12 @@ def _stages(row: GroupRow, reference: GroupRow) -> dict[str, int]:
     return stage
 
 
+def _test_size(row: GroupRow) -> int:
+    """How many test images a row's runs were tested on (the smallest, were they to differ)."""
+    sizes = [run.test_size for run in row.runs if run.test_size]
+    return min(sizes) if sizes else TEST_IMAGES
+
+
 def compare(
     rows: Sequence[GroupRow], reference_loss: str, metric: str = "test_acc", min_effect: float | None = None
 ) -> list[Comparison]:
@@ -316,7 +323,6 @@ def compare(
     blocks: dict[tuple, list[GroupRow]] = {}
     for row in rows:
         blocks.setdefault(tuple(v for k, v in row.key.items() if k != "loss"), []).append(row)
-    resolution = stats.resolution_of(TEST_IMAGES)
     bounds = QUANTITIES[metric].difference_bounds
     pending = []  # (row, reference, rank, evidence or None for the reference itself)
     for members in blocks.values():
@@ -326,10 +332,11 @@ def compare(
         ranks = stats.rank_with_ties({r.label: r.interval(metric) for r in members})
         for row in members:
             paired = stats.paired_difference(row.by_seed(metric), reference.by_seed(metric), bounds=bounds)
-            evidence = decisions.evidence(paired, _stages(row, reference)) if row is not reference else None
+            finest = stats.resolution_of(_test_size(reference))
+            evidence = decisions.evidence(paired, _stages(row, reference), finest) if row is not reference else None
             pending.append((row, reference, ranks.get(row.label), paired, evidence))
     family = [e for *_, e in pending if e is not None]
-    decided = iter(decisions.decide(family, resolution=resolution, min_effect=min_effect))
+    decided = iter(decisions.decide(family, min_effect=min_effect))
     out = []
     for row, reference, rank, paired, evidence in pending:
         decision = (

@@ -24,6 +24,7 @@ from lossbench.names import (
     SEED_TAG,
     STAGE_TAG,
     SWEEP_TAG,
+    TEST_SIZE_TAG,
     TRAIN_EVAL_ACC,
     TRAIN_EVAL_NLL,
     VAL_ACC,
@@ -79,6 +80,16 @@ class RunRecord:
         raw = self.params.get(NOISE_PARAM)
         try:
             return float(raw) if raw is not None else None
+        except ValueError:
+            return None
+
+    @property
+    def test_size(self) -> int | None:
+        """Images in the run's test set (its ``test_size`` tag): one image is ``1 / test_size`` of test accuracy;
+        None for runs recorded before the tag existed."""
+        raw = self.tags.get(TEST_SIZE_TAG)
+        try:
+            return int(raw) if raw is not None else None
         except ValueError:
             return None
 
