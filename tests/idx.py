@@ -22,16 +22,20 @@ def write_idx(path: Path, array: np.ndarray) -> None:
         f.write(array.tobytes())
 
 
-def make_images(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Learnable 28x28 images: each class lights up its own band of rows, plus noise."""
+def make_images(labels: np.ndarray, rng: np.random.Generator, signal: int = 180) -> np.ndarray:
+    """Learnable 28x28 images: each class lights up its own band of rows by ``signal``, plus noise in 0..59
+    (180: every model learns them perfectly; ~10: a few epochs leave losses apart by some points)."""
     images = rng.integers(0, 60, size=(len(labels), 28, 28), dtype=np.int64)
     for i, label in enumerate(labels):
-        images[i, 2 * label + 4 : 2 * label + 7, 4:24] += 180
+        images[i, 2 * label + 4 : 2 * label + 7, 4:24] += signal
     return np.clip(images, 0, 255).astype(np.uint8)
 
 
-def write_mnist_family(root: Path, name: str = "MNIST", n_train: int = 600, n_test: int = 200, seed: int = 0) -> Path:
-    """Write ``<root>/<name>/raw/`` with train and test idx files; returns ``root``."""
+def write_mnist_family(
+    root: Path, name: str = "MNIST", n_train: int = 600, n_test: int = 200, seed: int = 0, signal: int = 180
+) -> Path:
+    """Write ``<root>/<name>/raw/`` with train and test idx files (``signal``: see :func:`make_images`);
+    returns ``root``."""
     raw = Path(root) / name / "raw"
     raw.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -39,7 +43,7 @@ def write_mnist_family(root: Path, name: str = "MNIST", n_train: int = 600, n_te
         labels = np.arange(n) % 10
         rng.shuffle(labels)
         images_file, labels_file = RAW_FILES[train]
-        write_idx(raw / images_file, make_images(labels, rng))
+        write_idx(raw / images_file, make_images(labels, rng, signal))
         write_idx(raw / labels_file, labels.astype(np.uint8))
     return Path(root)
 
