@@ -230,7 +230,7 @@ def _compared(findings: Findings) -> list[str]:
         f"## Compared with {reference}",
         f"Test accuracy of each group minus {reference}'s, on the seeds both have (same seed = same initial "
         "weights, batch order and data split): the mean difference with its 95 % interval (per comparison), the "
-        "probability that a run of the group beats a run of the reference (Mann-Whitney, bootstrap interval), "
+        "probability that a run of the group beats a run of the reference (Mann-Whitney, Newcombe's interval), "
         f"and the verdict. **The {len(decided)} comparisons are decided together**: "
         f'{tables.escape(decisions.PROCEDURE)}. So a verdict can say "not distinguishable" while its interval '
         "excludes 0. One test image is 0.01 pp. Rank: by mean; a group whose interval overlaps the one above "
