@@ -41,6 +41,7 @@ from statsmodels.stats.multitest import multipletests
 from lossbench.stats import (
     BELOW_RESOLUTION,
     BETTER,
+    EQUIVALENT,
     INDISTINGUISHABLE,
     MIN_SEEDS,
     TOO_FEW,
@@ -273,6 +274,9 @@ def _judged(
     if resolution is not None and -resolution < paired.low and paired.high < resolution:
         text = f"below the test set's resolution (< 1 test image) at n={n}: cannot be decided"
         return replace(d, outcome=BELOW_RESOLUTION, verdict=text)
+    if min_effect is not None and -min_effect < paired.low and paired.high < min_effect:
+        text = f"equivalent: within ±{min_effect * 100:.2g} pp, the minimum effect set (95 % interval inside it, n={n})"
+        return replace(d, outcome=EQUIVALENT, verdict=text)
     if d.look == 2:
         text = f"not distinguishable after the sweep's one extension (n={n}): smaller than this design resolves"
         return replace(d, outcome=INDISTINGUISHABLE, verdict=text)
@@ -335,4 +339,6 @@ def seeds_needed(
     if enough.size:
         return Plan(int(extras[enough[0]]), effect, source, float(powers[enough[0]]), local)
     reason = f"more than {MAX_EXTRA_SEEDS} extra seeds would be needed for {abs(effect) * 100:.2f} pp"
+    if min_effect is None:
+        reason += " (report.min_effect_pp: the smallest difference that matters, to plan for it or call it equivalent)"
     return Plan(None, effect, source, math.nan, local, reason)

@@ -35,12 +35,13 @@ MIN_SEEDS = 3
 95 % interval is ±12.7 standard errors: nothing honest to say beyond the two values themselves."""
 
 # Machine-readable outcomes of a paired comparison (``Paired.outcome``); ``Paired.verdict`` says it in words.
-BETTER, WORSE, INDISTINGUISHABLE, BELOW_RESOLUTION, TOO_FEW = (
+BETTER, WORSE, INDISTINGUISHABLE, BELOW_RESOLUTION, TOO_FEW, EQUIVALENT = (
     "better",
     "worse",
     "indistinguishable",
     "below_resolution",
     "too_few",
+    "equivalent",  # decided by lossbench.decisions only: the whole interval inside the minimum effect the user set
 )
 UNBOUNDED = (-math.inf, math.inf)
 
@@ -356,9 +357,13 @@ def _newcombe_interval(estimate: float, m: int, n: int, level: float) -> tuple[f
 # ------------------------------------------------------------------------------------------ ranks
 
 
-def rank_with_ties(intervals: Mapping[str, Interval], higher_is_better: bool = True) -> dict[str, int]:
+def rank_with_ties(
+    intervals: Mapping[str, Interval], higher_is_better: bool = True, apart: Iterable[frozenset[str]] = ()
+) -> dict[str, int]:
     """Rank groups by mean, best first; a group whose interval overlaps that of the group just above
-    it shares that group's rank, otherwise its rank is its position (1, 1, 3, ...).
+    it shares that group's rank, otherwise its rank is its position (1, 1, 3, ...). ``apart``: pairs of groups
+    a sharper test told apart (a paired comparison decided better or worse): they never share a rank, so a
+    group decided worse than the reference ranks below it even when their intervals overlap.
 
     Ties chain: if B overlaps A and C overlaps B, all three share A's rank even when A and C do not
     overlap. A group with one value has no interval and so overlaps everything: it shares the rank
@@ -371,10 +376,13 @@ def rank_with_ties(intervals: Mapping[str, Interval], higher_is_better: bool = T
         ((name, iv) for name, iv in intervals.items() if iv.n > 0 and math.isfinite(iv.mean)),
         key=lambda item: (sign * item[1].mean, item[0]),
     )
+    separated = set(apart)
     ranks: dict[str, int] = {}
     for position, (name, iv) in enumerate(ordered, start=1):
-        if position > 1 and iv.overlaps(ordered[position - 2][1]):
-            ranks[name] = ranks[ordered[position - 2][0]]
+        above = ordered[position - 2][0] if position > 1 else None
+        tied = [other for other, rank in ranks.items() if above is not None and rank == ranks[above]]
+        if above and iv.overlaps(intervals[above]) and not any(frozenset((name, o)) in separated for o in tied):
+            ranks[name] = ranks[above]
         else:
             ranks[name] = position
     return ranks

@@ -14,7 +14,15 @@ from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.power import TTestPower
 
 from lossbench import decisions
-from lossbench.stats import BETTER, INDISTINGUISHABLE, TOO_FEW, WORSE, paired_difference, probability_of_improvement
+from lossbench.stats import (
+    BETTER,
+    EQUIVALENT,
+    INDISTINGUISHABLE,
+    TOO_FEW,
+    WORSE,
+    paired_difference,
+    probability_of_improvement,
+)
 
 
 def evidence(first, second=(), start=0):
@@ -108,12 +116,34 @@ def test_with_no_first_look_the_plan_is_a_plain_t_tests_sample_size():
 
 
 def test_a_minimum_effect_replaces_the_observed_one_and_below_resolution_cannot_be_decided():
-    first = [0.0004, -0.0001, 0.0006]
+    first = [0.004, -0.003, 0.006]  # interval [-0.9, +1.4] pp: not inside ±0.5 pp, so still to be decided
     (d,) = decisions.decide([evidence(first)], resolution=1e-4, min_effect=0.005)
     assert d.plan.source == "minimum effect" and d.plan.effect == pytest.approx(0.005)
     assert "(the minimum effect set)" in d.verdict
     (tiny,) = decisions.decide([evidence([0.00004, 0.00001, 0.00006])], resolution=1e-4)
     assert tiny.outcome == "below_resolution" and "cannot be decided" in tiny.verdict and tiny.plan is None
+
+
+def test_an_interval_inside_the_minimum_effect_is_decided_equivalent():
+    """[0.04, -0.01, 0.06] pp: its 95 % interval, 0.03 ± 4.30·0.021 = [-0.06, +0.12] pp, lies inside ±0.5 pp (the
+    minimum effect set), so the comparison is decided: equivalent, with no plan. Without a minimum effect the same
+    evidence stays open, and so does one whose interval reaches past it."""
+    first = [0.0004, -0.0001, 0.0006]
+    paired = paired_difference({s: 0.8 + d for s, d in enumerate(first)}, dict.fromkeys(range(3), 0.8))
+    half = scipy_stats.t.ppf(0.975, 2) * np.std(first, ddof=1) / math.sqrt(3)
+    assert (paired.low, paired.high) == pytest.approx((0.0003 - half, 0.0003 + half))
+    assert -0.005 < paired.low and paired.high < 0.005
+    (d,) = decisions.decide([evidence(first)], resolution=1e-4, min_effect=0.005)
+    assert d.outcome == EQUIVALENT and d.plan is None
+    assert d.verdict == "equivalent: within ±0.5 pp, the minimum effect set (95 % interval inside it, n=3)"
+    (open_,) = decisions.decide([evidence(first)], resolution=1e-4)
+    assert open_.outcome == INDISTINGUISHABLE and open_.plan.source == "observed"
+    (hopeless,) = decisions.decide([evidence([0.0006, -0.0006, 0.0005])], resolution=1e-4)
+    assert hopeless.plan.extra is None and "report.min_effect_pp: the smallest difference that matters" in (
+        hopeless.verdict
+    )
+    (wide,) = decisions.decide([evidence(first)], resolution=1e-4, min_effect=0.001)
+    assert wide.outcome == INDISTINGUISHABLE and wide.plan is not None
 
 
 def test_the_conditional_power_is_what_simulation_finds():

@@ -270,6 +270,21 @@ def test_rank_ties_chain_and_lower_is_better():
     assert rank_with_ties(intervals, higher_is_better=False) == {"a": 1, "b": 1, "c": 1, "d": 4}
 
 
+def test_groups_a_paired_test_told_apart_never_share_a_rank():
+    """The fair_comparison report's case: ce (74 seeds) [82.35, 82.50], bce [82.09, 82.45] and hinge [81.92, 82.20]
+    chain into one tie by their intervals, but the paired comparisons decided bce and hinge worse than ce: they
+    rank below it (together), while mse, undecided against ce, still shares its rank."""
+    intervals = {
+        "mse": Interval(0.8259, 0.8170, 0.8347, 3, math.nan),
+        "ce": Interval(0.8243, 0.8235, 0.8250, 74, math.nan),
+        "bce": Interval(0.8227, 0.8209, 0.8245, 12, math.nan),
+        "hinge": Interval(0.8206, 0.8192, 0.8220, 17, math.nan),
+    }
+    assert rank_with_ties(intervals) == {"mse": 1, "ce": 1, "bce": 1, "hinge": 1}
+    apart = [frozenset(("bce", "ce")), frozenset(("hinge", "ce"))]
+    assert rank_with_ties(intervals, apart=apart) == {"mse": 1, "ce": 1, "bce": 3, "hinge": 3}
+
+
 def test_rank_one_seed_ties_with_its_neighbours_and_no_values_get_no_rank():
     intervals = {
         "ce": mean_ci([0.90, 0.91, 0.92]),

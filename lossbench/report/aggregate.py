@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -329,16 +329,15 @@ def compare(
         reference = next((r for r in members if r.key["loss"] == reference_loss), None)
         if reference is None:
             continue
-        ranks = stats.rank_with_ties({r.label: r.interval(metric) for r in members})
         for row in members:
             paired = stats.paired_difference(row.by_seed(metric), reference.by_seed(metric), bounds=bounds)
             finest = stats.resolution_of(_test_size(reference))
             evidence = decisions.evidence(paired, _stages(row, reference), finest) if row is not reference else None
-            pending.append((row, reference, ranks.get(row.label), paired, evidence))
+            pending.append((row, reference, paired, evidence))
     family = [e for *_, e in pending if e is not None]
     decided = iter(decisions.decide(family, min_effect=min_effect))
     out = []
-    for row, reference, rank, paired, evidence in pending:
+    for row, reference, paired, evidence in pending:
         decision = (
             next(decided)
             if evidence is not None
@@ -346,11 +345,24 @@ def compare(
         )
         values = [row.values[r.run_id][metric] for r in row.runs]
         against = [reference.values[r.run_id][metric] for r in reference.runs]
-        out.append(Comparison(row, reference, decision, rank, stats.probability_of_improvement(values, against)))
+        out.append(Comparison(row, reference, decision, None, stats.probability_of_improvement(values, against)))
+    out = _ranked(out, metric)
     out.sort(
         key=lambda c: (c.rank if c.rank is not None else math.inf, _nan_last(c.row.interval(metric).mean), c.row.label)
     )
     return out
+
+
+def _ranked(comparisons: list[Comparison], metric: str) -> list[Comparison]:
+    """Each comparison with its rank among those of its reference: by mean, ties where intervals overlap, and
+    never a tie between a group and the reference it was decided better or worse than."""
+    ranked = []
+    for reference in {id(c.reference): c.reference for c in comparisons}.values():
+        members = [c for c in comparisons if c.reference is reference]
+        apart = [frozenset((c.row.label, reference.label)) for c in members if c.outcome in (stats.BETTER, stats.WORSE)]
+        ranks = stats.rank_with_ties({c.row.label: c.row.interval(metric) for c in members}, apart=apart)
+        ranked += [replace(c, rank=ranks.get(c.row.label)) for c in members]
+    return ranked
 
 
 def reference_loss(rows: Sequence[GroupRow], wanted: str) -> str | None:

@@ -22,7 +22,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m lossbench.report",
         description=(
             "Compare the training runs of an MLflow experiment (or one sweep): verdicts on overfitting, test accuracy "
-            "at the selected and the last epoch with 95 %% intervals, paired comparisons with a reference loss, "
+            "at the selected and the last epoch with 95 % intervals, paired comparisons with a reference loss, "
             "tuned settings, gaps, and figures."
         ),
     )

@@ -24,7 +24,7 @@ from lossbench.report import provenance, tables
 from lossbench.report.aggregate import HEADERS, Comparison, Findings, GroupRow
 from lossbench.report.extend import Extension
 from lossbench.report.figures import ReportFigure
-from lossbench.stats import BELOW_RESOLUTION, BETTER, MIN_SEEDS, WORSE
+from lossbench.stats import BELOW_RESOLUTION, BETTER, EQUIVALENT, MIN_SEEDS, WORSE
 
 LIST_AT_MOST = 4
 """An answer names at most this many groups per outcome, then counts them."""
@@ -81,7 +81,10 @@ def comparison_sentence(findings: Findings) -> str:
         if by.get(outcome):
             shown = [f"{c.row.label} {c.paired.mean * 100:+.2f} pp" for c in by[outcome]]
             parts.append(f"{outcome}: {_names(shown)}")
-    undecided = [c for c in decided if c.outcome not in (BETTER, WORSE, BELOW_RESOLUTION)]
+    if by.get(EQUIVALENT):
+        within = f"{findings.min_effect * 100:.2g}"
+        parts.append(f"equivalent (within ±{within} pp): {_names([c.row.label for c in by[EQUIVALENT]])}")
+    undecided = [c for c in decided if c.outcome not in (BETTER, WORSE, BELOW_RESOLUTION, EQUIVALENT)]
     if undecided:
         extra = sum(c.decision.plan.extra for c in undecided if c.decision.plan and c.decision.plan.extra)
         decidable = [c for c in undecided if c.decision.plan and c.decision.plan.extra]

@@ -6,7 +6,8 @@ their intervals, the comparisons), never from summary.json:
 - ``table.tex``: a booktabs table, one row per group the comparison uses (each at its tuned setting when the
   runs tuned one), test accuracy at the selected and at the last epoch as mean with its 95 % interval over seeds
   in %, the best mean of each column in bold, and each group's comparison with the reference loss as a mark
-  (``$^\\uparrow$`` better, ``$^\\downarrow$`` worse). ``\\input{table.tex}`` it in a paper whose preamble has
+  (``$^\\uparrow$`` better, ``$^\\downarrow$`` worse, ``$^\\approx$`` equivalent within the minimum effect set).
+  ``\\input{table.tex}`` it in a paper whose preamble has
   ``\\usepackage{booktabs}``; ``table_standalone.tex`` is a whole document around it (``pdflatex`` compiles it).
 - ``runs.csv`` / ``runs.parquet``: one row per run counted (its group, tags, provenance, config params, the
   report's per-run figures and the test metrics), typed columns;
@@ -62,7 +63,7 @@ FILES = {
 TABLE_FIGURES = ("test_acc", "test_last_acc")
 """The :func:`~lossbench.report.aggregate.run_values` figures the LaTeX table gives, in %, in this order."""
 TABLE_HEADERS = {"test_acc": r"test acc.\ @selected (\%)", "test_last_acc": r"test acc.\ @last (\%)"}
-MARKS = {stats.BETTER: r"$^{\uparrow}$", stats.WORSE: r"$^{\downarrow}$"}
+MARKS = {stats.BETTER: r"$^{\uparrow}$", stats.WORSE: r"$^{\downarrow}$", stats.EQUIVALENT: r"$^{\approx}$"}
 """A comparison's outcome as its family decided it (``Comparison.outcome``) -> its mark beside the group's test
 accuracy."""
 
@@ -214,6 +215,8 @@ def _caption(findings: Findings) -> str:
             "paired comparison on the seeds both have, decided with its other comparisons (Holm; two-look design); "
             "no mark: not distinguishable."
         )
+        if findings.min_effect is not None:
+            text += rf" $\approx$: within $\pm{findings.min_effect * 100:.2g}$\,pp of it (95\,\% interval)."
     return text
 
 
