@@ -33,7 +33,7 @@ def first_sweep(tmp_path: Path, root: Path) -> subprocess.CompletedProcess:
         "analysis.figures=false",
         f"tracking.uri=sqlite:///{store}",
         f"tracking.checkpoint_dir={tmp_path / 'ckpt'}",
-        "report.min_effect_pp=5",  # plan for a 5-pp difference: a handful of seeds, whatever was observed
+        "report.min_effect_pp=1",  # plan for 1 pp (a handful of seeds here); 3 seeds' intervals reach past ±1 pp
         f"loss={','.join(LOSSES)}",
         "seed=0,1,2",
     ]
@@ -79,7 +79,7 @@ def test_the_printed_command_runs_only_the_missing_seeds_and_the_report_looks_ag
         if comparison["label"] in undecided:
             assert comparison["look"] == 2 and comparison["n"] == 3 + planned[comparison["label"]]
             assert (
-                comparison["outcome"] in ("better", "worse")
+                comparison["outcome"] in ("better", "worse", "equivalent")
                 or "after the sweep's one extension" in comparison["verdict"]
                 or (comparison["outcome"] == "below_resolution")
             ), comparison["verdict"]
