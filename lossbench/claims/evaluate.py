@@ -197,9 +197,9 @@ def claim_6(rows: Sequence[Row]) -> Finding:
     for loss in _values(rows, "loss"):
         share, missed = agreement(rows, loss)
         measured += [Measured({"loss": loss}, AGREEMENT, {}, share), Measured({"loss": loss}, MISSED, {}, missed)]
-        cases.append(agreement_case(loss, share))
         mine = select(rows, loss=loss)
         yard = sum(r[SUMMARY_HAS_ONSET] == 1 for r in mine)
+        cases.append(agreement_case(loss, share, yard))
         own = sum(r[SUMMARY_LOSS_HAS_ONSET] == 1 for r in mine)
         notes.append(f"{loss}: the yardsticks call {yard} of {len(mine)} runs overfitting, its own val/loss {own}.")
     return Finding(

@@ -109,9 +109,11 @@ RULE_PAIRED = (
 RULE_AGREEMENT = (
     "for each loss, the share of runs in which the claim's rule on the loss's own val/loss (rises while the own "
     "training loss falls) gives the same verdict as lossbench's yardsticks (validation NLL or accuracy worse while "
-    "the training data's improve), with a 95 % Wilson interval: it holds when the interval lies above 1/2, is "
-    "reversed when it lies below, undecided otherwise. Supported: it holds for every loss; contradicted: reversed "
-    "for every loss; depends: they differ (the losses named); inconclusive: none decided."
+    "the training data's improve), with a 95 % Wilson interval: it holds when the interval lies above 1/2 and the "
+    "yardsticks call at least one of the loss's runs overfitting (agreeing that nothing overfits is no evidence that "
+    "val/loss detects overfitting), is reversed when the interval lies below 1/2, undecided otherwise. Supported: it "
+    "holds for every loss; contradicted: reversed for every loss; depends: they differ (the losses named); "
+    "inconclusive: none decided."
 )
 
 
@@ -338,11 +340,19 @@ def verdict(cases: Sequence[Case], rule: str, name: Callable[[str], str] = str, 
     if not cases:
         return Verdict(INCONCLUSIVE, "no finished runs test this claim", rule, "run its protocol")
     if kinds == {HOLDS}:
-        return Verdict(SUPPORTED, f"all {len(cases)} predictions hold", rule)
+        return Verdict(
+            SUPPORTED, "its prediction holds" if len(cases) == 1 else f"all {len(cases)} predictions hold", rule
+        )
     if kinds == {REVERSED}:
-        return Verdict(CONTRADICTED, f"all {len(cases)} predictions are reversed", rule)
+        text = "its prediction is reversed" if len(cases) == 1 else f"all {len(cases)} predictions are reversed"
+        return Verdict(CONTRADICTED, text, rule)
     if kinds == {UNDECIDED}:
-        return Verdict(INCONCLUSIVE, f"none of the {len(cases)} predictions is decided", rule, decide)
+        text = (
+            "the one prediction is not decided"
+            if len(cases) == 1
+            else f"none of the {len(cases)} predictions is decided"
+        )
+        return Verdict(INCONCLUSIVE, text, rule, decide)
     dims = separating(cases)
     parts = [
         f"{outcome} for {_where([c for c in cases if c.outcome == outcome], dims)}"
@@ -378,14 +388,17 @@ def agreement(rows: Sequence[Row], loss: str) -> tuple[stats.Interval, stats.Int
     return wilson(same, len(judged)), wilson(missed, len(overfit))
 
 
-def agreement_case(loss: str, share: stats.Interval) -> Case:
-    """Claim 6's prediction for one loss: holds when the agreement's interval lies above 1/2, reversed below."""
+def agreement_case(loss: str, share: stats.Interval, overfit: int) -> Case:
+    """Claim 6's prediction for one loss: holds when the agreement's interval lies above 1/2 and the yardsticks call
+    at least one (``overfit``) of its runs overfitting, reversed when the interval lies below 1/2."""
     if share.n == 0:
         return Case({"loss": loss}, UNDECIDED, "runs with both verdicts")
-    if share.low > 0.5:
-        return Case({"loss": loss}, HOLDS)
     if share.high < 0.5:
         return Case({"loss": loss}, REVERSED)
+    if share.low > 0.5 and overfit:
+        return Case({"loss": loss}, HOLDS)
+    if share.low > 0.5:
+        return Case({"loss": loss}, UNDECIDED, f"runs of {loss} that overfit (none did: nothing to detect)")
     return Case({"loss": loss}, UNDECIDED, f"more runs of {loss} (its {share.n} leave the share's interval around 1/2)")
 
 

@@ -189,11 +189,21 @@ def markdown(findings: Sequence[Finding], context: Context) -> str:
         "every run records the same yardsticks, and the measures are scale-free where losses differ in scale. A "
         "verdict names what it depends on; an undecided prediction says how many more seeds would decide it.",
     ]
-    if context.decide:
-        head.append(f"Decide what is undecided: {content.code(context.decide)}")
+    if context.decide and context.quick:
+        head.append(f"The full protocols: {content.code(context.decide)}")
+    elif context.decide:
+        head.append(
+            "Decide what is undecided, as one second look on every protocol (the most seeds any undecided prediction "
+            f"asks for; each claim says what its own need): {content.code(context.decide)}"
+        )
     designs = {d.protocol: d for d in context.designs}
     body = [part for f in findings for part in claim_section(f, designs)]
     return "\n\n".join([*head, *body, *runs_section(context)]) + "\n"
+
+
+def _log_name(path: Path | None) -> str:
+    """A sweep's log as the pages' folder sees it: ``sweeps/<protocol>.log``."""
+    return f"{path.parent.name}/{path.name}" if path else ""
 
 
 def runs_section(context: Context) -> list[str]:
@@ -207,7 +217,7 @@ def runs_section(context: Context) -> list[str]:
                 counts["skipped"],
                 counts["failed"] + counts["killed"],
                 f"{launched.seconds / 60:.1f}",
-                str(launched.log or ""),
+                _log_name(launched.log),
             ]
         )
     parts = [
