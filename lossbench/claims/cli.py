@@ -23,7 +23,7 @@ from lossbench.errors import error_line, first_line
 from lossbench.names import FAILURE_TAG
 
 PROGRAM = "lossbench.claims"
-DEFAULT_OUT = "reports/claims"
+DEFAULT_OUT, QUICK_OUT = "reports/claims", "reports/claims-quick"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -39,7 +39,9 @@ def _parser() -> argparse.ArgumentParser:
         "--quick", action="store_true", help="reduced protocols (fewer epochs, images, seeds, models): minutes"
     )
     p.add_argument(
-        "--out", default=DEFAULT_OUT, help=f"folder for the pages and the sweeps' folders (default: {DEFAULT_OUT})"
+        "--out",
+        default=None,
+        help=f"folder for the pages and the sweeps' folders (default: {DEFAULT_OUT}, with --quick {QUICK_OUT})",
     )
     p.add_argument(
         "overrides", nargs="*", help="Hydra overrides for every protocol, e.g. data.root=/data tracking.uri=..."
@@ -114,7 +116,7 @@ def main(argv: Sequence[str] | None = None, echo: Callable[[str], None] = print)
     """Command-line entry point; returns the exit status (0 ok, 1 when a sweep had failed jobs, 2 for bad input)."""
     args = _parser().parse_args(argv)
     started = time.monotonic()
-    out = Path(args.out).resolve()
+    out = Path(args.out or (QUICK_OUT if args.quick else DEFAULT_OUT)).resolve()
     command = " ".join(
         ["python -m lossbench.claims", *(["--quick"] if args.quick else []), *map(shlex.quote, args.overrides)]
     )

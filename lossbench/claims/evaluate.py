@@ -22,6 +22,7 @@ from lossbench.claims.rules import (
     DROP,
     EPOCHS_TO_TARGET,
     HOLDS,
+    MEASURES,
     MISSED,
     REVERSED,
     RULE_AGREEMENT,
@@ -107,8 +108,24 @@ def claim_1(rows: Sequence[Row]) -> Finding:
         "Accuracy lost is the clean run's test accuracy minus the corrupted run's, same loss, model and seed, at the "
         "last epoch. A loss that learns little from clean data has little to lose: read it beside the clean accuracy.",
         "CE is trained on the same data for reference; the verdict compares MAE with MSE only.",
+        *spread_notes(select(rows, corruption="none"), TEST_LAST_ACC),
     ]
     return paired_finding(1, rows, predictions, measured, notes)
+
+
+def spread_notes(rows: Sequence[Row], measure: str, wide: float = 0.05) -> list[str]:
+    """A note for each loss and model whose runs differ by more than ``wide`` (5 pp) across seeds on clean data:
+    a spread that large swamps the differences a claim predicts at a few seeds."""
+    notes = []
+    for loss in _values(rows, "loss"):
+        for model in _values(rows, "model"):
+            values = [r[measure] for r in select(rows, loss=loss, model=model) if math.isfinite(r[measure])]
+            if len(values) > 1 and max(values) - min(values) > wide:
+                notes.append(
+                    f"{loss} on {model}, clean data: {MEASURES[measure].label} from {min(values):.1%} to "
+                    f"{max(values):.1%} across seeds, a spread larger than most differences the claim predicts."
+                )
+    return notes
 
 
 def claim_2(rows: Sequence[Row]) -> Finding:
