@@ -313,6 +313,10 @@ def test_separating_finds_the_fewest_dimensions() -> None:
 
 def test_the_pages_have_every_claim_its_verdict_rule_and_figure(tmp_path: Path) -> None:
     rows = epochs_table({"linear": [7.0, 8.0, 9.0]}, {"linear": [2.0, 3.0, 2.0]})
+    rows += [  # 12 of 12 agree: a Wilson interval whose end lies a hair below the share itself
+        run_row("claim_overfitting", "ce", "mlp", s, summary__has_onset=1.0, summary__loss_has_onset=1.0)
+        for s in range(12)
+    ]
     findings = evaluate.evaluate(rows)
     context = write.Context("python -m lossbench.claims", False, 60.0, [], [], [], "abc1234")
     files = write.write(tmp_path, findings, context)
@@ -324,6 +328,7 @@ def test_the_pages_have_every_claim_its_verdict_rule_and_figure(tmp_path: Path) 
     assert [c["verdict"]["kind"] for c in summary["claims"]][1] == rules.SUPPORTED
     assert all(c["verdict"]["kind"] in rules.VERDICTS and c["verdict"]["rule"] for c in summary["claims"])
     assert (tmp_path / "claim2.png").is_file() and tmp_path / "claim2.png" in files
+    assert (tmp_path / "claim6.png").is_file() and "not drawn" not in text
     assert "data:image/png;base64," in (tmp_path / "claims.html").read_text()
 
 

@@ -141,19 +141,28 @@ def main(argv: Sequence[str] | None = None, echo: Callable[[str], None] = print)
     for f in findings:
         echo(f"claim {f.claim.number}: {f.verdict.kind} — {f.verdict.text} ({f.key})")
     echo(f"claims: {out / write.FILES[1]}   (also claims.md, claims.json, {len(files) - len(write.FILES)} figures)")
-    _log(designs[0], files, findings, [arguments(p, args.overrides, args.quick) for p in PROTOCOLS.values()], echo)
+    _log(
+        designs[0],
+        files,
+        findings,
+        [arguments(p, args.overrides, args.quick) for p in PROTOCOLS.values()],
+        command,
+        echo,
+    )
     echo(
         f"wall time: {(time.monotonic() - started) / 60:.1f} min; seeds per comparison: at least {stats.MIN_SEEDS} for a test"
     )
     return 1 if any(s.returncode != 0 for s in launched) else 0
 
 
-def _log(d: Design, files: Sequence[Path], findings: Sequence[Finding], args: Sequence[Sequence[str]], echo) -> None:
+def _log(
+    d: Design, files: Sequence[Path], findings: Sequence[Finding], args: Sequence[Sequence[str]], command: str, echo
+) -> None:
     from lossbench.store import resolve_uri  # MLflow: only once the pages are written
 
     uri = resolve_uri(d.tracking_uri)
     try:
-        run_id, experiment_id = write.log_run(uri, 30, files, findings, write.claims_id(args))
+        run_id, experiment_id = write.log_run(uri, 30, files, findings, write.claims_id(args), command)
     except Exception as e:  # the pages are written; a store that went away must not lose them
         echo(f"not logged to MLflow ({type(e).__name__}: {first_line(e)}); the pages are in {files[-1].parent}")
         return

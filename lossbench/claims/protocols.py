@@ -45,7 +45,7 @@ PROTOCOLS: dict[str, Protocol] = {
         ),
     )
 }
-"""Every protocol, in the order they run (the smallest first: a broken setup shows within a minute)."""
+"""Every protocol, in the order they run (the short ones first: a broken setup shows within minutes)."""
 
 
 @dataclass(frozen=True)

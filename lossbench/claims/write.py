@@ -15,10 +15,10 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
-from lossbench import plots
+from lossbench import plots, provenance
 from lossbench.claims.protocols import Design, Launched
 from lossbench.claims.rules import MEASURES, Finding, Measured, Tested
-from lossbench.names import CLAIMS_EXPERIMENT, CLAIMS_ID_TAG, KIND_CLAIMS, KIND_TAG, NOTE_TAG
+from lossbench.names import CLAIMS_EXPERIMENT, CLAIMS_ID_TAG, COMMAND_TAG, KIND_CLAIMS, KIND_TAG, NOTE_TAG
 from lossbench.report import content, tables
 from lossbench.report.parent_run import NOTE_LIMIT, artifact_src
 
@@ -64,7 +64,9 @@ def _panel(ax, measured: Sequence[Measured]) -> None:
             ax.scatter([x] * len(seeds), seeds, s=12, color=f"C{i}", alpha=0.6, zorder=3)
             iv = g.interval
             if iv.n and math.isfinite(iv.mean):
-                err = [[(iv.mean - iv.low) * m.scale], [(iv.high - iv.mean) * m.scale]] if iv.has_interval else None
+                # max(0, ...): a Wilson interval of 12 of 12 ends at 0.9999999999999999, a hair below its share
+                below, above = max(0.0, iv.mean - iv.low) * m.scale, max(0.0, iv.high - iv.mean) * m.scale
+                err = [[below], [above]] if iv.has_interval else None
                 ax.errorbar(
                     [x],
                     [iv.mean * m.scale],
@@ -85,6 +87,15 @@ def _panel(ax, measured: Sequence[Measured]) -> None:
 
 def _block(g: Measured) -> str:
     return "\n".join(str(v) + (" classes" if k == "classes" else "") for k, v in g.group.items() if k != "loss")
+
+
+def _drawn(finding: Finding, out: Path) -> Path | None:
+    """:func:`draw` into ``out``; a figure that fails is reported in the claim's notes, never the pages' end."""
+    try:
+        return draw(finding, out / figure_name(finding))
+    except Exception as e:  # matplotlib on unexpected values: the verdicts and tables still get written
+        finding.notes.append(f"The figure was not drawn: {type(e).__name__}: {e}")
+        return None
 
 
 def draw(finding: Finding, path: Path) -> Path | None:
@@ -322,7 +333,7 @@ def summary_json(findings: Sequence[Finding], context: Context) -> dict[str, Any
 def write(out: Path, findings: Sequence[Finding], context: Context) -> list[Path]:
     """Write every file into ``out``; returns them (figures first)."""
     out.mkdir(parents=True, exist_ok=True)
-    figures = [p for f in findings if (p := draw(f, out / figure_name(f))) is not None]
+    figures = [p for f in findings if (p := _drawn(f, out)) is not None]
     text = markdown(findings, context)
     (out / FILES[0]).write_text(text, encoding="utf-8")
     (out / FILES[1]).write_text(
@@ -357,10 +368,10 @@ def description(findings: Sequence[Finding], run_id: str) -> str:
 
 
 def log_run(
-    uri: str, timeout_s: float, files: Sequence[Path], findings: Sequence[Finding], key: str
+    uri: str, timeout_s: float, files: Sequence[Path], findings: Sequence[Finding], key: str, command: str
 ) -> tuple[str, str]:
     """Put the files on the claims run ``key`` of experiment ``claims`` (created on first use; the same command
-    updates it): ``(run id, experiment id)``."""
+    updates it), with the code, libraries and command that made them: ``(run id, experiment id)``."""
     from lossbench.store import Tracker, tag_filter  # MLflow: only once everything is written
 
     tracker = Tracker.connect(uri, CLAIMS_EXPERIMENT, timeout_s)
@@ -373,6 +384,7 @@ def log_run(
     )
     for path in files:
         tracker.client.log_artifact(run_id, str(path), artifact_path=ARTIFACT_PATH)
-    tracker.client.set_tag(run_id, NOTE_TAG, description(findings, run_id))
+    made = {**provenance.code().tags(), **provenance.libraries(), COMMAND_TAG: command}
+    tracker.set_tags(run_id, {**made, NOTE_TAG: description(findings, run_id)})
     tracker.client.set_terminated(run_id, "FINISHED")
     return run_id, tracker.experiment_id
