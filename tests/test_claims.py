@@ -240,6 +240,18 @@ def test_claim_4_depends_on_the_model_and_says_so() -> None:
     assert finding.verdict.text == "depends on model: holds for linear; reversed for mlp"
 
 
+def test_what_would_decide_a_prediction_is_said_in_its_own_unit() -> None:
+    rows = []
+    for seed, (hinge, ce) in enumerate([(1.00, 1.10), (1.20, 1.02), (1.05, 1.13), (1.31, 1.25), (0.90, 0.95)]):
+        rows.append(run_row("claim_losses", "hinge", "linear", seed, test__input_margin_q50=hinge))
+        rows.append(run_row("claim_losses", "ce", "linear", seed, test__input_margin_q50=ce))
+        rows.append(run_row("claim_losses", "mse", "linear", seed, test__input_margin_q50=ce))
+    (first, _) = evaluate.claim_4(rows).tested
+    assert first.outcome == rules.UNDECIDED and first.decision.plan.extra is None
+    assert first.plan == "more than 100 more seeds for a difference of 0.002"  # mean of -0.10, +0.18, -0.08, +0.06, -0.05
+    assert "pp" not in first.plan
+
+
 def test_claim_1_reads_the_accuracy_each_corruption_costs_seed_by_seed() -> None:
     rows = []
     for seed in range(3):

@@ -259,7 +259,13 @@ class Tested:
         plan = self.decision.plan
         if plan is None:
             return self.decision.verdict
-        return f"{plan.extra} more seeds" if plan.extra is not None else plan.reason
+        if plan.extra is not None:
+            return f"{plan.extra} more seeds"
+        if plan.reason.startswith("more than"):  # lossbench.decisions says it in pp, as for an accuracy
+            m = MEASURES[self.prediction.measure]
+            size = f"{abs(plan.effect) * m.scale:.{m.digits}f}" + (f" {m.difference_unit}" if m.difference_unit else "")
+            return f"more than {decisions.MAX_EXTRA_SEEDS} more seeds for a difference of {size}"
+        return plan.reason
 
 
 def _by_seed(rows: Sequence[Row], where: Mapping[str, object], loss: str, measure: str) -> dict[Hashable, float]:
