@@ -8,6 +8,7 @@ turns that table into a verdict with the evidence beside it. The package reads i
 - :mod:`~lossbench.claims.protocols`: the claims, the protocols that test them, the ``--quick`` overrides, launching;
 - :mod:`~lossbench.claims.results`: the runs read back, as a tidy table (one row per run);
 - :mod:`~lossbench.claims.rules`: pure functions from that table to measured figures, paired tests and verdicts;
+- :mod:`~lossbench.claims.evaluate`: each claim's predictions, figures and notes (``claim_1`` ... ``claim_7``);
 - :mod:`~lossbench.claims.write`: ``claims.md``, ``claims.html``, ``claims.json``, the figures, and the MLflow run;
 - :mod:`~lossbench.claims.cli`: the command.
 """
