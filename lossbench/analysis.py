@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from lossbench.names import (
+    EPOCH_TIME,
     GAP_ACC,
     GAP_NLL,
     SUMMARY_FIGURES,
@@ -49,8 +50,10 @@ from lossbench.names import (
     TEST_ACC,
     TEST_LAST_ACC,
     TRAIN_EVAL_ACC,
+    TRAIN_EVAL_LOSS,
     TRAIN_EVAL_NLL,
     VAL_ACC,
+    VAL_LOSS,
     VAL_NLL,
     VAL_NLL_RISE,
     epoch_index,
@@ -73,6 +76,9 @@ class Rule:
     """Validation NLL must end this fraction above its minimum (0.10 = 10 %)."""
     margin_acc: float = 0.01
     """Validation accuracy must end this much below its maximum (0.01 = 1 percentage point)."""
+    target_acc: float | None = None
+    """The validation accuracy whose first epoch ``summary/epochs_to_target`` records (:func:`epochs_to`); None: not
+    recorded. Not a threshold of :func:`judge`."""
 
     @classmethod
     def from_config(cls, analysis_cfg: Mapping) -> Rule:
@@ -84,6 +90,8 @@ class Rule:
             raise ValueError(f"smooth and patience must be at least 1, not {self.smooth} and {self.patience}")
         if not (self.margin_nll >= 0 and self.margin_acc >= 0):
             raise ValueError("margins must be >= 0")
+        if self.target_acc is not None and not 0 < self.target_acc <= 1:
+            raise ValueError(f"target_acc must lie in (0, 1], not {self.target_acc}")
 
 
 class Gap(NamedTuple):
@@ -330,6 +338,10 @@ def summary_figures(curves: Curves, rule: Rule = Rule(), monitor: str = VAL_ACC,
       ``train_nll_change``: relative change of train_eval NLL over the same epochs
     - ``has_onset`` (always present), ``onset_epoch`` (only when overfitting), ``drift`` (1.0 when NLL drifts
       with train)
+    - ``epochs_to_target``, ``seconds_to_target``: with ``rule.target_acc`` set, the first epoch whose validation
+      accuracy reaches it (:func:`epochs_to`) and the seconds until then (:func:`seconds_to`); left out when not reached
+    - ``loss_rise``, ``loss_has_onset``, ``loss_onset_epoch``: the same overfitting rule read on the run's own loss
+      (:func:`own_loss_figures`)
     """
     out: dict[str, float] = {}
 
@@ -357,7 +369,47 @@ def summary_figures(curves: Curves, rule: Rule = Rule(), monitor: str = VAL_ACC,
     out["has_onset"] = 0.0 if verdict.onset_epoch is None else 1.0
     put("onset_epoch", verdict.onset_epoch)
     out["drift"] = 1.0 if verdict.kind == "drift" else 0.0
+    if rule.target_acc is not None:
+        reached = epochs_to(curves, rule.target_acc)
+        put("epochs_to_target", reached)
+        put("seconds_to_target", seconds_to(curves, reached))
+    for name, value in own_loss_figures(curves, rule).items():
+        put(name, value)
     return {name: out[name] for name in SUMMARY_FIGURES if name in out}
+
+
+def epochs_to(curves: Curves, target: float, metric: str = VAL_ACC) -> int | None:
+    """The first epoch whose raw ``metric`` (validation accuracy) reaches ``target`` (``>=``); None if none does."""
+    for index, raw in enumerate(curves.get(metric, ())):
+        if _finite(raw) and float(raw) >= target:
+            return epoch_number(index)
+    return None
+
+
+def seconds_to(curves: Curves, epoch: int | None) -> float:
+    """The seconds epochs 1 to ``epoch`` took (``time/epoch_s`` summed: training and evaluation); NaN when ``epoch``
+    is None or one of those epochs has no time."""
+    times = list(curves.get(EPOCH_TIME, ()))[: 0 if epoch is None else epoch_index(epoch) + 1]
+    if epoch is None or len(times) < epoch_index(epoch) + 1 or not all(_finite(t) for t in times):
+        return math.nan
+    return float(sum(times))
+
+
+def own_loss_figures(curves: Curves, rule: Rule = Rule()) -> dict[str, float]:
+    """:func:`judge`'s overfitting rule read on the run's own loss, ``val/loss`` against ``train_eval/loss``, instead of
+    the shared yardsticks: ``loss_rise`` (smoothed ``val/loss`` at the end relative to its lowest; left out when that
+    lowest is not above 0), ``loss_has_onset`` (1 when validation loss ended worse than its lowest by the NLL margin,
+    at least ``patience`` epochs later, while training loss ended lower) and ``loss_onset_epoch``. Empty without a
+    validation loss curve."""
+    own = trend(curves, VAL_LOSS, TRAIN_EVAL_LOSS, "min", rule)
+    if own is None:
+        return {}
+    out = {"loss_has_onset": 1.0 if own.worse and own.train_better else 0.0}
+    if own.val_best > 0:
+        out["loss_rise"] = own.val_change / own.val_best
+    if own.worse and own.train_better:
+        out["loss_onset_epoch"] = float(own.best_epoch)
+    return out
 
 
 def summarize(curves: Curves, rule: Rule = Rule(), monitor: str = VAL_ACC, mode: str = "max") -> dict[str, float]:

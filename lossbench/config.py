@@ -51,14 +51,16 @@ OPERATIONAL_KEYS = (
     "trainer.enable_progress_bar",
     "trainer.enable_model_summary",
 )
-CONFIG_HASH_VERSION = "5"
+CONFIG_HASH_VERSION = "6"
 """Tagged on every run as ``config_hash_version``; runs are matched (skipped, resumed) by ``config_hash`` alone.
 Version 1 also hashed ``analysis.*``, ``trainer.accelerator`` and ``trainer.devices``: none of its runs match.
 Version 2 hashed "no scheduler" as ``scheduler.name=none``, version 3 as ``scheduler: null``: its runs without a
 scheduler do not match; its runs with one (cosine, step, plateau) keep their hash and still match. Version 4 no
 longer hashes ``data.batches_per_step`` (operational: how many mini-batches one Lightning step carries): no
 version-3 run matches. Version 5: a data set is its YAML (its source, shape, class names, per-channel mean and
-std as lists, noise map, augmentation) and a model takes ``in_shape`` from it: no version-4 run matches."""
+std as lists, noise map, augmentation) and a model takes ``in_shape`` from it: no version-4 run matches. Version 6:
+every data set has ``data.input_noise`` (corrupted training images) and ``data.classes`` (a subset of its classes):
+no version-5 run matches."""
 
 
 def is_operational(key: str) -> bool:
@@ -75,6 +77,7 @@ _MISSING = object()
 
 # Choices that config validation and the code that uses them share (one list each; torch-free here).
 NOISE_KINDS: tuple[str, ...] = ("symmetric", "asymmetric")
+INPUT_NOISE_KINDS: tuple[str, ...] = ("uniform", "gaussian")
 HOLDS: tuple[str, ...] = ("float32", "uint8")
 LOSS_INPUTS: tuple[str, ...] = ("logits", "softmax", "sigmoid", "log_softmax")
 LOSS_TARGETS: tuple[str, ...] = ("index", "onehot", "signed")
@@ -127,6 +130,11 @@ def _pairs(v: Any) -> bool:
     )
 
 
+def _class_subset(v: Any) -> bool:
+    """Two or more distinct class indices (integers >= 0)."""
+    return _is_list(v) and len(v) >= 2 and all(_is_int(c) and c >= 0 for c in v) and len(set(v)) == len(v)
+
+
 SEED_MAX = 2**32 - 1  # what Lightning's seed_everything (numpy's seed) accepts: 0 .. 2^32 - 1
 
 
@@ -173,6 +181,11 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("data.num_classes", lambda v: _is_int(v) and v >= 2, "an integer >= 2"),
     ("data.label_noise.rate", _probability, "a probability in [0, 1)"),
     ("data.label_noise.kind", lambda v: v in NOISE_KINDS, "one of " + ", ".join(NOISE_KINDS)),
+    ("data.input_noise.rate", _probability, "a probability in [0, 1)"),
+    ("data.input_noise.kind", lambda v: v in INPUT_NOISE_KINDS, "one of " + ", ".join(INPUT_NOISE_KINDS)),
+    ("data.input_noise.std", lambda v: _is_number(v) and v > 0, "a number > 0 (a fraction of the pixel range)"),
+    ("data.input_noise.seed", _is_int, "an integer"),
+    ("data.classes", _optional(_class_subset), "null or a list of two or more distinct class indices >= 0, e.g. [0,6]"),
     ("optimizer.lr", lambda v: _is_number(v) and v > 0, "a number > 0"),
     ("optimizer.weight_decay", lambda v: _is_number(v) and v >= 0, "a number >= 0"),
     ("optimizer.momentum", lambda v: _probability(v), "a number in [0, 1)"),
@@ -201,6 +214,7 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("analysis.patience", _positive_int, "an integer >= 1 (epochs)"),
     ("analysis.margin_nll", lambda v: _is_number(v) and v >= 0, "a number >= 0 (a fraction: 0.1 = 10 %)"),
     ("analysis.margin_acc", lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1) (0.01 = 1 pp)"),
+    ("analysis.target_acc", _optional(lambda v: _is_number(v) and 0 < v <= 1), "null or an accuracy in (0, 1]"),
     ("tracking.reuse", lambda v: v in REUSE_POLICIES, "one of " + ", ".join(REUSE_POLICIES)),
     ("tracking.timeout_s", lambda v: _is_number(v) and v > 0, "a number of seconds > 0"),
     ("tracking.experiment", lambda v: isinstance(v, str) and v.strip() != "", "a non-empty name"),
@@ -276,13 +290,19 @@ def _data_fits(cfg: DictConfig) -> list[str]:
         return []
     problems = []
     channels = data.shape[0]
+    subset, classes = data.get("classes"), data.get("num_classes")
+    if _is_list(subset) and _class_subset(subset) and _is_int(classes) and classes != len(subset):
+        problems.append(
+            f"data.classes={list(subset)} keeps {len(subset)} classes (relabelled 0..{len(subset) - 1}) but "
+            f"data.num_classes={classes}: set data.num_classes={len(subset)}"
+        )
     for key in ("mean", "std"):
         value = data.get(key)
         if _is_list(value) and len(value) not in (1, channels):
             problems.append(
                 f"data.{key} has {len(value)} values for {channels} channel(s) (data.shape={list(data.shape)})"
             )
-    noise, pairs, classes = data.get("label_noise") or {}, data.get("noise_map"), data.get("num_classes")
+    noise, pairs = data.get("label_noise") or {}, data.get("noise_map")
     if not (noise.get("kind") == "asymmetric" and _is_number(noise.get("rate")) and noise.rate > 0):
         return problems
     if not pairs:

@@ -29,7 +29,7 @@ from torch import Tensor
 from lossbench.config import HOLDS
 from lossbench.errors import ConfigError
 from lossbench.names import TRAIN_EVAL_PREFIX
-from lossbench.noise import corrupt_labels
+from lossbench.noise import corrupt_images, corrupt_labels
 from lossbench.sources import DataError, Split  # DataError: the data layer's error (tests import it from here)
 
 
@@ -198,7 +198,9 @@ class ImageData(pl.LightningDataModule):
     """An image classification data set as in-memory tensors: train, validation (carved from train), test.
 
     Its keywords are the keys of ``conf/data/*.yaml`` (Hydra builds it from the node's ``_target_``, and its
-    ``source`` from that node's own ``_target_``), plus the run's ``shuffle_seed``. ``load()`` reads and checks
+    ``source`` from that node's own ``_target_``), plus the run's ``shuffle_seed``. ``label_noise`` flips training
+    labels and ``input_noise`` corrupts training images (lossbench.noise; validation and test stay clean);
+    ``classes`` keeps a subset of the classes, relabelled in its order (both splits). ``load()`` reads and checks
     everything (call it before starting a run, so bad data fails early); Lightning's ``setup()`` then moves
     the tensors to the training device.
     """
@@ -226,6 +228,8 @@ class ImageData(pl.LightningDataModule):
         split_seed: int = 0,
         shuffle_seed: int = 0,
         label_noise: Mapping | None = None,
+        input_noise: Mapping | None = None,
+        classes: Sequence[int] | None = None,
     ):
         super().__init__()
         self.name, self.source = name, source  # name: the display name (the run's ``data`` tag)
@@ -241,6 +245,12 @@ class ImageData(pl.LightningDataModule):
         self.val_size, self.train_size, self.train_eval_size = val_size, train_size, train_eval_size
         self.split_seed, self.shuffle_seed = split_seed, shuffle_seed
         self.label_noise = dict(label_noise or {})  # a plain dict, also from a DictConfig
+        self.input_noise = dict(input_noise or {})
+        self.classes = None if classes is None else [int(c) for c in classes]
+        if self.classes is not None and self.class_names_given is not None:
+            self.class_names_given = [
+                self.class_names_given[c] for c in self.classes if c < len(self.class_names_given)
+            ]
         channels = self.shape[0]
         self.transform = BatchTransform(
             per_channel(mean, channels, "data.mean"),
@@ -300,6 +310,8 @@ class ImageData(pl.LightningDataModule):
             self.train_eval_size,
             self.split_seed,
             repr(sorted(self.label_noise.items())),
+            repr(sorted(self.input_noise.items())),
+            repr(self.classes),
             repr(self.noise_map),
             self.num_classes,
         )
@@ -321,6 +333,8 @@ class ImageData(pl.LightningDataModule):
 
     def _read_and_split(self) -> None:
         train, test = self.read_split("train"), self.read_split("test")
+        if self.classes is not None:
+            train, test = self._subset(train), self._subset(test)
         if train.classes and test.classes and train.classes != test.classes:
             raise DataError(
                 f"{test.labels_at}: the test split's classes {test.classes} differ from the training split's {train.classes}"
@@ -349,7 +363,7 @@ class ImageData(pl.LightningDataModule):
             :n_train_eval
         ]
         self.splits = Splits(
-            train_x=self._held(train.images[train_idx]),
+            train_x=self._held(self._corrupted(train.images[train_idx])),
             train_y=train_y,
             val_x=self._held(train.images[val_idx]),
             val_y=val_y,
@@ -370,6 +384,34 @@ class ImageData(pl.LightningDataModule):
         if self.label_noise.get("noisy_val", False):
             val_y, _ = corrupt_labels(val_y, rate, kind, noise_seed + 1, self.num_classes, self.noise_map)
         return noisy_train_y, val_y, train_y
+
+    def _subset(self, read: Split) -> Split:
+        """The images of ``data.classes`` only, relabelled by their place in that list (``[0, 6]``: 0 -> 0, 6 -> 1)."""
+        keep = torch.zeros(int(read.labels.max()) + 1 if len(read.labels) else 1, dtype=torch.bool)
+        missing = [c for c in self.classes if c >= len(keep) or not bool((read.labels == c).any())]
+        if missing:
+            raise DataError(
+                f"{read.labels_at}: data.classes={self.classes} names class(es) {missing}, which it has not"
+            )
+        relabel = torch.full((len(keep),), -1, dtype=torch.long)
+        for new, old in enumerate(self.classes):
+            keep[old], relabel[old] = True, new
+        rows = keep[read.labels]
+        names = (
+            [read.classes[c] for c in self.classes] if read.classes and len(read.classes) > max(self.classes) else None
+        )
+        return Split(read.images[rows], relabel[read.labels[rows]], names, read.images_at, read.labels_at)
+
+    def _corrupted(self, images: Tensor) -> Tensor:
+        """The training images with ``data.input_noise`` applied (uint8, before normalisation); unchanged at rate 0."""
+        rate = float(self.input_noise.get("rate", 0.0))
+        if rate <= 0:
+            return images
+        noise = self.input_noise
+        kind, seed, std = noise.get("kind", "uniform"), int(noise.get("seed", 0)), float(noise.get("std", 0.5))
+        corrupted, report = corrupt_images(images, rate, kind, seed, std)
+        self.noise_report.update({f"input_{k}": v for k, v in report.as_dict().items()})
+        return corrupted
 
     def _held(self, images: Tensor) -> Tensor:
         """A split as it is held: normalised float32, or the uint8 pixels themselves."""

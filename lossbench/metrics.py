@@ -6,14 +6,18 @@ comparable); these are, so overfitting is judged on them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torchmetrics.functional.classification import multiclass_calibration_error
 
-from lossbench.names import MEMORISATION
+from lossbench.names import CONFIDENCE, MARGIN_QUANTILES, MARGINS, MEMORISATION
 
 ECE_BINS = 15
+CONFIDENT = 0.9
+"""A prediction is *confident* when its top softmax probability is at least this."""
 
 
 def yardsticks(logits: Tensor, target: Tensor) -> dict[str, Tensor]:
@@ -58,3 +62,73 @@ def memorisation(logits: Tensor, noisy: Tensor, true: Tensor) -> dict[str, Tenso
         flipped_true_acc: share(pred == true, flipped),
         clean_acc: share(pred == noisy, ~flipped),
     }
+
+
+def _autograd_copy(t: Tensor) -> Tensor:
+    """A copy of ``t`` autograd may use: evaluation runs in inference mode, whose tensors cannot be saved for
+    backward (call inside ``torch.inference_mode(False)``)."""
+    return t.detach().clone()
+
+
+def confidence(logits: Tensor, target: Tensor, loss: Callable[[Tensor, Tensor], Tensor]) -> dict[str, Tensor]:
+    """How the loss ``loss`` (mean-reduced over the images, as every loss in conf/loss/) treats wrong predictions
+    (:data:`lossbench.names.CONFIDENCE`):
+
+    - ``wrong_conf``: mean top softmax probability of the wrong predictions (NaN when none is wrong);
+    - ``confident_wrong``: share of images predicted wrong with a top probability of at least :data:`CONFIDENT`;
+    - ``confident_wrong_loss``: mean per-image loss on those images over the mean per-image loss on all images;
+    - ``confident_wrong_grad``: mean per-image norm of the loss's gradient with respect to the logits on those
+      images over the same mean on all images (the gradient of the mean loss times N is each image's own, since
+      images do not interact).
+
+    The last two are NaN when no image is confidently wrong (or the loss is 0 everywhere). Works in and outside
+    inference mode (the gradient is taken on copies).
+    """
+    wrong_conf, confident_wrong, loss_ratio, grad_ratio = CONFIDENCE
+    logits, target = logits.float(), target
+    top, pred = logits.softmax(dim=1).max(dim=1)
+    wrong = pred != target
+    flagged = wrong & (top >= CONFIDENT)
+    nan = torch.tensor(float("nan"), device=logits.device)
+    with torch.inference_mode(False), torch.enable_grad():
+        z, y = _autograd_copy(logits).requires_grad_(True), _autograd_copy(target)
+        total = loss(z, y)
+        (grad,) = torch.autograd.grad(total * len(y), z)
+        norms = grad.norm(dim=1)
+        on_flagged = loss(z[flagged.clone()], y[flagged.clone()]).detach() if bool(flagged.any()) else nan
+    return {
+        wrong_conf: top[wrong].mean() if bool(wrong.any()) else nan,
+        confident_wrong: flagged.float().mean(),
+        loss_ratio: on_flagged / total.detach() if bool(flagged.any()) else nan,
+        grad_ratio: norms[flagged].mean() / norms.mean() if bool(flagged.any()) else nan,
+    }
+
+
+def logit_margins(logits: Tensor, target: Tensor) -> Tensor:
+    """``z_y - max_{k != y} z_k`` per image: positive when the image is classified correctly, by that much."""
+    true = logits.gather(1, target[:, None]).squeeze(1)
+    others = logits.scatter(1, target[:, None], float("-inf")).max(dim=1).values
+    return true - others
+
+
+def input_margins(net: Callable[[Tensor], Tensor], x: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+    """The network's logits on ``x`` and each image's first-order distance to the nearest decision boundary in input
+    space: its logit margin over the L2 norm of that margin's gradient with respect to the image (Elsayed et al.,
+    2018; exact for a linear model), signed like the margin. Images do not interact (a network in eval mode), so one
+    backward pass through the batch's summed margins gives every image's own gradient."""
+    with torch.inference_mode(False), torch.enable_grad():
+        inputs, y = _autograd_copy(x).requires_grad_(True), _autograd_copy(target)
+        logits = net(inputs).float()
+        margin = logit_margins(logits, y)
+        (grad,) = torch.autograd.grad(margin.sum(), inputs)
+        distance = margin.detach() / grad.flatten(1).norm(dim=1).clamp_min(torch.finfo(grad.dtype).tiny)
+    return logits.detach(), distance
+
+
+def margins(logits: Tensor, target: Tensor, distances: Tensor) -> dict[str, Tensor]:
+    """The test set's margins (:data:`lossbench.names.MARGINS`): percentiles of the logit margin, the share of images
+    with a logit margin of at least 1, and percentiles of the input margins ``distances`` (:func:`input_margins`)."""
+    q = torch.tensor([p / 100 for p in MARGIN_QUANTILES], device=logits.device)
+    logit = logit_margins(logits.float(), target)
+    values = [*torch.quantile(logit, q), (logit >= 1).float().mean(), *torch.quantile(distances.float(), q)]
+    return dict(zip(MARGINS, values))

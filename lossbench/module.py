@@ -7,7 +7,9 @@ hooks here, more than a small model's arithmetic) is paid once per chunk instead
 
 The hot loop stays free of host syncs: the running train loss and accuracy are summed on the
 device and read once per epoch. Evaluation passes keep their logits and compute every yardstick at
-epoch end. ``history`` holds one record per epoch and travels inside checkpoints, so a resumed run
+epoch end (and how the run's own loss treats the predictions it gets wrong: one backward pass through the
+loss on the kept logits); the test pass also takes each image's gradient of its margin with respect to the
+input (one backward pass per test batch), for the margins recorded as ``test/*``. ``history`` holds one record per epoch and travels inside checkpoints, so a resumed run
 knows its past curves.
 """
 
@@ -27,7 +29,7 @@ from torch import Tensor, nn
 
 from lossbench.analysis import overfit_curves
 from lossbench.errors import LossbenchError
-from lossbench.metrics import confusion_matrix, memorisation, yardsticks
+from lossbench.metrics import confidence, confusion_matrix, input_margins, margins, memorisation, yardsticks
 from lossbench.names import (
     EPOCH_TIME,
     EVAL_PREFIXES,
@@ -72,6 +74,7 @@ class LossbenchModule(pl.LightningModule):
         self.history: list[dict[str, float]] = []
         self.test_confusion: Tensor | None = None
         self._eval_outputs: dict[int, list[tuple[Tensor, Tensor]]] = {}
+        self._input_margins: list[Tensor] = []  # the test pass's first-order distances to the decision boundary
         self._epoch_eval: dict[str, float] = {}
         self._direct_steps = False  # decided when training starts: see direct_steps()
 
@@ -165,7 +168,8 @@ class LossbenchModule(pl.LightningModule):
     def _results(self, dataloader_idx: int) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
         logits = torch.cat([o[0] for o in self._eval_outputs[dataloader_idx]])
         target = torch.cat([o[1] for o in self._eval_outputs[dataloader_idx]])
-        return logits, target, {"loss": self.loss(logits, target), **yardsticks(logits, target)}
+        results = {"loss": self.loss(logits, target), **yardsticks(logits, target)}
+        return logits, target, {**results, **confidence(logits, target, self.loss)}
 
     def on_validation_epoch_start(self) -> None:
         self._eval_outputs = {}
@@ -188,15 +192,19 @@ class LossbenchModule(pl.LightningModule):
             self.log_dict(self._epoch_eval, add_dataloader_idx=False)
 
     def on_test_epoch_start(self) -> None:
-        self._eval_outputs = {}
+        self._eval_outputs, self._input_margins = {}, []
 
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self._collect(batch, 0)
+        x, y = batch
+        logits, distances = input_margins(self.net, x, y)  # the logits, and each image's distance to the boundary
+        self._eval_outputs.setdefault(0, []).append((logits, y))
+        self._input_margins.append(distances)
 
     def on_test_epoch_end(self) -> None:
         logits, target, results = self._results(0)
+        results.update(margins(logits, target, torch.cat(self._input_margins)))
         self.test_confusion = confusion_matrix(logits, target, self.num_classes).cpu()  # of the weights just tested
-        self._eval_outputs = {}
+        self._eval_outputs, self._input_margins = {}, []
         self.log_dict({f"{TEST_PREFIX}{k}": v for k, v in results.items()})  # what trainer.test() returns
 
     # ------------------------------------------------------------------ checkpoints carry the curves

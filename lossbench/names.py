@@ -60,7 +60,23 @@ OVERFIT_METRICS = (GAP_ACC, GAP_NLL, VAL_NLL_RISE)
 and validation NLL relative to its lowest value so far (0 = at its minimum, 0.2 = 20 % above it). The sweep's
 curves view charts them: a loss whose NLL lives at 2-4 and one at 0.3 read on the same axis."""
 
-EPOCH_METRICS: tuple[str, ...] = (*TRAIN_METRICS, *MONITORABLE, *OTHER_METRICS, *OVERFIT_METRICS)
+CONFIDENCE = ("wrong_conf", "confident_wrong", "confident_wrong_loss", "confident_wrong_grad")
+"""How a run's own loss treats the predictions it gets wrong, on every evaluation pass (lossbench.metrics.confidence):
+the mean confidence (top softmax probability) of the wrong predictions; the share of images predicted wrong with a
+confidence of at least lossbench.metrics.CONFIDENT (0.9); and the loss and the gradient those confidently wrong
+images receive from the run's own loss, relative to the average image (the mean per-image loss on them over the
+mean on all; the mean per-image norm of the loss's gradient with respect to the logits on them over the mean on
+all). 1 = treated like any image; NaN when no image is confidently wrong."""
+CONFIDENCE_METRICS: tuple[str, ...] = tuple(f"{prefix}/{name}" for prefix in EVAL_PREFIXES for name in CONFIDENCE)
+VAL_CONFIDENT_WRONG = f"{VAL_PREFIX}/{CONFIDENCE[1]}"
+
+EPOCH_METRICS: tuple[str, ...] = (
+    *TRAIN_METRICS,
+    *MONITORABLE,
+    *OTHER_METRICS,
+    *OVERFIT_METRICS,
+    *CONFIDENCE_METRICS,
+)
 """Every metric a run records each epoch (lossbench.module's history, tests/test_input.py checks a real fit)."""
 
 MEMORISATION = ("memorised", "flipped_true_acc", "clean_acc")  # lossbench.metrics.memorisation, on train_eval
@@ -73,6 +89,28 @@ MEMORISED = NOISE_METRICS[0]
 TEST_PREFIX, TEST_LAST_PREFIX = "test/", "test_last/"
 """``test/*``: the selected checkpoint (best :data:`OBJECTIVE`) on the test set; ``test_last/*``: the final weights."""
 TEST_ACC, TEST_LAST_ACC = TEST_PREFIX + "acc", TEST_LAST_PREFIX + "acc"
+TEST_NLL, TEST_ECE, TEST_LAST_NLL, TEST_LAST_ECE = (
+    p + m for p in (TEST_PREFIX, TEST_LAST_PREFIX) for m in YARDSTICKS[1:]
+)
+
+MARGIN_QUANTILES = (10, 25, 50, 75, 90)
+"""The percentiles of the test set's margins a run records."""
+MARGINS: tuple[str, ...] = (
+    *(f"margin_q{q}" for q in MARGIN_QUANTILES),
+    "margin_ge1",
+    *(f"input_margin_q{q}" for q in MARGIN_QUANTILES),
+)
+"""The test set's margins (lossbench.metrics.margins), recorded as ``test/*`` and ``test_last/*``: percentiles of the
+*logit margin* ``z_y - max_{k != y} z_k`` (negative when wrong), the share of test images with a logit margin of at
+least 1 (multi-class hinge's own margin), and percentiles of the *input margin*: the logit margin over the norm of its
+gradient with respect to the input, the first-order distance from the image to the nearest decision boundary in the
+model's (normalised) input space (exact for a linear model; Elsayed et al., 2018), signed like the logit margin. The
+logit margin is in each loss's own logit scale; the input margin compares across losses."""
+TEST_MARGINS: tuple[str, ...] = tuple(TEST_PREFIX + m for m in MARGINS)
+TEST_MARGIN_Q = dict(zip(MARGIN_QUANTILES, TEST_MARGINS[: len(MARGIN_QUANTILES)]))
+TEST_MARGIN_GE1 = TEST_MARGINS[len(MARGIN_QUANTILES)]
+TEST_INPUT_MARGIN_Q = dict(zip(MARGIN_QUANTILES, TEST_MARGINS[len(MARGIN_QUANTILES) + 1 :]))
+TEST_CONFIDENCE: dict[str, str] = {name: TEST_PREFIX + name for name in CONFIDENCE}
 
 SUMMARY_PREFIX = "summary/"
 SUMMARY_FIGURES: tuple[str, ...] = (
@@ -91,11 +129,23 @@ SUMMARY_FIGURES: tuple[str, ...] = (
     "has_onset",
     "onset_epoch",
     "drift",
+    "epochs_to_target",
+    "seconds_to_target",
+    "loss_rise",
+    "loss_has_onset",
+    "loss_onset_epoch",
 )
 """What lossbench.analysis.summarize says of a run's curves, in a stable order; recorded as ``summary/<figure>``."""
 SUMMARY_KEYS: tuple[str, ...] = tuple(SUMMARY_PREFIX + figure for figure in SUMMARY_FIGURES)
 SUMMARY_EPOCHS, SUMMARY_SELECTED_EPOCH = SUMMARY_PREFIX + "epochs", SUMMARY_PREFIX + "selected_epoch"
 SUMMARY_ONSET_EPOCH = SUMMARY_PREFIX + "onset_epoch"
+SUMMARY_EPOCHS_TO_TARGET, SUMMARY_SECONDS_TO_TARGET = (SUMMARY_PREFIX + f for f in SUMMARY_FIGURES[15:17])
+"""The first epoch whose validation accuracy reaches ``analysis.target_acc`` (when set), and the seconds its epochs
+took (``time/epoch_s`` summed: training and evaluation); absent when the run never reaches it."""
+SUMMARY_LOSS_RISE, SUMMARY_LOSS_HAS_ONSET, SUMMARY_LOSS_ONSET = (SUMMARY_PREFIX + f for f in SUMMARY_FIGURES[17:20])
+"""The overfitting rule of lossbench.analysis.judge read on the run's *own* loss (``val/loss`` against
+``train_eval/loss``) instead of the shared yardsticks: how far smoothed ``val/loss`` ended above its lowest (relative),
+whether that rule says "overfits" (1) or not (0), and its onset. What a practitioner watching only ``val/loss`` sees."""
 
 # ------------------------------------------------------------------------------------- objective
 
@@ -110,8 +160,13 @@ PLATEAU_MONITOR = VAL_NLL
 # ------------------------------------------------------------------------------------------ tags
 
 KIND_TAG = "lossbench.kind"
-KIND_TRAIN, KIND_SWEEP, KIND_REPORT = "train", "sweep", "report"
-"""What a run is: a training run, a sweep's parent run (it holds the sweep's report), a report of runs."""
+KIND_TRAIN, KIND_SWEEP, KIND_REPORT, KIND_CLAIMS = "train", "sweep", "report", "claims"
+"""What a run is: a training run, a sweep's parent run (it holds the sweep's report), a report of runs, the verdicts
+of ``python -m lossbench.claims`` on its protocols' sweeps."""
+CLAIMS_EXPERIMENT = "claims"
+"""The MLflow experiment that holds ``python -m lossbench.claims``'s runs (each protocol's sweep has its own)."""
+CLAIMS_ID_TAG = "lossbench.claims_id"
+"""Which claims run a run is: a hash of the protocols' sweep ids (re-running the same command updates the same run)."""
 
 # What was trained: one tag per choice, so MLflow's UI can group and filter by it.
 DIMENSION_TAGS = ("loss", "optimizer", "model", "data", "scheduler", "seed")

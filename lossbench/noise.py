@@ -26,6 +26,17 @@ Rather than flipping each label with probability :math:`\eta` (whose count varie
 draw), both kinds flip an *exact* number of labels, sampled without replacement, so a run's
 noise rate is the rate asked, and two runs at one rate differ only in which labels were flipped.
 
+**Corrupted inputs** (:func:`corrupt_images`, ``data.input_noise``): outliers of another kind, whose *image* is
+wrong and whose label is right. Exactly :math:`\mathrm{round}(\eta N)` training images, drawn uniformly without
+replacement from the noise's own seed, are
+
+- ``uniform``: replaced by an image of independent uniform pixels in 0..255 (no trace of its class: an outlier far
+  from every class, still carrying its label), or
+- ``gaussian``: perturbed by independent Gaussian noise of standard deviation ``std`` times the pixel range (255),
+  rounded and clipped to 0..255.
+
+Validation and test images stay clean.
+
 References:
     - X. Ma, H. Huang, Y. Wang, S. Romano, S. Erfani, J. Bailey. "Normalized Loss Functions for
       Deep Learning with Noisy Labels." ICML 2020. https://arxiv.org/abs/2006.13554
@@ -50,6 +61,11 @@ from torch import Tensor
 from lossbench.config import check  # the rules for rate and kind: config.RULES, shared with config validation
 from lossbench.errors import ConfigError
 
+_INPUT_RATE_KEY, _INPUT_KIND_KEY, _INPUT_STD_KEY = (
+    "data.input_noise.rate",
+    "data.input_noise.kind",
+    "data.input_noise.std",
+)
 _RATE_KEY = "data.label_noise.rate"
 _KIND_KEY = "data.label_noise.kind"
 _MAP_KEY = "data.noise_map"
@@ -243,3 +259,68 @@ def _pick(labels: Tensor, cls: int, k: int, gen: torch.Generator) -> Tensor:
 def _label_hash(labels: Tensor) -> str:
     data = labels.to(torch.int64).numpy().astype("<i8", copy=False).tobytes()
     return hashlib.sha256(data).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class InputNoiseReport:
+    r"""What :func:`corrupt_images` did, for logging next to the run (as ``noise.input_*`` tags).
+
+    Attributes:
+        rate, kind, std, seed: as asked (``data.input_noise.*``).
+        num_samples: images :math:`N`.
+        corrupted: images corrupted, :math:`\mathrm{round}(\eta N)`.
+        index_hash: first 16 hex digits of the SHA-256 of the corrupted images' sorted indices (little-endian
+            int64): equal hashes mean the same images were corrupted.
+    """
+
+    rate: float
+    kind: str
+    std: float
+    seed: int
+    num_samples: int
+    corrupted: int
+    index_hash: str
+
+    def as_dict(self) -> dict[str, float | int | str]:
+        return asdict(self)
+
+
+def corrupt_images(
+    images: Tensor, rate: float, kind: str, seed: int, std: float = 0.5
+) -> tuple[Tensor, InputNoiseReport]:
+    r"""Return a copy of the uint8 ``images`` with exactly :math:`\mathrm{round}(\eta N)` of them corrupted, and an
+    :class:`InputNoiseReport`; ``images`` is left untouched.
+
+    Args:
+        images: uint8 tensor ``(N, ...)`` (one image per row: ``(N, C, H, W)`` as the data module holds them).
+        rate: :math:`\eta \in [0, 1)` (``data.input_noise.rate``); ``0`` returns an unchanged copy.
+        kind: ``uniform`` (each chosen image replaced by uniform pixels in 0..255) or ``gaussian`` (each chosen image
+            plus Gaussian noise of standard deviation ``std · 255``, rounded, clipped to 0..255); see the module
+            docstring.
+        seed: seeds a local ``torch.Generator``, which draws which images (uniformly, without replacement) and
+            their noise: the corruption depends on this seed alone, not on the run's training seed.
+        std: the Gaussian noise's standard deviation as a fraction of the pixel range (``gaussian`` only).
+
+    Shape:
+        - images: :math:`(N, *)`, uint8
+        - output: the same shape, dtype and device
+    """
+    check(_INPUT_RATE_KEY, rate)
+    check(_INPUT_KIND_KEY, kind)
+    check(_INPUT_STD_KEY, std)
+    if not isinstance(images, Tensor) or images.dtype != torch.uint8 or images.dim() < 2:
+        raise ValueError("images must be a uint8 tensor with one image per row, e.g. (N, C, H, W)")
+    gen = torch.Generator().manual_seed(operator.index(seed))
+    n = images.shape[0]
+    k = round(Fraction(repr(float(rate))) * n)  # exact: round(0.29 * 100) is 29
+    chosen = torch.randperm(n, generator=gen)[:k]
+    out = images.detach().to("cpu").clone()
+    shape = (k, *images.shape[1:])
+    if kind == "uniform":
+        out[chosen] = torch.randint(0, 256, shape, generator=gen, dtype=torch.uint8)
+    else:
+        noise = torch.randn(shape, generator=gen) * (float(std) * 255)
+        out[chosen] = (out[chosen].float() + noise).round().clamp(0, 255).to(torch.uint8)
+    digest = hashlib.sha256(chosen.sort().values.numpy().astype("<i8", copy=False).tobytes()).hexdigest()[:16]
+    report = InputNoiseReport(float(rate), kind, float(std), int(seed), n, k, digest)
+    return out.to(images.device), report

@@ -69,9 +69,16 @@ CODE_AREAS: tuple[tuple[str, str], ...] = (("lossbench", "lossbench"), ("hydra_p
 """The code that makes a run's numbers: (area, its folder relative to the checkout), plus the config folder
 (``conf``). The report (``lossbench/report``) only reads what runs recorded, so a change there changes no run's
 code; tests, docs and benchmarks are outside. A wheel holds the same files (conf inside the package)."""
-NOT_CODE = ("lossbench/report", "lossbench/conf", "lossbench/stats.py", "lossbench/decisions.py")
-"""Inside the areas but not a run's code: the report and the statistics only it uses, and the config folder as a
-wheel places it (hashed as conf)."""
+NOT_CODE = (
+    "lossbench/report",
+    "lossbench/claims",
+    "lossbench/conf",
+    "lossbench/stats.py",
+    "lossbench/decisions.py",
+)
+"""Inside the areas but not a run's code: the report, the claims' verdicts (lossbench.claims: they read what runs
+recorded and launch sweeps the ordinary way) and the statistics only they use, and the config folder as a wheel
+places it (hashed as conf)."""
 SUFFIXES = (".py", ".yaml")
 
 

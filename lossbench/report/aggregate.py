@@ -22,7 +22,13 @@ from lossbench.report.runs import RunRecord, Selection
 TEST_IMAGES = 10_000
 """The test-set size of runs recorded before they said theirs (lossbench.names.TEST_SIZE_TAG): all were of the MNIST
 family, whose test sets have 10,000 images (one image: 0.01 % of test accuracy)."""
-HEADERS = {"noise": "noise rate"}
+HEADERS = {"noise": "noise rate", "input_noise": "input noise rate"}
+_PREFIXES = {"noise": "noise ", "input_noise": "input noise "}
+
+
+def dimension_text(dimension: str, value: str) -> str:
+    """A dimension's value as a group's label says it: ``noise 0.4``, ``input noise 0.2``, else the value itself."""
+    return _PREFIXES.get(dimension, "") + value
 
 
 @dataclass(frozen=True)
@@ -115,13 +121,13 @@ class GroupRow:
     @property
     def label(self) -> str:
         """E.g. ``ce / adam``, ``ce / adam / noise 0.4`` or ``ce / adam / optimizer.lr=0.01``."""
-        parts = [f"noise {v}" if k == "noise" else v for k, v in self.key.items()]
+        parts = [dimension_text(k, v) for k, v in self.key.items()]
         return " / ".join(parts + ([self.setting] if self.setting else []))
 
     @property
     def group(self) -> str:
         """The label without the setting: what tuning chooses a setting for."""
-        return " / ".join(f"noise {v}" if k == "noise" else v for k, v in self.key.items())
+        return " / ".join(dimension_text(k, v) for k, v in self.key.items())
 
     def interval(self, name: str) -> stats.Interval:
         """Mean and 95 % interval of one :func:`run_values` figure over the row's runs, within its range."""
@@ -189,9 +195,10 @@ class GroupRow:
 
 
 def group_dimensions(runs: Sequence[RunRecord]) -> list[str]:
-    """loss and optimizer, plus model, data and noise (label-noise rate) when they vary among ``runs``."""
+    """loss and optimizer, plus model, data, noise (label-noise rate) and input_noise (corrupted-input rate) when they
+    vary among ``runs``."""
     dims = ["loss", "optimizer"]
-    for name in ("model", "data", "noise"):
+    for name in ("model", "data", "noise", "input_noise"):
         if len({r.dimension(name) for r in runs}) > 1:
             dims.append(name)
     return dims

@@ -21,6 +21,7 @@ OVERRIDE_KEYS = {
     "model": "model",
     "data": "data",
     "noise": "data.label_noise.rate",
+    "input_noise": "data.input_noise.rate",
 }
 """The command-line key that chooses each grouping dimension of a report (lossbench.report.aggregate)."""
 COMMAND = "python -m lossbench.train -m"

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from lossbench import analysis, plots
 from lossbench.names import MEMORISED, TRAIN_EVAL_NLL, VAL_NLL, VAL_NLL_RISE
-from lossbench.report.aggregate import Findings, GroupRow
+from lossbench.report.aggregate import Findings, GroupRow, dimension_text
 from lossbench.run_figures import drawer
 from lossbench.stats import seed_order
 
@@ -108,7 +108,7 @@ def _noise_groups(rows: Sequence[GroupRow]) -> list[tuple[str, float, GroupRow]]
     for row in rows:
         rate = row.runs[0].noise_rate
         if rate is not None:
-            name = " / ".join(v for k, v in row.key.items() if k != "noise") + (
+            name = " / ".join(dimension_text(k, v) for k, v in row.key.items() if k != "noise") + (
                 f" / {row.setting}" if row.setting else ""
             )
             found.append((name, rate, row))

@@ -34,6 +34,7 @@ from lossbench.store import sqlite_path, tag_filter
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 NOISE_PARAM = "data.label_noise.rate"
+INPUT_NOISE_PARAM = "data.input_noise.rate"
 CURVE_METRICS: tuple[str, ...] = (VAL_NLL, VAL_ACC, TRAIN_EVAL_NLL, TRAIN_EVAL_ACC, EPOCH_TIME, MEMORISED)
 """The metric histories the report reads (the others stay in MLflow)."""
 
@@ -67,10 +68,13 @@ class RunRecord:
     """Per-epoch histories of :data:`CURVE_METRICS`."""
 
     def dimension(self, name: str) -> str:
-        """The run's loss, optimizer, model, data or noise rate (tag, else param), ``?`` if unknown."""
+        """The run's loss, optimizer, model, data, label-noise rate (``noise``) or corrupted-input rate
+        (``input_noise``; 0.0 for runs recorded before inputs could be corrupted) (tag, else param), ``?`` if unknown."""
         if name == "noise":
             rate = self.noise_rate
             return "?" if rate is None else str(rate)
+        if name == "input_noise":
+            return str(self.input_noise_rate)
         tag, param = _DIMENSIONS[name]
         return self.tags.get(tag) or self.params.get(param) or "?"
 
@@ -82,6 +86,14 @@ class RunRecord:
             return float(raw) if raw is not None else None
         except ValueError:
             return None
+
+    @property
+    def input_noise_rate(self) -> float:
+        """``data.input_noise.rate`` as a number (0.0 when the run has no such param: made before it existed)."""
+        try:
+            return float(self.params.get(INPUT_NOISE_PARAM, 0.0))
+        except ValueError:
+            return 0.0
 
     @property
     def test_size(self) -> int | None:

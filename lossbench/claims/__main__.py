@@ -1,0 +1,5 @@
+import sys
+
+from lossbench.claims.cli import main
+
+sys.exit(main())

@@ -1,0 +1,169 @@
+"""``python -m lossbench.claims [--quick] [--out DIR] [hydra overrides ...]``: run every claim's protocol as a
+lossbench sweep, read the runs back, judge each claim, write the pages and put them on an MLflow run.
+
+The overrides go to every protocol's sweep, after the protocol's own (and ``--quick``'s): ``data.root=/data``,
+``tracking.uri=...``, ``seed=0,1,2,3,4`` (more seeds everywhere). Re-running the same command skips every job that
+FINISHED and only re-judges; a sweep with failed jobs is judged on the runs that finished, and the command exits 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from lossbench import provenance, store_links
+from lossbench.claims import evaluate, results, write
+from lossbench.claims.protocols import PROTOCOLS, Design, Launched, arguments, design, launch
+from lossbench.claims.rules import UNDECIDED, Finding
+from lossbench.errors import error_line, first_line
+from lossbench.names import FAILURE_TAG
+
+PROGRAM = "lossbench.claims"
+DEFAULT_OUT, QUICK_OUT = "reports/claims", "reports/claims-quick"
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m lossbench.claims",
+        description=(
+            "Test the textbook's seven claims about losses: run one protocol per kind of evidence "
+            "(conf/experiment/claim_*.yaml) as lossbench sweeps, then write claims.md, claims.html, claims.json and "
+            "figures with a verdict per claim (supported, contradicted, depends, inconclusive) and the rule behind it."
+        ),
+    )
+    p.add_argument(
+        "--quick", action="store_true", help="reduced protocols (fewer epochs, images, seeds, models): minutes"
+    )
+    p.add_argument(
+        "--out",
+        default=None,
+        help=f"folder for the pages and the sweeps' folders (default: {DEFAULT_OUT}, with --quick {QUICK_OUT})",
+    )
+    p.add_argument(
+        "overrides", nargs="*", help="Hydra overrides for every protocol, e.g. data.root=/data tracking.uri=..."
+    )
+    return p
+
+
+def read_back(
+    designs: Sequence[Design], launched: Sequence[Launched]
+) -> tuple[list[dict], list[tuple[str, str, str, str]]]:
+    """Every protocol's counted runs as one table, and the runs its sweep made that did not finish."""
+    from mlflow.tracking import MlflowClient  # MLflow: after the sweeps, which import it in their own processes
+
+    from lossbench.store import resolve_uri  # MLflow too
+
+    rows, not_finished = [], []
+    for d, sweep in zip(designs, launched):
+        ids = results.run_ids(sweep.outcomes)
+        client = MlflowClient(resolve_uri(d.tracking_uri))
+        experiment = client.get_experiment_by_name(d.experiment)
+        if experiment is None or not ids:
+            continue
+        selection = results.read(client, experiment.experiment_id, ids)
+        rows += results.tidy(d.protocol, selection.finished)
+        not_finished += [(d.protocol, r.name, r.status, r.tags.get(FAILURE_TAG, "")) for r in selection.not_finished]
+    for sweep in launched:
+        not_finished += [
+            (sweep.protocol, " ".join(o["overrides"]), o["status"], o.get("reason") or "")
+            for o in sweep.outcomes
+            if o["status"] in ("failed", "killed")
+        ]
+    return rows, not_finished
+
+
+def decide_command(findings: Sequence[Finding], rows: Sequence[dict], overrides: Sequence[str], quick: bool) -> str:
+    """The command that runs the seeds the undecided predictions need, as one second look (tracking.stage=2)."""
+    words = ["python -m lossbench.claims", *(shlex.quote(o) for o in overrides)]
+    if quick:
+        return " ".join(words)  # the full protocols: three seeds, enough for a first look
+    extras = [
+        t.decision.plan.extra
+        for f in findings
+        for t in f.tested
+        if t.outcome == UNDECIDED and t.decision.plan is not None and t.decision.plan.extra
+    ]
+    if not extras or any(r.get("stage", 1) > 1 for r in rows):
+        return ""
+    seeds = max(len({r["seed"] for r in rows if r["protocol"] == p}) for p in {r["protocol"] for r in rows})
+    return " ".join([*words, shlex.quote(f"seed=range(0,{seeds + max(extras)})"), "tracking.stage=2"])
+
+
+def run_protocols(
+    out: Path, overrides: Sequence[str], quick: bool, echo: Callable[[str], None]
+) -> tuple[list[Design], list[Launched]]:
+    designs = [design(p, overrides, quick) for p in PROTOCOLS.values()]  # a bad override fails here, in seconds
+    launched = []
+    for protocol, d in zip(PROTOCOLS.values(), designs):
+        echo(
+            f"{protocol.name}: {d.jobs} jobs (python -m lossbench.train -m {' '.join(arguments(protocol, overrides, quick))})"
+        )
+        sweep = launch(protocol, overrides, quick, out / "sweeps" / protocol.name)
+        counts = sweep.counts()
+        echo(
+            f"  {counts['finished']} ran, {counts['skipped']} reused, {counts['failed']} failed, {counts['killed']} killed "
+            f"in {sweep.seconds:.0f} s (log: {sweep.log})"
+        )
+        launched.append(sweep)
+    return designs, launched
+
+
+def main(argv: Sequence[str] | None = None, echo: Callable[[str], None] = print) -> int:
+    """Command-line entry point; returns the exit status (0 ok, 1 when a sweep had failed jobs, 2 for bad input)."""
+    args = _parser().parse_args(argv)
+    started = time.monotonic()
+    out = Path(args.out or (QUICK_OUT if args.quick else DEFAULT_OUT)).resolve()
+    command = " ".join(
+        ["python -m lossbench.claims", *(["--quick"] if args.quick else []), *map(shlex.quote, args.overrides)]
+    )
+    try:
+        designs, launched = run_protocols(out, args.overrides, args.quick, echo)
+    except Exception as e:  # Hydra cannot compose an override: the user's input
+        print(error_line(f"{type(e).__name__}: {first_line(e)}", PROGRAM), file=sys.stderr)
+        return 2
+    rows, not_finished = read_back(designs, launched)
+    findings = evaluate.evaluate(rows)
+    context = write.Context(
+        command,
+        args.quick,
+        time.monotonic() - started,
+        designs,
+        launched,
+        not_finished,
+        provenance.label(provenance.code().tags()),
+        decide_command(findings, rows, args.overrides, args.quick),
+    )
+    files = write.write(out, findings, context)
+    for f in findings:
+        echo(f"claim {f.claim.number}: {f.verdict.kind} — {f.verdict.text} ({f.key})")
+    echo(f"claims: {out / write.FILES[1]}   (also claims.md, claims.json, {len(files) - len(write.FILES)} figures)")
+    _log(
+        designs[0],
+        files,
+        findings,
+        [arguments(p, args.overrides, args.quick) for p in PROTOCOLS.values()],
+        command,
+        echo,
+    )
+    echo(f"wall time: {(time.monotonic() - started) / 60:.1f} min")
+    return 1 if any(s.returncode != 0 for s in launched) else 0
+
+
+def _log(
+    d: Design, files: Sequence[Path], findings: Sequence[Finding], args: Sequence[Sequence[str]], command: str, echo
+) -> None:
+    from lossbench.store import resolve_uri  # MLflow: only once the pages are written
+
+    uri = resolve_uri(d.tracking_uri)
+    try:
+        run_id, experiment_id = write.log_run(uri, 30, files, findings, write.claims_id(args), command)
+    except Exception as e:  # the pages are written; a store that went away must not lose them
+        echo(f"not logged to MLflow ({type(e).__name__}: {first_line(e)}); the pages are in {files[-1].parent}")
+        return
+    echo(f"logged: MLflow run {run_id} (experiment '{write.CLAIMS_EXPERIMENT}'), artifacts '{write.ARTIFACT_PATH}/'")
+    for line in store_links.look_lines(uri, store_links.run_url(uri, experiment_id, run_id)):
+        echo(line)

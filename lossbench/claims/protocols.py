@@ -1,0 +1,235 @@
+"""The claims, the protocols that test them, and how each protocol's sweep is launched.
+
+A protocol is an ordinary experiment (``conf/experiment/claim_*.yaml``); ``python -m lossbench.claims`` launches it
+exactly as a person would, ``python -m lossbench.train -m +experiment=claim_X <overrides>``, so a re-run skips the
+jobs that FINISHED and the sweep's own report lands on its parent run. ``--quick`` is not another code path: it is
+:attr:`Protocol.quick`, Hydra overrides put before the user's own (a key given twice: the user's wins).
+"""
+
+from __future__ import annotations
+
+import itertools
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+
+from lossbench import job
+from lossbench.paths import compose
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """One experiment that gives evidence for some claims."""
+
+    name: str
+    """The experiment: ``conf/experiment/<name>.yaml``."""
+    quick: tuple[str, ...]
+    """``--quick``'s Hydra overrides: fewer epochs, images, seeds and models, a few minutes on 2 CPU cores."""
+
+
+_QUICK_COMMON = ("seed=0,1", "trainer.max_epochs=4", "data.train_size=3000", "data.train_eval_size=2000")
+PROTOCOLS: dict[str, Protocol] = {
+    p.name: p
+    for p in (
+        Protocol("claim_losses", ("model=linear", *_QUICK_COMMON)),
+        Protocol("claim_binary", ("model=linear", *_QUICK_COMMON)),
+        Protocol("claim_outliers", ("model=linear", *_QUICK_COMMON)),
+        Protocol(
+            "claim_overfitting",
+            ("data.label_noise.rate=0.0,0.6", *_QUICK_COMMON[:1], "trainer.max_epochs=8", "data.train_size=2000"),
+        ),
+    )
+}
+"""Every protocol, in the order they run (the short ones first: a broken setup shows within minutes)."""
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One rule of thumb as a tutorial states it, and what lossbench measures to test it."""
+
+    number: int
+    statement: str
+    protocols: tuple[str, ...]
+    measured: str
+    """What is measured, in words (the metric names are those a run records: lossbench.names)."""
+
+
+CLAIMS: tuple[Claim, ...] = (
+    Claim(
+        1,
+        "MSE is sensitive to outliers; MAE is more robust to noise and outliers.",
+        ("claim_outliers",),
+        "how many points of test accuracy (at the last epoch: no clean validation set to stop early on) each loss "
+        "loses when 40 % of the training labels are flipped, when 40 % of the training images are replaced by "
+        "uniform noise, and when both happen; MAE's loss against MSE's, seed by seed",
+    ),
+    Claim(
+        2,
+        "MAE may converge more slowly; MSE gives smoother gradients.",
+        ("claim_losses",),
+        "epochs until validation accuracy first reaches the target (`analysis.target_acc`; a run that never reaches "
+        "it counts as one epoch past its last), and the seconds until then; MAE against MSE, seed by seed. The "
+        "smoothness of gradients is not measured: the verdict is on convergence",
+    ),
+    Claim(
+        3,
+        "Cross-entropy penalises confident wrong predictions heavily.",
+        ("claim_losses",),
+        "on test images predicted wrong with a confidence of at least 0.9: the loss they receive and the norm of its "
+        "gradient with respect to the logits, each relative to the average test image (1 = treated like any image; "
+        "scale-free, so losses compare); CE against MSE and MAE",
+    ),
+    Claim(
+        4,
+        "Hinge loss encourages correct classification with a margin.",
+        ("claim_losses",),
+        "the median signed distance from a test image to the nearest decision boundary in input space (logit margin "
+        "over the norm of its input gradient; exact for the linear model), which does not depend on a loss's logit "
+        "scale; hinge against CE and MSE. The share of test images with a logit margin of at least 1 (hinge's own "
+        "margin) is shown beside it",
+    ),
+    Claim(
+        5,
+        "For probabilistic outputs, cross-entropy is preferred (softmax pairs with categorical CE).",
+        ("claim_losses",),
+        "the test set's NLL of the softmax and its expected calibration error (15 bins) at the selected epoch; each "
+        "of MSE, MAE, hinge and BCE against CE",
+    ),
+    Claim(
+        6,
+        "Watch validation loss: if it rises while training loss falls, the model is overfitting.",
+        ("claim_overfitting",),
+        "per run, the claim's rule read on the loss's own `val/loss` against `train_eval/loss` (summary/loss_has_onset) "
+        "beside lossbench's verdict on the yardsticks every loss shares, validation NLL and accuracy against the "
+        "training data's (summary/has_onset); per loss, the share of runs where the two agree, with its Wilson "
+        "interval, and the overfitting the own loss missed",
+    ),
+    Claim(
+        7,
+        "BCE is for binary problems, categorical CE for multi-class ones.",
+        ("claim_losses", "claim_binary"),
+        "test accuracy at the selected epoch of CE (softmax) and BCE (one-vs-rest sigmoids) on the ten classes "
+        "(claim_losses) and on two of them, T-shirt/top against Shirt (claim_binary); the claim predicts CE ahead on "
+        "ten classes and BCE ahead on two",
+    ),
+)
+
+
+# ------------------------------------------------------------------------------------ overrides
+
+
+def split_overrides(overrides: Sequence[str]) -> tuple[list[str], dict[str, list[str]]]:
+    """``(plain overrides, {key: its values})``: ``seed=0,1`` and ``seed=range(0,5)`` sweep; ``data.root=/x`` is plain.
+    Every key the command line sets is in the dict, so that it replaces a sweeper param of that key (as Hydra's
+    sweeper does: ``model=linear`` after the experiment's ``model: linear,mlp`` sweeps the linear model only)."""
+    parsed = OverridesParser.create().parse_overrides(list(overrides))
+    plain, given = [], {}
+    for text, override in zip(overrides, parsed):
+        if override.is_sweep_override():
+            given[override.get_key_element()] = list(override.sweep_string_iterator())
+        else:
+            plain.append(text)
+            given[override.get_key_element()] = [override.get_value_element_as_str()]
+    return plain, given
+
+
+def swept_values(key: str, text: str) -> list[str]:
+    """The values of one of an experiment's sweeper params (``0,1,2``, ``range(3)``), as Hydra's sweeper reads them."""
+    (override,) = OverridesParser.create().parse_overrides([f"{key}={text}"])
+    return list(override.sweep_string_iterator()) if override.is_sweep_override() else [str(text)]
+
+
+def arguments(protocol: Protocol, overrides: Sequence[str], quick: bool) -> list[str]:
+    """The protocol's Hydra arguments: the experiment, ``--quick``'s overrides, then the user's (the last wins)."""
+    return [f"+experiment={protocol.name}", *(protocol.quick if quick else ()), *overrides]
+
+
+@dataclass(frozen=True)
+class Design:
+    """What a protocol runs, as its composed config says: the grid swept, and what every job shares."""
+
+    protocol: str
+    grid: dict[str, list[str]]
+    """Swept key -> its values (the experiment's sweeper params, then the command line's sweeps)."""
+    fixed: dict[str, object]
+    """What every job shares, in words a reader needs (data, sizes, epochs, optimizer, ...)."""
+    tracking_uri: str
+    experiment: str
+
+    @property
+    def jobs(self) -> int:
+        return len(list(itertools.product(*self.grid.values()))) if self.grid else 1
+
+
+def design(protocol: Protocol, overrides: Sequence[str], quick: bool) -> Design:
+    """Compose the protocol as its sweep will (fails in seconds on an override Hydra cannot compose)."""
+    plain, given = split_overrides(arguments(protocol, overrides, quick))
+    cfg = compose(*plain, hydra_config=True)
+    params = {str(k): swept_values(str(k), str(v)) for k, v in (cfg.hydra.sweeper.params or {}).items()}
+    grid = {**params, **{k: v for k, v in given.items() if k in params or len(v) > 1}}
+    data = cfg.data
+    fixed = {
+        "data": data.name if data.classes is None else f"{data.name}, classes {list(data.classes)} relabelled",
+        "training images": data.train_size if data.train_size is not None else "all",
+        "validation images": data.val_size,
+        "epochs": cfg.trainer.max_epochs,
+        "optimizer": f"{cfg.optimizer.name}, lr {cfg.optimizer.lr}",
+        "batch size": data.batch_size,
+    }
+    if "model" not in grid:
+        fixed["model"] = cfg.model.name
+    if cfg.analysis.target_acc is not None:
+        fixed["target validation accuracy"] = cfg.analysis.target_acc
+    for kind in ("label_noise", "input_noise"):
+        if f"data.{kind}.rate" in grid or data[kind].rate:
+            fixed[kind.replace("_", " ")] = data[kind].kind
+    return Design(protocol.name, grid, fixed, str(cfg.tracking.uri), str(cfg.tracking.experiment))
+
+
+# ------------------------------------------------------------------------------------ launching
+
+
+def sweep_command(protocol: Protocol, overrides: Sequence[str], quick: bool, sweep_dir: Path) -> list[str]:
+    """``python -m lossbench.train -m +experiment=<protocol> ...``, its jobs' folders under ``sweep_dir``."""
+    return [
+        sys.executable,
+        "-m",
+        "lossbench.train",
+        "-m",
+        *arguments(protocol, overrides, quick),
+        f"hydra.sweep.dir={sweep_dir}",
+    ]
+
+
+@dataclass(frozen=True)
+class Launched:
+    """How one protocol's sweep went: its exit status, its jobs' outcomes, its wall time and its log."""
+
+    protocol: str
+    command: list[str]
+    returncode: int
+    outcomes: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+    log: Path | None = None
+
+    def counts(self) -> Mapping[str, int]:
+        return {status: sum(o["status"] == status for o in self.outcomes) for status in job.OUTCOMES}
+
+
+def launch(protocol: Protocol, overrides: Sequence[str], quick: bool, sweep_dir: Path) -> Launched:
+    """Run the protocol's sweep to its end (its output to ``<sweep_dir>.log``); a failed job does not stop it."""
+    for stale in sweep_dir.glob(f"*/{job.OUTCOME_FILE}"):  # a grid that shrank since: its old jobs are not this one's
+        stale.unlink()
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    command = sweep_command(protocol, overrides, quick, sweep_dir)
+    log_path = sweep_dir.with_suffix(".log")
+    started = time.monotonic()
+    with open(log_path, "w") as log:
+        done = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    outcomes = job.read_outcomes(sweep_dir)
+    return Launched(protocol.name, command, done.returncode, outcomes, time.monotonic() - started, log_path)
