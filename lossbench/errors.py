@@ -7,6 +7,13 @@ cause, a person reads one line: :func:`error_line` (``lossbench: error: ...``), 
 
 from __future__ import annotations
 
+import re
+
+from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
+
+COMPOSITION_ERRORS = (ConfigCompositionException, MissingConfigException, OverrideParseException)
+"""What Hydra raises for a command line it cannot compose: an unknown option, experiment or key."""
+
 LINE_LIMIT = 400
 """Characters of an error's own text kept in one line (the rest is in the job's log)."""
 
@@ -42,3 +49,20 @@ def describe(error: BaseException, limit: int = LINE_LIMIT) -> str:
 def error_line(message: str, program: str = "lossbench") -> str:
     """The one line a command prints to stderr before it exits non-zero."""
     return f"{program}: error: {message}"
+
+
+def composition_message(error: Exception) -> str:
+    """One line for a command line Hydra cannot compose (``COMPOSITION_ERRORS``): which override, and what it
+    accepts. Said the same way by every lossbench command that takes Hydra overrides."""
+    if isinstance(error, MissingConfigException) and error.options is not None:
+        group, _, choice = str(error.missing_cfg_file).rpartition("/")
+        listing = ", ".join(sorted(error.options))
+        return f"{group}={choice}: no such option in conf/{group}/; choose one of {listing}"
+    text = first_line(error)
+    key = re.match(r"Could not override '([^']+)'", text)
+    if key:
+        return (
+            f"{key[1]}: no such key in the config (python -m lossbench.train --help lists the groups and keys; "
+            f"+{key[1]}=VALUE adds a new one)"
+        )
+    return one_line(error) + " (python -m lossbench.train --help lists the groups and keys)"

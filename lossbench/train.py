@@ -12,18 +12,16 @@ from __future__ import annotations
 import logging
 import math
 import os
-import re
 import signal
 import sys
 from pathlib import Path
 
 import hydra
-from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
 from omegaconf import DictConfig
 
 from lossbench import gpus, job, launch, store_links  # noqa: F401  (launch registers its resolver)
 from lossbench.config import validate
-from lossbench.errors import LossbenchError, describe, error_line, first_line, one_line
+from lossbench.errors import COMPOSITION_ERRORS, LossbenchError, composition_message, describe, error_line, first_line
 from lossbench.names import OBJECTIVE, SUMMARY_EPOCHS, SUMMARY_SELECTED_EPOCH, TEST_ACC, TEST_LAST_ACC
 from lossbench.paths import conf_dir
 from lossbench.process import import_heavy  # before torch/Lightning/MLflow: its exit handler runs after theirs
@@ -141,28 +139,12 @@ def main() -> None:
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises instead of printing its multi-line report and exiting 1
     try:
         task()
-    except (ConfigCompositionException, MissingConfigException, OverrideParseException) as e:
+    except COMPOSITION_ERRORS as e:
         print(error_line(composition_message(e)), file=sys.stderr)
         sys.exit(2)
     except Exception as e:  # around the jobs (a launcher, a callback): one line, the traceback in a log
         print(error_line(f"{describe(e, 300)} ({save_traceback(e)})"), file=sys.stderr)
         sys.exit(1)
-
-
-def composition_message(error: Exception) -> str:
-    """One line for a command line Hydra cannot compose: which override, and what it accepts."""
-    if isinstance(error, MissingConfigException) and error.options is not None:
-        group, _, choice = str(error.missing_cfg_file).rpartition("/")
-        listing = ", ".join(sorted(error.options))
-        return f"{group}={choice}: no such option in conf/{group}/; choose one of {listing}"
-    text = first_line(error)
-    key = re.match(r"Could not override '([^']+)'", text)
-    if key:
-        return (
-            f"{key[1]}: no such key in the config (python -m lossbench.train --help lists the groups and keys; "
-            f"+{key[1]}=VALUE adds a new one)"
-        )
-    return one_line(error) + " (python -m lossbench.train --help lists the groups and keys)"
 
 
 def save_traceback(error: BaseException) -> str:

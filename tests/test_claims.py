@@ -398,3 +398,14 @@ def test_quick_claims_on_tiny_data_write_every_section_verdict_and_figure_and_a_
     assert len(client.search_runs([client.get_experiment_by_name("claims").experiment_id])) == 1, (
         "the same run, updated"
     )
+
+
+def test_an_option_hydra_cannot_compose_is_one_line_naming_the_choices_before_any_run(tmp_path, capsys) -> None:
+    """The same line python -m lossbench.train gives (lossbench.errors.composition_message), exit 2, nothing run."""
+    from lossbench.claims import cli
+
+    status = cli.main(["--quick", "--out", str(tmp_path / "claims"), "data=nosuch", f"data.root={tmp_path}"])
+    err = capsys.readouterr().err.strip()
+    assert status == 2 and len(err.splitlines()) == 1
+    assert err.startswith("lossbench.claims: error: data=nosuch: no such option in conf/data/; choose one of ")
+    assert "fashion_mnist" in err and not (tmp_path / "claims" / "claims.md").exists()

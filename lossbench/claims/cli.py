@@ -19,7 +19,7 @@ from lossbench import provenance, store_links
 from lossbench.claims import evaluate, results, write
 from lossbench.claims.protocols import PROTOCOLS, Design, Launched, arguments, design, launch
 from lossbench.claims.rules import UNDECIDED, Finding
-from lossbench.errors import error_line, first_line
+from lossbench.errors import COMPOSITION_ERRORS, composition_message, error_line, first_line
 from lossbench.names import FAILURE_TAG
 
 PROGRAM = "lossbench.claims"
@@ -122,7 +122,10 @@ def main(argv: Sequence[str] | None = None, echo: Callable[[str], None] = print)
     )
     try:
         designs, launched = run_protocols(out, args.overrides, args.quick, echo)
-    except Exception as e:  # Hydra cannot compose an override: the user's input
+    except COMPOSITION_ERRORS as e:  # an override Hydra cannot compose: the user's input, said as train says it
+        print(error_line(composition_message(e), PROGRAM), file=sys.stderr)
+        return 2
+    except Exception as e:  # a protocol's sweep could not start: one line, exit 2 as before any training
         print(error_line(f"{type(e).__name__}: {first_line(e)}", PROGRAM), file=sys.stderr)
         return 2
     rows, not_finished = read_back(designs, launched)
