@@ -248,7 +248,9 @@ def test_what_would_decide_a_prediction_is_said_in_its_own_unit() -> None:
         rows.append(run_row("claim_losses", "mse", "linear", seed, test__input_margin_q50=ce))
     (first, _) = evaluate.claim_4(rows).tested
     assert first.outcome == rules.UNDECIDED and first.decision.plan.extra is None
-    assert first.plan == "more than 100 more seeds for a difference of 0.002"  # mean of -0.10, +0.18, -0.08, +0.06, -0.05
+    assert (
+        first.plan == "more than 100 more seeds for a difference of 0.002"
+    )  # mean of -0.10, +0.18, -0.08, +0.06, -0.05
     assert "pp" not in first.plan
 
 
