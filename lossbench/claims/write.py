@@ -50,18 +50,19 @@ def figure_name(finding: Finding) -> str:
 # ------------------------------------------------------------------------------------------ figures
 
 
-def _panel(ax, measured: Sequence[Measured]) -> None:
-    """One measure: a cluster per block (the group without its loss), a colour per loss, each seed a dot, the mean
-    with its interval as a bar (no bar below 3 seeds)."""
+def _panel(ax, measured: Sequence[Measured], colours: Sequence[str]) -> None:
+    """One measure: a cluster per block (the group without its loss), a colour per loss (its place in ``colours``,
+    the same in every panel), each seed a dot, the mean with its interval as a bar (no bar below 3 seeds)."""
     m = MEASURES[measured[0].measure]
     blocks = list(dict.fromkeys(_block(g) for g in measured))
     losses = list(dict.fromkeys(g.group.get("loss", "") for g in measured))
     width = 0.8 / max(1, len(losses))
     for i, loss in enumerate(losses):
+        colour = f"C{colours.index(loss) % 10}"
         for g in (g for g in measured if g.group.get("loss", "") == loss):
             x = blocks.index(_block(g)) + (i - (len(losses) - 1) / 2) * width
             seeds = [v * m.scale for v in g.values.values() if math.isfinite(v)]
-            ax.scatter([x] * len(seeds), seeds, s=12, color=f"C{i}", alpha=0.6, zorder=3)
+            ax.scatter([x] * len(seeds), seeds, s=12, color=colour, alpha=0.6, zorder=3)
             iv = g.interval
             if iv.n and math.isfinite(iv.mean):
                 # max(0, ...): a Wilson interval of 12 of 12 ends at 0.9999999999999999, a hair below its share
@@ -72,7 +73,7 @@ def _panel(ax, measured: Sequence[Measured]) -> None:
                     [iv.mean * m.scale],
                     yerr=err,
                     fmt="D",
-                    color=f"C{i}",
+                    color=colour,
                     ms=6,
                     capsize=4,
                     zorder=4,
@@ -81,8 +82,6 @@ def _panel(ax, measured: Sequence[Measured]) -> None:
     ax.set_xticks(range(len(blocks)), [b or "all" for b in blocks], fontsize="small")
     ax.set_title(m.label + (f" ({m.unit})" if m.unit else ""), fontsize="medium")
     ax.grid(axis="y", alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize="small", ncols=min(len(losses), 5))
 
 
 def _block(g: Measured) -> str:
@@ -105,10 +104,14 @@ def draw(finding: Finding, path: Path) -> Path | None:
         return None
     fig = Figure(figsize=(6.5 * min(len(measures), 3), 4.2 * math.ceil(len(measures) / 3)), layout="constrained")
     axes = fig.subplots(math.ceil(len(measures) / 3), min(len(measures), 3), squeeze=False).ravel()
+    colours = list(dict.fromkeys(g.group.get("loss", "") for g in finding.measured))
     for ax, measure in zip(axes, measures):
-        _panel(ax, [g for g in finding.measured if g.measure == measure])
+        _panel(ax, [g for g in finding.measured if g.measure == measure], colours)
     for ax in axes[len(measures) :]:
         ax.set_visible(False)
+    legend = {label: handle for ax in axes for handle, label in zip(*ax.get_legend_handles_labels())}
+    if legend:  # one legend for every panel, below them: off the data
+        fig.legend(legend.values(), legend.keys(), loc="outside lower center", ncols=min(len(legend), 8), frameon=False)
     fig.suptitle(f"Claim {finding.claim.number}: {finding.claim.statement}", fontsize="medium")
     return plots._save(fig, path)
 
