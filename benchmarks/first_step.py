@@ -14,10 +14,9 @@ from pathlib import Path
 import hydra
 import pytorch_lightning as pl
 
+from benchmarks.settings import FIRST_STEP_ENV
 from lossbench.paths import conf_dir
 from lossbench.train import run
-
-FIRST_STEP_ENV = "BENCH_FIRST_STEP_FILE"
 
 
 class FirstStepMark(pl.Callback):

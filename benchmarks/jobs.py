@@ -11,9 +11,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.first_step import FIRST_STEP_ENV
 from benchmarks.settings import (
     BARE_IMPORT,
+    FIRST_STEP_ENV,
     JOB_OVERHEAD_TARGET_S,
     MEMORY_TARGET_MB,
     REPO,

@@ -8,6 +8,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 BARE_IMPORT = "import torch, torchvision, pytorch_lightning, hydra, mlflow"
 NVML_ENV = "PYTORCH_NVML_BASED_CUDA_CHECK"
+FIRST_STEP_ENV = "BENCH_FIRST_STEP_FILE"  # where python -m benchmarks.first_step writes the time of the first step
 EPOCH_VARIANTS = ("plain", "plain-fused", "lossbench", "conventional")
 SECTIONS = (*EPOCH_VARIANTS, "startup", "memory", "overhead", "sweep", "gpu")
 DEFAULT_SECTIONS = (*EPOCH_VARIANTS, "startup", "memory", "overhead", "gpu")
