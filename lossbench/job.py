@@ -91,9 +91,30 @@ def parallel_workers(n_jobs: int | None) -> int:
     return n_jobs if n_jobs >= 1 else max(1, available_cores() + 1 + n_jobs)
 
 
+_scratch: list[tempfile.TemporaryDirectory] = []  # outside Hydra: one folder holding this process's runs' folders
+_run_dirs: list[Path] = []  # outside Hydra: the output folder of each run this process started, the current last
+
+
+def new_output_dir() -> None:
+    """Outside Hydra (tests, notebooks, the benchmark): give the run about to start its own output folder, inside
+    one temporary folder of this process that is removed when the process exits (what a run writes there, its
+    figures and resolved config, is on the run in MLflow by then). Under Hydra each job has Hydra's."""
+    if HydraConfig.initialized():
+        return
+    if not _scratch:
+        _scratch.append(tempfile.TemporaryDirectory(prefix="lossbench-"))
+    folder = Path(_scratch[0].name) / f"run-{len(_run_dirs)}"
+    folder.mkdir()
+    _run_dirs.append(folder)
+
+
 def output_dir() -> str:
-    """This job's output folder (Hydra's), or a new temporary one for a run outside Hydra (tests, notebooks)."""
-    return HydraConfig.get().runtime.output_dir if HydraConfig.initialized() else tempfile.mkdtemp(prefix="lossbench-")
+    """This job's output folder: Hydra's, or outside Hydra the current run's (:func:`new_output_dir`)."""
+    if HydraConfig.initialized():
+        return HydraConfig.get().runtime.output_dir
+    if not _run_dirs:
+        new_output_dir()
+    return str(_run_dirs[-1])
 
 
 def job_output_dir(cfg: Any) -> Path:

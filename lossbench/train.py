@@ -36,6 +36,7 @@ def run(cfg: DictConfig, extra_callbacks: list | None = None) -> float:
     time epochs or inspect the optimizer; see benchmarks/ for examples).
     """
     job.label_logs(f"job {job.job_number()}")  # in a sweep: until the run has its name
+    job.new_output_dir()  # outside Hydra: this run's figures and resolved config in one folder of its own
     validate(cfg)  # what the config alone decides answers before the heavy imports
     import_heavy(*job.job_modules(cfg.tracking.uri))
     from lossbench import phases  # torch, Lightning, MLflow: imported above, once the config is known to be valid

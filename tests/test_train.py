@@ -345,3 +345,41 @@ def test_last_checkpoint_follows_every_epoch_even_when_the_monitor_does_not_impr
     assert last["epoch"] == 2 and [r["epoch"] for r in last["lossbench_history"]] == [0, 1, 2]
     assert best["epoch"] == 0, "ties go to the earlier epoch"
     assert runs[0].data.metrics["summary/selected_epoch"] == 1, "the first epoch is epoch 1"
+
+
+@pytest.mark.slow
+def test_runs_outside_hydra_get_one_folder_each_and_leave_no_temporary_folder(tiny_mnist: Path, tmp_path: Path):
+    """A process that runs twice outside Hydra (a notebook, a test): each run's figures and resolved config in one
+    folder of its own, and no ``lossbench-*`` folder left in the temporary directory once the process has exited."""
+    import json
+    import subprocess
+    import sys
+
+    from conftest import ENV
+
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    store = tmp_path / "mlflow.db"
+    script = f"""
+import json, os, sys
+sys.path.insert(0, {str(Path(__file__).parent)!r})
+from conftest import compose, tiny_overrides
+from pathlib import Path
+from lossbench import job
+from lossbench.train import run
+folders = []
+for seed in (0, 1):
+    run(compose(*tiny_overrides(Path({str(tiny_mnist)!r}), Path({str(store)!r}), "analysis.figures=true", f"seed={{seed}}")))
+    folder = Path(job.output_dir())
+    folders.append([str(folder), sorted(p.name for p in folder.iterdir())])
+print(json.dumps(folders))
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], env={**ENV, "TMPDIR": str(scratch)}, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    (first, first_files), (second, second_files) = json.loads(done.stdout.strip().splitlines()[-1])
+    assert first != second
+    for files in (first_files, second_files):
+        assert {"config.resolved.yaml", "learning_curves.png", "confusion_matrix.png"} <= set(files), files
+    assert [p.name for p in scratch.iterdir() if p.name.startswith("lossbench-")] == []
