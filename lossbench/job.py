@@ -101,8 +101,8 @@ def new_output_dir() -> None:
     figures and resolved config, is on the run in MLflow by then). Under Hydra each job has Hydra's."""
     if HydraConfig.initialized():
         return
-    if not _scratch:
-        _scratch.append(tempfile.TemporaryDirectory(prefix="lossbench-"))
+    if not _scratch or not os.path.isdir(_scratch[0].name):  # none yet, or removed with the folder it was made in
+        _scratch[:] = [tempfile.TemporaryDirectory(prefix="lossbench-")]
     folder = Path(_scratch[0].name) / f"run-{len(_run_dirs)}"
     folder.mkdir()
     _run_dirs.append(folder)
