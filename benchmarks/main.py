@@ -124,100 +124,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         result = child(json.loads(Path(args.child).read_text()))
         Path(args.child_out).write_text(json.dumps(result))
         return result
-
-    sections = [s.strip() for s in args.only.split(",") if s.strip()] or list(DEFAULT_SECTIONS)
-    unknown = sorted(set(sections) - set(SECTIONS))
-    if unknown:
-        raise SystemExit(f"--only: unknown section {unknown[0]!r}; use {', '.join(SECTIONS)}")
-    models = [m.strip() for m in args.models.split(",") if m.strip()]
-    batch = {k: int(v) for k, v in (item.split("=") for item in args.batch.split(",") if item.strip())}
-    threads = args.threads
-    if threads < 1:
-        raise SystemExit("--threads must be at least 1")
+    sections, settings = checked(args)
     isolation = args.isolation or ("inprocess" if args.smoke else "subprocess")
-    settings = Settings(
-        data=args.data,
-        root=str(Path(args.root).expanduser().resolve()),
-        models=models,
-        batch=batch,
-        warmup=args.warmup if args.warmup is not None else (0 if args.smoke else 1),
-        epochs=args.epochs if args.epochs is not None else (1 if args.smoke else 3),
-        reps=args.reps if args.reps is not None else (1 if args.smoke else 3),
-        before_rev=args.before_rev,
-        rounds=max(1, args.rounds if args.rounds is not None else (1 if args.smoke else 2)),
-        threads=threads,
-        workers=[int(w) for w in args.workers.split(",") if w.strip()],
-        smoke=args.smoke,
-        profile=str(Path(args.profile).resolve()) if args.profile else None,
-    )
-    if settings.profile:
-        Path(settings.profile).mkdir(parents=True, exist_ok=True)
-    folder = data_yaml(settings.data).source.folder  # where conf/data/<data>.yaml reads its files under data.root
-    if not args.smoke and not (Path(settings.root) / folder).is_dir():
-        raise SystemExit(f"no {settings.data} under {settings.root}: pass --root (the folder holding {folder}/)")
     started = time.perf_counter()
     tmp = Path(tempfile.mkdtemp(prefix="lossbench-bench-"))
     if args.smoke:
         settings.root = str(write_tiny(tmp / "data", settings.data, **SMOKE_DATA))
         settings.data_overrides = list(SMOKE_OVERRIDES)
-
     result: dict[str, Any] = {
         "command": shlex.join([sys.executable, "-m", "benchmarks", *(sys.argv[1:] if argv is None else argv)]),
         "settings": {**vars(settings), "isolation": isolation, "sections": sections},
-        "machine": machine_info(threads),
-        "targets": {
-            "lossbench_over_plain_max": {f"{m}@{b}": t for (m, b), t in OVERHEAD_TARGET.items()},
-            "conventional_over_lossbench_min": {f"{m}@{b}": t for (m, b), t in SPEEDUP_TARGET.items()},
-            "startup_ratio_max": STARTUP_TARGET,
-            "memory_mb_max": MEMORY_TARGET_MB,
-            "job_overhead_s_max": JOB_OVERHEAD_TARGET_S,
-            "sweep_after_over_before_max": SWEEP_TARGET,
-        },
+        "machine": machine_info(settings.threads),
+        "targets": targets(),
         "variants": [],
     }
-    runs = [(m, settings.batch_of(m)) for m in models]
     try:
-        for variant, workers, round_ in schedule(sections, settings):
-            progress(
-                f"{variant}{f' (workers={workers})' if variant == 'conventional' else ''}"
-                f"{f' round {round_ + 1}' if variant != 'conventional' and settings.rounds > 1 else ''}: {', '.join(f'{m}@{b}' for m, b in runs)}"
-            )
-            result["variants"].append(run_variant(variant, runs, settings, tmp, isolation, workers))
-        result["variants"] = pool_rounds(result["variants"])
-        job_model = "mlp" if "mlp" in models else models[0]
-        if "startup" in sections:
-            progress(f"start-up: bare import x{settings.reps}, lossbench jobs ({job_model})")
-            s = jobs.measure_startup(settings, tmp, job_model)
-            s["pass"] = None if settings.smoke else s["ratio"] <= STARTUP_TARGET
-            result["startup"] = s
-        if "memory" in sections:
-            m = jobs.measure_memory(settings, tmp, job_model, result.get("startup"))
-            m["pass"] = None if settings.smoke else m["max_rss_mb"] <= MEMORY_TARGET_MB
-            result["memory"] = m
-        if "overhead" in sections:
-            progress(f"per-job overhead: 1 + {settings.reps} one-epoch jobs ({job_model}) in one process")
-            o = run_variant("overhead", [(job_model, settings.batch_of(job_model))], settings, tmp, isolation)
-            o["pass"] = jobs.overhead_verdict(o, settings.smoke)
-            result["overhead"] = o
-        if "sweep" in sections:
-            progress("sweep: the README's 30 jobs, 1 epoch, before then after (minutes)")
-            result["sweep"] = jobs.measure_sweep(settings, tmp)
-        if "gpu" in sections:
-            if not jobs.gpu_present():
-                result["gpu"] = {"skipped": "no CUDA device on this machine"}
-            else:
-                progress("gpu: lossbench and plain, mlp and cnn at batch 512")
-                gpu_runs = [(m, GPU_BATCH) for m in GPU_MODELS]
-                found = [
-                    run_variant(v, gpu_runs, settings, tmp, isolation, accelerator="gpu")
-                    for v in ("plain", "plain-fused", "lossbench")
-                ]
-                skipped = next((f["skipped"] for f in found if "skipped" in f), None)
-                if skipped:
-                    result["gpu"] = {"skipped": skipped}
-                else:
-                    result["variants"].extend(found)
-                    result["gpu"] = {"runs": [{"variant": f["label"], **r} for f in found for r in f["runs"]]}
+        measure(result, sections, settings, tmp, isolation)
     finally:
         if args.keep:
             print(f"kept {tmp}", file=sys.stderr)
@@ -233,6 +155,99 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     out.write_text(json.dumps(result, indent=2, default=str) + "\n")
     print(f"raw numbers: {out} ({result['total_s']:.0f} s)")
     return result
+
+
+def checked(args: argparse.Namespace) -> tuple[list[str], Settings]:
+    """The sections to run and the settings, from the command line; a mistake ends the program before anything runs."""
+    sections = [s.strip() for s in args.only.split(",") if s.strip()] or list(DEFAULT_SECTIONS)
+    unknown = sorted(set(sections) - set(SECTIONS))
+    if unknown:
+        raise SystemExit(f"--only: unknown section {unknown[0]!r}; use {', '.join(SECTIONS)}")
+    if args.threads < 1:
+        raise SystemExit("--threads must be at least 1")
+    settings = Settings(
+        data=args.data,
+        root=str(Path(args.root).expanduser().resolve()),
+        models=[m.strip() for m in args.models.split(",") if m.strip()],
+        batch={k: int(v) for k, v in (item.split("=") for item in args.batch.split(",") if item.strip())},
+        warmup=args.warmup if args.warmup is not None else (0 if args.smoke else 1),
+        epochs=args.epochs if args.epochs is not None else (1 if args.smoke else 3),
+        reps=args.reps if args.reps is not None else (1 if args.smoke else 3),
+        before_rev=args.before_rev,
+        rounds=max(1, args.rounds if args.rounds is not None else (1 if args.smoke else 2)),
+        threads=args.threads,
+        workers=[int(w) for w in args.workers.split(",") if w.strip()],
+        smoke=args.smoke,
+        profile=str(Path(args.profile).resolve()) if args.profile else None,
+    )
+    if settings.profile:
+        Path(settings.profile).mkdir(parents=True, exist_ok=True)
+    folder = data_yaml(settings.data).source.folder  # where conf/data/<data>.yaml reads its files under data.root
+    if not args.smoke and not (Path(settings.root) / folder).is_dir():
+        raise SystemExit(f"no {settings.data} under {settings.root}: pass --root (the folder holding {folder}/)")
+    return sections, settings
+
+
+def targets() -> dict[str, Any]:
+    """The issues' targets, as the result file states them."""
+    return {
+        "lossbench_over_plain_max": {f"{m}@{b}": t for (m, b), t in OVERHEAD_TARGET.items()},
+        "conventional_over_lossbench_min": {f"{m}@{b}": t for (m, b), t in SPEEDUP_TARGET.items()},
+        "startup_ratio_max": STARTUP_TARGET,
+        "memory_mb_max": MEMORY_TARGET_MB,
+        "job_overhead_s_max": JOB_OVERHEAD_TARGET_S,
+        "sweep_after_over_before_max": SWEEP_TARGET,
+    }
+
+
+def measure(result: dict[str, Any], sections: list[str], settings: Settings, tmp: Path, isolation: str) -> None:
+    """Run the sections in order, each adding its numbers to ``result``."""
+    models = settings.models
+    runs = [(m, settings.batch_of(m)) for m in models]
+    for variant, workers, round_ in schedule(sections, settings):
+        progress(
+            f"{variant}{f' (workers={workers})' if variant == 'conventional' else ''}"
+            f"{f' round {round_ + 1}' if variant != 'conventional' and settings.rounds > 1 else ''}: {', '.join(f'{m}@{b}' for m, b in runs)}"
+        )
+        result["variants"].append(run_variant(variant, runs, settings, tmp, isolation, workers))
+    result["variants"] = pool_rounds(result["variants"])
+    job_model = "mlp" if "mlp" in models else models[0]
+    if "startup" in sections:
+        progress(f"start-up: bare import x{settings.reps}, lossbench jobs ({job_model})")
+        s = jobs.measure_startup(settings, tmp, job_model)
+        s["pass"] = None if settings.smoke else s["ratio"] <= STARTUP_TARGET
+        result["startup"] = s
+    if "memory" in sections:
+        m = jobs.measure_memory(settings, tmp, job_model, result.get("startup"))
+        m["pass"] = None if settings.smoke else m["max_rss_mb"] <= MEMORY_TARGET_MB
+        result["memory"] = m
+    if "overhead" in sections:
+        progress(f"per-job overhead: 1 + {settings.reps} one-epoch jobs ({job_model}) in one process")
+        o = run_variant("overhead", [(job_model, settings.batch_of(job_model))], settings, tmp, isolation)
+        o["pass"] = jobs.overhead_verdict(o, settings.smoke)
+        result["overhead"] = o
+    if "sweep" in sections:
+        progress("sweep: the README's 30 jobs, 1 epoch, before then after (minutes)")
+        result["sweep"] = jobs.measure_sweep(settings, tmp)
+    if "gpu" in sections:
+        result["gpu"] = measure_gpu(result, settings, tmp, isolation)
+
+
+def measure_gpu(result: dict[str, Any], settings: Settings, tmp: Path, isolation: str) -> dict[str, Any]:
+    """lossbench and the plain loops on the GPU (their variants join ``result``), or why it was skipped."""
+    if not jobs.gpu_present():
+        return {"skipped": "no CUDA device on this machine"}
+    progress("gpu: lossbench and plain, mlp and cnn at batch 512")
+    gpu_runs = [(m, GPU_BATCH) for m in GPU_MODELS]
+    found = [
+        run_variant(v, gpu_runs, settings, tmp, isolation, accelerator="gpu")
+        for v in ("plain", "plain-fused", "lossbench")
+    ]
+    skipped = next((f["skipped"] for f in found if "skipped" in f), None)
+    if skipped:
+        return {"skipped": skipped}
+    result["variants"].extend(found)
+    return {"runs": [{"variant": f["label"], **r} for f in found for r in f["runs"]]}
 
 
 def progress(message: str) -> None:

@@ -170,7 +170,7 @@ def test_no_metric_or_tag_name_is_written_outside_its_owner():
 
 def test_no_function_runs_over_80_lines():
     long = []
-    for path in modules("lossbench", "hydra_plugins").values():
+    for path in modules(*PACKAGES).values():
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
                 start = min([node.lineno, *(d.lineno for d in node.decorator_list)])
