@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from conftest import read_runs, tiny_overrides
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("slurm")]  # one Slurm installation: its tests run on one worker
 pytest_plugins = ["slurm_cluster"]
 TESTS = Path(__file__).parent
 LAUNCHER = [
