@@ -1,0 +1,34 @@
+#!/bin/sh
+# Start MLflow's basic-auth app (users, per-experiment permissions) on the team's PostgreSQL.
+# The entrypoint of docker/mlflow.Dockerfile; tests/servers.py starts its test server with it too.
+#
+# From the environment (docker/compose.yaml passes them from docker/.env):
+#   LOSSBENCH_AUTH_DATABASE_URI     where users and permissions live, e.g. the tracking store's
+#                                   postgresql+psycopg://mlflow@postgres:5432/mlflow (password: PGPASSWORD)
+#   MLFLOW_AUTH_ADMIN_PASSWORD      the admin's password at the first start (MLflow ignores it once the
+#                                   admin exists; rotate with `python -m lossbench.team set-password admin`)
+#   MLFLOW_FLASK_SERVER_SECRET_KEY  the static CSRF secret of every worker
+#   MLFLOW_AUTH_ADMIN_USERNAME      optional, default admin
+#   MLFLOW_AUTH_CONFIG_PATH         optional, where to write the ini (default $HOME/basic_auth.ini)
+# Arguments are `mlflow server`'s (store URIs, --host, --port, --workers).
+#
+# A new user gets no permission on anything until an admin grants one (default_permission): MLflow's
+# own default, READ, would let every account read every experiment.
+set -eu
+
+: "${LOSSBENCH_AUTH_DATABASE_URI:?set LOSSBENCH_AUTH_DATABASE_URI (the auth database, e.g. the tracking store URI)}"
+: "${MLFLOW_AUTH_ADMIN_PASSWORD:?set MLFLOW_AUTH_ADMIN_PASSWORD (docker/.env: MLFLOW_ADMIN_PASSWORD)}"
+: "${MLFLOW_FLASK_SERVER_SECRET_KEY:?set MLFLOW_FLASK_SERVER_SECRET_KEY (docker/.env: MLFLOW_SECRET_KEY)}"
+
+ini="${MLFLOW_AUTH_CONFIG_PATH:-$HOME/basic_auth.ini}"
+umask 077
+cat >"$ini" <<EOF
+[mlflow]
+default_permission = NO_PERMISSIONS
+database_uri = ${LOSSBENCH_AUTH_DATABASE_URI}
+admin_username = ${MLFLOW_AUTH_ADMIN_USERNAME:-admin}
+authorization_function = mlflow.server.auth:authenticate_request_basic_auth
+EOF
+export MLFLOW_AUTH_CONFIG_PATH="$ini"
+
+exec mlflow server --app-name basic-auth "$@"
