@@ -20,6 +20,16 @@ set -eu
 : "${MLFLOW_AUTH_ADMIN_PASSWORD:?set MLFLOW_AUTH_ADMIN_PASSWORD (docker/.env: MLFLOW_ADMIN_PASSWORD)}"
 : "${MLFLOW_FLASK_SERVER_SECRET_KEY:?set MLFLOW_FLASK_SERVER_SECRET_KEY (docker/.env: MLFLOW_SECRET_KEY)}"
 
+# docker/.env.example's placeholders are as well known as MLflow's old admin/password1234.
+case "$MLFLOW_AUTH_ADMIN_PASSWORD" in CHANGE-ME*)
+    echo "mlflow-entrypoint: MLFLOW_ADMIN_PASSWORD in docker/.env is still the example's placeholder: set your own" >&2
+    exit 2 ;;
+esac
+case "$MLFLOW_FLASK_SERVER_SECRET_KEY" in CHANGE-ME*)
+    echo "mlflow-entrypoint: MLFLOW_SECRET_KEY in docker/.env is still the example's placeholder: set your own" >&2
+    exit 2 ;;
+esac
+
 ini="${MLFLOW_AUTH_CONFIG_PATH:-$HOME/basic_auth.ini}"
 umask 077
 cat >"$ini" <<EOF
