@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+from urllib.parse import urlsplit
 
 from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
 
@@ -81,7 +82,9 @@ def access_refused(error: BaseException, server: str = "", experiment: str = "")
 
     ``server``: its address (no credentials in it); ``experiment``: the experiment the command works in.
     MLflow's exception carries ``error_code`` and names the endpoint it called, which tells READ from EDIT."""
-    code = getattr(error, "error_code", None)
+    code = getattr(error, "error_code", None)  # MLflow's REST client; its artifact uploads raise requests' HTTPError
+    response, request = getattr(error, "response", None), getattr(error, "request", None)
+    code = {401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED"}.get(getattr(response, "status_code", None), code)
     user = os.environ.get(CREDENTIAL_VARS[0])
     at = f" at {server}" if server else ""
     if code in ("UNAUTHENTICATED", "CUSTOMER_UNAUTHORIZED"):
@@ -92,13 +95,15 @@ def access_refused(error: BaseException, server: str = "", experiment: str = "")
         )
     if code != "PERMISSION_DENIED":
         return None
-    endpoint = re.search(r"endpoint (\S+)", str(error))
-    needed = "READ" if endpoint and endpoint[1].endswith(_READS) else "EDIT"
+    named = re.search(r"endpoint (\S+)", str(error))
+    endpoint = named[1] if named else urlsplit(getattr(response, "url", "") or "").path or "request"
+    read = endpoint.endswith(_READS) or getattr(request, "method", None) == "GET"
+    needed = "READ" if read else "EDIT"
     on = f"experiment {experiment!r}" if experiment else "this experiment"
     grant = (
         f"python -m lossbench.team add-user {user or 'NAME'} --experiment {experiment or 'NAME'} --permission {needed}"
     )
     return (
-        f"user {user!r} lacks permission on {on}{at} ({endpoint[1] if endpoint else 'request'}: 403 Permission "
+        f"user {user!r} lacks permission on {on}{at} ({endpoint}: 403 Permission "
         f"denied): this needs {needed}; an admin grants it with `{grant}`"
     )
