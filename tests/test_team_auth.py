@@ -230,7 +230,8 @@ def test_edit_users_sweep_is_read_by_read_user_and_leaks_no_password(team: Team,
 
     root = write_mnist_family(tmp_path / "data", "MNIST", n_train=600, n_test=200)
     env = environment(team.editor, LOSSBENCH_CHECKPOINTS=str(tmp_path / "checkpoints"))
-    sweep = ["-m", "loss=ce,mae", "hydra.launcher.n_jobs=2", f"hydra.sweep.dir={tmp_path / 'multirun'}"]
+    sweep = ["-m", "loss=ce,mae", "hydra.launcher.n_jobs=2", "analysis.figures=false"]
+    sweep.append(f"hydra.sweep.dir={tmp_path / 'multirun'}")
     code, out, err = finished(lossbench(_train(root, team.server.uri, *sweep), env, tmp_path))
     assert code == 0, out[-3000:] + err[-3000:]
 
@@ -275,8 +276,8 @@ def test_edit_users_sweep_is_read_by_read_user_and_leaks_no_password(team: Team,
 
 
 def test_missing_wrong_or_misplaced_login_is_one_line_and_no_run(team: Team, tmp_path: Path):
-    """No login, a wrong password, a login inside the URI and a READ user's training: each one line naming what to
-    set or ask for, exit 2, and no run in the store."""
+    """No login, a wrong password (a parallel sweep's), a login inside the URI and a READ user's training: each one
+    line naming what to set or ask for, exit 2, and no run in the store."""
     from mlflow import MlflowClient
 
     root = write_mnist_family(tmp_path / "data", "MNIST", n_train=300, n_test=100)
@@ -284,7 +285,7 @@ def test_missing_wrong_or_misplaced_login_is_one_line_and_no_run(team: Team, tmp
     host = uri.removeprefix("http://")
     cases = {
         "no login": (None, uri, "wants a login: set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD"),
-        "wrong password": ((user, password + "x"), uri, "refused user 'edith': check MLFLOW_TRACKING_USERNAME"),
+        "wrong password, sweep": ((user, password + "x"), uri, "refused user 'edith': check MLFLOW_TRACKING_USERNAME"),
         "login in the URI": (
             None,
             f"http://{user}:{password}@{host}",
@@ -305,7 +306,8 @@ def test_missing_wrong_or_misplaced_login_is_one_line_and_no_run(team: Team, tmp
     for case, (login, where, _) in cases.items():
         folder = tmp_path / case.replace(" ", "-")
         folder.mkdir()
-        started[case] = lossbench(_train(root, where), environment(login), folder)
+        sweep = ["-m", "loss=ce,mae", "hydra.launcher.n_jobs=2"] if "sweep" in case else []
+        started[case] = lossbench(_train(root, where, *sweep), environment(login), folder)
     for case, proc in started.items():
         code, out, err = finished(proc)
         lines = err.strip().splitlines()
