@@ -219,3 +219,21 @@ def test_client_fails_fast_when_server_hangs(impatient_client):
         client = impatient_client(f"http://127.0.0.1:{hung.getsockname()[1]}")
         elapsed = _elapsed_failing(lambda: client.search_experiments(max_results=1))
     assert 1.5 < elapsed < 6
+
+
+# ----------------------------------------------------------------------------- logins
+
+
+def test_a_login_inside_a_server_uri_is_refused_without_echoing_it():
+    """Credentials come from the environment only: a server URI carrying one is refused in a line that names the
+    variables and not the password; a database URI keeps its own (its password is redacted where it is shown)."""
+    from lossbench.store import TrackingError, resolve_uri
+
+    for uri in ("http://alice:s3cret@mlflow.example.org:5000", "https://alice@mlflow.example.org"):
+        with pytest.raises(TrackingError) as refused:
+            resolve_uri(uri)
+        message = str(refused.value)
+        assert "s3cret" not in message and "alice" not in message
+        assert "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD" in message
+    assert resolve_uri("http://mlflow.example.org:5000") == "http://mlflow.example.org:5000"
+    assert resolve_uri("postgresql://u:p@db/x") == "postgresql://u:p@db/x"
