@@ -246,8 +246,11 @@ def test_edit_users_sweep_is_read_by_read_user_and_leaks_no_password(team: Team,
 
     as_reviewer = environment(team.reviewer)
     report = ["lossbench.report", "--experiment", EXPERIMENT, "--sweep", sweep_id, "--tracking-uri", team.server.uri]
-    looked = finished(lossbench([*report, "--no-log", "--out", str(tmp_path / "report")], as_reviewer, tmp_path))
-    logged = finished(lossbench([*report, "--out", str(tmp_path / "report-logged")], as_reviewer, tmp_path))
+    both = [
+        lossbench([*report, "--no-log", "--out", str(tmp_path / "report")], as_reviewer, tmp_path),
+        lossbench([*report, "--out", str(tmp_path / "report-logged")], as_reviewer, tmp_path),
+    ]
+    looked, logged = (finished(proc) for proc in both)
     assert looked[0] == 0, looked[1][-2000:] + looked[2][-2000:]
     assert (tmp_path / "report" / "report.html").is_file()
     assert logged[0] == 2, logged[1][-2000:] + logged[2][-2000:]
@@ -319,3 +322,22 @@ def test_missing_wrong_or_misplaced_login_is_one_line_and_no_run(team: Team, tmp
     with logged_in(team.admin):
         after = {r.info.run_id for r in client.search_runs([team.experiment_id])}
     assert after == before, "a refused login left a run"
+
+
+def test_a_user_rotates_their_own_password(team: Team, tmp_path: Path):
+    """``python -m lossbench.team set-password`` with the user's own login: the new password gets in, the old one
+    gets 401 (MLflow checks the current password, which the command takes from the environment)."""
+    name, old = team.stranger
+    new = secrets.token_urlsafe(18)
+    env = environment(team.stranger, MLFLOW_TRACKING_URI=team.server.uri, LOSSBENCH_NEW_PASSWORD=new)
+    code, out, err = finished(lossbench(["lossbench.team", "set-password", name], env, tmp_path), 120)
+    assert code == 0, out + err
+    assert (
+        out.strip()
+        == f"user 'stan' has a new password at {team.server.uri}; set MLFLOW_TRACKING_PASSWORD to it from now on"
+    )
+    assert new not in out + err
+    assert (status_of(team.server.uri, SEARCH, (name, new)), status_of(team.server.uri, SEARCH, (name, old))) == (
+        200,
+        401,
+    )
