@@ -10,6 +10,11 @@
 #   MLFLOW_FLASK_SERVER_SECRET_KEY  the static CSRF secret of every worker
 #   MLFLOW_AUTH_ADMIN_USERNAME      optional, default admin
 #   MLFLOW_AUTH_CONFIG_PATH         optional, where to write the ini (default $HOME/basic_auth.ini)
+#   LOSSBENCH_AUTH_CACHE_S          optional, default 60: how long a worker trusts a checked password. MLflow
+#                                   hashes passwords with scrypt (~0.1-0.3 s of CPU per check), and without this
+#                                   cache checks on every request, i.e. every metric a run logs. The price: a
+#                                   changed or deleted password still works for up to this long on the other
+#                                   workers. 0 checks every request.
 # Arguments are `mlflow server`'s (store URIs, --host, --port, --workers).
 #
 # A new user gets no permission on anything until an admin grants one (default_permission): MLflow's
@@ -38,6 +43,7 @@ default_permission = NO_PERMISSIONS
 database_uri = ${LOSSBENCH_AUTH_DATABASE_URI}
 admin_username = ${MLFLOW_AUTH_ADMIN_USERNAME:-admin}
 authorization_function = mlflow.server.auth:authenticate_request_basic_auth
+auth_cache_ttl_seconds = ${LOSSBENCH_AUTH_CACHE_S:-60}
 EOF
 export MLFLOW_AUTH_CONFIG_PATH="$ini"
 

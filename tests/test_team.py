@@ -86,6 +86,7 @@ def test_mlflow_entrypoint_needs_its_secrets(tmp_path: Path, change: dict, named
         assert (tmp_path / "called").read_text().split() == ["server", "--app-name", "basic-auth", "--port=5000"]
         ini = (tmp_path / "ini").read_text()
         assert "default_permission = NO_PERMISSIONS" in ini
+        assert "auth_cache_ttl_seconds = 60" in ini  # a checked password is trusted a minute, not hashed per request
         assert "database_uri = postgresql+psycopg://mlflow@postgres:5432/mlflow" in ini
         assert "a-real-admin-password" not in ini  # the password stays in the environment
         assert ((tmp_path / "basic_auth.ini").stat().st_mode & 0o077) == 0  # the ini is its owner's alone

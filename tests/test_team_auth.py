@@ -260,12 +260,15 @@ def test_edit_users_sweep_is_read_by_read_user_and_leaks_no_password(team: Team,
 
     # Every file the sweep and the reports wrote, the server's artifacts, and what the commands printed.
     (tmp_path / "printed.txt").write_text("\n".join([out, err, *looked[1:], *logged[1:]]))
-    searched = [tmp_path / "multirun", tmp_path / "outputs", tmp_path / "checkpoints", tmp_path / "report"]
-    searched += [tmp_path / "report-logged", tmp_path / "printed.txt", team.server.artifacts]
-    searched = [str(p) for p in searched if p.exists()]
+    # tmp_path: the sweep's folder (job logs, Hydra's configs, outcomes), checkpoints, the sweep's own report
+    # (reports/), the reviewer's two report folders, what the commands printed.
+    searched = [str(tmp_path), str(team.server.artifacts)]
     words = [arg for password in team.passwords for arg in ("-e", password)]
     grep = subprocess.run(["grep", "-rlaF", *words, *searched], capture_output=True, text=True)
-    print("$ grep -rlaF -e <each password> " + " ".join(searched) + f"\nexit {grep.returncode}: {grep.stdout!r}")
+    files = sum(len(files) for place in searched for _, _, files in os.walk(place))
+    print(
+        f"$ grep -rlaF -e <each password> {' '.join(searched)}   # {files} files\nexit {grep.returncode}: {grep.stdout!r}"
+    )
     assert grep.returncode == 1 and grep.stdout == "", f"a password is in {grep.stdout}{grep.stderr}"
     # The same grep finds what is there: the run ids, in the sweep's logs and the server's artifacts.
     control = subprocess.run(["grep", "-rlaF", "-e", jobs[0].info.run_id, *searched], capture_output=True, text=True)
