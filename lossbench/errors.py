@@ -7,7 +7,9 @@ cause, a person reads one line: :func:`error_line` (``lossbench: error: ...``), 
 
 from __future__ import annotations
 
+import os
 import re
+from urllib.parse import urlsplit
 
 from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
 
@@ -66,3 +68,42 @@ def composition_message(error: Exception) -> str:
             f"+{key[1]}=VALUE adds a new one)"
         )
     return one_line(error) + " (python -m lossbench.train --help lists the groups and keys)"
+
+
+CREDENTIAL_VARS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
+"""Where a tracking server's credentials come from: the environment, never a URI, a command line or a config."""
+
+_READS = ("/get", "/search", "/get-by-name", "/get-history", "/list")  # endpoint endings that need READ only
+
+
+def access_refused(error: BaseException, server: str = "", experiment: str = "") -> str | None:
+    """One line for a tracking server that refused the credentials (HTTP 401) or the permission (403) of
+    ``$MLFLOW_TRACKING_USERNAME``, naming what to set or to ask for; None for any other error.
+
+    ``server``: its address (no credentials in it); ``experiment``: the experiment the command works in.
+    MLflow's exception carries ``error_code`` and names the endpoint it called, which tells READ from EDIT."""
+    code = getattr(error, "error_code", None)  # MLflow's REST client; its artifact uploads raise requests' HTTPError
+    response, request = getattr(error, "response", None), getattr(error, "request", None)
+    code = {401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED"}.get(getattr(response, "status_code", None), code)
+    user = os.environ.get(CREDENTIAL_VARS[0])
+    at = f" at {server}" if server else ""
+    if code in ("UNAUTHENTICATED", "CUSTOMER_UNAUTHORIZED"):
+        if not (user and os.environ.get(CREDENTIAL_VARS[1])):
+            return f"the tracking server{at} wants a login: set {' and '.join(CREDENTIAL_VARS)} (401 Unauthorized)"
+        return (
+            f"the tracking server{at} refused user {user!r}: check {' and '.join(CREDENTIAL_VARS)} (401 Unauthorized)"
+        )
+    if code != "PERMISSION_DENIED":
+        return None
+    named = re.search(r"endpoint (\S+)", str(error))
+    endpoint = named[1] if named else urlsplit(getattr(response, "url", "") or "").path or "request"
+    read = endpoint.endswith(_READS) or getattr(request, "method", None) == "GET"
+    needed = "READ" if read else "EDIT"
+    on = f"experiment {experiment!r}" if experiment else "this experiment"
+    grant = (
+        f"python -m lossbench.team add-user {user or 'NAME'} --experiment {experiment or 'NAME'} --permission {needed}"
+    )
+    return (
+        f"user {user!r} lacks permission on {on}{at} ({endpoint}: 403 Permission "
+        f"denied): this needs {needed}; an admin grants it with `{grant}`"
+    )

@@ -22,13 +22,14 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import psutil
 from mlflow.entities import Metric, Param, RunTag, ViewType
 from mlflow.tracking import MlflowClient
 
 from lossbench.config import redact
-from lossbench.errors import LossbenchError, first_line
+from lossbench.errors import CREDENTIAL_VARS, LossbenchError, access_refused, first_line
 from lossbench.names import (
     CONFIG_HASH_TAG,
     FAILURE_TAG,
@@ -41,7 +42,7 @@ from lossbench.names import (
     SWEEP_TAG,
     VAL_LOSS,
 )
-from lossbench.store_links import EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND
+from lossbench.store_links import EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND, is_server, ui_base
 
 _BATCH = 100  # params per log_batch call (MLflow's limit is 100 params, 1000 metrics)
 
@@ -74,7 +75,13 @@ class TrackingError(LossbenchError):
 
 
 def resolve_uri(uri: str, base: Path | None = None) -> str:
-    """Make a relative ``sqlite:///file.db`` absolute, so every job of a project shares one store."""
+    """Make a relative ``sqlite:///file.db`` absolute, so every job of a project shares one store; refuse a tracking
+    server's URI that carries a login (it would end up in logs, params and printed links)."""
+    if is_server(uri) and "@" in urlsplit(uri).netloc:
+        raise TrackingError(
+            f"tracking URI {ui_base(uri)} must not carry a user name or password: remove 'user:password@' from it "
+            f"and set {' and '.join(CREDENTIAL_VARS)} instead"
+        )
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
         path = Path(uri[len("sqlite:///") :])
         return f"sqlite:///{((base or Path.cwd()) / path).resolve()}"
@@ -194,9 +201,9 @@ def _held(method):
     """Run a Tracker write with interrupts held (see :func:`deferred_interrupts`)."""
 
     @functools.wraps(method)
-    def wrapper(*args, **kwargs):
-        with deferred_interrupts():
-            return method(*args, **kwargs)
+    def wrapper(self, *args, **kwargs):
+        with deferred_interrupts(), self.refusals():
+            return method(self, *args, **kwargs)
 
     return wrapper
 
@@ -208,6 +215,20 @@ class Tracker:
     client: MlflowClient
     uri: str
     experiment_id: str
+    experiment: str = ""  # its name, for messages
+
+    @contextmanager
+    def refusals(self):
+        """A server's refusal (401: the login, 403: the permission) as one :class:`TrackingError` line."""
+        try:
+            yield
+        except LossbenchError:
+            raise
+        except Exception as e:
+            refused = access_refused(e, ui_base(self.uri), self.experiment)
+            if refused is None:
+                raise
+            raise TrackingError(refused) from e
 
     @classmethod
     def connect(cls, uri: str, experiment: str, timeout_s: float = 30) -> Tracker:
@@ -241,6 +262,9 @@ class Tracker:
         except LossbenchError:
             raise
         except Exception as e:
+            refused = access_refused(e, ui_base(uri), experiment)
+            if refused is not None:
+                raise TrackingError(refused) from e
             waited = time.monotonic() - started
             raise TrackingError(
                 f"tracking store {redact('uri', uri)} is unreachable or unusable after {waited:.0f} s: "
@@ -250,7 +274,7 @@ class Tracker:
             raise TrackingError(
                 f"experiment {experiment!r} is deleted in {uri}: restore it in the MLflow UI or pick another tracking.experiment="
             )
-        return cls(client, uri, found.experiment_id)
+        return cls(client, uri, found.experiment_id, experiment)
 
     @staticmethod
     def _create_experiment(client: MlflowClient, uri: str, name: str):

@@ -152,9 +152,10 @@ def open_sweep(
         tracker.reopen(parent_id, pid=owner)
     else:
         tags = {KIND_TAG: KIND_SWEEP, SWEEP_TAG: sweep_id, **process_tags(owner)}
-        parent_id = tracker.client.create_run(
-            tracker.experiment_id, run_name=f"sweep-{sweep_id}", tags=tags
-        ).info.run_id
+        with tracker.refusals():  # a login that may read but not write: one line, before any job
+            parent_id = tracker.client.create_run(
+                tracker.experiment_id, run_name=f"sweep-{sweep_id}", tags=tags
+            ).info.run_id
         tracker.set_tags(parent_id, {SWEEP_OVERRIDES_TAG: json.dumps(list(overrides))})
     made = provenance.run_tags(provenance.code(), provenance.command(overrides, sweep=True))
     tracker.set_tags(parent_id, {**made, **provenance.device_tags()})

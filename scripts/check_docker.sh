@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Check the Docker files without a Docker engine (CI has none):
 #   1. docker/compose.yaml renders with docker/.env.example (docker-compose config -q),
-#   2. and refuses to render without POSTGRES_PASSWORD (no default password can slip in),
+#   2. and refuses to render without POSTGRES_PASSWORD, MLFLOW_ADMIN_PASSWORD or MLFLOW_SECRET_KEY (no
+#      default password or key can slip in),
 #   3. hadolint passes on docker/Dockerfile and docker/mlflow.Dockerfile,
 #   4. the MLflow server image pins the MLflow version that uv.lock gives the clients.
 # The images themselves are not built here. Exits non-zero on the first failure.
@@ -38,20 +39,24 @@ fi
 # exported POSTGRES_PASSWORD cannot make the checks pass or fail.
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
-: >"$tmp/empty.env"
 clean_env=(env -i "PATH=$PATH" "HOME=$tmp")
 
 echo "== ${compose[*]} config -q (docker/.env.example)"
 "${clean_env[@]}" "${compose[@]}" --env-file docker/.env.example -f docker/compose.yaml config -q \
     || fail "docker/compose.yaml does not render with docker/.env.example"
 
-echo "== ${compose[*]} config without POSTGRES_PASSWORD must fail"
-if "${clean_env[@]}" "${compose[@]}" --env-file "$tmp/empty.env" -f docker/compose.yaml config -q \
-    >"$tmp/nopw.log" 2>&1; then
-    fail "docker/compose.yaml renders without POSTGRES_PASSWORD; use \${POSTGRES_PASSWORD:?...}"
-fi
-grep -q POSTGRES_PASSWORD "$tmp/nopw.log" \
-    || { cat "$tmp/nopw.log" >&2; fail "compose failed without POSTGRES_PASSWORD, but not because of it"; }
+# Each secret on its own: docker/.env.example less that one line must not render, and must say why.
+for secret in POSTGRES_PASSWORD MLFLOW_ADMIN_PASSWORD MLFLOW_SECRET_KEY; do
+    echo "== ${compose[*]} config without $secret must fail"
+    grep -v "^$secret=" docker/.env.example >"$tmp/without.env"
+    grep -q "^$secret=" docker/.env.example || fail "docker/.env.example does not set $secret"
+    if "${clean_env[@]}" "${compose[@]}" --env-file "$tmp/without.env" -f docker/compose.yaml config -q \
+        >"$tmp/without.log" 2>&1; then
+        fail "docker/compose.yaml renders without $secret; use \${$secret:?...}"
+    fi
+    grep -q "$secret" "$tmp/without.log" \
+        || { cat "$tmp/without.log" >&2; fail "compose failed without $secret, but not because of it"; }
+done
 
 echo "== $hadolint docker/Dockerfile docker/mlflow.Dockerfile"
 "$hadolint" docker/Dockerfile docker/mlflow.Dockerfile || fail "hadolint found problems"

@@ -19,6 +19,7 @@ as the ``postgres`` system user (``runuser``) in a temporary directory owned by 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import glob
 import os
 import pwd
@@ -41,6 +42,7 @@ import pytest
 PG_BIN_GLOB = "/usr/lib/postgresql/*/bin"
 PG_USER = "lossbench"
 PG_DB = "mlflow"
+ENTRYPOINT = Path(__file__).resolve().parent.parent / "docker" / "mlflow-entrypoint.sh"
 
 
 # ----------------------------------------------------------------------------- processes
@@ -245,9 +247,23 @@ def start_postgres(database: str = PG_DB, user: str = PG_USER) -> Iterator[Postg
 # ----------------------------------------------------------------------------- MLflow server
 
 
+@dataclass(frozen=True)
+class Auth:
+    """What MLflow's basic-auth app starts with: its admin's name and password, and the CSRF secret."""
+
+    admin: str
+    admin_password: str
+    secret_key: str
+
+    @classmethod
+    def fresh(cls) -> Auth:
+        return cls("admin", secrets.token_urlsafe(18), secrets.token_hex(32))
+
+
 @dataclass
 class MlflowServer:
-    """A running ``mlflow server``: clients use ``uri``; ``pid`` leads its process group."""
+    """A running ``mlflow server``: clients use ``uri``; ``pid`` leads its process group; ``auth``: how its
+    basic-auth app was set up (None: no authentication)."""
 
     uri: str
     port: int
@@ -255,6 +271,7 @@ class MlflowServer:
     artifacts: Path
     log: Path
     backend: Postgres
+    auth: Auth | None = None
 
 
 def wait_for_health(uri: str, proc: subprocess.Popen, log: Path, timeout: float = 120.0) -> None:
@@ -280,9 +297,14 @@ def start_mlflow_server(
     workers: int = 1,
     extra_env: dict[str, str] | None = None,
     python: str = sys.executable,
+    auth: Auth | None = None,
 ) -> Iterator[MlflowServer]:
     """Run ``mlflow server`` (from ``python``'s environment) on ``backend`` with proxied artifacts
-    under ``workdir``; stop its whole process group afterwards and check that none of it survives."""
+    under ``workdir``; stop its whole process group afterwards and check that none of it survives.
+
+    With ``auth``: MLflow's basic-auth app, started as the team's container starts it (through
+    ``docker/mlflow-entrypoint.sh``): users and permissions in ``backend``'s database, no permission for a
+    new user, the admin's password and the CSRF secret from the environment."""
     workdir.mkdir(parents=True, exist_ok=True)
     artifacts, log = workdir / "mlartifacts", workdir / "mlflow-server.log"
     port = free_port()
@@ -295,12 +317,23 @@ def start_mlflow_server(
         "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
         **(extra_env or {}),
     }
-    env.pop("MLFLOW_TRACKING_URI", None)
+    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+        env.pop(name, None)
+    server = [python, "-m", "mlflow", "server"]
+    if auth is not None:
+        env.update(
+            {
+                "PATH": f"{Path(python).parent}{os.pathsep}{env.get('PATH', '')}",  # the entrypoint runs `mlflow`
+                "LOSSBENCH_AUTH_DATABASE_URI": backend.sqlalchemy_uri(),
+                "MLFLOW_AUTH_ADMIN_USERNAME": auth.admin,
+                "MLFLOW_AUTH_ADMIN_PASSWORD": auth.admin_password,
+                "MLFLOW_FLASK_SERVER_SECRET_KEY": auth.secret_key,
+                "MLFLOW_AUTH_CONFIG_PATH": str(workdir / "basic_auth.ini"),
+            }
+        )
+        server = ["sh", str(ENTRYPOINT)]
     cmd = [
-        python,
-        "-m",
-        "mlflow",
-        "server",
+        *server,
         "--backend-store-uri",
         backend.sqlalchemy_uri(),
         "--serve-artifacts",
@@ -319,7 +352,7 @@ def start_mlflow_server(
         )
     try:
         wait_for_health(uri, proc, log)
-        yield MlflowServer(uri, port, proc.pid, artifacts, log, backend)
+        yield MlflowServer(uri, port, proc.pid, artifacts, log, backend, auth)
     finally:
         stop_group(proc)
 
@@ -341,6 +374,33 @@ def postgres() -> Iterator[Postgres]:
 def mlflow_server(postgres: Postgres, tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
     """An MLflow tracking server on the session's PostgreSQL, reachable over HTTP at ``.uri``."""
     with start_mlflow_server(postgres, tmp_path_factory.mktemp("mlflow-server")) as server:
+        yield server
+    assert not group_members(server.pid), f"mlflow server processes {group_members(server.pid)} leaked"
+
+
+def create_database(server: Postgres, name: str) -> Postgres:
+    """A new database ``name`` on ``server``, owned by its user: ``server`` as seen by a client of that database."""
+    import psycopg
+
+    with psycopg.connect(
+        host=server.host,
+        port=server.port,
+        user=server.user,
+        password=server.password,
+        dbname=server.database,
+        autocommit=True,
+        connect_timeout=10,
+    ) as conn:
+        conn.execute(f'CREATE DATABASE "{name}" OWNER "{server.user}"')
+    return dataclasses.replace(server, database=name)
+
+
+@pytest.fixture(scope="module")
+def auth_server(postgres: Postgres, tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
+    """MLflow's basic-auth app for one test module, in a database of its own on the session's PostgreSQL
+    (tracking store and users side by side, as in docker/compose.yaml); its admin's credentials are in ``.auth``."""
+    backend = create_database(postgres, f"team_{secrets.token_hex(4)}")
+    with start_mlflow_server(backend, tmp_path_factory.mktemp("auth-server"), auth=Auth.fresh()) as server:
         yield server
     assert not group_members(server.pid), f"mlflow server processes {group_members(server.pid)} leaked"
 

@@ -3,7 +3,6 @@ tracked over HTTP, and clients that give up quickly on a dead or hung server."""
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import os
 import shutil
@@ -32,8 +31,9 @@ REPO = Path(__file__).resolve().parent.parent
 
 @pytest.mark.slow
 def test_check_docker_script_passes():
-    """compose.yaml renders with .env.example (and not without a password), hadolint is clean, and
-    the server image pins uv.lock's MLflow. The images are not built: CI has no Docker engine."""
+    """compose.yaml renders with .env.example (and not without any one of its three secrets: the PostgreSQL
+    password, MLflow's admin password, its CSRF key), hadolint is clean, and the server image pins uv.lock's
+    MLflow. The images are not built: CI has no Docker engine."""
     if shutil.which("docker-compose") is None:
         pytest.skip("docker-compose is not installed (apt-get install docker-compose)")
     result = subprocess.run(
@@ -41,6 +41,58 @@ def test_check_docker_script_passes():
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "check_docker: OK" in result.stdout
+    for secret in ("POSTGRES_PASSWORD", "MLFLOW_ADMIN_PASSWORD", "MLFLOW_SECRET_KEY"):
+        assert f"config without {secret} must fail" in result.stdout
+
+
+ENTRYPOINT_SECRETS = {
+    "LOSSBENCH_AUTH_DATABASE_URI": "postgresql+psycopg://mlflow@postgres:5432/mlflow",
+    "MLFLOW_AUTH_ADMIN_PASSWORD": "a-real-admin-password",
+    "MLFLOW_FLASK_SERVER_SECRET_KEY": "a-real-secret-key",
+}
+
+
+@pytest.mark.parametrize(
+    "change, named",
+    [
+        ({}, None),
+        ({"MLFLOW_AUTH_ADMIN_PASSWORD": None}, "MLFLOW_AUTH_ADMIN_PASSWORD"),
+        ({"MLFLOW_FLASK_SERVER_SECRET_KEY": None}, "MLFLOW_FLASK_SERVER_SECRET_KEY"),
+        ({"LOSSBENCH_AUTH_DATABASE_URI": None}, "LOSSBENCH_AUTH_DATABASE_URI"),
+        ({"MLFLOW_AUTH_ADMIN_PASSWORD": "CHANGE-ME-not-a-real-admin-password"}, "MLFLOW_ADMIN_PASSWORD"),
+        ({"MLFLOW_FLASK_SERVER_SECRET_KEY": "CHANGE-ME-not-a-real-secret-key"}, "MLFLOW_SECRET_KEY"),
+    ],
+)
+def test_mlflow_entrypoint_needs_its_secrets(tmp_path: Path, change: dict, named: str | None):
+    """The server container's entrypoint runs `mlflow server --app-name basic-auth` with an ini that gives a new
+    user no permission; a missing secret, or docker/.env.example's placeholder, stops it first (exit 2, named).
+    (``mlflow`` here is a stand-in that records how it was called; the real server is in test_team_auth.)"""
+    (tmp_path / "bin").mkdir()
+    fake = tmp_path / "bin" / "mlflow"
+    fake.write_text(f'#!/bin/sh\necho "$@" > {tmp_path / "called"}\ncp "$MLFLOW_AUTH_CONFIG_PATH" {tmp_path / "ini"}\n')
+    fake.chmod(0o755)
+    env = {"PATH": f"{tmp_path / 'bin'}:/usr/bin:/bin", "HOME": str(tmp_path), **ENTRYPOINT_SECRETS, **change}
+    env = {k: v for k, v in env.items() if v is not None}
+    result = subprocess.run(
+        ["sh", str(REPO / "docker" / "mlflow-entrypoint.sh"), "--port=5000"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    if named is None:
+        assert result.returncode == 0, result.stderr
+        assert (tmp_path / "called").read_text().split() == ["server", "--app-name", "basic-auth", "--port=5000"]
+        ini = (tmp_path / "ini").read_text()
+        assert "default_permission = NO_PERMISSIONS" in ini
+        assert "auth_cache_ttl_seconds = 60" in ini  # a checked password is trusted a minute, not hashed per request
+        assert "database_uri = postgresql+psycopg://mlflow@postgres:5432/mlflow" in ini
+        assert "a-real-admin-password" not in ini  # the password stays in the environment
+        assert ((tmp_path / "basic_auth.ini").stat().st_mode & 0o077) == 0  # the ini is its owner's alone
+    else:
+        assert result.returncode == 2 and named in result.stderr, result.stderr
+        assert not (tmp_path / "called").exists(), "MLflow started without its secrets"
 
 
 # ----------------------------------------------------------------------------- MLflow on PostgreSQL
@@ -91,8 +143,6 @@ def test_mlflow_server_on_postgres_round_trip(postgres: Postgres, tmp_path: Path
 def test_sweep_tracked_on_team_server(mlflow_server: MlflowServer, tmp_path: Path):
     """A 2-job Hydra multirun of the training CLI, pointed at the team server with tracking.uri=,
     records one FINISHED run per loss with its tags and per-epoch curves."""
-    if importlib.util.find_spec("lossbench.train") is None:
-        pytest.skip("lossbench/train.py (the training CLI) does not exist yet")
     from mlflow import MlflowClient
 
     root = write_mnist_family(tmp_path / "data", "MNIST", n_train=600, n_test=200)
@@ -170,3 +220,21 @@ def test_client_fails_fast_when_server_hangs(impatient_client):
         client = impatient_client(f"http://127.0.0.1:{hung.getsockname()[1]}")
         elapsed = _elapsed_failing(lambda: client.search_experiments(max_results=1))
     assert 1.5 < elapsed < 6
+
+
+# ----------------------------------------------------------------------------- logins
+
+
+def test_a_login_inside_a_server_uri_is_refused_without_echoing_it():
+    """Credentials come from the environment only: a server URI carrying one is refused in a line that names the
+    variables and not the password; a database URI keeps its own (its password is redacted where it is shown)."""
+    from lossbench.store import TrackingError, resolve_uri
+
+    for uri in ("http://alice:s3cret@mlflow.example.org:5000", "https://alice@mlflow.example.org"):
+        with pytest.raises(TrackingError) as refused:
+            resolve_uri(uri)
+        message = str(refused.value)
+        assert "s3cret" not in message and "alice" not in message
+        assert "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD" in message
+    assert resolve_uri("http://mlflow.example.org:5000") == "http://mlflow.example.org:5000"
+    assert resolve_uri("postgresql://u:p@db/x") == "postgresql://u:p@db/x"

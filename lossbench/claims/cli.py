@@ -19,7 +19,7 @@ from lossbench import provenance, store_links
 from lossbench.claims import evaluate, results, write
 from lossbench.claims.protocols import PROTOCOLS, Design, Launched, arguments, design, launch
 from lossbench.claims.rules import UNDECIDED, Finding
-from lossbench.errors import COMPOSITION_ERRORS, composition_message, error_line, first_line
+from lossbench.errors import COMPOSITION_ERRORS, access_refused, composition_message, error_line, first_line
 from lossbench.names import FAILURE_TAG
 
 PROGRAM = "lossbench.claims"
@@ -164,8 +164,12 @@ def _log(
     uri = resolve_uri(d.tracking_uri)
     try:
         run_id, experiment_id = write.log_run(uri, 30, files, findings, write.claims_id(args), command)
-    except Exception as e:  # the pages are written; a store that went away must not lose them
-        echo(f"not logged to MLflow ({type(e).__name__}: {first_line(e)}); the pages are in {files[-1].parent}")
+    except Exception as e:  # the pages are written; a store that went away (or says no) must not lose them
+        why = (
+            access_refused(e, store_links.ui_base(uri), write.CLAIMS_EXPERIMENT)
+            or f"{type(e).__name__}: {first_line(e)}"
+        )
+        echo(f"not logged to MLflow ({why}); the pages are in {files[-1].parent}")
         return
     echo(f"logged: MLflow run {run_id} (experiment '{write.CLAIMS_EXPERIMENT}'), artifacts '{write.ARTIFACT_PATH}/'")
     for line in store_links.look_lines(uri, store_links.run_url(uri, experiment_id, run_id)):

@@ -7,10 +7,11 @@ import sys
 from collections.abc import Callable, Sequence
 
 from lossbench import analysis, store_links
-from lossbench.errors import error_line
+from lossbench.errors import LossbenchError, access_refused, error_line
 from lossbench.report import export
 from lossbench.report.build import ARTIFACT_PATH, build_report
-from lossbench.report.runs import DEFAULT_TRACKING_URI, ReportError
+from lossbench.report.runs import DEFAULT_TRACKING_URI, ReportError, default_tracking_uri
+from lossbench.store import resolve_uri
 
 PROGRAM = "lossbench.report"
 
@@ -82,7 +83,9 @@ def main(argv: Sequence[str] | None = None, echo: Callable[[str], None] = print)
     except ValueError as error:
         print(error_line(str(error), PROGRAM), file=sys.stderr)
         return 2
+    uri = args.tracking_uri or default_tracking_uri()
     try:
+        resolve_uri(uri)  # refuses a tracking server's URI that carries a login
         result = build_report(
             args.experiment,
             sweep_id=args.sweep,
@@ -94,8 +97,15 @@ def main(argv: Sequence[str] | None = None, echo: Callable[[str], None] = print)
             min_effect=None if args.min_effect is None else args.min_effect / 100,
             formats=export.parse_formats(args.format),  # an unknown format is bad input (exit 2)
         )
-    except ReportError as error:
+    except (ReportError, LossbenchError) as error:
         print(error_line(str(error), PROGRAM), file=sys.stderr)
+        return 2
+    except Exception as error:  # a tracking server that refuses the login (401) or the permission (403)
+        refused = access_refused(error, store_links.ui_base(uri), args.experiment)
+        if refused is None:
+            raise
+        hint = "" if args.no_log else "; --no-log writes the report folder without logging it to MLflow"
+        print(error_line(refused + hint, PROGRAM), file=sys.stderr)
         return 2
     counts = result.summary["counts"]
     for line in result.answer:
