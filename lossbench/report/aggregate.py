@@ -62,6 +62,7 @@ QUANTITIES: dict[str, Quantity] = {
     "gap_nll_selected": _NLL_GAP,
     "gap_nll_last": _NLL_GAP,
     "val_nll_rise": Quantity("%", 100.0, 0, (0.0, math.inf)),
+    "nll_drift": Quantity("%", 100.0, 0, (0.0, math.inf)),
     "onset_epoch": _EPOCH,
     "best_val_nll": Quantity("", 1.0, 3, (0.0, math.inf)),
     "memorisation_drop": Quantity("pp", 100.0, 2, (-1.0, 1.0)),
@@ -77,6 +78,7 @@ def run_values(run: RunRecord, rule: analysis.Rule = analysis.Rule()) -> dict[st
     """The per-run numbers the report aggregates (``NaN`` where undefined)."""
     monitor, mode = run.monitor
     s = analysis.summary_figures(run.curves, rule, monitor, mode)
+    rise = analysis.nll_rise(run.curves, rule)  # the overview chart's last values, split as the verdict splits
     drop = analysis.memorisation_drop(run.metrics)
     times = np.asarray(run.curves.get(EPOCH_TIME, ()), dtype=float)
     times = times[np.isfinite(times)]
@@ -95,7 +97,8 @@ def run_values(run: RunRecord, rule: analysis.Rule = analysis.Rule()) -> dict[st
         "gap_nll_selected": get("gap_nll_selected"),
         "gap_acc_last": get("gap_acc_last"),
         "gap_nll_last": get("gap_nll_last"),
-        "val_nll_rise": get("val_nll_rise"),
+        "val_nll_rise": rise.overfit,
+        "nll_drift": rise.drift,
         "has_onset": s["has_onset"],
         "onset_epoch": get("onset_epoch"),
         "drift": s["drift"],
@@ -174,7 +177,7 @@ class GroupRow:
     @property
     def verdict_figures(self) -> str:
         """The figures behind the phrase: how far smoothed validation NLL rose from its lowest, the gap at the end."""
-        gap_last, rise = self.interval("gap_acc_last"), self.interval("val_nll_rise")
+        gap_last, rise, drift = (self.interval(k) for k in ("gap_acc_last", "val_nll_rise", "nll_drift"))
         gap = [f"acc gap {gap_last.mean * 100:.1f} pp at the end"] if gap_last.n else []
         if self.n_onset:
             return "; ".join(
@@ -182,7 +185,7 @@ class GroupRow:
             )
         if [self.verdicts[r.run_id].kind for r in self.runs].count("drift") * 2 > len(self.runs):
             return "; ".join(
-                [f"smoothed val NLL {rise.mean * 100:+.0f} %, training NLL rising too"] * bool(rise.n) + gap
+                [f"smoothed val NLL {drift.mean * 100:+.0f} %, training NLL rising too"] * bool(drift.n) + gap
             )
         return "; ".join(gap)
 

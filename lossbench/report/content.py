@@ -204,7 +204,8 @@ def _results(heading: Heading, findings: Findings) -> list[str]:
         f"One row per {dims}, sorted by mean test accuracy. {heading.monitor_text} Test accuracy is "
         f"given for that selected epoch and for the last one. {_seeds_note(findings.rows)} Gaps are means, "
         "positive when overfitting (acc: train_eval − val, pp; NLL: val − train_eval). Val NLL rise: smoothed val "
-        "NLL at the end relative to its lowest.",
+        "NLL at the end relative to its lowest, as *overfit* when training NLL fell meanwhile and as *drift* when "
+        "it rose too (the overview chart's last epoch).",
         tables.results_table(findings.rows, findings.dims),
     ]
 
