@@ -263,11 +263,21 @@ def test_the_answer_comes_first_and_the_verdicts_in_plain_words(store: Store) ->
     assert markdown.index("## Answer") < markdown.index("## Verdicts") < markdown.index("## Results")
     answer = plain(section(markdown, "Answer")).strip()
     assert answer == store.result.summary["answer"]
-    assert answer.startswith("Overfitting: ce / adam (in 3/3 runs, after epoch 3); the other 2 groups do not.")
+    mse = mean_ci([by_name(n).test_acc for n in KEPT["mse"]], 100, 2).removesuffix(" (n=3)").replace(" [", " % [")
+    assert answer.startswith(f"Best test accuracy: mse / adam {mse} (rank 1 with mae / adam: intervals overlap). ")
+    ref = [by_name(n).test_acc for n in KEPT["ce"]]
+    differences = {}
+    for loss in ("mse", "mae"):
+        diffs = [by_name(n).test_acc - r for n, r in zip(KEPT[loss], ref)]
+        low, high = t_interval(diffs)
+        differences[loss] = f"{statistics.mean(diffs) * 100:+.2f} pp [{low * 100:+.2f}, {high * 100:+.2f}]"
+    runs = store.result.summary["extension"]["runs"]
     assert (
-        "Against ce on test accuracy (Holm over 2 comparisons, error rate 0.05): better: mse / adam +3.60 pp;" in answer
-    )
-    assert "not distinguishable yet: mae / adam (" in answer
+        "Against ce on test accuracy (Holm over 2 comparisons, error rate 0.05): "
+        f"better: mse / adam {differences['mse']}; "
+        f"not distinguishable yet: mae / adam {differences['mae']} ({runs} more runs would decide 1 of them). "
+    ) in answer, "every difference with its interval; the runs the decide command runs"
+    assert answer.endswith("Overfitting: ce / adam (in 3/3 runs, after epoch 3); the other 2 groups do not.")
     verdicts = plain(section(markdown, "Verdicts"))
     assert "**ce / adam**: overfits in 3/3 runs, after epoch 3 (smoothed val NLL +" in verdicts
     assert "**mse / adam, mae / adam**: no overfitting" in verdicts, "a shared verdict is said once"
@@ -411,7 +421,8 @@ def test_report_is_logged_to_the_sweep_parent_run(store: Store) -> None:
     parent = store.client.get_run(store.sweep_parent_id)
     assert parent.info.status == "FINISHED"
     note = parent.data.tags["mlflow.note.content"]  # the run's description in MLflow's UI
-    assert note.startswith("**Answer.** Overfitting: ce / adam"), "the answer first: it shows with the pane folded"
+    assert note.startswith("**Answer.** Best test accuracy: mse / adam "), "the answer first: it shows with the pane folded"
+    assert plain(note.split("\n\n")[0]).removeprefix("**Answer.** ") == store.result.summary["answer"], "the same words"
     assert f"get-artifact?path=report%2Foverview.png&run_uuid={parent.info.run_id}" in note
     assert "curves.png" not in note, "the wide grid stays in report.html; the pane gets the 540-px overview"
     assert "report/report.html" in note

@@ -357,20 +357,28 @@ def compare(
         against = [reference.values[r.run_id][metric] for r in reference.runs]
         out.append(Comparison(row, reference, decision, None, stats.probability_of_improvement(values, against)))
     out = _ranked(out, metric)
+    order = {label: i for i, label in enumerate(dict.fromkeys(c.reference.label for c in out))}  # best block first
     out.sort(
-        key=lambda c: (c.rank if c.rank is not None else math.inf, _nan_last(c.row.interval(metric).mean), c.row.label)
+        key=lambda c: (
+            order[c.reference.label],
+            c.rank if c.rank is not None else math.inf,
+            _nan_last(c.row.interval(metric).mean),
+            c.row.label,
+        )
     )
     return out
 
 
 def _ranked(comparisons: list[Comparison], metric: str) -> list[Comparison]:
     """Each comparison with its rank among those of its reference: by mean, ties where intervals overlap, and
-    never a tie between a group and the reference it was decided better or worse than."""
+    never a tie between a group and the reference it was decided better or worse than. A group with fewer than
+    :data:`~lossbench.stats.MIN_SEEDS` runs has no interval and so no rank (``None``): it would tie with all."""
     ranked = []
     for reference in {id(c.reference): c.reference for c in comparisons}.values():
         members = [c for c in comparisons if c.reference is reference]
         apart = [frozenset((c.row.label, reference.label)) for c in members if c.outcome in (stats.BETTER, stats.WORSE)]
-        ranks = stats.rank_with_ties({c.row.label: c.row.interval(metric) for c in members}, apart=apart)
+        intervals = {c.row.label: c.row.interval(metric) for c in members}
+        ranks = stats.rank_with_ties({k: v for k, v in intervals.items() if v.n >= stats.MIN_SEEDS}, apart=apart)
         ranked += [replace(c, rank=ranks.get(c.row.label)) for c in members]
     return ranked
 

@@ -168,10 +168,13 @@ def p_values(c: Comparison) -> str:
 
 
 def comparison_table(comparisons: Sequence[Comparison]) -> str:
+    """One row per group, each naming the reference it is compared with (``vs``) and ranked among that reference's
+    groups: the rows come in blocks, one per reference."""
     columns = [
         "rank",
         "group",
         "test acc (%)",
+        "vs",
         "difference (pp) [95 % CI]",
         "P(improvement) [95 % CI]",
         "p, Holm-adjusted",
@@ -182,6 +185,7 @@ def comparison_table(comparisons: Sequence[Comparison]) -> str:
             c.rank if c.rank is not None else "—",
             c.row.label,
             quantity(c.row, "test_acc"),
+            c.reference.label,
             "reference" if c.is_reference else difference(c),
             "" if c.is_reference else improvement(c),
             "" if c.is_reference else p_values(c),
@@ -189,7 +193,7 @@ def comparison_table(comparisons: Sequence[Comparison]) -> str:
         ]
         for c in comparisons
     ]
-    return table(columns, body, numeric_from=2, numeric_to=6)
+    return table(columns, body, numeric_from=2, numeric_to=7)
 
 
 def noise_table(rows: Sequence[GroupRow], dims: Sequence[str]) -> str:
