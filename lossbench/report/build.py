@@ -86,7 +86,8 @@ class ReportResult:
         lines = [s["answer"], *(f"  {v['groups']}: {v['verdict']}" for v in s["verdicts"])]
         extension = s.get("extension") or {}
         if extension.get("command"):
-            lines += [f"decide: {extension['command']}   ({extension['runs']} more runs)"]
+            why = ", for a first test" if extension.get("first_test") else ""
+            lines += [f"decide: {extension['command']}   ({extension['runs']} more runs{why})"]
         return lines
 
 

@@ -89,9 +89,13 @@ def scope(findings: Findings) -> str:
     references = list(_blocks(findings))
     if len(references) <= 1:
         return str(findings.reference)
+    return f"{findings.reference} with the same {_levels(findings)} ({', '.join(references)})"
+
+
+def _levels(findings: Findings) -> str:
+    """The dimensions whose levels each have their own reference, in words (``optimizer``)."""
     others = [d for d in findings.dims if d != "loss" and len({c.reference.key[d] for c in findings.comparisons}) > 1]
-    same = " and ".join(HEADERS.get(d, d) for d in others)
-    return f"{findings.reference} with the same {same} ({', '.join(references)})"
+    return " and ".join(HEADERS.get(d, d) for d in others)
 
 
 def _accuracy(row: GroupRow) -> str:
@@ -113,7 +117,7 @@ def best_sentence(findings: Findings) -> str:
         tied = [c.row.label for c in ordered[1:] if top.rank is not None and c.rank == top.rank]
         text = f"{top.row.label} {_accuracy(top.row)}"
         parts.append(text + (f" (rank 1 with {', '.join(tied)}: intervals overlap)" if tied else ""))
-    return f"Best test accuracy{' per reference' if len(parts) > 1 else ''}: {'; '.join(parts)}."
+    return f"Best test accuracy{f' per {_levels(findings)}' if len(parts) > 1 else ''}: {'; '.join(parts)}."
 
 
 def _difference(c: Comparison) -> str:
@@ -330,11 +334,17 @@ def _extend(findings: Findings, extension: Extension | None) -> list[str]:
     if extension is None:
         return []
     rows = [[label, overrides, new] for label, overrides, new in extension.groups]
+    said = (
+        f"{extension.runs} more runs give every comparison the {MIN_SEEDS} paired seeds a first test needs: each "
+        "group at its own setting, and the reference beside it, on new seeds, as more of the sweep's first stage."
+        if extension.first_test
+        else f"{extension.runs} more runs would decide what this look could not, at the power and error rate above: "
+        "each undecided group at its own setting, and the reference beside it, on new seeds. This is the "
+        "design's one extension; the second look decides at its own boundary."
+    )
     text = [
         "## Deciding the undecided",
-        f"{extension.runs} more runs would decide what this look could not, at the power and error rate above: "
-        "each undecided group at its own setting, and the reference beside it, on new seeds. This is the "
-        "design's one extension; the second look decides at its own boundary.",
+        said,
         tables.table(["group", "overrides", "new seeds"], rows, numeric_from=2),
     ]
     if extension.command:
