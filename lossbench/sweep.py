@@ -101,7 +101,9 @@ def _look_lines(ending: Ending) -> list[str]:
         lines.append(f"answer: {url}   (the sweep's run: the report's front page and its artifacts)")
     share_key = store_links.curves_view(sweep_id)[2]
     url = store_links.curves_url(uri, experiment_id, share_key)
-    lines.append(f"curves: {url}   (overfitting on one scale for every loss, grouped by loss)")
+    grouping = ending.report.grouping if ending.report is not None else (("tag", "loss"),)
+    words = store_links.grouping_words(grouping)
+    lines.append(f"curves: {url}   (overfitting and drift on one scale for every loss, grouped by {words})")
     return lines
 
 
@@ -123,6 +125,9 @@ def write_report(tracker, experiment: str, sweep_id: str, rule, report_cfg) -> t
             reference=report_cfg.reference,
             min_effect=min_effect,
         )
+        if result.grouping != (("tag", "loss"),):  # the view groups as the report compares (loss × optimizer)
+            tag, state, _ = store_links.curves_view(sweep_id, result.grouping)
+            tracker.client.set_experiment_tag(tracker.experiment_id, tag, state)
         return result, ""
     except Exception as e:
         reason = f"{type(e).__name__}: {first_line(e)}"

@@ -39,11 +39,24 @@ def test_curves_link_opens_the_sweeps_shared_view_as_charts() -> None:
     assert json.loads(value) == {
         "searchFilter": "tags.sweep_id = '3f2a9c'",
         "groupBy": "tag.average.loss",
-        "chartsSearchFilter": "^(overfit/gap_acc|overfit/gap_nll|overfit/val_nll_rise)$",
+        "chartsSearchFilter": "^(overfit/val_nll_rise|overfit/nll_drift|overfit/gap_acc|overfit/gap_nll)$",
     }
     # Overfitting on one scale for every loss: a bounded loss's NLL at 2-4 cannot hide ce's rise from 0.46 to 0.55.
-    charted = [m for m in ("val/nll", "overfit/val_nll_rise", "overfit/gap_acc", "overfit/gap_nll", "summary/x")]
-    assert [m for m in charted if re.fullmatch(store_links.CURVE_CHARTS, m)] == charted[1:4]
+    charted = [
+        "val/nll",
+        "overfit/val_nll_rise",
+        "overfit/nll_drift",
+        "overfit/gap_acc",
+        "overfit/gap_nll",
+        "summary/x",
+    ]
+    assert [m for m in charted if re.fullmatch(store_links.CURVE_CHARTS, m)] == charted[1:5]
+    both = json.loads(store_links.curves_view("3f2a9c", (("tag", "loss"), ("tag", "optimizer")))[1])["groupBy"]
+    assert both == {  # MLflow 3.17's object form (its groupBy parser returns an object as is)
+        "aggregateFunction": "average",
+        "groupByKeys": [{"mode": "tag", "groupByData": "loss"}, {"mode": "tag", "groupByData": "optimizer"}],
+    }
+    assert store_links.grouping_words((("tag", "loss"), ("tag", "optimizer"))) == "loss × optimizer"
     _, route, query = hash_route(store_links.curves_url("sqlite:////w/mlflow.db", "7", key))
     assert route == "/experiments/7/runs"
     assert query == {"workflowType": ["machine_learning"], "compareRunsMode": ["CHART"], "viewStateShareKey": [key]}
@@ -103,7 +116,9 @@ def test_the_description_fits_mlflows_limit_and_keeps_literal_text() -> None:
     figures = {f.name: f for f in FIGURES if f.name == "overview"}
     note = parent_run.description(findings, figures, "RUN1", "report")
     assert note.startswith("**Answer.** ") and len(note) <= parent_run.NOTE_LIMIT
-    alt = "overfitting at a glance: validation NLL above its lowest so far"
+    alt = (
+        "overfitting at a glance: val NLL above its lowest while training NLL fell (left) and while it rose too (right)"
+    )
     assert f"![{alt}](get-artifact?path=report%2Foverview.png&run_uuid=RUN1)" in note
     assert "&#64;" in note and "@" not in note.replace("&#64;", "")
     table = [line for line in note.splitlines() if line.startswith("| ")]

@@ -146,7 +146,12 @@ def _memorisation(findings: Findings, path: Path) -> Drawn:
 
 
 FIGURES: tuple[ReportFigure, ...] = (
-    ReportFigure("overview", "overfitting at a glance: " + plots.OVERVIEW_CAPTION, "curves", _overview),
+    ReportFigure(
+        "overview",
+        "overfitting at a glance: val NLL above its lowest while training NLL fell (left) and while it rose too (right)",
+        "curves",
+        _overview,
+    ),
     ReportFigure("curves", "learning curves per group", "curves", _curves),
     ReportFigure(
         "gap_acc", "accuracy gap per group", "gap", _gap("gap_acc", 100.0, "train_eval/acc − val/acc (pp)", "accuracy")
