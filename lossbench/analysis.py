@@ -134,8 +134,9 @@ class Verdict:
     """What :func:`judge` decided about one run, with the figures that decided it."""
 
     kind: str
-    """``overfits``, ``drift`` (NLL worsens on training data too), ``improving`` (best at the end),
-    ``stable`` (none of these) or ``unknown`` (no validation curve)."""
+    """``overfits``, ``drift`` (NLL worsens on training data too), ``improving`` (smoothed best at the last epoch),
+    ``peaked`` (best fewer than ``patience`` epochs before the end: too close to judge), ``stable`` (none of these)
+    or ``unknown`` (no validation curve)."""
     onset_epoch: int | None
     """The epoch after which the run overfits; ``None`` unless ``kind == "overfits"``."""
     nll: Trend | None
@@ -316,12 +317,15 @@ def judge(curves: Curves, rule: Rule = Rule()) -> Verdict:
         )
         return Verdict("drift", None, nll, acc, last, gap, text)
     reference, what = (acc, "val acc") if acc is not None else (nll, "val NLL")
+    if reference.last_epoch == reference.best_epoch:
+        text = f"no overfitting; still improving (smoothed {what} best at the last epoch, {reference.last_epoch})"
+        return Verdict("improving", None, nll, acc, last, gap, text + (f"; {gap_text}" if gap_text else ""))
     if reference.last_epoch - reference.best_epoch < rule.patience:
         text = (
-            f"no overfitting; still improving (smoothed {what} peaks at epoch {reference.best_epoch} "
-            f"of {reference.last_epoch})"
+            f"no overfitting yet; smoothed {what} peaked at epoch {reference.best_epoch} of {reference.last_epoch}, "
+            f"too close to the end to judge (patience {rule.patience})"
         )
-        return Verdict("improving", None, nll, acc, last, gap, text + (f"; {gap_text}" if gap_text else ""))
+        return Verdict("peaked", None, nll, acc, last, gap, text + (f"; {gap_text}" if gap_text else ""))
     text = "no overfitting; smoothed validation stays within the margin of its peak"
     return Verdict("stable", None, nll, acc, last, gap, text + (f" ({gap_text})" if gap_text else ""))
 

@@ -111,7 +111,8 @@ def test_validation_accuracy_falling_while_train_accuracy_rises_is_overfitting()
 def test_a_rise_too_close_to_the_end_is_not_yet_overfitting() -> None:
     curves = {k: v[:7] for k, v in overfitting_curves().items()}  # minimum at 4, 3 epochs after it (+20 %)
     assert analysis.judge(curves).kind == "overfits"
-    assert analysis.judge(curves, Rule(patience=4)).kind == "improving"
+    assert analysis.judge(curves, Rule(patience=4)).kind == "peaked"
+    assert "peaked at epoch 5 of 7, too close to the end to judge (patience 4)" in analysis.judge(curves, Rule(patience=4)).text
 
 
 def test_the_margin_decides_how_large_a_rise_counts() -> None:
@@ -149,7 +150,9 @@ def test_recorded_mae_drifts_and_is_selected_late_by_accuracy(seed: str) -> None
 def test_recorded_runs_on_10000_images_for_10_epochs_do_not_overfit(name: str) -> None:
     verdict = analysis.judge(REAL[name])
     assert verdict.kind != "overfits", verdict.text
-    assert verdict.kind == ("improving" if "/ce/" in name else "drift")
+    assert verdict.kind == ("peaked" if "/ce/" in name else "drift"), "ce's smoothed val acc peaks at epoch 9 of 10"
+    if "/ce/" in name:
+        assert "peaked at epoch 9 of 10" in verdict.text and "still improving" not in verdict.text
 
 
 def test_old_rule_missed_the_recorded_overfitting() -> None:
