@@ -112,7 +112,10 @@ def test_a_rise_too_close_to_the_end_is_not_yet_overfitting() -> None:
     curves = {k: v[:7] for k, v in overfitting_curves().items()}  # minimum at 4, 3 epochs after it (+20 %)
     assert analysis.judge(curves).kind == "overfits"
     assert analysis.judge(curves, Rule(patience=4)).kind == "peaked"
-    assert "peaked at epoch 5 of 7, too close to the end to judge (patience 4)" in analysis.judge(curves, Rule(patience=4)).text
+    assert (
+        "peaked at epoch 5 of 7, too close to the end to judge (patience 4)"
+        in analysis.judge(curves, Rule(patience=4)).text
+    )
 
 
 def test_the_margin_decides_how_large_a_rise_counts() -> None:
