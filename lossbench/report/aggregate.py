@@ -194,7 +194,7 @@ class GroupRow:
         last = sorted({t.last_epoch for t in found})
         at = str(best[0]) if len(best) == 1 else f"{best[0]}–{best[-1]}"
         of = str(last[0]) if len(last) == 1 else f"{last[0]}–{last[-1]}"
-        return f"peaked at epoch {at} of {of}, too close to the end to judge,"
+        return f"peaked near the end (smoothed best at epoch {at} of {of})"
 
     @property
     def verdict_figures(self) -> str:
