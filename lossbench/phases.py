@@ -238,6 +238,7 @@ def resume_point(
 ) -> tuple[str | None, str | None]:
     """(run id, checkpoint) to continue, or (None, None) for a fresh run. ``resume`` is null, false, true or a path;
     ``true`` continues only a run made by code that ``reuse`` (``tracking.reuse``) accepts."""
+    asked = resume is True  # said by the user, not the sweep's default: then a fresh start is worth a line
     resume = job.in_sweep() if resume is None else resume  # null: resume in sweeps (a requeued or re-run job)
     if resume is False:
         return None, None
@@ -250,7 +251,10 @@ def resume_point(
             elif last.is_file():
                 log.info("resuming run %s from %s", run.info.run_id, last)
                 return run.info.run_id, str(last)
-        log.info("resume=true: no interrupted run of this config with a checkpoint; starting a fresh run")
+        log.log(
+            logging.INFO if asked else logging.DEBUG,
+            "resume=true: no interrupted run of this config with a checkpoint; starting a fresh run",
+        )
         return None, None
     path = Path(resume).expanduser()  # validate() checked that it is a file
     run_id = Path(path).resolve().parent.name
