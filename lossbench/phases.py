@@ -57,9 +57,14 @@ from lossbench.names import (
     FIRST_EPOCH_TAG,
     KIND_TRAIN,
     NOISE_TAG_PREFIX,
+    NOTE_TAG,
     OBJECTIVE,
     ONSET_TAG,
+    PARENT_RUN_TAG,
     STAGE_TAG,
+    SUMMARY_EPOCHS,
+    SUMMARY_SELECTED_EPOCH,
+    SWEEP_TAG,
     TEST_LAST_PREFIX,
     TEST_PREFIX,
     TEST_SIZE_TAG,
@@ -384,10 +389,34 @@ def record(cfg: DictConfig, opened: Opened, fitted: Fitted) -> analysis.Verdict:
             ONSET_TAG: "none" if verdict.onset_epoch is None else verdict.onset_epoch,
             VERDICT_TAG: verdict.kind,
             VERDICT_TEXT_TAG: verdict.text,
+            NOTE_TAG: run_note(cfg, fitted, verdict, tracker.experiment_id, job.sweep_tags()),
         },
     )
     record_artifacts(tracker, run_id, cfg, fitted.figures)
     return verdict
+
+
+def run_note(
+    cfg: DictConfig, fitted: Fitted, verdict: analysis.Verdict, experiment_id: str, sweep: dict[str, str]
+) -> str:
+    """The run's description in MLflow (one paragraph, Markdown): what ran, test accuracy at the selected and the
+    last epoch in %, the verdict, and the sweep run that compares it with the others (a link inside the UI)."""
+    what = f"{cfg.loss.name} / {cfg.optimizer.name} / {cfg.model.name} / {cfg.data.name}, seed {cfg.seed}"
+    selected, epochs = fitted.summary.get(SUMMARY_SELECTED_EPOCH), fitted.summary.get(SUMMARY_EPOCHS)
+    acc, last = fitted.tests.get(TEST_PREFIX + "acc", math.nan), fitted.tests.get(TEST_LAST_PREFIX + "acc", math.nan)
+    tested = (
+        f"Test accuracy {acc * 100:.2f} % at the selected epoch {int(selected)} (highest {cfg.checkpoint.monitor})"
+        if selected is not None and cfg.checkpoint.mode == "max"
+        else f"Test accuracy {acc * 100:.2f} % at the selected epoch"
+    ) + (f", {last * 100:.2f} % at the last epoch {int(epochs)}" if epochs is not None else "")
+    parent = sweep.get(PARENT_RUN_TAG)
+    where = (
+        f" Compared with the other losses in [sweep-{sweep[SWEEP_TAG]}](#/experiments/{experiment_id}/runs/{parent}"
+        "?workflowType=machine_learning), whose description is the report's answer."
+        if parent and SWEEP_TAG in sweep
+        else ""
+    )
+    return f"**{what}.** {tested}. Verdict: {verdict.text}.{where}"
 
 
 def run_tags(opened: Opened, prepared: Prepared) -> dict[str, Any]:
