@@ -36,8 +36,9 @@ OWN = ("data.root", "tracking.uri", "tracking.checkpoint_dir", "trainer.accelera
 """Overrides a run here adds to :data:`SWEEP` (where the data and the store are): left out of what the docs show."""
 BEGIN = re.compile(r"<!-- docs_screens: (\w+), made by scripts/docs_screens\.py at commit (\S+) -->\n")
 END = "<!-- /docs_screens -->"
-BLOCKS = {"docs/reviewing.md": "screen", "README.md": "answer"}
-"""Which file quotes what: the whole closing screen, or the answer paragraph alone."""
+BLOCKS = ("docs/reviewing.md", "README.md")
+"""The files that quote the closing screen: each marked block says what it quotes (``screen``: all of it,
+``answer``: the answer paragraph alone)."""
 
 
 def screen_of(output: str, work: Path) -> list[str]:
@@ -91,7 +92,7 @@ def _masked(text: str) -> str:
 def differences(screen: list[str]) -> list[str]:
     """Where the docs' blocks quote something other than ``screen``: one line per block that differs."""
     out = []
-    for name, what in BLOCKS.items():
+    for name in BLOCKS:
         text = (REPO / name).read_text()
         found = blocks(text)
         if not found:
