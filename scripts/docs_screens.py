@@ -85,8 +85,11 @@ def blocks(text: str) -> list[tuple[str, str, str, int, int]]:
 
 
 def _masked(text: str) -> str:
-    """A screen with what differs between two runs of the same sweep masked: the sweep id (from its folder)."""
-    return re.sub(r"\b[0-9a-f]{10}\b", "<id>", text)
+    """A screen with what differs between two runs of the same sweep masked: the sweep id (from its command line,
+    ``tracking.uri`` included) and the run ids."""
+    sweep = re.match(r"sweep (\w+):", text)
+    text = text.replace(sweep[1], "<sweep>") if sweep else text
+    return re.sub(r"\b[0-9a-f]{10}…", "<run>…", text)
 
 
 def differences(screen: list[str]) -> list[str]:
