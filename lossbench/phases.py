@@ -65,6 +65,8 @@ from lossbench.names import (
     SUMMARY_EPOCHS,
     SUMMARY_SELECTED_EPOCH,
     SWEEP_TAG,
+    TEST_ACC,
+    TEST_LAST_ACC,
     TEST_LAST_PREFIX,
     TEST_PREFIX,
     TEST_SIZE_TAG,
@@ -409,7 +411,7 @@ def run_note(
     last epoch in %, the verdict, and the sweep run that compares it with the others (a link inside the UI)."""
     what = f"{cfg.loss.name} / {cfg.optimizer.name} / {cfg.model.name} / {cfg.data.name}, seed {cfg.seed}"
     selected, epochs = fitted.summary.get(SUMMARY_SELECTED_EPOCH), fitted.summary.get(SUMMARY_EPOCHS)
-    acc, last = fitted.tests.get(TEST_PREFIX + "acc", math.nan), fitted.tests.get(TEST_LAST_PREFIX + "acc", math.nan)
+    acc, last = fitted.tests.get(TEST_ACC, math.nan), fitted.tests.get(TEST_LAST_ACC, math.nan)
     tested = (
         f"Test accuracy {acc * 100:.2f} % at the selected epoch {int(selected)} (highest {cfg.checkpoint.monitor})"
         if selected is not None and cfg.checkpoint.mode == "max"
