@@ -69,9 +69,11 @@ def summary_screen(outcomes: list[dict[str, Any]], ending: Ending) -> str:
     """The sweep's closing screen: counts, the report's answer (its first lines), failures, the report's path and
     how to look at the runs in MLflow, each once."""
     counts = {s: sum(o["status"] == s for o in outcomes) for s in job.OUTCOMES}
+    resumed = sum(1 for o in outcomes if o.get("resumed"))  # one line for the sweep, not one per job
     lines = [
         f"sweep {ending.sweep_id}: {len(outcomes)} jobs — {counts['finished']} finished, {counts['failed']} failed, "
         f"{counts['killed']} killed, {counts['skipped']} skipped (already finished)"
+        + (f"; {resumed} of them resumed from a checkpoint" if resumed else "")
     ]
     if ending.report is not None:
         lines += ending.report.answer
