@@ -45,6 +45,7 @@ from lossbench.names import (
     EPOCH_TIME,
     GAP_ACC,
     GAP_NLL,
+    NLL_DRIFT,
     SUMMARY_FIGURES,
     SUMMARY_PREFIX,
     TEST_ACC,
@@ -133,8 +134,9 @@ class Verdict:
     """What :func:`judge` decided about one run, with the figures that decided it."""
 
     kind: str
-    """``overfits``, ``drift`` (NLL worsens on training data too), ``improving`` (best at the end),
-    ``stable`` (none of these) or ``unknown`` (no validation curve)."""
+    """``overfits``, ``drift`` (NLL worsens on training data too), ``improving`` (smoothed best at the last epoch),
+    ``peaked`` (best fewer than ``patience`` epochs before the end: too close to judge), ``stable`` (none of these)
+    or ``unknown`` (no validation curve)."""
     onset_epoch: int | None
     """The epoch after which the run overfits; ``None`` unless ``kind == "overfits"``."""
     nll: Trend | None
@@ -315,12 +317,15 @@ def judge(curves: Curves, rule: Rule = Rule()) -> Verdict:
         )
         return Verdict("drift", None, nll, acc, last, gap, text)
     reference, what = (acc, "val acc") if acc is not None else (nll, "val NLL")
+    if reference.last_epoch == reference.best_epoch:
+        text = f"no overfitting; still improving (smoothed {what} best at the last epoch, {reference.last_epoch})"
+        return Verdict("improving", None, nll, acc, last, gap, text + (f"; {gap_text}" if gap_text else ""))
     if reference.last_epoch - reference.best_epoch < rule.patience:
         text = (
-            f"no overfitting; still improving (smoothed {what} peaks at epoch {reference.best_epoch} "
-            f"of {reference.last_epoch})"
+            f"no overfitting yet; smoothed {what} peaked at epoch {reference.best_epoch} of {reference.last_epoch}, "
+            f"too close to the end to judge (patience {rule.patience})"
         )
-        return Verdict("improving", None, nll, acc, last, gap, text + (f"; {gap_text}" if gap_text else ""))
+        return Verdict("peaked", None, nll, acc, last, gap, text + (f"; {gap_text}" if gap_text else ""))
     text = "no overfitting; smoothed validation stays within the margin of its peak"
     return Verdict("stable", None, nll, acc, last, gap, text + (f" ({gap_text})" if gap_text else ""))
 
@@ -417,20 +422,48 @@ def summarize(curves: Curves, rule: Rule = Rule(), monitor: str = VAL_ACC, mode:
     return {SUMMARY_PREFIX + name: value for name, value in summary_figures(curves, rule, monitor, mode).items()}
 
 
-def overfit_curves(curves: Curves) -> dict[str, list[float]]:
-    """Overfitting on one scale for every loss, per epoch (:data:`~lossbench.names.OVERFIT_METRICS`): the
-    accuracy and NLL gaps (:func:`generalisation_gap`) and validation NLL relative to its lowest value so far
-    (0 at a new minimum, 0.2 when 20 % above it). A loss whose NLL lives at 2-4 and one at 0.3 read alike here."""
-    val, train_eval = curves.get(VAL_NLL, ()), curves.get(TRAIN_EVAL_NLL, ())
-    gaps = [generalisation_gap(curves, epoch_number(i)) for i in range(len(val))]
-    rise, lowest = [], math.inf
-    for raw in val:
-        value = float(raw) if raw is not None else math.nan
-        if math.isfinite(value):
-            lowest = min(lowest, value)
-        rise.append(value / lowest - 1 if math.isfinite(value) and 0 < lowest < math.inf else math.nan)
-    out = {GAP_ACC: [g.acc for g in gaps], GAP_NLL: [g.nll for g in gaps], VAL_NLL_RISE: rise}
-    return out if len(train_eval) else {VAL_NLL_RISE: rise}
+class NllRise(NamedTuple):
+    """How far smoothed validation NLL stands above its lowest, as :func:`judge` reads it, split by what training
+    NLL did meanwhile; at most one of the two is non-zero."""
+
+    overfit: float
+    """The rise while smoothed ``train_eval/nll`` fell since that lowest epoch (overfitting once above the margin)."""
+    drift: float
+    """The rise while training NLL did not fall (calibration drifting on every split, not overfitting)."""
+
+
+def nll_rise(curves: Curves, rule: Rule = Rule()) -> NllRise:
+    """The NLL figure behind :func:`judge` at the run's last epoch: ``(val_end − val_best) / val_best`` of the smoothed
+    validation NLL (its :class:`Trend`), counted as overfitting when training NLL ended lower than at that best epoch,
+    as drift otherwise. ``NaN`` for both without a positive validation NLL or without training NLL."""
+    t = trend(curves, VAL_NLL, TRAIN_EVAL_NLL, "min", rule)
+    if t is None or not t.val_best > 0 or not _finite(t.train_at_best):
+        return NllRise(math.nan, math.nan)  # without training NLL, a rise is neither kind
+    rise = t.val_change / t.val_best
+    return NllRise(rise, 0.0) if t.train_better else NllRise(0.0, rise)
+
+
+def overfit_now(curves: Curves, rule: Rule = Rule()) -> dict[str, float]:
+    """The overfitting signals at the last epoch of ``curves`` (:data:`~lossbench.names.OVERFIT_METRICS`): the
+    accuracy and NLL gaps (:func:`generalisation_gap`) and :func:`nll_rise`, what the verdict would read were the run
+    to stop here. A loss whose NLL lives at 2-4 and one at 0.3 read alike."""
+    rise = nll_rise(curves, rule)
+    out = {VAL_NLL_RISE: rise.overfit, NLL_DRIFT: rise.drift}
+    if len(curves.get(TRAIN_EVAL_NLL, ())):
+        gap = generalisation_gap(curves, epoch_number(len(curves.get(VAL_NLL, ())) - 1))
+        out.update({GAP_ACC: gap.acc, GAP_NLL: gap.nll})
+    return out
+
+
+def overfit_curves(curves: Curves, rule: Rule = Rule()) -> dict[str, list[float]]:
+    """:func:`overfit_now` at every epoch, each read on the curves up to that epoch (what a run logs as it trains,
+    and what the report's overview chart draws): name -> per-epoch values. Both NLL rises are 0 at a new lowest, so
+    the chart of overfitting and the chart of drift each show one kind of rise, and their last values are the
+    verdict's."""
+    val = curves.get(VAL_NLL, ())
+    points = [overfit_now({k: list(v)[: i + 1] for k, v in curves.items()}, rule) for i in range(len(val))]
+    names = points[0] if points else {VAL_NLL_RISE: 0.0, NLL_DRIFT: 0.0}
+    return {name: [p[name] for p in points] for name in names}
 
 
 def memorisation_drop(metrics: Mapping[str, float]) -> float | None:

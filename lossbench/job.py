@@ -168,12 +168,15 @@ def label_logs(label: str) -> None:
 # ------------------------------------------------------------------------------------ outcomes
 
 
-def record_outcome(status: str, run_id: str | None, objective: float | None, reason: str | None = None) -> None:
-    """Leave this job's outcome in its output folder, for the sweep's closing screen (nothing outside a sweep)."""
+def record_outcome(
+    status: str, run_id: str | None, objective: float | None, reason: str | None = None, **extra: Any
+) -> None:
+    """Leave this job's outcome in its output folder, for the sweep's closing screen (nothing outside a sweep);
+    ``extra`` keys ride along (``resumed``: the job continued an interrupted run from its checkpoint)."""
     if not in_sweep():
         return
     hc = HydraConfig.get()
-    write_outcome(Path(hc.runtime.output_dir), status, run_id, objective, reason, list(hc.overrides.task))
+    write_outcome(Path(hc.runtime.output_dir), status, run_id, objective, reason, list(hc.overrides.task), **extra)
 
 
 def write_outcome(

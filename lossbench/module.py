@@ -27,7 +27,7 @@ from pytorch_lightning.strategies import SingleDeviceStrategy
 from pytorch_lightning.utilities.model_helpers import is_overridden
 from torch import Tensor, nn
 
-from lossbench.analysis import overfit_curves
+from lossbench.analysis import overfit_now
 from lossbench.errors import LossbenchError
 from lossbench.metrics import confidence, confusion_matrix, input_margins, margins, memorisation, yardsticks
 from lossbench.names import (
@@ -145,8 +145,7 @@ class LossbenchModule(pl.LightningModule):
         record[LR] = self._epoch_lr
         record[EPOCH_TIME] = time.perf_counter() - self._epoch_start
         self.history.append(record)
-        for name, values in overfit_curves(curves(self.history)).items():  # on one scale for every loss
-            record[name] = values[-1]
+        record.update(overfit_now(curves(self.history)))  # on one scale for every loss
         self.log_dict({TRAIN_LOSS: train[0], TRAIN_ACC: train[1]})
 
     def _step_scheduler(self) -> None:

@@ -53,12 +53,15 @@ MONITORABLE: dict[str, str] = {
     f"{prefix}/{name}": "max" if name == "acc" else "min" for prefix in EVAL_PREFIXES for name in EVAL_METRICS
 }
 
-GAP_ACC, GAP_NLL, VAL_NLL_RISE = "overfit/gap_acc", "overfit/gap_nll", "overfit/val_nll_rise"
-OVERFIT_METRICS = (GAP_ACC, GAP_NLL, VAL_NLL_RISE)
-"""Overfitting on one scale for every loss, per epoch (lossbench.analysis.overfit_curves): the accuracy gap
-``train_eval/acc - val/acc`` and the NLL gap ``val/nll - train_eval/nll`` (positive = better on training data),
-and validation NLL relative to its lowest value so far (0 = at its minimum, 0.2 = 20 % above it). The sweep's
-curves view charts them: a loss whose NLL lives at 2-4 and one at 0.3 read on the same axis."""
+GAP_ACC, GAP_NLL = "overfit/gap_acc", "overfit/gap_nll"
+VAL_NLL_RISE, NLL_DRIFT = "overfit/val_nll_rise", "overfit/nll_drift"
+OVERFIT_METRICS = (VAL_NLL_RISE, NLL_DRIFT, GAP_ACC, GAP_NLL)
+"""Overfitting on one scale for every loss, per epoch (lossbench.analysis.overfit_curves), each what the verdict would
+read were the run to stop at that epoch: how far smoothed validation NLL stands above its lowest (0.2 = 20 % above),
+as ``val_nll_rise`` while training NLL fell since that lowest (overfitting once above the verdict's margin) or as
+``nll_drift`` while it did not (calibration worsening on every split); and the accuracy gap ``train_eval/acc -
+val/acc`` and the NLL gap ``val/nll - train_eval/nll`` (positive = better on training data). The sweep's curves view
+charts them: a loss whose NLL lives at 2-4 and one at 0.3 read on the same axis."""
 
 CONFIDENCE = ("wrong_conf", "confident_wrong", "confident_wrong_loss", "confident_wrong_grad")
 """How a run's own loss treats the predictions it gets wrong, on every evaluation pass (lossbench.metrics.confidence):

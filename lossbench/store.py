@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fcntl
 import functools
+import logging
 import os
 import re
 import signal
@@ -251,6 +252,8 @@ class Tracker:
             with (
                 _store_lock(db) if db is not None else nullcontext()
             ):  # MLflow creates the schema in the client's constructor
+                # "Creating initial MLflow database tables...", "Updating database tables": nothing for a user to do
+                logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
                 client = MlflowClient(tracking_uri=uri)
                 found = client.get_experiment_by_name(experiment)
                 if found is None:

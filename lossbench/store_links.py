@@ -21,6 +21,7 @@ import os
 import re
 import shlex
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import quote, urlencode, urlsplit, urlunsplit
 
@@ -32,8 +33,8 @@ MODEL_TRAINING_KIND = "custom_model_development"
 SHARED_VIEW_TAG = "mlflow.sharedViewState."
 CURVE_CHARTS = "^(" + "|".join(re.escape(name) for name in OVERFIT_METRICS) + ")$"
 """The charts a sweep's curves view shows: overfitting on one scale for every loss (lossbench.names.OVERFIT_METRICS:
-val NLL above its lowest so far, the accuracy and NLL gaps), so a loss whose NLL lives at 2-4 does not hide the
-rise of one at 0.3."""
+smoothed val NLL above its lowest while training NLL fell, the same rise while it rose too (drift), the accuracy and
+NLL gaps), so a loss whose NLL lives at 2-4 does not hide the rise of one at 0.3."""
 UI_PORT = 5000
 _VIEW = {"workflowType": "machine_learning"}  # MLflow UI's model-training view
 
@@ -89,16 +90,29 @@ def sweep_url(uri: str, experiment_id: str, sweep_id: str, port: int = UI_PORT) 
     return f"{ui_base(uri, port)}/{_hash_route(f'experiments/{experiment_id}/runs', params)}"
 
 
-def curves_view(sweep_id: str, group_by: str = "loss") -> tuple[str, str, str]:
-    """(experiment tag, its JSON value, share key) of a view of the sweep's runs grouped by ``group_by``
-    (the mean of each group's runs), as charts of :data:`CURVE_CHARTS`."""
+def curves_view(sweep_id: str, group_by: Sequence[tuple[str, str]] = (("tag", "loss"),)) -> tuple[str, str, str]:
+    """(experiment tag, its JSON value, share key) of a view of the sweep's runs grouped by ``group_by`` (``(mode,
+    key)`` pairs, ``("tag", "loss")``, ``("tag", "optimizer")``: loss × optimizer, the mean of each group's runs), as
+    charts of :data:`CURVE_CHARTS`. One key is written as MLflow's short form ``tag.average.loss``; several as its
+    object form (``groupByKeys``, which MLflow 3.17's UI reads as is)."""
     key = "lossbench-curves-" + re.sub(r"[^A-Za-z0-9_-]+", "_", sweep_id)
+    keys = [{"mode": mode, "groupByData": data} for mode, data in group_by]
+    grouping: object = (
+        f"{group_by[0][0]}.average.{group_by[0][1]}"
+        if len(keys) == 1
+        else {"aggregateFunction": "average", "groupByKeys": keys}
+    )
     state = {
         "searchFilter": f"tags.{SWEEP_TAG} = '{sweep_id}'",
-        "groupBy": f"tag.average.{group_by}",
+        "groupBy": grouping,
         "chartsSearchFilter": CURVE_CHARTS,
     }
     return SHARED_VIEW_TAG + key, json.dumps(state), key
+
+
+def grouping_words(group_by: Sequence[tuple[str, str]]) -> str:
+    """``loss × optimizer``: how a curves view groups, in words."""
+    return " × ".join(data for _, data in group_by)
 
 
 def curves_url(uri: str, experiment_id: str, share_key: str, port: int = UI_PORT) -> str:

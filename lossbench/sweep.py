@@ -69,9 +69,11 @@ def summary_screen(outcomes: list[dict[str, Any]], ending: Ending) -> str:
     """The sweep's closing screen: counts, the report's answer (its first lines), failures, the report's path and
     how to look at the runs in MLflow, each once."""
     counts = {s: sum(o["status"] == s for o in outcomes) for s in job.OUTCOMES}
+    resumed = sum(1 for o in outcomes if o.get("resumed"))  # one line for the sweep, not one per job
     lines = [
         f"sweep {ending.sweep_id}: {len(outcomes)} jobs — {counts['finished']} finished, {counts['failed']} failed, "
         f"{counts['killed']} killed, {counts['skipped']} skipped (already finished)"
+        + (f"; {resumed} of them resumed from a checkpoint" if resumed else "")
     ]
     if ending.report is not None:
         lines += ending.report.answer
@@ -101,7 +103,9 @@ def _look_lines(ending: Ending) -> list[str]:
         lines.append(f"answer: {url}   (the sweep's run: the report's front page and its artifacts)")
     share_key = store_links.curves_view(sweep_id)[2]
     url = store_links.curves_url(uri, experiment_id, share_key)
-    lines.append(f"curves: {url}   (overfitting on one scale for every loss, grouped by loss)")
+    grouping = ending.report.grouping if ending.report is not None else (("tag", "loss"),)
+    words = store_links.grouping_words(grouping)
+    lines.append(f"curves: {url}   (overfitting and drift on one scale for every loss, grouped by {words})")
     return lines
 
 
@@ -123,6 +127,9 @@ def write_report(tracker, experiment: str, sweep_id: str, rule, report_cfg) -> t
             reference=report_cfg.reference,
             min_effect=min_effect,
         )
+        if result.grouping != (("tag", "loss"),):  # the view groups as the report compares (loss × optimizer)
+            tag, state, _ = store_links.curves_view(sweep_id, result.grouping)
+            tracker.client.set_experiment_tag(tracker.experiment_id, tag, state)
         return result, ""
     except Exception as e:
         reason = f"{type(e).__name__}: {first_line(e)}"

@@ -52,7 +52,7 @@ def run(cfg: DictConfig, extra_callbacks: list | None = None) -> float:
         fitted = phases.fit_and_test(cfg, prepared, opened, extra_callbacks)
         verdict = phases.record(cfg, opened, fitted)
     objective = fitted.history[OBJECTIVE][-1] if fitted.history.get(OBJECTIVE) else math.nan
-    job.record_outcome("finished", opened.run_id, objective)
+    job.record_outcome("finished", opened.run_id, objective, resumed=opened.ckpt_path is not None)
     log.info(
         "run %s finished: test/acc %.4f at the selected epoch %d (%s %s), %.4f at the last epoch %d; %s",
         opened.run_id,

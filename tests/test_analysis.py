@@ -14,7 +14,7 @@ import pytest
 
 from lossbench import analysis
 from lossbench.analysis import Rule
-from lossbench.names import GAP_ACC, GAP_NLL, SUMMARY_KEYS, VAL_NLL_RISE
+from lossbench.names import GAP_ACC, GAP_NLL, NLL_DRIFT, SUMMARY_KEYS, VAL_NLL_RISE
 
 NAN = math.nan
 REAL = {
@@ -111,7 +111,11 @@ def test_validation_accuracy_falling_while_train_accuracy_rises_is_overfitting()
 def test_a_rise_too_close_to_the_end_is_not_yet_overfitting() -> None:
     curves = {k: v[:7] for k, v in overfitting_curves().items()}  # minimum at 4, 3 epochs after it (+20 %)
     assert analysis.judge(curves).kind == "overfits"
-    assert analysis.judge(curves, Rule(patience=4)).kind == "improving"
+    assert analysis.judge(curves, Rule(patience=4)).kind == "peaked"
+    assert (
+        "peaked at epoch 5 of 7, too close to the end to judge (patience 4)"
+        in analysis.judge(curves, Rule(patience=4)).text
+    )
 
 
 def test_the_margin_decides_how_large_a_rise_counts() -> None:
@@ -149,7 +153,9 @@ def test_recorded_mae_drifts_and_is_selected_late_by_accuracy(seed: str) -> None
 def test_recorded_runs_on_10000_images_for_10_epochs_do_not_overfit(name: str) -> None:
     verdict = analysis.judge(REAL[name])
     assert verdict.kind != "overfits", verdict.text
-    assert verdict.kind == ("improving" if "/ce/" in name else "drift")
+    assert verdict.kind == ("peaked" if "/ce/" in name else "drift"), "ce's smoothed val acc peaks at epoch 9 of 10"
+    if "/ce/" in name:
+        assert "peaked at epoch 9 of 10" in verdict.text and "still improving" not in verdict.text
 
 
 def test_old_rule_missed_the_recorded_overfitting() -> None:
@@ -246,17 +252,57 @@ def test_memorisation_drop() -> None:
 
 
 def test_overfit_curves_put_every_loss_on_one_scale() -> None:
-    """Gaps per epoch, and val NLL relative to its lowest value so far: hand-computed on two curves whose NLLs
-    differ tenfold (a bounded loss at 2-4, cross-entropy at 0.3-0.5) but rise alike."""
+    """Gaps per epoch, and val NLL relative to its lowest, read at each epoch on the curves up to it (unsmoothed here,
+    so hand-computed): two curves whose NLLs differ tenfold (a bounded loss at 2-4, cross-entropy at 0.3-0.5) but rise
+    alike read alike; with training NLL falling the rise is overfitting, with it rising too the same rise is drift."""
+    raw = Rule(smooth=1)
     low = {"val/nll": [0.5, 0.4, 0.44, 0.48], "train_eval/nll": [0.5, 0.3, 0.2, 0.1]}
     high = {"val/nll": [5.0, 4.0, 4.4, 4.8], "train_eval/nll": [5.0, 3.0, 2.0, 1.0]}
     low.update({"val/acc": [0.6, 0.7, 0.7, 0.69], "train_eval/acc": [0.6, 0.75, 0.8, 0.9]})
-    out = analysis.overfit_curves(low)
+    out = analysis.overfit_curves(low, raw)
     assert out[VAL_NLL_RISE] == pytest.approx([0.0, 0.0, 0.1, 0.2])
-    assert analysis.overfit_curves(high)[VAL_NLL_RISE] == pytest.approx(out[VAL_NLL_RISE])
+    assert out[NLL_DRIFT] == [0.0] * 4
+    assert analysis.overfit_curves(high, raw)[VAL_NLL_RISE] == pytest.approx(out[VAL_NLL_RISE])
     assert out[GAP_ACC] == pytest.approx([0.0, 0.05, 0.1, 0.21])
     assert out[GAP_NLL] == pytest.approx([0.0, 0.1, 0.24, 0.38])
-    gappy = analysis.overfit_curves({"val/nll": [NAN, 0.5, NAN, 0.6]})
-    assert set(gappy) == {VAL_NLL_RISE}, "without train_eval there is no gap to give"
-    assert math.isnan(gappy[VAL_NLL_RISE][0]) and gappy[VAL_NLL_RISE][1] == 0.0 and math.isnan(gappy[VAL_NLL_RISE][2])
+    drifting = analysis.overfit_curves({**low, "train_eval/nll": [0.5, 0.3, 0.35, 0.4]}, raw)
+    assert drifting[NLL_DRIFT] == pytest.approx([0.0, 0.0, 0.1, 0.2]) and drifting[VAL_NLL_RISE] == [0.0] * 4
+    gappy = analysis.overfit_curves({"val/nll": [NAN, 0.5, NAN, 0.6], "train_eval/nll": [NAN, 0.5, NAN, 0.4]}, raw)
+    assert math.isnan(gappy[VAL_NLL_RISE][0]) and gappy[VAL_NLL_RISE][1] == 0.0
     assert gappy[VAL_NLL_RISE][3] == pytest.approx(0.2)
+    alone = analysis.overfit_curves({"val/nll": [0.5, 0.6]}, raw)
+    assert set(alone) == {VAL_NLL_RISE, NLL_DRIFT}, "without train_eval there is no gap to give"
+    assert all(math.isnan(v) for v in alone[VAL_NLL_RISE] + alone[NLL_DRIFT]), "nor a rise to call either kind"
+
+
+def test_the_overview_signal_ends_at_the_verdicts_figure_on_every_recorded_run() -> None:
+    """The chart's last point is the verdict's: the rise judge() measured, on the overfitting side exactly when the
+    verdict says overfits (by NLL) and on the drift side when it says drift; the report's column reads the same."""
+    for name, curves in REAL.items():
+        verdict, signals = analysis.judge(curves), analysis.overfit_curves(curves)
+        rise = verdict.nll.val_change / verdict.nll.val_best
+        overfit, drift = signals[VAL_NLL_RISE][-1], signals[NLL_DRIFT][-1]
+        assert (overfit, drift) == pytest.approx((rise, 0.0) if verdict.nll.train_better else (0.0, rise)), name
+        assert tuple(analysis.nll_rise(curves)) == (overfit, drift)
+        if verdict.kind == "overfits":
+            assert overfit > Rule().margin_nll, name
+        if verdict.kind == "drift":
+            assert overfit == 0.0 and drift > Rule().margin_nll, name
+
+
+def test_on_recorded_curves_the_loss_that_overfits_is_the_one_the_chart_raises() -> None:
+    """On 2,000 Fashion-MNIST images for 25 epochs ce overfits and mae drifts (its val NLL rises as far as ce's, the
+    old chart drew it as high): on the overfitting side, ce's mean over seeds is the tallest line at the end and at
+    its highest, mae never reaches ce's end; on the drift side, mae stands out and ce is flat at 0."""
+
+    def mean(loss: str, name: str) -> list[float]:
+        runs = [analysis.overfit_curves(REAL[f"overfit25/{loss}/{s}"])[name] for s in ("s0", "s1")]
+        return [sum(values) / len(values) for values in zip(*runs)]
+
+    assert [analysis.judge(REAL[f"overfit25/ce/{s}"]).kind for s in ("s0", "s1")] == ["overfits"] * 2
+    assert [analysis.judge(REAL[f"overfit25/mae/{s}"]).kind for s in ("s0", "s1")] == ["drift"] * 2
+    ce, mae = mean("ce", VAL_NLL_RISE), mean("mae", VAL_NLL_RISE)
+    assert ce[-1] > Rule().margin_nll and max(mae) < ce[-1] and mae[-1] == 0.0
+    raw_mae = [analysis.value_at(REAL["overfit25/mae/s0"], "val/nll", e) for e in (8, 25)]
+    assert raw_mae[1] / raw_mae[0] - 1 > ce[-1], "the raw rise the old chart drew put mae above ce"
+    assert mean("ce", NLL_DRIFT) == [0.0] * 25 and mean("mae", NLL_DRIFT)[-1] > Rule().margin_nll

@@ -63,6 +63,11 @@ def test_the_selected_epoch_and_the_onset_read_the_same_everywhere(overfitting_r
     )
     assert closing and (int(closing[1]), int(closing[2])) == (selected, onset)
     assert run.data.tags["verdict_text"].startswith(f"overfits after epoch {onset} (smoothed val")
+    # The run's description in MLflow: the same epoch and accuracy, in %, and the same verdict.
+    note = run.data.tags["mlflow.note.content"]
+    acc = run.data.metrics["test/acc"] * 100
+    assert f"Test accuracy {acc:.2f} % at the selected epoch {selected} (highest val/acc)" in note, note
+    assert f"Verdict: {run.data.tags['verdict_text']}." in note and "\n" not in note, "one paragraph"
     # The same epochs recomputed from MLflow's own history (its steps are epoch numbers).
     curves = {
         key: analysis.dense_curve((m.step, m.value) for m in client.get_metric_history(run.info.run_id, key))

@@ -607,8 +607,11 @@ def test_a_worker_killed_mid_epoch_costs_its_job_only_and_the_same_sweep_resumes
 
     again = subprocess.run(args, cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=400)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert "1 finished, 0 failed, 0 killed, 3 skipped" in again.stdout, again.stdout[-2000:]
+    assert "1 finished, 0 failed, 0 killed, 3 skipped (already finished); 1 of them resumed from a checkpoint" in (
+        again.stdout
+    ), again.stdout[-2000:]
     assert f"resuming run {victim.info.run_id}" in again.stdout + again.stderr
+    assert "no interrupted run" not in again.stdout + again.stderr, "a sweep's default resume: nothing to say per job"
     client, runs, [parent] = by_kind(store)
     assert {r.info.status for r in runs} == {"FINISHED"} and len(runs) == 4 and parent.info.status == "FINISHED"
     assert_complete_curves(client, victim.info.run_id, 5)

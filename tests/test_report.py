@@ -263,11 +263,21 @@ def test_the_answer_comes_first_and_the_verdicts_in_plain_words(store: Store) ->
     assert markdown.index("## Answer") < markdown.index("## Verdicts") < markdown.index("## Results")
     answer = plain(section(markdown, "Answer")).strip()
     assert answer == store.result.summary["answer"]
-    assert answer.startswith("Overfitting: ce / adam (in 3/3 runs, after epoch 3); the other 2 groups do not.")
+    mse = mean_ci([by_name(n).test_acc for n in KEPT["mse"]], 100, 2).removesuffix(" (n=3)").replace(" [", " % [")
+    assert answer.startswith(f"Best test accuracy: mse / adam {mse} (rank 1 with mae / adam: intervals overlap). ")
+    ref = [by_name(n).test_acc for n in KEPT["ce"]]
+    differences = {}
+    for loss in ("mse", "mae"):
+        diffs = [by_name(n).test_acc - r for n, r in zip(KEPT[loss], ref)]
+        low, high = t_interval(diffs)
+        differences[loss] = f"{statistics.mean(diffs) * 100:+.2f} pp [{low * 100:+.2f}, {high * 100:+.2f}]"
+    runs = store.result.summary["extension"]["runs"]
     assert (
-        "Against ce on test accuracy (Holm over 2 comparisons, error rate 0.05): better: mse / adam +3.60 pp;" in answer
-    )
-    assert "not distinguishable yet: mae / adam (" in answer
+        "Against ce on test accuracy (Holm over 2 comparisons, error rate 0.05): "
+        f"better: mse / adam {differences['mse']}; "
+        f"not distinguishable yet: mae / adam {differences['mae']} ({runs} more runs would decide 1 of them). "
+    ) in answer, "every difference with its interval; the runs the decide command runs"
+    assert answer.endswith("Overfitting: ce / adam (in 3/3 runs, after epoch 3); the other 2 groups do not.")
     verdicts = plain(section(markdown, "Verdicts"))
     assert "**ce / adam**: overfits in 3/3 runs, after epoch 3 (smoothed val NLL +" in verdicts
     assert "**mse / adam, mae / adam**: no overfitting" in verdicts, "a shared verdict is said once"
@@ -411,7 +421,10 @@ def test_report_is_logged_to_the_sweep_parent_run(store: Store) -> None:
     parent = store.client.get_run(store.sweep_parent_id)
     assert parent.info.status == "FINISHED"
     note = parent.data.tags["mlflow.note.content"]  # the run's description in MLflow's UI
-    assert note.startswith("**Answer.** Overfitting: ce / adam"), "the answer first: it shows with the pane folded"
+    assert note.startswith("**Answer.** Best test accuracy: mse / adam "), (
+        "the answer first: it shows with the pane folded"
+    )
+    assert plain(note.split("\n\n")[0]).removeprefix("**Answer.** ") == store.result.summary["answer"], "the same words"
     assert f"get-artifact?path=report%2Foverview.png&run_uuid={parent.info.run_id}" in note
     assert "curves.png" not in note, "the wide grid stays in report.html; the pane gets the 540-px overview"
     assert "report/report.html" in note
@@ -603,3 +616,48 @@ def test_the_test_sets_own_size_sets_what_can_be_decided(tmp_path: Path) -> None
     (comparison,) = result.summary["comparisons"]
     assert comparison["outcome"] == "below_resolution", comparison["verdict"]
     assert "below the test set's resolution" in comparison["verdict"]
+
+
+def test_two_seeds_and_two_optimizers_name_each_reference_and_ask_for_the_first_test(tmp_path: Path) -> None:
+    """A 2-seed sweep of ce and mae under adam and sgd: no test ran, and the answer says so with each difference
+    seen per seed (mae 6.6 pp below ce in both seeds under sgd); each group is compared with ce under its own
+    optimizer, and every row names which; no rank without an interval; the decide command adds the one seed a
+    first test needs, as more of the first stage (no second look)."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.create_experiment("two", artifact_location=(tmp_path / "artifacts").as_uri())
+    tags = {"lossbench.kind": "sweep", "sweep_id": "sw2", "sweep_overrides": json.dumps(["loss=ce,mae", "seed=0,1"])}
+    client.set_terminated(client.create_run(exp, run_name="sweep-sw2", tags=tags).info.run_id, "FINISHED")
+    acc = {("ce", "adam"): (0.80, 0.81), ("mae", "adam"): (0.79, 0.815), ("ce", "sgd"): (0.78, 0.79)}
+    acc[("mae", "sgd")] = (0.714, 0.724)
+    for (loss, optimizer), values in acc.items():
+        for seed, value in enumerate(values):
+            run = FakeRun(
+                f"{loss}-{optimizer}-s{seed}", loss, seed, optimizer=optimizer, test_acc=value, sweep_id="sw2"
+            )
+            run.test_last_acc = value
+            log_run(client, exp, run)
+    result = report.build_report("two", sweep_id="sw2", tracking_uri=uri, out_dir=tmp_path / "r", log_to_mlflow=False)
+    answer = result.summary["answer"]
+    assert answer.startswith(
+        "Best test accuracy per optimizer: ce / adam 80.50 % (n=2: 80.00, 81.00); ce / sgd 78.50 % (n=2: 78.00, 79.00). "
+        "No test ran: 2 paired seeds per comparison, a test needs 3. Against ce with the same optimizer (ce / adam, "
+        "ce / sgd) on test accuracy, per seed: mae / adam -0.25 pp (n=2: -1.00, +0.50), "
+        "mae / sgd -6.60 pp (n=2: -6.60, -6.60)."
+    ), answer
+    assert "Holm" not in answer and "not distinguishable" not in answer, "no test ran"
+    rows = table(result.markdown.read_text(), "Compared with ce")
+    assert [(r["group"], r["vs"], r["rank"]) for r in rows] == [
+        ("ce / adam", "ce / adam", "—"),
+        ("mae / adam", "ce / adam", "—"),
+        ("ce / sgd", "ce / sgd", "—"),
+        ("mae / sgd", "ce / sgd", "—"),
+    ], "one block per reference, each row naming it; no rank from two seeds"
+    extension = result.summary["extension"]
+    assert extension["first_test"] and extension["runs"] == 4
+    assert {g["overrides"] for g in extension["groups"]} == {
+        f"loss={loss} optimizer={optimizer} seed=range(2,3)" for loss in ("ce", "mae") for optimizer in ("adam", "sgd")
+    }
+    assert "tracking.sweep_id=sw2 " in extension["command"] and "tracking.stage" not in extension["command"]
+    assert result.answer[-1] == f"decide: {extension['command']}   (4 more runs, for a first test)"
+    assert "4 more runs give every comparison the 3 paired seeds a first test needs" in result.markdown.read_text()

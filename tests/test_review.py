@@ -39,11 +39,24 @@ def test_curves_link_opens_the_sweeps_shared_view_as_charts() -> None:
     assert json.loads(value) == {
         "searchFilter": "tags.sweep_id = '3f2a9c'",
         "groupBy": "tag.average.loss",
-        "chartsSearchFilter": "^(overfit/gap_acc|overfit/gap_nll|overfit/val_nll_rise)$",
+        "chartsSearchFilter": "^(overfit/val_nll_rise|overfit/nll_drift|overfit/gap_acc|overfit/gap_nll)$",
     }
     # Overfitting on one scale for every loss: a bounded loss's NLL at 2-4 cannot hide ce's rise from 0.46 to 0.55.
-    charted = [m for m in ("val/nll", "overfit/val_nll_rise", "overfit/gap_acc", "overfit/gap_nll", "summary/x")]
-    assert [m for m in charted if re.fullmatch(store_links.CURVE_CHARTS, m)] == charted[1:4]
+    charted = [
+        "val/nll",
+        "overfit/val_nll_rise",
+        "overfit/nll_drift",
+        "overfit/gap_acc",
+        "overfit/gap_nll",
+        "summary/x",
+    ]
+    assert [m for m in charted if re.fullmatch(store_links.CURVE_CHARTS, m)] == charted[1:5]
+    both = json.loads(store_links.curves_view("3f2a9c", (("tag", "loss"), ("tag", "optimizer")))[1])["groupBy"]
+    assert both == {  # MLflow 3.17's object form (its groupBy parser returns an object as is)
+        "aggregateFunction": "average",
+        "groupByKeys": [{"mode": "tag", "groupByData": "loss"}, {"mode": "tag", "groupByData": "optimizer"}],
+    }
+    assert store_links.grouping_words((("tag", "loss"), ("tag", "optimizer"))) == "loss × optimizer"
     _, route, query = hash_route(store_links.curves_url("sqlite:////w/mlflow.db", "7", key))
     assert route == "/experiments/7/runs"
     assert query == {"workflowType": ["machine_learning"], "compareRunsMode": ["CHART"], "viewStateShareKey": [key]}
@@ -103,7 +116,9 @@ def test_the_description_fits_mlflows_limit_and_keeps_literal_text() -> None:
     figures = {f.name: f for f in FIGURES if f.name == "overview"}
     note = parent_run.description(findings, figures, "RUN1", "report")
     assert note.startswith("**Answer.** ") and len(note) <= parent_run.NOTE_LIMIT
-    alt = "overfitting at a glance: validation NLL above its lowest so far"
+    alt = (
+        "overfitting at a glance: val NLL above its lowest while training NLL fell (left) and while it rose too (right)"
+    )
     assert f"![{alt}](get-artifact?path=report%2Foverview.png&run_uuid=RUN1)" in note
     assert "&#64;" in note and "@" not in note.replace("&#64;", "")
     table = [line for line in note.splitlines() if line.startswith("| ")]
@@ -231,3 +246,39 @@ def test_class_names_come_from_the_data_set(tmp_path: Path) -> None:
     assert built("mnist").class_names[7] == "7 - seven"
     assert built("mnist", "data.num_classes=12").class_names is None, "names that do not fit are not used"
     assert built("mnist", "data.class_names=[a,b,c,d,e,f,g,h,i,j]").class_names[7] == "h", "the YAML's own come first"
+
+
+def test_a_groups_verdict_counts_every_run_and_says_still_improving_only_at_the_peak() -> None:
+    """One run overfits (val NLL bottoms at epoch 4, then +80 % while train NLL falls; val acc keeps rising to epoch
+    10, so the tested epoch is 6 after the onset), one is flat (stable), one peaks at epoch 9 of 10: the verdict
+    names all three, and none is called still improving."""
+    from lossbench.report import aggregate
+    from lossbench.report.runs import RunRecord
+
+    overfits = {
+        "val/nll": [1.0, 0.6, 0.45, 0.40, 0.42, 0.47, 0.55, 0.60, 0.66, 0.72],
+        "train_eval/nll": [1.1, 0.6, 0.40, 0.30, 0.25, 0.20, 0.15, 0.10, 0.08, 0.06],
+        "val/acc": [0.70, 0.80, 0.85, 0.86, 0.865, 0.867, 0.868, 0.869, 0.87, 0.871],
+        "train_eval/acc": [0.68, 0.81, 0.88, 0.91, 0.93, 0.95, 0.97, 0.98, 0.99, 0.99],
+    }
+    flat = {"val/nll": [0.5] * 10, "train_eval/nll": [0.5] * 10, "val/acc": [0.8] * 10, "train_eval/acc": [0.8] * 10}
+    peaked = {**flat, "val/acc": [0.70, 0.72, 0.74, 0.76, 0.78, 0.80, 0.82, 0.84, 0.86, 0.80]}
+    runs = [
+        RunRecord(
+            f"r{seed}",
+            f"ce-s{seed}",
+            "FINISHED",
+            seed,
+            tags={"loss": "ce", "optimizer": "adam", "seed": str(seed), "lossbench.first_epoch": "1"},
+            params={"checkpoint.monitor": "val/acc", "checkpoint.mode": "max"},
+            metrics={"test/acc": 0.85, "test_last/acc": 0.85},
+            curves=curves,
+        )
+        for seed, curves in enumerate((overfits, flat, peaked))
+    ]
+    (row,) = aggregate.group_runs(runs, ["loss", "optimizer"])
+    assert [row.verdicts[r.run_id].kind for r in row.runs] == ["overfits", "stable", "peaked"]
+    assert row.verdict_phrase == "overfits in 1/3 runs, after epoch 4; 1 peaked near the end, 1 stable"
+    assert row.verdict.startswith("overfits in 1/3 runs, after epoch 4 (smoothed val NLL +")
+    assert "the tested epoch 6 epochs after the onset (onset → selected: 4 → 10)" in row.verdict
+    assert row.verdict.endswith("; 1 peaked near the end, 1 stable") and "still improving" not in row.verdict

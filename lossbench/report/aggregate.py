@@ -62,6 +62,7 @@ QUANTITIES: dict[str, Quantity] = {
     "gap_nll_selected": _NLL_GAP,
     "gap_nll_last": _NLL_GAP,
     "val_nll_rise": Quantity("%", 100.0, 0, (0.0, math.inf)),
+    "nll_drift": Quantity("%", 100.0, 0, (0.0, math.inf)),
     "onset_epoch": _EPOCH,
     "best_val_nll": Quantity("", 1.0, 3, (0.0, math.inf)),
     "memorisation_drop": Quantity("pp", 100.0, 2, (-1.0, 1.0)),
@@ -77,6 +78,7 @@ def run_values(run: RunRecord, rule: analysis.Rule = analysis.Rule()) -> dict[st
     """The per-run numbers the report aggregates (``NaN`` where undefined)."""
     monitor, mode = run.monitor
     s = analysis.summary_figures(run.curves, rule, monitor, mode)
+    rise = analysis.nll_rise(run.curves, rule)  # the overview chart's last values, split as the verdict splits
     drop = analysis.memorisation_drop(run.metrics)
     times = np.asarray(run.curves.get(EPOCH_TIME, ()), dtype=float)
     times = times[np.isfinite(times)]
@@ -95,7 +97,8 @@ def run_values(run: RunRecord, rule: analysis.Rule = analysis.Rule()) -> dict[st
         "gap_nll_selected": get("gap_nll_selected"),
         "gap_acc_last": get("gap_acc_last"),
         "gap_nll_last": get("gap_nll_last"),
-        "val_nll_rise": get("val_nll_rise"),
+        "val_nll_rise": rise.overfit,
+        "nll_drift": rise.drift,
         "has_onset": s["has_onset"],
         "onset_epoch": get("onset_epoch"),
         "drift": s["drift"],
@@ -152,39 +155,86 @@ class GroupRow:
 
     @property
     def verdict(self) -> str:
-        """The group's verdict in plain words: :attr:`verdict_phrase` and the figures behind it."""
+        """The group's verdict in plain words: :attr:`verdict_phrase`'s main clause, the figures behind it, then what
+        the other runs did (``overfits in 2/12 runs, after epochs 4–7 (smoothed val NLL +19 % …); 10 stable``)."""
+        main, others = self._phrase
         figures = self.verdict_figures
-        return self.verdict_phrase + (f" ({figures})" if figures else "")
+        return main + (f" ({figures})" if figures else "") + (f"; {others}" if others else "")
 
     @property
     def verdict_phrase(self) -> str:
-        """What the group's runs concluded, without figures (``no overfitting; still improving at the end in 3/3
-        runs``): groups that share it can be named together."""
-        n, kinds = len(self.runs), [self.verdicts[r.run_id].kind for r in self.runs]
+        """What the group's runs concluded, without figures, every run counted (``no overfitting; NLL drifts with
+        train in 2/3 runs; 1 stable``): groups that share it can be named together."""
+        main, others = self._phrase
+        return main + (f"; {others}" if others else "")
+
+    @property
+    def _kinds(self) -> list[str]:
+        return [self.verdicts[r.run_id].kind for r in self.runs]
+
+    @property
+    def _phrase(self) -> tuple[str, str]:
+        """(the main clause, the other runs' verdicts counted: ``8 stable, 2 drift``)."""
+        n, kinds = len(self.runs), self._kinds
+        counted = ("overfits",)
         if self.n_onset:
-            return (
-                f"overfits in {self.n_onset}/{n} runs, after epoch{'s' if '–' in self._onsets else ''} {self._onsets}"
-            )
-        if kinds.count("drift") * 2 > n:
-            return f"no overfitting; NLL drifts with train in {kinds.count('drift')}/{n} runs"
-        if kinds.count("improving") * 2 > n:
-            return f"no overfitting; still improving at the end in {kinds.count('improving')}/{n} runs"
-        return f"no overfitting in {n} run{'s' if n > 1 else ''}"
+            s = "s" if "–" in self._onsets else ""
+            main = f"overfits in {self.n_onset}/{n} runs, after epoch{s} {self._onsets}"
+        elif (top := max(("drift", "improving", "peaked"), key=kinds.count)) and kinds.count(top) * 2 > n:
+            counted = (top,)
+            main = f"no overfitting; {_KIND_WORDS[top] if top != 'peaked' else self._peaked} in {kinds.count(top)}/{n} runs"
+        else:
+            return f"no overfitting in {n} run{'s' if n > 1 else ''}", _counts(kinds, ()) if n > 1 else ""
+        return main, _counts(kinds, counted)
+
+    @property
+    def _peaked(self) -> str:
+        found = [v.acc or v.nll for v in (self.verdicts[r.run_id] for r in self.runs) if v.kind == "peaked"]
+        best = sorted({t.best_epoch for t in found})
+        last = sorted({t.last_epoch for t in found})
+        at = str(best[0]) if len(best) == 1 else f"{best[0]}–{best[-1]}"
+        of = str(last[0]) if len(last) == 1 else f"{last[0]}–{last[-1]}"
+        return f"peaked near the end (smoothed best at epoch {at} of {of})"
 
     @property
     def verdict_figures(self) -> str:
-        """The figures behind the phrase: how far smoothed validation NLL rose from its lowest, the gap at the end."""
-        gap_last, rise = self.interval("gap_acc_last"), self.interval("val_nll_rise")
+        """The figures behind the phrase: how far smoothed validation NLL rose from its lowest in the runs that
+        overfit (or drift), the gap at the end, and why the selected epoch can lie far after the onset."""
+        gap_last = self.interval("gap_acc_last")
         gap = [f"acc gap {gap_last.mean * 100:.1f} pp at the end"] if gap_last.n else []
+        kinds = self._kinds
         if self.n_onset:
-            return "; ".join(
-                [f"smoothed val NLL {rise.mean * 100:+.0f} % from its lowest to the end"] * bool(rise.n) + gap
-            )
-        if [self.verdicts[r.run_id].kind for r in self.runs].count("drift") * 2 > len(self.runs):
-            return "; ".join(
-                [f"smoothed val NLL {rise.mean * 100:+.0f} %, training NLL rising too"] * bool(rise.n) + gap
-            )
+            rise = [self.values[r.run_id]["val_nll_rise"] for r, k in zip(self.runs, kinds) if k == "overfits"]
+            rise = [x for x in rise if math.isfinite(x)]
+            said = [f"smoothed val NLL {np.mean(rise) * 100:+.0f} % from its lowest to the end"] if rise else []
+            return "; ".join(said + gap + self._selected_after_onset)
+        if kinds.count("drift") * 2 > len(self.runs):
+            drift = [self.values[r.run_id]["nll_drift"] for r, k in zip(self.runs, kinds) if k == "drift"]
+            drift = [x for x in drift if math.isfinite(x)]
+            said = [f"smoothed val NLL {np.mean(drift) * 100:+.0f} %, training NLL rising too"] if drift else []
+            return "; ".join(said + gap)
         return "; ".join(gap)
+
+    @property
+    def _selected_after_onset(self) -> list[str]:
+        """Where a run's tested (selected) epoch lies well after its onset, why: the onset reads validation NLL,
+        the selection validation accuracy, which can keep rising after NLL has turned."""
+        far = [
+            (int(v["onset_epoch"]), int(v["selected_epoch"]))
+            for v in (self.values[r.run_id] for r in self.runs)
+            if math.isfinite(v["onset_epoch"])
+            and math.isfinite(v["selected_epoch"])
+            and v["selected_epoch"] - v["onset_epoch"] >= FAR_AFTER_ONSET
+        ]
+        if not far:
+            return []
+        pairs = ", ".join(f"{o} → {sel}" for o, sel in sorted(far))
+        gaps = sorted(sel - o for o, sel in far)
+        span = str(gaps[0]) if gaps[0] == gaps[-1] else f"{gaps[0]}–{gaps[-1]}"
+        return [
+            f"the tested epoch {span} epochs after the onset (onset → selected: {pairs}): val acc kept rising "
+            "after val NLL turned"
+        ]
 
     @property
     def _onsets(self) -> str:
@@ -192,6 +242,27 @@ class GroupRow:
             int(self.values[r.run_id]["onset_epoch"]) for r in self.runs if self.verdicts[r.run_id].kind == "overfits"
         )
         return str(found[0]) if found[0] == found[-1] else f"{found[0]}–{found[-1]}"
+
+
+_KIND_WORDS = {
+    "overfits": "overfit",
+    "drift": "NLL drifts with train",
+    "improving": "still improving at the end",
+    "peaked": "peaked near the end",
+    "stable": "stable",
+    "unknown": "not judged",
+}
+"""Each verdict kind (lossbench.analysis.Verdict.kind) in the words a group's verdict counts it with."""
+FAR_AFTER_ONSET = 3
+"""A selected epoch this many epochs or more after the onset is explained in the group's verdict."""
+
+
+def _counts(kinds: Sequence[str], left_out: Sequence[str]) -> str:
+    """``8 stable, 2 drift``: the runs whose verdict is not ``left_out``, counted by kind, most first."""
+    rest = [k for k in kinds if k not in left_out]
+    order = sorted(set(rest), key=lambda k: (-rest.count(k), list(_KIND_WORDS).index(k) if k in _KIND_WORDS else 99))
+    short = {**_KIND_WORDS, "drift": "drift"}
+    return ", ".join(f"{rest.count(k)} {short.get(k, k)}" for k in order)
 
 
 def group_dimensions(runs: Sequence[RunRecord]) -> list[str]:
@@ -354,20 +425,28 @@ def compare(
         against = [reference.values[r.run_id][metric] for r in reference.runs]
         out.append(Comparison(row, reference, decision, None, stats.probability_of_improvement(values, against)))
     out = _ranked(out, metric)
+    order = {label: i for i, label in enumerate(dict.fromkeys(c.reference.label for c in out))}  # best block first
     out.sort(
-        key=lambda c: (c.rank if c.rank is not None else math.inf, _nan_last(c.row.interval(metric).mean), c.row.label)
+        key=lambda c: (
+            order[c.reference.label],
+            c.rank if c.rank is not None else math.inf,
+            _nan_last(c.row.interval(metric).mean),
+            c.row.label,
+        )
     )
     return out
 
 
 def _ranked(comparisons: list[Comparison], metric: str) -> list[Comparison]:
     """Each comparison with its rank among those of its reference: by mean, ties where intervals overlap, and
-    never a tie between a group and the reference it was decided better or worse than."""
+    never a tie between a group and the reference it was decided better or worse than. A group with fewer than
+    :data:`~lossbench.stats.MIN_SEEDS` runs has no interval and so no rank (``None``): it would tie with all."""
     ranked = []
     for reference in {id(c.reference): c.reference for c in comparisons}.values():
         members = [c for c in comparisons if c.reference is reference]
         apart = [frozenset((c.row.label, reference.label)) for c in members if c.outcome in (stats.BETTER, stats.WORSE)]
-        ranks = stats.rank_with_ties({c.row.label: c.row.interval(metric) for c in members}, apart=apart)
+        intervals = {c.row.label: c.row.interval(metric) for c in members}
+        ranks = stats.rank_with_ties({k: v for k, v in intervals.items() if v.n >= stats.MIN_SEEDS}, apart=apart)
         ranked += [replace(c, rank=ranks.get(c.row.label)) for c in members]
     return ranked
 

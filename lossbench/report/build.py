@@ -41,6 +41,7 @@ from lossbench.report.runs import (
     check_store_exists,
     default_tracking_uri,
     find_experiment,
+    grouping_key,
     load_runs,
     no_runs_error,
     select_runs,
@@ -77,6 +78,9 @@ class ReportResult:
     """The MLflow run holding the report as artifacts; ``None`` when not logged."""
     exports: list[Path] = field(default_factory=list)
     """The files ``formats`` asked for (lossbench.report.export)."""
+    grouping: tuple[tuple[str, str], ...] = (("tag", "loss"),)
+    """How MLflow's UI groups the runs as the report compares them (lossbench.report.runs.grouping_key of each
+    dimension that varies, the loss always): the sweep's curves view."""
 
     @property
     def answer(self) -> list[str]:
@@ -86,7 +90,8 @@ class ReportResult:
         lines = [s["answer"], *(f"  {v['groups']}: {v['verdict']}" for v in s["verdicts"])]
         extension = s.get("extension") or {}
         if extension.get("command"):
-            lines += [f"decide: {extension['command']}   ({extension['runs']} more runs)"]
+            why = ", for a first test" if extension.get("first_test") else ""
+            lines += [f"decide: {extension['command']}   ({extension['runs']} more runs{why})"]
         return lines
 
 
@@ -197,6 +202,7 @@ def build_report(
         exp.experiment_id,
         run_id,
         [path.resolve() for path in exports],
+        tuple(grouping_key(d) for d in findings.dims if d == "loss" or len({row.key[d] for row in findings.rows}) > 1),
     )
 
 

@@ -20,11 +20,11 @@ from markdown_it import MarkdownIt
 
 from lossbench import decisions
 from lossbench.names import CONFIG_HASH_TAG, MEMORISED, OBJECTIVE, TRAIN_EVAL_NLL, VAL_NLL
-from lossbench.report import provenance, tables
+from lossbench.report import extend, provenance, tables
 from lossbench.report.aggregate import HEADERS, Comparison, Findings, GroupRow
 from lossbench.report.extend import Extension
 from lossbench.report.figures import ReportFigure
-from lossbench.stats import BELOW_RESOLUTION, BETTER, EQUIVALENT, MIN_SEEDS, WORSE
+from lossbench.stats import BELOW_RESOLUTION, BETTER, EQUIVALENT, INDISTINGUISHABLE, MIN_SEEDS, TOO_FEW, WORSE
 
 LIST_AT_MOST = 4
 """An answer names at most this many groups per outcome, then counts them."""
@@ -68,39 +68,125 @@ def overfitting_sentence(findings: Findings) -> str:
     return f"Overfitting: {'; '.join(parts)}{more}{others}."
 
 
+DIFFERENCES_AT_MOST = 8
+"""The answer lists every decided comparison and the largest undecided ones up to this many in all (at least
+:data:`UNDECIDED_AT_LEAST`), then counts the rest ("N more in the report")."""
+UNDECIDED_AT_LEAST = 3
+
+
+def _blocks(findings: Findings) -> dict[str, list[Comparison]]:
+    """Reference label -> its comparisons (the reference itself first): each level of the other dimensions is
+    compared against its own reference."""
+    blocks: dict[str, list[Comparison]] = {}
+    for c in findings.comparisons:
+        blocks.setdefault(c.reference.label, []).append(c)
+    return blocks
+
+
+def scope(findings: Findings) -> str:
+    """Against what each group is compared, in words: ``ce`` for one reference, ``ce with the same optimizer (ce /
+    adam, ce / sgd)`` when another dimension varies and each of its levels has its own reference."""
+    references = list(_blocks(findings))
+    if len(references) <= 1:
+        return str(findings.reference)
+    return f"{findings.reference} with the same {_levels(findings)} ({', '.join(references)})"
+
+
+def _levels(findings: Findings) -> str:
+    """The dimensions whose levels each have their own reference, in words (``optimizer``)."""
+    others = [d for d in findings.dims if d != "loss" and len({c.reference.key[d] for c in findings.comparisons}) > 1]
+    return " and ".join(HEADERS.get(d, d) for d in others)
+
+
+def _accuracy(row: GroupRow) -> str:
+    """``95.60 % [94.29, 96.91]``; ``86.90 % (n=2: 86.50, 87.30)`` below three seeds."""
+    mean, _, rest = row.interval("test_acc").format(100.0, 2, show_n=False).partition(" ")
+    return f"{mean} %" + (f" {rest}" if rest else "")
+
+
+def best_sentence(findings: Findings) -> str:
+    """The best group(s) by mean test accuracy with its interval, per reference (ties: the groups sharing rank 1)."""
+    blocks = _blocks(findings)
+    if not blocks:
+        rows = [row for row in findings.shown if row.interval("test_acc").n]
+        return f"Best test accuracy: {rows[0].label} {_accuracy(rows[0])}." if rows else ""
+    parts = []
+    for members in blocks.values():
+        ordered = sorted(members, key=lambda c: -c.row.interval("test_acc").mean)
+        top = ordered[0]
+        tied = [c.row.label for c in ordered[1:] if top.rank is not None and c.rank == top.rank]
+        text = f"{top.row.label} {_accuracy(top.row)}"
+        parts.append(text + (f" (rank 1 with {', '.join(tied)}: intervals overlap)" if tied else ""))
+    return f"Best test accuracy{f' per {_levels(findings)}' if len(parts) > 1 else ''}: {'; '.join(parts)}."
+
+
+def _difference(c: Comparison) -> str:
+    p = c.paired
+    if p.n == 0:
+        return f"{c.row.label}: no paired seed"
+    if p.n < MIN_SEEDS:
+        return f"{c.row.label} {p.mean * 100:+.2f} pp (n={p.n}: {', '.join(f'{d * 100:+.2f}' for d in p.differences)})"
+    return f"{c.row.label} {p.mean * 100:+.2f} pp [{p.low * 100:+.2f}, {p.high * 100:+.2f}]"
+
+
+def _listed(comparisons: Sequence[Comparison]) -> str:
+    return ", ".join(_difference(c) for c in sorted(comparisons, key=lambda c: -c.paired.mean))
+
+
+def _seeds(findings: Findings) -> str:
+    counts = sorted({c.paired.n for c in findings.decided})
+    return str(counts[0]) if len(counts) == 1 else f"{counts[0]}–{counts[-1]}"
+
+
 def comparison_sentence(findings: Findings) -> str:
-    """How the groups compare with the reference, as the family decided it, in one sentence."""
+    """How the groups compare with their reference, as the family decided it, in one sentence: every difference with
+    its interval, sorted within its outcome; when many are undecided, the largest of them, then how many more the
+    report lists. Below :data:`MIN_SEEDS` paired seeds: that no test ran, with the differences seen."""
     decided = findings.decided
     if not decided:
         return ""
+    if all(c.outcome == TOO_FEW for c in decided):
+        return (
+            f"No test ran: {_seeds(findings)} paired seeds per comparison, a test needs {MIN_SEEDS}. Against "
+            f"{scope(findings)} on test accuracy, per seed: {_listed(decided)}."
+        )
     by: dict[str, list[Comparison]] = {}
     for c in decided:
         by.setdefault(c.outcome, []).append(c)
-    parts = []
-    for outcome in (BETTER, WORSE):
-        if by.get(outcome):
-            shown = [f"{c.row.label} {c.paired.mean * 100:+.2f} pp" for c in by[outcome]]
-            parts.append(f"{outcome}: {_names(shown)}")
+    parts = [f"{outcome}: {_listed(by[outcome])}" for outcome in (BETTER, WORSE) if by.get(outcome)]
     if by.get(EQUIVALENT):
-        within = f"{findings.min_effect * 100:.2g}"
-        parts.append(f"equivalent (within ±{within} pp): {_names([c.row.label for c in by[EQUIVALENT]])}")
-    undecided = [c for c in decided if c.outcome not in (BETTER, WORSE, BELOW_RESOLUTION, EQUIVALENT)]
+        parts.append(f"equivalent (within ±{findings.min_effect * 100:.2g} pp): {_listed(by[EQUIVALENT])}")
+    listed = sum(len(by.get(o, ())) for o in (BETTER, WORSE, EQUIVALENT))
+    undecided = sorted(by.get(INDISTINGUISHABLE, []), key=lambda c: -abs(c.paired.mean))
+    room = max(UNDECIDED_AT_LEAST, DIFFERENCES_AT_MOST - listed)
     if undecided:
-        extra = sum(c.decision.plan.extra for c in undecided if c.decision.plan and c.decision.plan.extra)
-        decidable = [c for c in undecided if c.decision.plan and c.decision.plan.extra]
-        tail = f" ({extra} more paired seeds in all would decide {len(decidable)} of them)" if decidable else ""
-        parts.append(f"not distinguishable yet: {_names([c.row.label for c in undecided])}{tail}")
-    if by.get(BELOW_RESOLUTION):
-        parts.append(f"below the test set's resolution: {_names([c.row.label for c in by[BELOW_RESOLUTION]])}")
+        parts.append(f"not distinguishable yet: {_listed(undecided[:room])}{_decidable(findings, undecided)}")
+    for outcome, words in ((BELOW_RESOLUTION, "below the test set's resolution"), (TOO_FEW, "too few seeds, no test")):
+        if by.get(outcome):
+            parts.append(f"{words}: {_names([c.row.label for c in by[outcome]])}")
+    more = len(undecided) - room
+    tested = len(decided) - len(by.get(TOO_FEW, ()))
     return (
-        f"Against {findings.reference} on test accuracy (Holm over {len(decided)} comparison"
-        f"{'s' if len(decided) != 1 else ''}, error rate {decisions.ALPHA:g}): " + "; ".join(parts) + "."
+        f"Against {scope(findings)} on test accuracy (Holm over {tested} comparison{'s' if tested != 1 else ''}, "
+        f"error rate {decisions.ALPHA:g}): "
+        + "; ".join(parts)
+        + (f"; {more} more in the report" if more > 0 else "")
+        + "."
     )
 
 
+def _decidable(findings: Findings, undecided: Sequence[Comparison]) -> str:
+    """`` (21 more runs would decide 6 of them)``: the runs of the report's extension, as its decide command says."""
+    decidable = [c for c in undecided if c.decision.plan and c.decision.plan.extra]
+    more = extend.extension(findings, None, []) if decidable else None
+    return f" ({more.runs} more runs would decide {len(decidable)} of them)" if more else ""
+
+
 def answer(findings: Findings) -> str:
-    """The report's answer in one paragraph: the verdicts and the comparison's outcome."""
-    return " ".join(s for s in (overfitting_sentence(findings), comparison_sentence(findings)) if s)
+    """The report's answer in one paragraph: the best group with its accuracy, every difference from the reference
+    as the family decided it, then the verdicts. The sweep's closing screen and its MLflow run say the same."""
+    sentences = (best_sentence(findings), comparison_sentence(findings), overfitting_sentence(findings))
+    return " ".join(s for s in sentences if s)
 
 
 # --------------------------------------------------------------------------------------- the sections
@@ -204,7 +290,8 @@ def _results(heading: Heading, findings: Findings) -> list[str]:
         f"One row per {dims}, sorted by mean test accuracy. {heading.monitor_text} Test accuracy is "
         f"given for that selected epoch and for the last one. {_seeds_note(findings.rows)} Gaps are means, "
         "positive when overfitting (acc: train_eval − val, pp; NLL: val − train_eval). Val NLL rise: smoothed val "
-        "NLL at the end relative to its lowest.",
+        "NLL at the end relative to its lowest, as *overfit* when training NLL fell meanwhile and as *drift* when "
+        "it rose too (the overview chart's last epoch).",
         tables.results_table(findings.rows, findings.dims),
     ]
 
@@ -228,16 +315,17 @@ def _compared(findings: Findings) -> list[str]:
     decided = findings.decided
     if not decided:
         return []
-    reference = findings.reference
+    reference = scope(findings)
     return [
-        f"## Compared with {reference}",
-        f"Test accuracy of each group minus {reference}'s, on the seeds both have (same seed = same initial "
+        f"## Compared with {tables.escape(findings.reference)}",
+        f"Test accuracy of each group minus that of {tables.escape(reference)}, on the seeds both have (same seed = same initial "
         "weights, batch order and data split): the mean difference with its 95 % interval (per comparison), the "
         "probability that a run of the group beats a run of the reference (Mann-Whitney, Newcombe's interval), "
         f"and the verdict. **The {len(decided)} comparisons are decided together**: "
         f'{tables.escape(decisions.PROCEDURE)}. So a verdict can say "not distinguishable" while its interval '
-        "excludes 0. One test image is 0.01 pp. Rank: by mean; a group whose interval overlaps the one above "
-        "shares its rank." + (" Groups are compared at their tuned settings." if findings.tuning else ""),
+        "excludes 0. One test image is 0.01 pp. Rank, among the groups compared with the same reference (vs): by "
+        f"mean; a group whose interval overlaps the one above shares its rank; none below {MIN_SEEDS} seeds (no "
+        "interval)." + (" Groups are compared at their tuned settings." if findings.tuning else ""),
         tables.comparison_table(findings.comparisons),
     ]
 
@@ -246,11 +334,17 @@ def _extend(findings: Findings, extension: Extension | None) -> list[str]:
     if extension is None:
         return []
     rows = [[label, overrides, new] for label, overrides, new in extension.groups]
+    said = (
+        f"{extension.runs} more runs give every comparison the {MIN_SEEDS} paired seeds a first test needs: each "
+        "group at its own setting, and the reference beside it, on new seeds, as more of the sweep's first stage."
+        if extension.first_test
+        else f"{extension.runs} more runs would decide what this look could not, at the power and error rate above: "
+        "each undecided group at its own setting, and the reference beside it, on new seeds. This is the "
+        "design's one extension; the second look decides at its own boundary."
+    )
     text = [
         "## Deciding the undecided",
-        f"{extension.runs} more runs would decide what this look could not, at the power and error rate above: "
-        "each undecided group at its own setting, and the reference beside it, on new seeds. This is the "
-        "design's one extension; the second look decides at its own boundary.",
+        said,
         tables.table(["group", "overrides", "new seeds"], rows, numeric_from=2),
     ]
     if extension.command:

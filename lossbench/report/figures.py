@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lossbench import analysis, plots
-from lossbench.names import MEMORISED, TRAIN_EVAL_NLL, VAL_NLL, VAL_NLL_RISE
+from lossbench.names import MEMORISED, NLL_DRIFT, TRAIN_EVAL_NLL, VAL_NLL, VAL_NLL_RISE
 from lossbench.report.aggregate import Findings, GroupRow, dimension_text
 from lossbench.run_figures import drawer
 from lossbench.stats import seed_order
@@ -52,11 +52,12 @@ def _by_seed(row: GroupRow) -> list:
 
 
 def _overview(findings: Findings, path: Path) -> Drawn:
-    groups = {
-        row.label: [analysis.overfit_curves(r.curves).get(VAL_NLL_RISE, []) for r in _by_seed(row)]
-        for row in findings.shown
-    }
-    return drawer().submit("overfit_overview", groups, path, title="Overfitting at a glance (mean over seeds)")
+    rule = findings.rule
+    signals = {row.label: [analysis.overfit_curves(r.curves, rule) for r in _by_seed(row)] for row in findings.shown}
+    overfit = {label: [s.get(VAL_NLL_RISE, []) for s in runs] for label, runs in signals.items()}
+    drift = {label: [s.get(NLL_DRIFT, []) for s in runs] for label, runs in signals.items()}
+    title = "Overfitting at a glance (mean over seeds)"
+    return drawer().submit("overfit_overview", overfit, drift, path, margin=rule.margin_nll, title=title)
 
 
 def _budget(findings: Findings, path: Path) -> Drawn:
@@ -145,7 +146,12 @@ def _memorisation(findings: Findings, path: Path) -> Drawn:
 
 
 FIGURES: tuple[ReportFigure, ...] = (
-    ReportFigure("overview", "overfitting at a glance: validation NLL above its lowest so far", "curves", _overview),
+    ReportFigure(
+        "overview",
+        "overfitting at a glance: val NLL above its lowest while training NLL fell (left) and while it rose too (right)",
+        "curves",
+        _overview,
+    ),
     ReportFigure("curves", "learning curves per group", "curves", _curves),
     ReportFigure(
         "gap_acc", "accuracy gap per group", "gap", _gap("gap_acc", 100.0, "train_eval/acc − val/acc (pp)", "accuracy")

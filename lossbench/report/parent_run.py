@@ -69,8 +69,10 @@ def description(findings: Findings, figures: dict[str, ReportFigure], run_id: st
 
 
 def _table(findings: Findings) -> str:
-    """Group, test accuracy at the selected epoch, the difference from the reference, and its verdict."""
+    """Group, test accuracy at the selected epoch, the difference from its reference, and its verdict; when each
+    level of another dimension has its own reference, every difference names it (``vs ce / sgd``)."""
     by_label = {c.row.label: c for c in findings.comparisons}
+    several = len({c.reference.label for c in findings.comparisons}) > 1
     reference = findings.reference
     rows = []
     for row in findings.shown:
@@ -78,10 +80,11 @@ def _table(findings: Findings) -> str:
         if c is None or c.is_reference:
             versus, verdict = ("reference" if c is not None else "—"), ""
         else:
-            versus, verdict = tables.difference(c), c.decision.verdict
+            versus = tables.difference(c) + (f" vs {c.reference.label}" if several else "")
+            verdict = c.decision.verdict
         rows.append([row.label, tables.quantity(row, "test_acc"), versus, verdict])
-    columns = ["group", "test acc (%)", f"vs {reference} (pp)" if reference else "vs reference", "verdict"]
-    return tables.table(columns, rows, numeric_from=1, numeric_to=3)
+    header = "difference (pp)" if several else f"vs {reference} (pp)" if reference else "vs reference"
+    return tables.table(["group", "test acc (%)", header, "verdict"], rows, numeric_from=1, numeric_to=3)
 
 
 def results(findings: Findings) -> dict[str, list[Any]]:

@@ -47,6 +47,16 @@ _DIMENSIONS: dict[str, tuple[str, str]] = {
 }
 
 
+def grouping_key(name: str) -> tuple[str, str]:
+    """How MLflow's UI groups runs by one grouping dimension: ``("tag", "loss")``, or ``("param",
+    "data.label_noise.rate")`` for the noise rates, which are params only."""
+    if name == "noise":
+        return "param", NOISE_PARAM
+    if name == "input_noise":
+        return "param", INPUT_NOISE_PARAM
+    return "tag", _DIMENSIONS[name][0]
+
+
 class ReportError(Exception):
     """A problem the user can fix (wrong experiment name, a filter that matches nothing)."""
 

@@ -83,7 +83,8 @@ def same_n(rows: Sequence[GroupRow]) -> int | None:
 
 def results_table(rows: Sequence[GroupRow], dims: Sequence[str]) -> str:
     """One row per group: test accuracy at the selected and the last epoch with 95 % intervals, the selected epoch,
-    gaps at both, the rise of validation NLL from its lowest (smoothed), and the onset (the verdicts say the rest)."""
+    gaps at both, the rise of validation NLL from its lowest (smoothed) while training NLL fell (overfitting) and while it
+    rose too (drift), as the overview chart's last epoch, and the onset (the verdicts say the rest)."""
     with_setting = any(row.setting for row in rows)
     show_n = same_n(rows) is None  # said once above the table when every row has the same number of seeds
     columns = [
@@ -94,7 +95,7 @@ def results_table(rows: Sequence[GroupRow], dims: Sequence[str]) -> str:
         "selected epoch",
         "gap acc (pp) sel → last",
         "gap NLL sel → last",
-        "val NLL rise (%)",
+        "val NLL rise (%) overfit / drift",
         "overfits after epoch (runs)",
     ]
     body = [
@@ -106,7 +107,7 @@ def results_table(rows: Sequence[GroupRow], dims: Sequence[str]) -> str:
             row.epochs("selected_epoch"),
             _pair(row, "gap_acc"),
             _pair(row, "gap_nll"),
-            mean_of(row, "val_nll_rise"),
+            f"{mean_of(row, 'val_nll_rise')} / {mean_of(row, 'nll_drift')}",
             _onset(row),
         ]
         for row in rows
@@ -167,10 +168,13 @@ def p_values(c: Comparison) -> str:
 
 
 def comparison_table(comparisons: Sequence[Comparison]) -> str:
+    """One row per group, each naming the reference it is compared with (``vs``) and ranked among that reference's
+    groups: the rows come in blocks, one per reference."""
     columns = [
         "rank",
         "group",
         "test acc (%)",
+        "vs",
         "difference (pp) [95 % CI]",
         "P(improvement) [95 % CI]",
         "p, Holm-adjusted",
@@ -181,6 +185,7 @@ def comparison_table(comparisons: Sequence[Comparison]) -> str:
             c.rank if c.rank is not None else "—",
             c.row.label,
             quantity(c.row, "test_acc"),
+            c.reference.label,
             "reference" if c.is_reference else difference(c),
             "" if c.is_reference else improvement(c),
             "" if c.is_reference else p_values(c),
@@ -188,7 +193,7 @@ def comparison_table(comparisons: Sequence[Comparison]) -> str:
         ]
         for c in comparisons
     ]
-    return table(columns, body, numeric_from=2, numeric_to=6)
+    return table(columns, body, numeric_from=2, numeric_to=7)
 
 
 def noise_table(rows: Sequence[GroupRow], dims: Sequence[str]) -> str:
