@@ -142,6 +142,9 @@ def main() -> None:
     except COMPOSITION_ERRORS as e:
         print(error_line(composition_message(e)), file=sys.stderr)
         sys.exit(2)
+    except LossbenchError as e:  # a sweep that refused a job's config before it opened
+        print(error_line(str(e)), file=sys.stderr)
+        sys.exit(e.exit_code)
     except Exception as e:  # around the jobs (a launcher, a callback): one line, the traceback in a log
         print(error_line(f"{describe(e, 300)} ({save_traceback(e)})"), file=sys.stderr)
         sys.exit(1)
