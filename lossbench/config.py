@@ -10,8 +10,11 @@ import hashlib
 import json
 import math
 import numbers
+import os
 import re
+import sqlite3
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -243,7 +246,12 @@ def validate(cfg: DictConfig) -> None:
         for key, value in _non_finite(tree)
         if key not in checked and not key.startswith("loss.criterion.")
     ]  # a test loss may take NaN on purpose
-    problems += _monitor_direction(cfg, "checkpoint") + _monitor_direction(cfg, "early_stopping") + _data_fits(cfg)
+    problems += (
+        _monitor_direction(cfg, "checkpoint")
+        + _monitor_direction(cfg, "early_stopping")
+        + _data_fits(cfg)
+        + store_problem(cfg)
+    )
     if problems:
         raise ConfigError("; ".join(problems) + " (fix it on the command line, e.g. key=value)")
 
@@ -313,6 +321,53 @@ def _data_fits(cfg: DictConfig) -> list[str]:
     elif _pairs(pairs) and _is_int(classes) and any(c >= classes for p in pairs for c in p):
         problems.append(f"data.noise_map names a class >= data.num_classes={classes}")
     return problems
+
+
+SQLITE_HEADER = b"SQLite format 3\x00"
+"""The first 16 bytes of every SQLite database file."""
+
+
+def store_problem(cfg: DictConfig) -> list[str]:
+    """``tracking.uri`` naming an SQLite file (``sqlite:///`` or a bare path) that cannot be an MLflow store."""
+    uri = OmegaConf.select(cfg, "tracking.uri", default=None)
+    if not isinstance(uri, str) or ("://" in uri and not uri.startswith("sqlite:///")):
+        return []
+    path = Path(uri.removeprefix("sqlite:///").split("?", 1)[0] if "://" in uri else uri).expanduser()
+    if str(path) in ("", ".", ":memory:"):
+        return []
+    problem = sqlite_problem(path.resolve())
+    return [f"tracking.uri={uri}: {problem}"] if problem else []
+
+
+def sqlite_problem(db: Path, must_exist: bool = False) -> str | None:
+    """Why the file ``db`` of a ``sqlite:///`` URI cannot be an MLflow store, or None when it can (or may become
+    one): read before MLflow opens it, without writing anything (MLflow would retry a folder for ~100 s and would
+    add its tables to any other SQLite database)."""
+    if db.is_dir():
+        return (
+            f"{db} is a folder, not an SQLite file (an old ./mlruns file store? MLflow 3 reads databases only: "
+            "point tracking.uri at a database file, e.g. sqlite:///mlflow.db)"
+        )
+    if not db.exists():
+        if must_exist:
+            return f"{db} does not exist"
+        if not db.parent.is_dir():
+            return f"folder {db.parent} does not exist; create it or choose another store"
+        return None if os.access(db.parent, os.W_OK) else f"{db.parent} is not writable; fix its permissions"
+    try:
+        with open(db, "rb") as f:
+            header = f.read(len(SQLITE_HEADER))
+        if not header:
+            return None  # an empty file: SQLite makes it a new database
+        if header != SQLITE_HEADER:
+            return f"{db} is not an SQLite database (it starts {header[:8]!r})"
+        with closing(sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True)) as connection:
+            tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    except (OSError, sqlite3.Error) as e:
+        return f"{db} cannot be read: {first_line(e) or type(e).__name__}"
+    if tables and "experiments" not in tables:
+        return f"{db} is an SQLite database but not an MLflow store (no experiments table); choose another file"
+    return None
 
 
 def flatten(mapping: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:

@@ -7,7 +7,10 @@ cause, a person reads one line: :func:`error_line` (``lossbench: error: ...``), 
 
 from __future__ import annotations
 
+import argparse
 import re
+import sys
+from typing import NoReturn
 
 from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
 
@@ -66,3 +69,16 @@ def composition_message(error: Exception) -> str:
             f"+{key[1]}=VALUE adds a new one)"
         )
     return one_line(error) + " (python -m lossbench.train --help lists the groups and keys)"
+
+
+def usage_error(prog: str, message: str) -> NoReturn:
+    """A command line argparse cannot read: one line (what was wrong, and where the usage is), exit 2."""
+    print(error_line(f"{message} (see {prog} --help)", prog.removeprefix("python -m ")), file=sys.stderr)
+    sys.exit(2)
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse's parser whose usage mistakes are one ``error:`` line, not its usage text (:func:`usage_error`)."""
+
+    def error(self, message: str) -> NoReturn:
+        usage_error(self.prog, message)

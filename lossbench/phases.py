@@ -265,7 +265,18 @@ def resume_point(
         )
     if provenance.code_version_of(found.data.tags) != who.code.code_version:
         log.warning("resume=%s: run %s was started by other code; it continues with this code", resume, run_id)
-    torch.load(path, map_location="cpu", weights_only=True)  # refuse pickled objects before reopening the run
+    try:
+        torch.load(path, map_location="cpu", weights_only=True)  # refuse pickled objects before reopening the run
+    except Exception as e:  # truncated, not a checkpoint, or pickled objects: the run stays as it was
+        raise ConfigError(
+            f"resume={resume!r}: {path} cannot be read as a checkpoint ({describe(e, 200)}); run {run_id} is left "
+            "as it was: point resume= at a checkpoint that is whole, or leave resume= out for a fresh run"
+        ) from e
+    if found.info.status == "FINISHED":  # exit 2, not 0: what was asked (more training) did not happen
+        raise ConfigError(
+            f"resume={resume!r}: run {run_id} already FINISHED; there is nothing to continue and it is left as it is "
+            "(to train this config again, leave resume= out)"
+        )
     return run_id, str(path)
 
 

@@ -21,9 +21,17 @@ from typing import TYPE_CHECKING
 from lossbench import provenance, store_links
 from lossbench.claims.protocols import PROTOCOLS, Design, Launched, Protocol, arguments, design, launch, split_overrides
 from lossbench.config import validate
-from lossbench.errors import COMPOSITION_ERRORS, ConfigError, composition_message, error_line, first_line
+from lossbench.errors import (
+    COMPOSITION_ERRORS,
+    ConfigError,
+    LossbenchError,
+    OneLineParser,
+    composition_message,
+    error_line,
+    first_line,
+)
 from lossbench.names import FAILURE_TAG
-from lossbench.paths import compose, conf_dir
+from lossbench.paths import compose, conf_dir, folder_problem
 
 if TYPE_CHECKING:
     from lossbench.claims.rules import Finding
@@ -33,7 +41,7 @@ DEFAULT_OUT, QUICK_OUT = "reports/claims", "reports/claims-quick"
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="python -m lossbench.claims",
         description=(
             "Test the textbook's seven claims about losses: run one protocol per kind of evidence "
@@ -156,12 +164,15 @@ def main(argv: Sequence[str] | None = None, echo: Callable[[str], None] = print)
     command = " ".join(
         ["python -m lossbench.claims", *(["--quick"] if args.quick else []), *map(shlex.quote, args.overrides)]
     )
+    if problem := folder_problem(out):
+        print(error_line(f"--out={args.out or out}: {problem}; choose another folder", PROGRAM), file=sys.stderr)
+        return 2
     try:
         designs, launched = run_protocols(out, args.overrides, args.quick, echo)
     except COMPOSITION_ERRORS as e:  # an override Hydra cannot compose: the user's input, said as train says it
         print(error_line(composition_message(e), PROGRAM), file=sys.stderr)
         return 2
-    except ConfigError as e:  # a value a job cannot train with: said before any sweep starts
+    except LossbenchError as e:  # a value a job cannot train with, a store it cannot use: before any sweep starts
         print(error_line(str(e), PROGRAM), file=sys.stderr)
         return 2
     except Exception as e:  # a protocol's sweep could not start: one line, exit 2 as before any training

@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from lossbench import analysis, store_links
-from lossbench.errors import error_line
+from lossbench.errors import LossbenchError, OneLineParser, error_line
+from lossbench.paths import folder_problem
 from lossbench.report import export
-from lossbench.report.build import ARTIFACT_PATH, build_report
+from lossbench.report.build import ARTIFACT_PATH, build_report, default_out_dir
 from lossbench.report.runs import DEFAULT_TRACKING_URI, ReportError
 
 PROGRAM = "lossbench.report"
@@ -18,7 +20,7 @@ _RULE = analysis.Rule()
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="python -m lossbench.report",
         description=(
             "Compare the training runs of an MLflow experiment (or one sweep): verdicts on overfitting, test accuracy "
@@ -79,6 +81,9 @@ def main(argv: Sequence[str] | None = None, echo: Callable[[str], None] = print)
         rule = analysis.Rule(args.smooth, args.patience, args.margin_nll, args.margin_acc)
         if args.min_effect is not None and not args.min_effect > 0:
             raise ValueError(f"--min-effect={args.min_effect} must be a number of pp > 0, e.g. 0.5")
+        out = Path(args.out) if args.out is not None else default_out_dir(args.experiment, args.sweep)
+        if problem := folder_problem(out.resolve()):
+            raise ValueError(f"--out={out}: {problem}; choose another folder")
     except ValueError as error:
         print(error_line(str(error), PROGRAM), file=sys.stderr)
         return 2
@@ -94,7 +99,7 @@ def main(argv: Sequence[str] | None = None, echo: Callable[[str], None] = print)
             min_effect=None if args.min_effect is None else args.min_effect / 100,
             formats=export.parse_formats(args.format),  # an unknown format is bad input (exit 2)
         )
-    except ReportError as error:
+    except (ReportError, LossbenchError) as error:
         print(error_line(str(error), PROGRAM), file=sys.stderr)
         return 2
     counts = result.summary["counts"]
