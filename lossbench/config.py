@@ -21,6 +21,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from lossbench import folders
 from lossbench.errors import ConfigError, first_line
 from lossbench.names import MONITORABLE
 
@@ -238,15 +239,17 @@ def validate(cfg: DictConfig) -> None:
         value = OmegaConf.select(cfg, key, default=_MISSING, throw_on_missing=False)
         if value is _MISSING:
             continue
+        if key == "data.num_classes" and value is None and any(p.startswith("data.shape=None") for p in problems):
+            continue  # read from the same files, said once
         if not check(value):
-            problems.append(_invalid(key, value, accepts))
+            problems.append(_invalid(key, value, accepts) + _looked_in(cfg, key, value))
     checked = {key for key, _, _ in RULES}
     problems += [
         f"{key}={value!r} is invalid: expected a finite number"
         for key, value in _non_finite(tree)
         if key not in checked and not key.startswith("loss.criterion.")
     ]  # a test loss may take NaN on purpose
-    problems += (
+    problems += _groups_given_a_value(cfg) or (  # the checks below read those groups' keys
         _monitor_direction(cfg, "checkpoint")
         + _monitor_direction(cfg, "early_stopping")
         + _data_fits(cfg)
@@ -267,6 +270,19 @@ def _invalid(key: str, value: Any, accepts: str) -> str:
     return f"{key}={value!r} is invalid: expected {accepts}"
 
 
+def _looked_in(cfg: DictConfig, key: str, value: Any) -> str:
+    """For a fact data=folder or data=npz reads from data.root (``${lossbench.images:...}``) and did not find: where
+    it looked and what it found there."""
+    if value is not None or key != "data.shape":
+        return ""
+    parent, _, leaf = key.rpartition(".")
+    raw = OmegaConf.to_container(OmegaConf.select(cfg, parent), resolve=False).get(leaf)
+    found = re.search(rf"{re.escape(folders.RESOLVER)}:.*,(\w+),\w+}}$", str(raw))
+    if found is None or found[1] not in folders.LAYOUTS:
+        return ""
+    return f"; data.root={OmegaConf.select(cfg, 'data.root')}: {folders.missing(str(cfg.data.root), found[1])}"
+
+
 def _non_finite(tree: Any, key: str = "") -> Iterator[tuple[str, float]]:
     """``(dotted key, value)`` of every inf or NaN in a nested config container (list items included)."""
     if isinstance(tree, Mapping):
@@ -277,6 +293,22 @@ def _non_finite(tree: Any, key: str = "") -> Iterator[tuple[str, float]]:
             yield from _non_finite(v, key)
     elif isinstance(tree, float) and not math.isfinite(tree):
         yield key, tree
+
+
+def _groups_given_a_value(cfg: DictConfig) -> list[str]:
+    """A group of keys that the command line replaced by one value (``data.input_noise=-0.1``): its keys' rules
+    cannot see it, and the code that builds it would fail on it after torch loads."""
+    problems = []
+    for group in dict.fromkeys(key.rsplit(".", 1)[0] for key, _, _ in RULES if "." in key):
+        value = OmegaConf.select(cfg, group, default=None, throw_on_missing=False)
+        if value is not None and not isinstance(value, DictConfig):
+            keys = [key for key, _, _ in RULES if key.startswith(group + ".")]
+            example = next((key for key in keys if key.endswith(".rate")), keys[0])
+            problems.append(
+                f"{group}={value!r} is invalid: expected a group of keys ({', '.join(keys)}); set one of them, "
+                f"e.g. {example}=..."
+            )
+    return problems
 
 
 def _monitor_direction(cfg: DictConfig, group: str) -> list[str]:

@@ -71,9 +71,9 @@ def composition_message(error: Exception) -> str:
     return one_line(error) + " (python -m lossbench.train --help lists the groups and keys)"
 
 
-def usage_error(prog: str, message: str) -> NoReturn:
+def usage_error(prog: str, message: str, program: str | None = None) -> NoReturn:
     """A command line argparse cannot read: one line (what was wrong, and where the usage is), exit 2."""
-    print(error_line(f"{message} (see {prog} --help)", prog.removeprefix("python -m ")), file=sys.stderr)
+    print(error_line(f"{message} (see {prog} --help)", program or prog.removeprefix("python -m ")), file=sys.stderr)
     sys.exit(2)
 
 

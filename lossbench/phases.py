@@ -101,7 +101,9 @@ def prepare(cfg: DictConfig) -> Prepared:
     data = built("data", lambda: instantiate(cfg.data, shuffle_seed=cfg.seed))  # conf/data: lossbench.data.ImageData
     data.load()
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    net = built("model", lambda: instantiate(cfg.model.net))
+    with warnings.catch_warnings(record=True) as said:  # shown only if the model passes its check below
+        warnings.simplefilter("always")
+        net = built("model", lambda: instantiate(cfg.model.net))
     loss = built("loss", lambda: build_loss(cfg.loss, cfg.data.num_classes))
     optimizer = built("optimizer", lambda: instantiate(without_name(cfg.optimizer)))
     scheduler_cfg = chosen_scheduler(cfg)
@@ -112,6 +114,8 @@ def prepare(cfg: DictConfig) -> Prepared:
     device = preflight.training_device(cfg.trainer)
     x, y = data.head(cfg.data.batch_size)  # one training batch through model and loss, on the training device
     preflight.check_one_batch(net, loss, x, y, cfg, device)
+    for w in said:  # (a model too big for its images warns of zero-element layers before its one-line error)
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     return Prepared(data, net, loss, optimizer, scheduler, device)
 
 
