@@ -25,6 +25,7 @@ from typing import Any
 
 import psutil
 from mlflow.entities import Metric, Param, RunTag, ViewType
+from mlflow.store.db import utils as mlflow_db_utils
 from mlflow.tracking import MlflowClient
 
 from lossbench.config import redact, sqlite_problem
@@ -91,13 +92,11 @@ def sqlite_path(uri: str) -> Path | None:
 def bound_store_waits(timeout_s: float) -> None:
     """Make MLflow give up on a database it cannot open after about ``timeout_s``, not after its ~100 s of retries
     (0.1 s x (2^k - 1) between attempts): as many attempts as fit in ``timeout_s``."""
-    from mlflow.store.db import utils
-
     attempts, waited = 1, 0.0
     while waited + 0.1 * (2**attempts - 1) <= timeout_s and attempts < 15:
         waited += 0.1 * (2**attempts - 1)
         attempts += 1
-    utils.MAX_RETRY_COUNT = attempts
+    mlflow_db_utils.MAX_RETRY_COUNT = attempts
 
 
 _HTTP_VARS_SET_HERE: set[str] = set()

@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 import hydra
+from hydra._internal.utils import get_args_parser
 from omegaconf import DictConfig
 
 from lossbench import gpus, job, launch, store_links  # noqa: F401  (launch registers its resolver)
@@ -162,8 +163,6 @@ def main() -> None:
 def check_usage(argv: list[str]) -> None:
     """Hydra's own command line (``-m``, ``--help``, overrides) read first with Hydra's parser: a usage mistake
     (``loss=ce -m seed=0,1``: options go before the overrides) is one line and exit 2, not argparse's usage text."""
-    from hydra._internal.utils import get_args_parser
-
     parser = get_args_parser()
     parser.prog = "python -m lossbench.train"
     parser.error = lambda message: usage_error(parser.prog, message, "lossbench")  # type: ignore[method-assign]

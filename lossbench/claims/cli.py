@@ -18,6 +18,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from hydra._internal.config_loader_impl import ConfigLoaderImpl
+from hydra.core.override_parser.overrides_parser import OverridesParser
+
 from lossbench import provenance, store_links
 from lossbench.claims.protocols import PROTOCOLS, Design, Launched, Protocol, arguments, design, launch, split_overrides
 from lossbench.config import validate
@@ -69,7 +72,7 @@ def read_back(
     """Every protocol's counted runs as one table, and the runs its sweep made that did not finish."""
     from mlflow.tracking import MlflowClient  # MLflow: after the sweeps, which import it in their own processes
 
-    from lossbench.claims import results
+    from lossbench.claims import results  # MLflow and scipy: after the input checks
     from lossbench.store import resolve_uri  # MLflow too
 
     rows, not_finished = [], []
@@ -93,7 +96,7 @@ def read_back(
 
 def decide_command(findings: Sequence[Finding], rows: Sequence[dict], overrides: Sequence[str], quick: bool) -> str:
     """The command that runs the seeds the undecided predictions need, as one second look (tracking.stage=2)."""
-    from lossbench.claims.rules import UNDECIDED
+    from lossbench.claims.rules import UNDECIDED  # scipy: after the input checks
 
     words = ["python -m lossbench.claims", *(shlex.quote(o) for o in overrides)]
     if quick:
@@ -135,9 +138,6 @@ def check_jobs(protocol: Protocol, d: Design, overrides: Sequence[str], quick: b
     """Raise ConfigError naming the protocol, the job and the key when one of the protocol's jobs breaks a config
     rule train checks (lossbench.config.validate). Jobs sharing their groups (loss=, model=) are composed once and
     differ by their swept values, applied as Hydra applies them."""
-    from hydra._internal.config_loader_impl import ConfigLoaderImpl
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
     plain, _ = split_overrides(arguments(protocol, overrides, quick))
     groups = [k for k in d.grid if (conf_dir() / k.lstrip("+~")).is_dir()]
     parser, composed = OverridesParser.create(), {}
@@ -211,7 +211,7 @@ def main(argv: Sequence[str] | None = None, echo: Callable[[str], None] = print)
 def _log(
     d: Design, files: Sequence[Path], findings: Sequence[Finding], args: Sequence[Sequence[str]], command: str, echo
 ) -> None:
-    from lossbench.claims import write
+    from lossbench.claims import write  # matplotlib: after the input checks
     from lossbench.store import resolve_uri  # MLflow: only once the pages are written
 
     uri = resolve_uri(d.tracking_uri)
