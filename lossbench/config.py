@@ -383,6 +383,8 @@ def sqlite_problem(db: Path, must_exist: bool = False) -> str | None:
     if not db.exists():
         if must_exist:
             return f"{db} does not exist"
+        if db.parent.exists() and not db.parent.is_dir():
+            return f"{db.parent} is a file, not a folder"
         if not db.parent.is_dir():
             return f"folder {db.parent} does not exist; create it or choose another store"
         return None if os.access(db.parent, os.W_OK) else f"{db.parent} is not writable; fix its permissions"
