@@ -25,7 +25,6 @@ from typing import Any
 
 import psutil
 from mlflow.entities import Metric, Param, RunTag, ViewType
-from mlflow.store.db import utils as mlflow_db_utils
 from mlflow.tracking import MlflowClient
 
 from lossbench.config import redact, sqlite_problem
@@ -92,11 +91,17 @@ def sqlite_path(uri: str) -> Path | None:
 def bound_store_waits(timeout_s: float) -> None:
     """Make MLflow give up on a database it cannot open after about ``timeout_s``, not after its ~100 s of retries
     (0.1 s x (2^k - 1) between attempts): as many attempts as fit in ``timeout_s``."""
+    from mlflow.store.db import utils as mlflow_db_utils  # SQLAlchemy: imported when a database store is opened
+
+    most = _MLFLOW_RETRIES.setdefault("attempts", mlflow_db_utils.MAX_RETRY_COUNT)  # its own, never more
     attempts, waited = 1, 0.0
-    while waited + 0.1 * (2**attempts - 1) <= timeout_s and attempts < 15:
+    while waited + 0.1 * (2**attempts - 1) <= timeout_s and attempts < most:
         waited += 0.1 * (2**attempts - 1)
         attempts += 1
     mlflow_db_utils.MAX_RETRY_COUNT = attempts
+
+
+_MLFLOW_RETRIES: dict[str, int] = {}  # MLflow's own number of attempts, before bound_store_waits set it
 
 
 _HTTP_VARS_SET_HERE: set[str] = set()
@@ -231,9 +236,10 @@ class Tracker:
                 problem = f"{db} is not writable; fix its permissions"
             if problem is not None:
                 raise TrackingError(f"tracking store {uri}: {problem} (or set tracking.uri=)")
-        else:
+        if uri.startswith(("http://", "https://")):
             bound_http_waits(timeout_s)
-        bound_store_waits(timeout_s)
+        else:
+            bound_store_waits(timeout_s)
         started = time.monotonic()
         try:
             with (

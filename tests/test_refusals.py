@@ -22,8 +22,6 @@ import pytest
 from conftest import ENV, tiny_overrides
 from idx import write_mnist_family
 
-pytestmark = pytest.mark.slow
-
 HEAVY = {"torch", "torchvision", "pytorch_lightning", "lightning_fabric"}
 _TIMES: list[tuple[str, str, float]] = []
 
@@ -281,6 +279,7 @@ CASES = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case, command, says, before_torch", CASES, ids=[c[0] for c in CASES])
 def test_bad_input_is_one_line_exit_2_and_the_store_as_it_was(
     seeded: Seeded, tmp_path: Path, case, command, says, before_torch
@@ -319,3 +318,22 @@ def test_bad_input_is_one_line_exit_2_and_the_store_as_it_was(
     assert not [run for run, text in after.items() if json.loads(text)[0] == "RUNNING"]
     assert not list(seeded.base.glob("*.lock")), "a lock file beside a store lossbench refused"
     _TIMES.append((case, lines[0], round(seconds, 1)))
+
+
+@pytest.mark.parametrize("timeout_s", [1, 6, 30, 300])
+def test_mlflow_gives_up_on_a_database_within_the_timeout(timeout_s: float):
+    """MLflow sleeps 0.1 x (2^k - 1) s after its k-th failed attempt to open a database, up to MAX_RETRY_COUNT
+    attempts (~100 s by default): bounded, the sleeps fit in tracking.timeout_s and one more would not."""
+    from mlflow.store.db import utils
+
+    from lossbench import store
+
+    default = utils.MAX_RETRY_COUNT
+    try:
+        store.bound_store_waits(timeout_s)
+        attempts, most = utils.MAX_RETRY_COUNT, store._MLFLOW_RETRIES["attempts"]
+    finally:
+        utils.MAX_RETRY_COUNT = default
+    slept = sum(0.1 * (2**k - 1) for k in range(1, attempts))
+    assert slept <= timeout_s and attempts <= most
+    assert timeout_s < slept + 0.1 * (2**attempts - 1) or attempts == most, "gives up earlier than it needs to"
