@@ -10,14 +10,18 @@ import hashlib
 import json
 import math
 import numbers
+import os
 import re
+import sqlite3
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from lossbench import folders
 from lossbench.errors import ConfigError, first_line
 from lossbench.names import MONITORABLE
 
@@ -235,15 +239,22 @@ def validate(cfg: DictConfig) -> None:
         value = OmegaConf.select(cfg, key, default=_MISSING, throw_on_missing=False)
         if value is _MISSING:
             continue
+        if key == "data.num_classes" and value is None and any(p.startswith("data.shape=None") for p in problems):
+            continue  # read from the same files, said once
         if not check(value):
-            problems.append(_invalid(key, value, accepts))
+            problems.append(_invalid(key, value, accepts) + _looked_in(cfg, key, value))
     checked = {key for key, _, _ in RULES}
     problems += [
         f"{key}={value!r} is invalid: expected a finite number"
         for key, value in _non_finite(tree)
         if key not in checked and not key.startswith("loss.criterion.")
     ]  # a test loss may take NaN on purpose
-    problems += _monitor_direction(cfg, "checkpoint") + _monitor_direction(cfg, "early_stopping") + _data_fits(cfg)
+    problems += _groups_given_a_value(cfg) or (  # the checks below read those groups' keys
+        _monitor_direction(cfg, "checkpoint")
+        + _monitor_direction(cfg, "early_stopping")
+        + _data_fits(cfg)
+        + store_problem(cfg)
+    )
     if problems:
         raise ConfigError("; ".join(problems) + " (fix it on the command line, e.g. key=value)")
 
@@ -259,6 +270,19 @@ def _invalid(key: str, value: Any, accepts: str) -> str:
     return f"{key}={value!r} is invalid: expected {accepts}"
 
 
+def _looked_in(cfg: DictConfig, key: str, value: Any) -> str:
+    """For a fact data=folder or data=npz reads from data.root (``${lossbench.images:...}``) and did not find: where
+    it looked and what it found there."""
+    if value is not None or key != "data.shape":
+        return ""
+    parent, _, leaf = key.rpartition(".")
+    raw = OmegaConf.to_container(OmegaConf.select(cfg, parent), resolve=False).get(leaf)
+    found = re.search(rf"{re.escape(folders.RESOLVER)}:.*,(\w+),\w+}}$", str(raw))
+    if found is None or found[1] not in folders.LAYOUTS:
+        return ""
+    return f"; data.root={OmegaConf.select(cfg, 'data.root')}: {folders.missing(str(cfg.data.root), found[1])}"
+
+
 def _non_finite(tree: Any, key: str = "") -> Iterator[tuple[str, float]]:
     """``(dotted key, value)`` of every inf or NaN in a nested config container (list items included)."""
     if isinstance(tree, Mapping):
@@ -269,6 +293,22 @@ def _non_finite(tree: Any, key: str = "") -> Iterator[tuple[str, float]]:
             yield from _non_finite(v, key)
     elif isinstance(tree, float) and not math.isfinite(tree):
         yield key, tree
+
+
+def _groups_given_a_value(cfg: DictConfig) -> list[str]:
+    """A group of keys that the command line replaced by one value (``data.input_noise=-0.1``): its keys' rules
+    cannot see it, and the code that builds it would fail on it after torch loads."""
+    problems = []
+    for group in dict.fromkeys(key.rsplit(".", 1)[0] for key, _, _ in RULES if "." in key):
+        value = OmegaConf.select(cfg, group, default=None, throw_on_missing=False)
+        if value is not None and not isinstance(value, DictConfig):
+            keys = [key for key, _, _ in RULES if key.startswith(group + ".")]
+            example = next((key for key in keys if key.endswith(".rate")), keys[0])
+            problems.append(
+                f"{group}={value!r} is invalid: expected a group of keys ({', '.join(keys)}); set one of them, "
+                f"e.g. {example}=..."
+            )
+    return problems
 
 
 def _monitor_direction(cfg: DictConfig, group: str) -> list[str]:
@@ -313,6 +353,55 @@ def _data_fits(cfg: DictConfig) -> list[str]:
     elif _pairs(pairs) and _is_int(classes) and any(c >= classes for p in pairs for c in p):
         problems.append(f"data.noise_map names a class >= data.num_classes={classes}")
     return problems
+
+
+SQLITE_HEADER = b"SQLite format 3\x00"
+"""The first 16 bytes of every SQLite database file."""
+
+
+def store_problem(cfg: DictConfig) -> list[str]:
+    """``tracking.uri`` naming an SQLite file (``sqlite:///`` or a bare path) that cannot be an MLflow store."""
+    uri = OmegaConf.select(cfg, "tracking.uri", default=None)
+    if not isinstance(uri, str) or ("://" in uri and not uri.startswith("sqlite:///")):
+        return []
+    path = Path(uri.removeprefix("sqlite:///").split("?", 1)[0] if "://" in uri else uri).expanduser()
+    if str(path) in ("", ".", ":memory:"):
+        return []
+    problem = sqlite_problem(path.resolve())
+    return [f"tracking.uri={uri}: {problem}"] if problem else []
+
+
+def sqlite_problem(db: Path, must_exist: bool = False) -> str | None:
+    """Why the file ``db`` of a ``sqlite:///`` URI cannot be an MLflow store, or None when it can (or may become
+    one): read before MLflow opens it, without writing anything (MLflow would retry a folder for ~100 s and would
+    add its tables to any other SQLite database)."""
+    if db.is_dir():
+        return (
+            f"{db} is a folder, not an SQLite file (an old ./mlruns file store? MLflow 3 reads databases only: "
+            "point tracking.uri at a database file, e.g. sqlite:///mlflow.db)"
+        )
+    if not db.exists():
+        if must_exist:
+            return f"{db} does not exist"
+        if db.parent.exists() and not db.parent.is_dir():
+            return f"{db.parent} is a file, not a folder"
+        if not db.parent.is_dir():
+            return f"folder {db.parent} does not exist; create it or choose another store"
+        return None if os.access(db.parent, os.W_OK) else f"{db.parent} is not writable; fix its permissions"
+    try:
+        with open(db, "rb") as f:
+            header = f.read(len(SQLITE_HEADER))
+        if not header:
+            return None  # an empty file: SQLite makes it a new database
+        if header != SQLITE_HEADER:
+            return f"{db} is not an SQLite database (it starts {header[:8]!r})"
+        with closing(sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True)) as connection:
+            tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    except (OSError, sqlite3.Error) as e:
+        return f"{db} cannot be read: {first_line(e) or type(e).__name__}"
+    if tables and "experiments" not in tables:
+        return f"{db} is an SQLite database but not an MLflow store (no experiments table); choose another file"
+    return None
 
 
 def flatten(mapping: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:

@@ -7,8 +7,11 @@ cause, a person reads one line: :func:`error_line` (``lossbench: error: ...``), 
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
+import sys
+from typing import NoReturn
 from urllib.parse import urlsplit
 
 from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
@@ -107,3 +110,16 @@ def access_refused(error: BaseException, server: str = "", experiment: str = "")
         f"user {user!r} lacks permission on {on}{at} ({endpoint}: 403 Permission "
         f"denied): this needs {needed}; an admin grants it with `{grant}`"
     )
+
+
+def usage_error(prog: str, message: str, program: str | None = None) -> NoReturn:
+    """A command line argparse cannot read: one line (what was wrong, and where the usage is), exit 2."""
+    print(error_line(f"{message} (see {prog} --help)", program or prog.removeprefix("python -m ")), file=sys.stderr)
+    sys.exit(2)
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse's parser whose usage mistakes are one ``error:`` line, not its usage text (:func:`usage_error`)."""
+
+    def error(self, message: str) -> NoReturn:
+        usage_error(self.prog, message)

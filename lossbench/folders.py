@@ -106,6 +106,30 @@ def image_shape(shape: tuple[int, ...]) -> list[int] | None:
     return [shape[1], shape[2], shape[3]]
 
 
+def missing(root: str, layout: str) -> str:
+    """Why ``root`` holds no ``layout`` data the resolver can read: the path it looked in, and what it found there."""
+    base = Path(root).expanduser().resolve()
+    if layout == "folder":
+        train = base / SPLITS[0]
+        if not train.is_dir():
+            return f"no folder {train}"
+        if not class_folders(train):
+            return f"{train} has no class folders"
+        return f"no image ({', '.join(IMAGE_EXTENSIONS)}) in the class folders of {train}"
+    path = base / f"{SPLITS[0]}.npz"
+    if not path.is_file():
+        return f"no file {path}"
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = sorted(name.removesuffix(".npy") for name in archive.namelist())
+        if not {"x", "y"} <= set(names):
+            return f"{path} holds the arrays {', '.join(names) or 'none'}, not x and y"
+        shape, _ = npz_header(path, "x")
+    except (OSError, ValueError, zipfile.BadZipFile) as e:
+        return f"{path} cannot be read as .npz ({type(e).__name__}: {e})"
+    return f"{path}: x has the shape {shape}, not images (N,H,W), (N,H,W,C) or (N,C,H,W)"
+
+
 def images(root: str, layout: str, fact: str) -> Any:
     """The resolver ``${lossbench.images:<root>,<folder|npz>,<name|shape|classes|num_classes>}``; None when
     ``root`` holds no such data (config validation then says what it expects there)."""

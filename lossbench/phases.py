@@ -108,7 +108,9 @@ def prepare(cfg: DictConfig) -> Prepared:
     data = built("data", lambda: instantiate(cfg.data, shuffle_seed=cfg.seed))  # conf/data: lossbench.data.ImageData
     data.load()
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    net = built("model", lambda: instantiate(cfg.model.net))
+    with warnings.catch_warnings(record=True) as said:  # shown only if the model passes its check below
+        warnings.simplefilter("always")
+        net = built("model", lambda: instantiate(cfg.model.net))
     loss = built("loss", lambda: build_loss(cfg.loss, cfg.data.num_classes))
     optimizer = built("optimizer", lambda: instantiate(without_name(cfg.optimizer)))
     scheduler_cfg = chosen_scheduler(cfg)
@@ -119,6 +121,8 @@ def prepare(cfg: DictConfig) -> Prepared:
     device = preflight.training_device(cfg.trainer)
     x, y = data.head(cfg.data.batch_size)  # one training batch through model and loss, on the training device
     preflight.check_one_batch(net, loss, x, y, cfg, device)
+    for w in said:  # (a model too big for its images warns of zero-element layers before its one-line error)
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     return Prepared(data, net, loss, optimizer, scheduler, device)
 
 
@@ -276,7 +280,18 @@ def resume_point(
         )
     if provenance.code_version_of(found.data.tags) != who.code.code_version:
         log.warning("resume=%s: run %s was started by other code; it continues with this code", resume, run_id)
-    torch.load(path, map_location="cpu", weights_only=True)  # refuse pickled objects before reopening the run
+    try:
+        torch.load(path, map_location="cpu", weights_only=True)  # refuse pickled objects before reopening the run
+    except Exception as e:  # truncated, not a checkpoint, or pickled objects: the run stays as it was
+        raise ConfigError(
+            f"resume={resume!r}: {path} cannot be read as a checkpoint ({describe(e, 200)}); run {run_id} is left "
+            "as it was: point resume= at a checkpoint that is whole, or leave resume= out for a fresh run"
+        ) from e
+    if found.info.status == "FINISHED":  # exit 2, not 0: what was asked (more training) did not happen
+        raise ConfigError(
+            f"resume={resume!r}: run {run_id} already FINISHED; there is nothing to continue and it is left as it is "
+            "(to train this config again, leave resume= out)"
+        )
     return run_id, str(path)
 
 

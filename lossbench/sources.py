@@ -266,6 +266,15 @@ class Arrays:
             raise DataError(f"{path}: cannot be read as .npz with arrays x and y ({describe(e)})") from e
         if y.ndim != 1 or y.dtype.kind not in "iu" or len(y) != len(x):
             raise DataError(f"{path}: y must be {len(x)} integer labels, one per image of x; it is {y.dtype} {y.shape}")
+        if split == "train" and len(y):
+            empty = sorted(set(range(int(y.max()) + 1)) - set(np.unique(y).tolist()))
+            if empty:  # data.num_classes is the largest label + 1: a class without images would be trained silently
+                listed = ", ".join(map(str, empty[:5])) + (", ..." if len(empty) > 5 else "")
+                raise DataError(
+                    f"{path}: y has no image of class {listed} (its labels run {int(y.min())}..{int(y.max())}): "
+                    "labels count from 0 and every class up to the largest needs images; relabel y "
+                    "(e.g. y - 1 when they count from 1)"
+                )
         return Split(as_uint8(x, path), torch.from_numpy(y.astype(np.int64)), None, path, path)
 
 

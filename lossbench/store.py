@@ -29,7 +29,7 @@ import psutil
 from mlflow.entities import Metric, Param, RunTag, ViewType
 from mlflow.tracking import MlflowClient
 
-from lossbench.config import redact
+from lossbench.config import redact, sqlite_problem
 from lossbench.errors import CREDENTIAL_VARS, LossbenchError, access_refused, first_line
 from lossbench.names import (
     CONFIG_HASH_TAG,
@@ -94,6 +94,22 @@ def resolve_uri(uri: str, base: Path | None = None) -> str:
 def sqlite_path(uri: str) -> Path | None:
     """The file of a ``sqlite:///`` URI (query string dropped); ``None`` for other stores."""
     return Path(uri[len("sqlite:///") :].split("?", 1)[0]) if uri.startswith("sqlite:///") else None
+
+
+def bound_store_waits(timeout_s: float) -> None:
+    """Make MLflow give up on a database it cannot open after about ``timeout_s``, not after its ~100 s of retries
+    (0.1 s x (2^k - 1) between attempts): as many attempts as fit in ``timeout_s``."""
+    from mlflow.store.db import utils as mlflow_db_utils  # SQLAlchemy: imported when a database store is opened
+
+    most = _MLFLOW_RETRIES.setdefault("attempts", mlflow_db_utils.MAX_RETRY_COUNT)  # its own, never more
+    attempts, waited = 1, 0.0
+    while waited + 0.1 * (2**attempts - 1) <= timeout_s and attempts < most:
+        waited += 0.1 * (2**attempts - 1)
+        attempts += 1
+    mlflow_db_utils.MAX_RETRY_COUNT = attempts
+
+
+_MLFLOW_RETRIES: dict[str, int] = {}  # MLflow's own number of attempts, before bound_store_waits set it
 
 
 _HTTP_VARS_SET_HERE: set[str] = set()
@@ -237,16 +253,15 @@ class Tracker:
         uri = resolve_uri(uri)
         db = sqlite_path(uri)
         if db is not None:
-            if not db.parent.is_dir():
-                raise TrackingError(
-                    f"tracking store {uri}: folder {db.parent} does not exist; create it or set tracking.uri="
-                )
-            if not os.access(db.parent, os.W_OK) or (db.exists() and not os.access(db, os.W_OK)):
-                raise TrackingError(
-                    f"tracking store {uri}: {db if db.exists() else db.parent} is not writable; fix its permissions or set tracking.uri="
-                )
-        else:
+            problem = sqlite_problem(db)
+            if problem is None and db.exists() and not os.access(db, os.W_OK):
+                problem = f"{db} is not writable; fix its permissions"
+            if problem is not None:
+                raise TrackingError(f"tracking store {uri}: {problem} (or set tracking.uri=)")
+        if uri.startswith(("http://", "https://")):
             bound_http_waits(timeout_s)
+        else:
+            bound_store_waits(timeout_s)
         started = time.monotonic()
         try:
             with (

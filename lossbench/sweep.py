@@ -206,6 +206,24 @@ def set_opened(opened: dict[str, Any]) -> None:
     os.environ.setdefault("MLFLOW_TRACKING_URI", opened["uri"])  # jobs in other folders find the same store
 
 
+_deferred: list[tuple] = []  # open_sweep's arguments, while the sweeper checks every job's config first
+
+
+def checks_jobs_first(config: DictConfig) -> bool:
+    """True when the sweep's sweeper checks every job's config before the sweep opens (and calls :func:`begin`)."""
+    return str(config.hydra.sweeper.get("_target_", "")).endswith(".SkipFinishedSweeper")
+
+
+def begin() -> None:
+    """Open the sweep (the store, its parent run), every job's config having passed: in a warm worker when the
+    sweep has workers, else here. Nothing to do when :class:`SweepCallback` already opened it."""
+    if not _deferred:
+        return
+    args = _deferred.pop()
+    if not workers.open_in_worker(open_sweep, args, set_opened):
+        set_opened(open_sweep(*args))
+
+
 def opened() -> dict[str, Any] | None:
     """The sweep's store and parent run (waiting for a warm worker still opening them); None outside a sweep."""
     workers.wait_for_warm_up()
@@ -226,6 +244,10 @@ class SweepCallback(Callback):
             list(config.hydra.overrides.task),
             os.getpid(),  # the parent run's owner: this process
         )
+        if checks_jobs_first(config):  # the sweeper calls begin() once every job's config passed
+            workers.warm_up(config)  # parallel jobs: their workers import what a job needs meanwhile
+            _deferred[:] = [args]
+            return
         # Parallel jobs: their workers start now and one of them opens the store meanwhile; else it is done here.
         if not workers.warm_up(config, open_sweep, args, set_opened):
             set_opened(open_sweep(*args))

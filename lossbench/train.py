@@ -17,11 +17,20 @@ import sys
 from pathlib import Path
 
 import hydra
+from hydra._internal.utils import get_args_parser
 from omegaconf import DictConfig
 
 from lossbench import gpus, job, launch, store_links  # noqa: F401  (launch registers its resolver)
 from lossbench.config import validate
-from lossbench.errors import COMPOSITION_ERRORS, LossbenchError, composition_message, describe, error_line, first_line
+from lossbench.errors import (
+    COMPOSITION_ERRORS,
+    LossbenchError,
+    composition_message,
+    describe,
+    error_line,
+    first_line,
+    usage_error,
+)
 from lossbench.names import OBJECTIVE, SUMMARY_EPOCHS, SUMMARY_SELECTED_EPOCH, TEST_ACC, TEST_LAST_ACC
 from lossbench.paths import conf_dir
 from lossbench.process import import_heavy  # before torch/Lightning/MLflow: its exit handler runs after theirs
@@ -138,17 +147,27 @@ def main() -> None:
         task()
         return
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises instead of printing its multi-line report and exiting 1
+    check_usage(sys.argv[1:])
     try:
         task()
     except COMPOSITION_ERRORS as e:
         print(error_line(composition_message(e)), file=sys.stderr)
         sys.exit(2)
-    except LossbenchError as e:  # around the jobs: a sweep's store that refuses the login, before any job
+    except LossbenchError as e:  # around the jobs: a sweep that refused a job's config, or a store refusing the login
         print(error_line(str(e)), file=sys.stderr)
         sys.exit(e.exit_code)
     except Exception as e:  # around the jobs (a launcher, a callback): one line, the traceback in a log
         print(error_line(f"{describe(e, 300)} ({save_traceback(e)})"), file=sys.stderr)
         sys.exit(1)
+
+
+def check_usage(argv: list[str]) -> None:
+    """Hydra's own command line (``-m``, ``--help``, overrides) read first with Hydra's parser: a usage mistake
+    (``loss=ce -m seed=0,1``: options go before the overrides) is one line and exit 2, not argparse's usage text."""
+    parser = get_args_parser()
+    parser.prog = "python -m lossbench.train"
+    parser.error = lambda message: usage_error(parser.prog, message, "lossbench")  # type: ignore[method-assign]
+    parser.parse_args(argv)
 
 
 def save_traceback(error: BaseException) -> str:

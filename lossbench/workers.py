@@ -60,14 +60,24 @@ def start_pool(n_jobs: Any, tracking_uri: str, figures: bool) -> Pool:
     return _pool[0]
 
 
-def warm_up(config: DictConfig, opener, args: tuple, on_opened) -> bool:
-    """Start the parallel launcher's workers; one of them runs ``opener(*args)`` once warm, whose answer goes
-    to ``on_opened`` in this process (:func:`wait_for_warm_up`). False (nothing started) for other launchers:
-    the caller then opens the sweep itself."""
+def warm_up(config: DictConfig, opener=None, args: tuple = (), on_opened=None) -> bool:
+    """Start the parallel launcher's workers; with ``opener``, one of them runs ``opener(*args)`` once warm
+    (:func:`open_in_worker`). False (nothing started) for other launchers: the caller then opens the sweep itself."""
     launcher = config.hydra.launcher
     if job.launcher_kind(launcher) != "joblib":
         return False
-    pool = start_pool(launcher.get("n_jobs"), config.tracking.uri, bool(config.analysis.figures))
+    start_pool(launcher.get("n_jobs"), config.tracking.uri, bool(config.analysis.figures))
+    if opener is not None:
+        open_in_worker(opener, args, on_opened)
+    return True
+
+
+def open_in_worker(opener, args: tuple, on_opened) -> bool:
+    """Run ``opener(*args)`` in the first worker once it is warm; its answer goes to ``on_opened`` in this process
+    (:func:`wait_for_warm_up`). False when no workers were started: the caller then opens the sweep itself."""
+    if not _pool:
+        return False
+    pool = _pool[0]
     _warming.clear()
     _warming.update(opener=opener, args=args, on_opened=on_opened, answer=pool.submit(pool.workers[0], opener, *args))
     return True

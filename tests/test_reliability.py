@@ -905,12 +905,12 @@ def test_run_gives_up_on_a_hung_server_within_tracking_timeout(
 
 
 def test_store_whose_parent_is_a_file_fails_before_training(tiny_mnist: Path, tmp_path: Path):
-    from lossbench.store import TrackingError
+    from lossbench.errors import ConfigError
     from lossbench.train import run
 
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("a regular file\n")
-    with pytest.raises(TrackingError) as raised:
+    with pytest.raises(ConfigError) as raised:  # judged with the config, before torch (issue 36)
         run(compose(*tiny_overrides(tiny_mnist, blocker / "mlflow.db")))
     assert str(blocker) in str(raised.value) and "tracking.uri=" in str(raised.value)
     assert blocker.read_text() == "a regular file\n"

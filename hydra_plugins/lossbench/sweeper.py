@@ -32,7 +32,8 @@ from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import DictConfig, open_dict, read_write
 
 from lossbench import job, provenance, sweep
-from lossbench.config import config_hash
+from lossbench.config import config_hash, validate
+from lossbench.errors import ConfigError
 from lossbench.job import job_output_dir, launcher_kind
 from lossbench.workers import run_numbered
 
@@ -72,12 +73,26 @@ class SkipFinishedSweeper(BasicSweeper):
         super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
         self.launcher = SkippingLauncher(self.launcher, hydra_context, config)
 
+    def sweep(self, arguments: list[str]) -> Any:
+        """Every job's config composed and checked (lossbench.config's rules, as train checks one run) before the
+        sweep opens: one refused job is one line and exit 2, with no parent run and no job started."""
+        parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
+        overrides = parser.parse_overrides([*self._parse_config(), *arguments])
+        jobs = [tuple(j) for batch in self.split_arguments(overrides, None) for j in batch]
+        self.validate_batch_is_legal(jobs)
+        refused = [(j, e) for j in jobs if (e := refusal(self.launcher.composed[j])) is not None]
+        if refused:
+            raise ConfigError(refused_jobs(jobs, refused))
+        sweep.begin()
+        return super().sweep(arguments)
+
     def validate_batch_is_legal(self, batch: Sequence[Sequence[str]]) -> None:
         """Hydra's check (every job's config composes) done once per job: the launcher reuses the configs."""
         for overrides in batch:
-            self.launcher.composed[tuple(overrides)] = self.hydra_context.config_loader.load_sweep_config(
-                self.config, list(overrides)
-            )
+            if tuple(overrides) not in self.launcher.composed:
+                self.launcher.composed[tuple(overrides)] = self.hydra_context.config_loader.load_sweep_config(
+                    self.config, list(overrides)
+                )
 
 
 class SkippingLauncher:
@@ -154,6 +169,24 @@ class SkippingLauncher:
 
     def __getattr__(self, name: str):  # everything else is the wrapped launcher's
         return getattr(self.inner, name)
+
+
+def refusal(cfg: DictConfig) -> ConfigError | None:
+    """What :func:`lossbench.config.validate` says against a job's config, or None when it passes."""
+    try:
+        validate(cfg)
+    except ConfigError as e:
+        return e
+    return None
+
+
+def refused_jobs(jobs: Sequence[Sequence[str]], refused: Sequence[tuple[Sequence[str], ConfigError]]) -> str:
+    """One line for the refused jobs of a sweep: how many, and the first one by the overrides it sweeps."""
+    keys = [{o.partition("=")[0]: o for o in j} for j in jobs]
+    swept = {k for k in keys[0] if len({j.get(k) for j in keys}) > 1}
+    first, error = refused[0]
+    label = " ".join(o for o in first if o.partition("=")[0] in swept) or " ".join(first)
+    return f"{len(refused)} of the sweep's {len(jobs)} jobs refused, the first ({label}): {error}"
 
 
 def job_config(hydra_context, config: DictConfig, num: int, overrides: Sequence[str]) -> DictConfig:

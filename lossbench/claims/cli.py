@@ -9,25 +9,43 @@ FINISHED and only re-judges; a sweep with failed jobs is judged on the runs that
 from __future__ import annotations
 
 import argparse
+import copy
+import itertools
 import shlex
 import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from hydra._internal.config_loader_impl import ConfigLoaderImpl
+from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from lossbench import provenance, store_links
-from lossbench.claims import evaluate, results, write
-from lossbench.claims.protocols import PROTOCOLS, Design, Launched, arguments, design, launch
-from lossbench.claims.rules import UNDECIDED, Finding
-from lossbench.errors import COMPOSITION_ERRORS, access_refused, composition_message, error_line, first_line
+from lossbench.claims.protocols import PROTOCOLS, Design, Launched, Protocol, arguments, design, launch, split_overrides
+from lossbench.config import validate
+from lossbench.errors import (
+    COMPOSITION_ERRORS,
+    ConfigError,
+    LossbenchError,
+    OneLineParser,
+    access_refused,
+    composition_message,
+    error_line,
+    first_line,
+)
 from lossbench.names import FAILURE_TAG
+from lossbench.paths import compose, conf_dir, folder_problem
+
+if TYPE_CHECKING:
+    from lossbench.claims.rules import Finding
 
 PROGRAM = "lossbench.claims"
 DEFAULT_OUT, QUICK_OUT = "reports/claims", "reports/claims-quick"
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="python -m lossbench.claims",
         description=(
             "Test the textbook's seven claims about losses: run one protocol per kind of evidence "
@@ -55,6 +73,7 @@ def read_back(
     """Every protocol's counted runs as one table, and the runs its sweep made that did not finish."""
     from mlflow.tracking import MlflowClient  # MLflow: after the sweeps, which import it in their own processes
 
+    from lossbench.claims import results  # MLflow and scipy: after the input checks
     from lossbench.store import resolve_uri  # MLflow too
 
     rows, not_finished = [], []
@@ -78,6 +97,8 @@ def read_back(
 
 def decide_command(findings: Sequence[Finding], rows: Sequence[dict], overrides: Sequence[str], quick: bool) -> str:
     """The command that runs the seeds the undecided predictions need, as one second look (tracking.stage=2)."""
+    from lossbench.claims.rules import UNDECIDED  # scipy: after the input checks
+
     words = ["python -m lossbench.claims", *(shlex.quote(o) for o in overrides)]
     if quick:
         return " ".join(words)  # the full protocols: three seeds, enough for a first look
@@ -97,6 +118,8 @@ def run_protocols(
     out: Path, overrides: Sequence[str], quick: bool, echo: Callable[[str], None]
 ) -> tuple[list[Design], list[Launched]]:
     designs = [design(p, overrides, quick) for p in PROTOCOLS.values()]  # a bad override fails here, in seconds
+    for protocol, d in zip(PROTOCOLS.values(), designs):
+        check_jobs(protocol, d, overrides, quick)  # every job's config, as train checks it, before any sweep
     launched = []
     for protocol, d in zip(PROTOCOLS.values(), designs):
         echo(
@@ -112,6 +135,28 @@ def run_protocols(
     return designs, launched
 
 
+def check_jobs(protocol: Protocol, d: Design, overrides: Sequence[str], quick: bool) -> None:
+    """Raise ConfigError naming the protocol, the job and the key when one of the protocol's jobs breaks a config
+    rule train checks (lossbench.config.validate). Jobs sharing their groups (loss=, model=) are composed once and
+    differ by their swept values, applied as Hydra applies them."""
+    plain, _ = split_overrides(arguments(protocol, overrides, quick))
+    groups = [k for k in d.grid if (conf_dir() / k.lstrip("+~")).is_dir()]
+    parser, composed = OverridesParser.create(), {}
+    for combination in itertools.product(*d.grid.values()):
+        chosen = [f"{k}={v}" for k, v in zip(d.grid, combination)]
+        by_group = tuple(o for o in chosen if o.partition("=")[0] in groups)
+        if by_group not in composed:
+            composed[by_group] = compose(*plain, *by_group)
+        cfg = copy.deepcopy(composed[by_group])
+        ConfigLoaderImpl._apply_overrides_to_config(
+            parser.parse_overrides([o for o in chosen if o not in by_group]), cfg
+        )
+        try:
+            validate(cfg)
+        except ConfigError as e:
+            raise ConfigError(f"protocol {protocol.name}, job {' '.join(chosen)}: {e}") from e
+
+
 def main(argv: Sequence[str] | None = None, echo: Callable[[str], None] = print) -> int:
     """Command-line entry point; returns the exit status (0 ok, 1 when a sweep had failed jobs, 2 for bad input)."""
     args = _parser().parse_args(argv)
@@ -120,14 +165,22 @@ def main(argv: Sequence[str] | None = None, echo: Callable[[str], None] = print)
     command = " ".join(
         ["python -m lossbench.claims", *(["--quick"] if args.quick else []), *map(shlex.quote, args.overrides)]
     )
+    if problem := folder_problem(out):
+        print(error_line(f"--out={args.out or out}: {problem}; choose another folder", PROGRAM), file=sys.stderr)
+        return 2
     try:
         designs, launched = run_protocols(out, args.overrides, args.quick, echo)
     except COMPOSITION_ERRORS as e:  # an override Hydra cannot compose: the user's input, said as train says it
         print(error_line(composition_message(e), PROGRAM), file=sys.stderr)
         return 2
+    except LossbenchError as e:  # a value a job cannot train with, a store it cannot use: before any sweep starts
+        print(error_line(str(e), PROGRAM), file=sys.stderr)
+        return 2
     except Exception as e:  # a protocol's sweep could not start: one line, exit 2 as before any training
         print(error_line(f"{type(e).__name__}: {first_line(e)}", PROGRAM), file=sys.stderr)
         return 2
+    from lossbench.claims import evaluate, write  # scipy, matplotlib: once the input has passed its checks
+
     rows, not_finished = read_back(designs, launched)
     findings = evaluate.evaluate(rows)
     context = write.Context(
@@ -159,6 +212,7 @@ def main(argv: Sequence[str] | None = None, echo: Callable[[str], None] = print)
 def _log(
     d: Design, files: Sequence[Path], findings: Sequence[Finding], args: Sequence[Sequence[str]], command: str, echo
 ) -> None:
+    from lossbench.claims import write  # matplotlib: after the input checks
     from lossbench.store import resolve_uri  # MLflow: only once the pages are written
 
     uri = resolve_uri(d.tracking_uri)

@@ -24,6 +24,7 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_LOGGED_ARTIFACTS
 
 from lossbench import analysis, decisions, store_links
+from lossbench.errors import first_line
 from lossbench.names import (
     CONFIG_HASH_TAG,
     FAILURE_TAG,
@@ -38,6 +39,7 @@ from lossbench.names import (
 from lossbench.report import aggregate, content, export, extend, parent_run, provenance
 from lossbench.report.figures import FIGURES, write_figures
 from lossbench.report.runs import (
+    ReportError,
     check_store_exists,
     default_tracking_uri,
     find_experiment,
@@ -48,7 +50,7 @@ from lossbench.report.runs import (
     train_filter,
 )
 from lossbench.stats import MIN_SEEDS
-from lossbench.store import Tracker, quoted, sweep_filter, tag_filter
+from lossbench.store import Tracker, quoted, resolve_uri, sweep_filter, tag_filter
 
 ARTIFACT_PATH = "report"
 REPORT_FILES: tuple[str, ...] = (
@@ -161,9 +163,13 @@ def build_report(
     experiment does not exist or no run matches.
     """
     uri = tracking_uri or default_tracking_uri()
+    uri = uri if "://" in uri else resolve_uri(uri)  # a bare path is an SQLite file, as train reads it
     if client is None:
         check_store_exists(uri)
-        client = MlflowClient(tracking_uri=uri)
+        try:
+            client = MlflowClient(tracking_uri=uri)
+        except Exception as e:  # a store MLflow refuses (its old ./mlruns file store): the user's input, one line
+            raise ReportError(f"tracking store {uri} cannot be opened: {first_line(e) or type(e).__name__}") from e
     exp = find_experiment(client, experiment, uri)
     Tracker(client, uri, exp.experiment_id).end_orphaned_runs()  # a run whose process is gone is not running
     filter_string = train_filter(sweep_id)

@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from lossbench import analysis, store_links
-from lossbench.errors import LossbenchError, access_refused, error_line
+from lossbench.errors import LossbenchError, OneLineParser, access_refused, error_line
+from lossbench.paths import folder_problem
 from lossbench.report import export
-from lossbench.report.build import ARTIFACT_PATH, build_report
+from lossbench.report.build import ARTIFACT_PATH, build_report, default_out_dir
 from lossbench.report.runs import DEFAULT_TRACKING_URI, ReportError, default_tracking_uri
 from lossbench.store import resolve_uri
 
@@ -19,7 +21,7 @@ _RULE = analysis.Rule()
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="python -m lossbench.report",
         description=(
             "Compare the training runs of an MLflow experiment (or one sweep): verdicts on overfitting, test accuracy "
@@ -80,6 +82,9 @@ def main(argv: Sequence[str] | None = None, echo: Callable[[str], None] = print)
         rule = analysis.Rule(args.smooth, args.patience, args.margin_nll, args.margin_acc)
         if args.min_effect is not None and not args.min_effect > 0:
             raise ValueError(f"--min-effect={args.min_effect} must be a number of pp > 0, e.g. 0.5")
+        out = Path(args.out) if args.out is not None else default_out_dir(args.experiment, args.sweep)
+        if problem := folder_problem(out.resolve()):
+            raise ValueError(f"--out={out}: {problem}; choose another folder")
     except ValueError as error:
         print(error_line(str(error), PROGRAM), file=sys.stderr)
         return 2

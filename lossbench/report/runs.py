@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from lossbench import analysis
+from lossbench.config import sqlite_problem
 from lossbench.names import (
     CONFIG_HASH_TAG,
     EPOCH_TIME,
@@ -30,7 +31,7 @@ from lossbench.names import (
     VAL_ACC,
     VAL_NLL,
 )
-from lossbench.store import sqlite_path, tag_filter
+from lossbench.store import resolve_uri, sqlite_path, tag_filter
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 NOISE_PARAM = "data.label_noise.rate"
@@ -224,12 +225,14 @@ def load_runs(
 
 def check_store_exists(uri: str) -> None:
     """Refuse a ``sqlite:///`` URI whose file is missing, rather than let MLflow create an empty store."""
-    path = sqlite_path(uri)
+    path = sqlite_path(uri if "://" in uri else resolve_uri(uri))  # a bare path is an SQLite file, as train reads it
     if path is not None and str(path) not in ("", ".", ":memory:") and not path.exists():
         raise ReportError(
             f"no MLflow store at {Path(path).resolve()} (from {uri}): the file does not exist. "
             "Run from the folder where training ran, or pass --tracking-uri / set MLFLOW_TRACKING_URI."
         )
+    if path is not None and str(path) not in ("", ".", ":memory:") and (problem := sqlite_problem(path)):
+        raise ReportError(f"tracking store {uri}: {problem}")
 
 
 def find_experiment(client: Any, name: str, uri: str) -> Any:
