@@ -56,6 +56,7 @@ from lossbench.names import (
     VAL_LOSS,
     VAL_NLL,
     VAL_NLL_RISE,
+    VAL_RMSE_DEG,
     epoch_index,
     epoch_number,
 )
@@ -222,7 +223,7 @@ def best_epoch(curves: Curves, metric: str = VAL_ACC, mode: str = "max") -> int 
 
 def _last_index(curves: Curves) -> int | None:
     last: int | None = None
-    for metric in (VAL_NLL, VAL_ACC):
+    for metric in (VAL_NLL, VAL_ACC, VAL_RMSE_DEG):  # val/rmse_deg: a regression run's (lossbench.regression)
         for index, raw in enumerate(curves.get(metric, ())):
             if raw is not None and math.isfinite(raw) and (last is None or index > last):
                 last = index
