@@ -30,15 +30,15 @@ from lossbench.noise import corrupt_images
 FULL_JOBS = {
     "claim_losses": 50,
     "claim_binary": 20,
-    "claim_outliers": 30,
-    "claim_label_noise": 30,
+    "claim_outliers": 36,
+    "claim_label_noise": 28,
     "claim_overfitting": 60,
 }
 QUICK_JOBS = {
     "claim_losses": 10,
     "claim_binary": 4,
     "claim_outliers": 12,
-    "claim_label_noise": 12,
+    "claim_label_noise": 8,
     "claim_overfitting": 20,
 }
 
