@@ -289,7 +289,9 @@ def judge(curves: Curves, rule: Rule = Rule()) -> Verdict:
     gap = generalisation_gap(curves, last)
     gap_text = f"acc gap {gap.acc * 100:.1f} pp at the end" if _finite(gap.acc) else ""
     if nll is None and acc is None:
-        return Verdict("unknown", None, None, None, last, gap, "no validation curve to judge")
+        regression = VAL_RMSE_DEG in curves  # lossbench.regression: no class probabilities to judge
+        text = "not judged: a regression run (the rule reads validation NLL and accuracy)" if regression else ""
+        return Verdict("unknown", None, None, None, last, gap, text or "no validation curve to judge")
     overfit_nll = nll is not None and nll.worse and nll.train_better
     overfit_acc = acc is not None and acc.worse and acc.train_better
     if overfit_nll or overfit_acc:

@@ -196,6 +196,7 @@ def test_a_tiny_regression_run_records_the_clean_target_yardsticks(tiny_fashion:
     assert r.data.tags["noise.target_outliers"] == str(round(0.2 * 400))
     assert set(REGRESSION_MONITORABLE) <= set(m)
     assert not any(k.endswith("/acc") or k.endswith("/nll") for k in m)  # no classification yardstick recorded
+    assert r.data.tags["verdict_text"].startswith("not judged: a regression run")
 
 
 # ------------------------------------------------------------------------------------------ claim 1's rule
@@ -255,3 +256,19 @@ def test_the_pilot_plan_asks_for_more_seeds_for_a_smaller_or_noisier_difference(
     spread, alpha = decisions.planning_spread(d), decisions.ALPHA / 2
     assert claim1.first_look_power(float(d.mean()), spread, small, alpha) >= 0.8
     assert claim1.first_look_power(float(d.mean()), spread, small - 1, alpha) < 0.8
+
+
+def test_uint8_hold_rotates_the_same_images_to_within_a_grey_level(tiny_fashion: Path) -> None:
+    held = {}
+    for hold in ("float32", "uint8"):
+        cfg = compose(
+            "+experiment=claim_outliers", f"data.root={tiny_fashion}", "data.val_size=100", f"data.hold={hold}"
+        )
+        data = instantiate(cfg.data, shuffle_seed=0)
+        s = data.load()
+        x = s.test_x if data.batch_transform is None else data.batch_transform(s.test_x)
+        held[hold] = (x, s.test_y)
+    (a, ya), (b, yb) = held["float32"], held["uint8"]
+    assert b.dtype == torch.float32 and torch.equal(ya, yb)
+    std = float(compose("data=fashion_mnist").data.std[0])
+    assert float((a - b).abs().max()) <= 0.5 / 255 / std + 1e-5  # the uint8 pixels are the float ones, rounded
