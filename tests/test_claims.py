@@ -31,7 +31,7 @@ FULL_JOBS = {
     "claim_losses": 50,
     "claim_binary": 20,
     "claim_outliers": 36,
-    "claim_label_noise": 28,
+    "claim_label_noise": 20,
     "claim_overfitting": 60,
 }
 QUICK_JOBS = {
