@@ -57,6 +57,7 @@ from lossbench.names import (
     VAL_LOSS,
     VAL_NLL,
     VAL_NLL_RISE,
+    VAL_RMSE_DEG,
     epoch_index,
     epoch_number,
 )
@@ -224,7 +225,7 @@ def best_epoch(curves: Curves, metric: str = VAL_ACC, mode: str = "max") -> int 
 
 def _last_index(curves: Curves) -> int | None:
     last: int | None = None
-    for metric in (VAL_NLL, VAL_ACC):
+    for metric in (VAL_NLL, VAL_ACC, VAL_RMSE_DEG):  # val/rmse_deg: a regression run's (lossbench.regression)
         for index, raw in enumerate(curves.get(metric, ())):
             if raw is not None and math.isfinite(raw) and (last is None or index > last):
                 last = index
@@ -290,7 +291,9 @@ def judge(curves: Curves, rule: Rule = Rule()) -> Verdict:
     gap = generalisation_gap(curves, last)
     gap_text = f"acc gap {gap.acc * 100:.1f} pp at the end" if _finite(gap.acc) else ""
     if nll is None and acc is None:
-        return Verdict("unknown", None, None, None, last, gap, "no validation curve to judge")
+        regression = VAL_RMSE_DEG in curves  # lossbench.regression: no class probabilities to judge
+        text = "not judged: a regression run (the rule reads validation NLL and accuracy)" if regression else ""
+        return Verdict("unknown", None, None, None, last, gap, text or "no validation curve to judge")
     overfit_nll = nll is not None and nll.worse and nll.train_better
     overfit_acc = acc is not None and acc.worse and acc.train_better
     if overfit_nll or overfit_acc:

@@ -23,7 +23,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from lossbench import folders
 from lossbench.errors import ConfigError, first_line
-from lossbench.names import MONITORABLE
+from lossbench.names import MONITORABLE, REGRESSION_MONITORABLE
 
 # Keys that say where or how a run is recorded, executed or judged, not what is trained: two configs
 # that differ only here are the same experiment (the same config hash; the report groups them together).
@@ -85,6 +85,17 @@ INPUT_NOISE_KINDS: tuple[str, ...] = ("uniform", "gaussian")
 HOLDS: tuple[str, ...] = ("float32", "uint8")
 LOSS_INPUTS: tuple[str, ...] = ("logits", "softmax", "sigmoid", "log_softmax")
 LOSS_TARGETS: tuple[str, ...] = ("index", "onehot", "signed")
+TASKS: tuple[str, ...] = ("classification", "regression")
+"""``data.task``: what a run's model predicts. Absent (every data set's YAML): classification. ``regression``
+(lossbench.regression: predict each image's rotation angle) is set by conf/experiment/claim_outliers.yaml."""
+REGRESSION_DATA = "lossbench.regression.RotatedImages"
+REGRESSION_CRITERIA: tuple[str, ...] = (
+    "torch.nn.MSELoss",
+    "torch.nn.L1Loss",
+    "torch.nn.HuberLoss",
+    "torch.nn.SmoothL1Loss",
+)
+OUTLIER_KINDS: tuple[str, ...] = ("uniform", "offset")
 SAME_CODE, ANY_CODE = "same_code", "any_code"
 REUSE_POLICIES: tuple[str, ...] = (SAME_CODE, ANY_CODE)
 """``tracking.reuse``: which FINISHED run of the same config makes a job unnecessary (lossbench.provenance.reused)."""
@@ -145,6 +156,14 @@ SEED_MAX = 2**32 - 1  # what Lightning's seed_everything (numpy's seed) accepts:
 def _optional(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
     return lambda v: v is None or check(v)
 
+
+_MONITORS = (
+    "one of "
+    + ", ".join(MONITORABLE)
+    + " (on a regression run, data.task=regression: one of "
+    + ", ".join(REGRESSION_MONITORABLE)
+    + ")"
+)
 
 # (dotted key, check, what it accepts). Keys absent from the config (e.g. a custom optimizer without
 # momentum) are not checked.
@@ -207,10 +226,10 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("model.net.channels", _widths, "a list of channel counts >= 1"),
     ("loss.input", lambda v: v in LOSS_INPUTS, "one of " + ", ".join(LOSS_INPUTS)),
     ("loss.target", lambda v: v in LOSS_TARGETS, "one of " + ", ".join(LOSS_TARGETS)),
-    ("checkpoint.monitor", lambda v: v in MONITORABLE, "one of " + ", ".join(MONITORABLE)),
+    ("checkpoint.monitor", lambda v: v in MONITORABLE or v in REGRESSION_MONITORABLE, _MONITORS),
     ("checkpoint.mode", lambda v: v in ("min", "max"), "min or max"),
     ("early_stopping.enabled", lambda v: isinstance(v, bool), "true or false"),
-    ("early_stopping.monitor", lambda v: v in MONITORABLE, "one of " + ", ".join(MONITORABLE)),
+    ("early_stopping.monitor", lambda v: v in MONITORABLE or v in REGRESSION_MONITORABLE, _MONITORS),
     ("early_stopping.mode", lambda v: v in ("min", "max"), "min or max"),
     ("early_stopping.patience", _positive_int, "an integer >= 1"),
     ("early_stopping.min_delta", lambda v: _is_number(v) and v >= 0, "a number >= 0"),
@@ -225,6 +244,13 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("tracking.stage", lambda v: v in (1, 2), "1 (a sweep's first runs) or 2 (its one extension)"),
     ("report.reference", lambda v: isinstance(v, str) and v.strip() != "", "a loss name, e.g. ce"),
     ("report.min_effect_pp", _optional(lambda v: _is_number(v) and v > 0), "null or a number of pp > 0"),
+    ("data.task", lambda v: v in TASKS, "one of " + ", ".join(TASKS)),
+    ("data.rotation.degrees", lambda v: _is_number(v) and 0 < v <= 180, "a number of degrees in (0, 180]"),
+    ("data.rotation.seed", _is_int, "an integer"),
+    ("data.outliers.rate", _probability, "a probability in [0, 1)"),
+    ("data.outliers.kind", lambda v: v in OUTLIER_KINDS, "one of " + ", ".join(OUTLIER_KINDS)),
+    ("data.outliers.degrees", lambda v: _is_number(v) and v > 0, "a number of degrees > 0"),
+    ("data.outliers.seed", _is_int, "an integer"),
 ]
 
 
@@ -253,6 +279,7 @@ def validate(cfg: DictConfig) -> None:
         _monitor_direction(cfg, "checkpoint")
         + _monitor_direction(cfg, "early_stopping")
         + _data_fits(cfg)
+        + _task_fits(cfg)
         + store_problem(cfg)
     )
     if problems:
@@ -314,12 +341,57 @@ def _groups_given_a_value(cfg: DictConfig) -> list[str]:
 def _monitor_direction(cfg: DictConfig, group: str) -> list[str]:
     """A mode that selects the worst epoch of its monitor (val/acc with min, val/nll with max) is a mistake."""
     monitor, mode = OmegaConf.select(cfg, f"{group}.monitor"), OmegaConf.select(cfg, f"{group}.mode")
-    better = MONITORABLE.get(monitor)
+    better = MONITORABLE.get(monitor, REGRESSION_MONITORABLE.get(monitor))
     if better is None or mode not in ("min", "max") or mode == better:
         return []
     return [
         f"{group}.mode={mode} would keep the worst {monitor} ({monitor} improves {'upwards' if better == 'max' else 'downwards'}): set {group}.mode={better}"
     ]
+
+
+def is_regression(cfg: DictConfig) -> bool:
+    """True for a regression run (``data.task=regression``); every data set's YAML leaves the key out."""
+    return OmegaConf.select(cfg, "data.task", default="classification") == "regression"
+
+
+def _task_fits(cfg: DictConfig) -> list[str]:
+    """What a run's task (``data.task``) rules out: on a regression run, the options that only mean something for a
+    classifier (label noise, class-shaped heads and losses, the yardsticks accuracy and NLL, figures of them); on a
+    classification run, the regression monitors."""
+    monitors = [(g, OmegaConf.select(cfg, f"{g}.monitor")) for g in ("checkpoint", "early_stopping")]
+    if not is_regression(cfg):
+        return [
+            f"{g}.monitor={m} is a regression yardstick (data.task=regression): use one of {', '.join(MONITORABLE)}"
+            for g, m in monitors
+            if m in REGRESSION_MONITORABLE
+        ]
+    fix = "a regression run (data.task=regression)"
+    checks = [
+        (OmegaConf.select(cfg, "data._target_") == REGRESSION_DATA, f"data._target_={REGRESSION_DATA}"),
+        (OmegaConf.select(cfg, "model.net.num_classes") == 1, "model.net.num_classes=1 (one output: the angle)"),
+        (
+            OmegaConf.select(cfg, "loss.criterion._target_") in REGRESSION_CRITERIA,
+            "loss= one of mse, mae, huber, smooth_l1 (" + ", ".join(REGRESSION_CRITERIA) + ")",
+        ),
+        (not OmegaConf.select(cfg, "loss.smoothing", default=0), "loss.smoothing=0"),
+        (
+            not OmegaConf.select(cfg, "data.label_noise.rate", default=0),
+            "data.label_noise.rate=0 (labels are not its targets: data.outliers.rate)",
+        ),
+        (
+            not OmegaConf.select(cfg, "analysis.figures", default=False),
+            "analysis.figures=false (the run's figures chart accuracy and NLL)",
+        ),
+        (OmegaConf.select(cfg, "analysis.target_acc", default=None) is None, "analysis.target_acc=null"),
+        (
+            "ReduceLROnPlateau" not in str(OmegaConf.select(cfg, "scheduler._target_", default="")),
+            "a scheduler other than plateau (it watches val/nll)",
+        ),
+    ]
+    checks += [
+        (m in REGRESSION_MONITORABLE, f"{g}.monitor= one of {', '.join(REGRESSION_MONITORABLE)}") for g, m in monitors
+    ]
+    return [f"{fix} needs {needed}" for ok, needed in checks if not ok]
 
 
 def _data_fits(cfg: DictConfig) -> list[str]:

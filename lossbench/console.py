@@ -15,17 +15,18 @@ import pytorch_lightning as pl
 from pytorch_lightning.callbacks import TQDMProgressBar
 from tqdm import tqdm
 
-from lossbench.names import EPOCH_TIME, TRAIN_LOSS, VAL_ACC, VAL_LOSS, VAL_NLL, epoch_number
+from lossbench.names import EPOCH_TIME, TRAIN_LOSS, VAL_ACC, VAL_LOSS, VAL_MAE_DEG, VAL_NLL, VAL_RMSE_DEG, epoch_number
 
 log = logging.getLogger("lossbench")
 COLUMNS = (TRAIN_LOSS, VAL_LOSS, VAL_ACC, VAL_NLL)
+REGRESSION_COLUMNS = (TRAIN_LOSS, VAL_LOSS, VAL_RMSE_DEG, VAL_MAE_DEG)  # a regression run's (lossbench.regression)
 
 
 def epoch_line(record: dict[str, float], max_epochs: int | None = None) -> str:
     """``epoch 3/10  train/loss 0.2841  val/loss 0.3012  val/acc 0.9120  val/nll 0.3012  1.9 s``."""
     total = f"/{max_epochs}" if max_epochs and max_epochs > 0 else ""
     cells = [f"epoch {epoch_number(record['epoch'])}{total}"]
-    for key in COLUMNS:
+    for key in REGRESSION_COLUMNS if VAL_RMSE_DEG in record else COLUMNS:
         value = record.get(key, math.nan)
         cells.append(f"{key} {value:.4f}")
     cells.append(f"{record.get(EPOCH_TIME, math.nan):.1f} s")

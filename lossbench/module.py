@@ -39,6 +39,7 @@ from lossbench.names import (
     TRAIN_ACC,
     TRAIN_EVAL_PREFIX,
     TRAIN_LOSS,
+    VAL_NLL,
     epoch_number,
 )
 
@@ -54,6 +55,10 @@ class DivergenceError(LossbenchError):
 
 
 class LossbenchModule(pl.LightningModule):
+    SCORE, SCORE_DTYPE = TRAIN_ACC, torch.long
+    """The running training score this module records each epoch, and the dtype it is summed in on the device
+    (:meth:`_score`): accuracy, from hits counted as integers; lossbench.regression's module scores errors."""
+
     def __init__(
         self,
         net: nn.Module,
@@ -96,7 +101,7 @@ class LossbenchModule(pl.LightningModule):
         self._epoch_start = time.perf_counter()
         self._epoch_lr = self.trainer.optimizers[0].param_groups[0]["lr"]
         self._loss_sum = torch.zeros((), device=self.device)
-        self._correct = torch.zeros((), device=self.device, dtype=torch.long)
+        self._correct = torch.zeros((), device=self.device, dtype=self.SCORE_DTYPE)
         self._seen = 0
 
     def training_step(self, batch: list[tuple[Tensor, Tensor]] | tuple[Tensor, Tensor], batch_idx: int) -> None:
@@ -104,12 +109,12 @@ class LossbenchModule(pl.LightningModule):
         chunk = [batch] if torch.is_tensor(batch[0]) else batch  # one (x, y) pair, or a chunk of them
         first_step = self.global_step
         losses = torch.empty(len(chunk), device=self.device)  # per mini-batch: written on the device, no sync
-        hits = torch.empty(len(chunk), device=self.device, dtype=torch.long)
+        hits = torch.empty(len(chunk), device=self.device, dtype=self.SCORE_DTYPE)
         for i, (x, y) in enumerate(chunk):
             logits = self.net(x)
             loss = self.loss(logits, y)
             losses[i] = loss.detach()
-            hits[i] = (logits.argmax(dim=1) == y).sum()
+            hits[i] = self._score(logits, y)
             if self._direct_steps:  # the same arithmetic as Lightning's path below, without its per-step hook dispatch
                 optimizer.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -130,6 +135,10 @@ class LossbenchModule(pl.LightningModule):
         self._seen += sum(sizes)
         self._raise_if_diverged(losses, first_step)
 
+    def _score(self, logits: Tensor, y: Tensor) -> Tensor:
+        """One mini-batch's contribution to the epoch's running :data:`SCORE`, summed over its images: the hits."""
+        return (logits.argmax(dim=1) == y).sum()
+
     def _raise_if_diverged(self, losses: Tensor, first_step: int) -> None:
         """One host read per chunk (``data.batches_per_step`` mini-batches): stop at the first non-finite loss."""
         finite = torch.isfinite(losses)
@@ -140,13 +149,15 @@ class LossbenchModule(pl.LightningModule):
     def on_train_epoch_end(self) -> None:
         self._step_scheduler()
         train = torch.stack([self._loss_sum / self._seen, self._correct.float() / self._seen]).tolist()
-        record = {"epoch": self.current_epoch, TRAIN_LOSS: train[0], TRAIN_ACC: train[1]}  # epoch: Lightning's index
+        record = {"epoch": self.current_epoch, TRAIN_LOSS: train[0], self.SCORE: train[1]}  # epoch: Lightning's index
         record.update(self._epoch_eval)
         record[LR] = self._epoch_lr
         record[EPOCH_TIME] = time.perf_counter() - self._epoch_start
         self.history.append(record)
-        record.update(overfit_now(curves(self.history)))  # on one scale for every loss
-        self.log_dict({TRAIN_LOSS: train[0], TRAIN_ACC: train[1]})
+        history = curves(self.history)
+        if history.get(VAL_NLL):  # none without validation NLL (a regression run)
+            record.update(overfit_now(history))  # on one scale for every loss
+        self.log_dict({TRAIN_LOSS: train[0], self.SCORE: train[1]})
 
     def _step_scheduler(self) -> None:
         """Manual optimization steps schedulers itself: once per epoch, plateau ones on the validation yardstick."""

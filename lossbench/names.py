@@ -87,6 +87,22 @@ NOISE_METRICS: tuple[str, ...] = tuple(f"{TRAIN_EVAL_PREFIX}/{name}" for name in
 """Recorded as well, each epoch, when the training labels are noisy (``data.label_noise.rate > 0``)."""
 MEMORISED = NOISE_METRICS[0]
 
+REGRESSION_YARDSTICKS = ("rmse_deg", "mae_deg")
+"""What a regression run (``data.task=regression``, lossbench.regression) records on every evaluation pass instead of
+:data:`YARDSTICKS`: the root mean squared and the mean absolute error of its one output against the *clean* targets,
+in the target's unit (degrees of rotation), whatever the targets it trained on (a share of them outliers)."""
+REGRESSION_EVAL_METRICS = ("loss", *REGRESSION_YARDSTICKS)
+TRAIN_MAE_DEG = "train/mae_deg"
+"""A regression run's running mean absolute error over the epoch's training steps, against the targets it trains on
+(outliers included), in degrees: what ``train/acc`` is to a classifier."""
+REGRESSION_MONITORABLE: dict[str, str] = {
+    f"{prefix}/{name}": "min" for prefix in EVAL_PREFIXES for name in REGRESSION_EVAL_METRICS
+}
+"""What a regression run's checkpoint can be selected by (``checkpoint.monitor``): lower is better for each."""
+VAL_RMSE_DEG, VAL_MAE_DEG = (f"{VAL_PREFIX}/{name}" for name in REGRESSION_YARDSTICKS)
+REGRESSION_EPOCH_METRICS: tuple[str, ...] = (TRAIN_LOSS, TRAIN_MAE_DEG, *REGRESSION_MONITORABLE, *OTHER_METRICS)
+"""Every metric a regression run records each epoch (tests/test_regression.py checks a real fit)."""
+
 # --------------------------------------------------------------------------------- final metrics
 
 TEST_PREFIX, TEST_LAST_PREFIX = "test/", "test_last/"
@@ -95,6 +111,12 @@ TEST_ACC, TEST_LAST_ACC = TEST_PREFIX + "acc", TEST_LAST_PREFIX + "acc"
 TEST_NLL, TEST_ECE, TEST_LAST_NLL, TEST_LAST_ECE = (
     p + m for p in (TEST_PREFIX, TEST_LAST_PREFIX) for m in YARDSTICKS[1:]
 )
+
+TEST_RMSE_DEG, TEST_MAE_DEG, TEST_LAST_RMSE_DEG, TEST_LAST_MAE_DEG = (
+    p + m for p in (TEST_PREFIX, TEST_LAST_PREFIX) for m in REGRESSION_YARDSTICKS
+)
+"""A regression run's clean-target errors on the test set: the selected checkpoint (lowest ``checkpoint.monitor``,
+``val/rmse_deg`` in the claims) and the final weights."""
 
 MARGIN_QUANTILES = (10, 25, 50, 75, 90)
 """The percentiles of the test set's margins a run records."""

@@ -32,13 +32,14 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from lossbench import analysis, gpus, job, preflight, provenance, run_figures
+from lossbench import analysis, gpus, job, preflight, provenance, regression, run_figures
 from lossbench.callbacks import EpochLogger
 from lossbench.config import (
     CONFIG_HASH_VERSION,
     chosen_scheduler,
     config_hash,
     flatten,
+    is_regression,
     redact_override,
     redact_tree,
     resolved,
@@ -111,7 +112,10 @@ def prepare(cfg: DictConfig) -> Prepared:
     with warnings.catch_warnings(record=True) as said:  # shown only if the model passes its check below
         warnings.simplefilter("always")
         net = built("model", lambda: instantiate(cfg.model.net))
-    loss = built("loss", lambda: build_loss(cfg.loss, cfg.data.num_classes))
+    if is_regression(cfg):  # one output and torch's criterion on it (lossbench.regression)
+        loss = built("loss", lambda: regression.build_loss(cfg.loss))
+    else:
+        loss = built("loss", lambda: build_loss(cfg.loss, cfg.data.num_classes))
     optimizer = built("optimizer", lambda: instantiate(without_name(cfg.optimizer)))
     scheduler_cfg = chosen_scheduler(cfg)
     scheduler = None if scheduler_cfg is None else built("scheduler", lambda: instantiate(without_name(scheduler_cfg)))
@@ -313,15 +317,21 @@ def fit_and_test(cfg: DictConfig, prepared: Prepared, opened: Opened, extra_call
     """Train with Lightning (``trainer``, ``checkpoint``, ``early_stopping``, ``analysis`` of the config), then
     test the selected checkpoint (best ``checkpoint.monitor``) and the final weights."""
     data = prepared.data
-    module = LossbenchModule(
-        prepared.net,
-        prepared.loss,
-        prepared.optimizer,
-        prepared.scheduler,
-        num_classes=cfg.data.num_classes,
-        gradient_clip_val=cfg.trainer.gradient_clip_val,  # applied in the module's own optimizer steps
-        train_eval_true=data.train_eval_true_labels,
-    )
+    parts = (prepared.net, prepared.loss, prepared.optimizer, prepared.scheduler)
+    if is_regression(cfg):  # scored against the clean targets (lossbench.regression)
+        module = regression.RegressionModule(
+            *parts,
+            gradient_clip_val=cfg.trainer.gradient_clip_val,
+            scale=data.target_scale,
+            train_eval_clean=data.train_eval_true_labels,
+        )
+    else:
+        module = LossbenchModule(
+            *parts,
+            num_classes=cfg.data.num_classes,
+            gradient_clip_val=cfg.trainer.gradient_clip_val,  # applied in the module's own optimizer steps
+            train_eval_true=data.train_eval_true_labels,
+        )
     best = pl.callbacks.ModelCheckpoint(
         dirpath=opened.checkpoint_dir, filename="best", monitor=cfg.checkpoint.monitor, mode=cfg.checkpoint.mode
     )

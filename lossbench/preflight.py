@@ -17,6 +17,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
+from lossbench.config import is_regression
 from lossbench.errors import ConfigError, describe
 
 
@@ -75,12 +76,14 @@ def check_one_batch(
                 f"model={cfg.model.name}: layer {name} has shape {shape}, no weights to learn: every layer needs a width "
                 "of at least 1; check model.net.*"
             )
-        expected = (len(y), cfg.data.num_classes)
+        regression = is_regression(cfg)  # one output: the angle (lossbench.regression)
+        expected = (len(y), 1 if regression else cfg.data.num_classes)
         if not torch.is_tensor(logits) or tuple(logits.shape) != expected:
             shape = tuple(logits.shape) if torch.is_tensor(logits) else type(logits).__name__
+            width, fix = ("1", "1") if regression else ("data.num_classes", "${data.num_classes}")
             raise ConfigError(
                 f"model={cfg.model.name}: returns {shape} for a batch of {len(y)} images, expected {expected} "
-                f"(batch, data.num_classes); set model.net.num_classes=${{data.num_classes}}"
+                f"(batch, {width}); set model.net.num_classes={fix}"
             )
         name = f"loss={cfg.loss.name} (loss.input={cfg.loss.get('input', 'logits')}, loss.target={cfg.loss.get('target', 'index')})"
         try:

@@ -21,7 +21,7 @@ from hydra._internal.utils import get_args_parser
 from omegaconf import DictConfig
 
 from lossbench import gpus, job, launch, store_links  # noqa: F401  (launch registers its resolver)
-from lossbench.config import validate
+from lossbench.config import is_regression, validate
 from lossbench.errors import (
     COMPOSITION_ERRORS,
     LossbenchError,
@@ -31,7 +31,15 @@ from lossbench.errors import (
     first_line,
     usage_error,
 )
-from lossbench.names import OBJECTIVE, SUMMARY_EPOCHS, SUMMARY_SELECTED_EPOCH, TEST_ACC, TEST_LAST_ACC
+from lossbench.names import (
+    OBJECTIVE,
+    SUMMARY_EPOCHS,
+    SUMMARY_SELECTED_EPOCH,
+    TEST_ACC,
+    TEST_LAST_ACC,
+    TEST_LAST_RMSE_DEG,
+    TEST_RMSE_DEG,
+)
 from lossbench.paths import conf_dir
 from lossbench.process import import_heavy  # before torch/Lightning/MLflow: its exit handler runs after theirs
 
@@ -62,14 +70,16 @@ def run(cfg: DictConfig, extra_callbacks: list | None = None) -> float:
         verdict = phases.record(cfg, opened, fitted)
     objective = fitted.history[OBJECTIVE][-1] if fitted.history.get(OBJECTIVE) else math.nan
     job.record_outcome("finished", opened.run_id, objective, resumed=opened.ckpt_path is not None)
+    best, last = (TEST_RMSE_DEG, TEST_LAST_RMSE_DEG) if is_regression(cfg) else (TEST_ACC, TEST_LAST_ACC)
     log.info(
-        "run %s finished: test/acc %.4f at the selected epoch %d (%s %s), %.4f at the last epoch %d; %s",
+        "run %s finished: %s %.4f at the selected epoch %d (%s %s), %.4f at the last epoch %d; %s",
         opened.run_id,
-        fitted.tests[TEST_ACC],
+        best,
+        fitted.tests[best],
         fitted.summary.get(SUMMARY_SELECTED_EPOCH, -1),
         "highest" if cfg.checkpoint.mode == "max" else "lowest",
         cfg.checkpoint.monitor,
-        fitted.tests[TEST_LAST_ACC],
+        fitted.tests[last],
         fitted.summary.get(SUMMARY_EPOCHS, -1),
         verdict.text,
     )

@@ -27,8 +27,20 @@ from lossbench.config import validate
 from lossbench.metrics import confidence, input_margins, logit_margins, margins
 from lossbench.noise import corrupt_images
 
-FULL_JOBS = {"claim_losses": 50, "claim_binary": 20, "claim_outliers": 72, "claim_overfitting": 60}
-QUICK_JOBS = {"claim_losses": 10, "claim_binary": 4, "claim_outliers": 24, "claim_overfitting": 20}
+FULL_JOBS = {
+    "claim_losses": 50,
+    "claim_binary": 20,
+    "claim_outliers": 36,
+    "claim_label_noise": 20,
+    "claim_overfitting": 60,
+}
+QUICK_JOBS = {
+    "claim_losses": 10,
+    "claim_binary": 4,
+    "claim_outliers": 12,
+    "claim_label_noise": 8,
+    "claim_overfitting": 20,
+}
 
 # ------------------------------------------------------------------------------------------ protocols
 
@@ -46,7 +58,7 @@ def test_each_protocol_composes_into_the_grid_its_header_promises(name: str) -> 
 
 
 def test_every_claim_is_tested_by_a_protocol_and_the_user_overrides_win() -> None:
-    assert [c.number for c in CLAIMS] == list(range(1, 8))
+    assert [c.number for c in CLAIMS] == list(range(1, 9))
     assert all(set(c.protocols) <= set(PROTOCOLS) for c in CLAIMS)
     binary = design(PROTOCOLS["claim_binary"], ["trainer.max_epochs=2", "seed=range(0,5)"], True)
     assert binary.fixed["epochs"] == 2 and binary.grid["seed"] == ["0", "1", "2", "3", "4"]
@@ -254,16 +266,16 @@ def test_what_would_decide_a_prediction_is_said_in_its_own_unit() -> None:
     assert "pp" not in first.plan
 
 
-def test_claim_1_reads_the_accuracy_each_corruption_costs_seed_by_seed() -> None:
+def test_claim_8_reads_the_accuracy_flipped_labels_cost_seed_by_seed() -> None:
     rows = []
     for seed in range(3):
-        for loss, cost in (("mae", 0.02), ("mse", 0.10)):
-            rows.append(run_row("claim_outliers", loss, "linear", seed, test_last__acc=0.8 + 0.01 * seed))
-            rows.append(run_row("claim_outliers", loss, "linear", seed, test_last__acc=0.8 - cost, label_noise=0.4))
+        for loss, cost in (("mae", 0.02), ("ce", 0.10), ("mse", 0.01)):
+            rows.append(run_row("claim_label_noise", loss, "mlp", seed, test_last__acc=0.8 + 0.01 * seed))
+            rows.append(run_row("claim_label_noise", loss, "mlp", seed, test_last__acc=0.8 - cost, label_noise=0.4))
     with_drops = rules.with_drops(rows)
     assert [round(r.get(rules.DROP, -1), 6) for r in with_drops[:4]] == [-1, 0.02, -1, 0.1]
-    finding = evaluate.claim_1(rows)
-    assert [t.prediction.block["corruption"] for t in finding.tested] == ["labels"]
+    finding = evaluate.claim_8(rows)
+    assert [(t.prediction.candidate, t.prediction.reference) for t in finding.tested] == [("mae", "ce")]
     assert finding.tested[0].decision.paired.differences == pytest.approx((0.02 - 0.10,) * 3)
     assert finding.tested[0].outcome == rules.HOLDS and finding.verdict.kind == rules.SUPPORTED
 
@@ -335,8 +347,8 @@ def test_the_pages_have_every_claim_its_verdict_rule_and_figure(tmp_path: Path) 
     context = write.Context("python -m lossbench.claims", False, 60.0, [], [], [], "abc1234")
     files = write.write(tmp_path, findings, context)
     text = (tmp_path / "claims.md").read_text()
-    assert [f.claim.number for f in findings] == list(range(1, 8))
-    assert text.count("## Claim ") == 7 and text.count("**Verdict: ") == 7 and text.count("*Rule:* ") == 7
+    assert [f.claim.number for f in findings] == list(range(1, 9))
+    assert text.count("## Claim ") == 8 and text.count("**Verdict: ") == 8 and text.count("*Rule:* ") == 8
     assert "| 2. MAE may converge more slowly" in text and "supported" in text
     summary = json.loads((tmp_path / "claims.json").read_text())
     assert [c["verdict"]["kind"] for c in summary["claims"]][1] == rules.SUPPORTED
@@ -375,7 +387,7 @@ def test_quick_claims_on_tiny_data_write_every_section_verdict_and_figure_and_a_
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     out = tmp_path / "claims"
     summary = json.loads((out / "claims.json").read_text())
-    assert [c["number"] for c in summary["claims"]] == list(range(1, 8))
+    assert [c["number"] for c in summary["claims"]] == list(range(1, 9))
     for claim in summary["claims"]:
         assert claim["verdict"]["kind"] in rules.VERDICTS and claim["verdict"]["rule"] and claim["statement"]
         assert (out / claim["figure"]).is_file(), claim["figure"]
@@ -383,8 +395,8 @@ def test_quick_claims_on_tiny_data_write_every_section_verdict_and_figure_and_a_
     ran = {s["protocol"]: s["outcomes"]["finished"] for s in summary["sweeps"]}
     assert ran == QUICK_JOBS
     text = (out / "claims.md").read_text()
-    assert text.count("**Protocol.**") == 7 and "Quick protocols" in text
-    assert (out / "claims.html").read_text().count("data:image/png;base64,") == 7
+    assert text.count("**Protocol.**") == 8 and "Quick protocols" in text
+    assert (out / "claims.html").read_text().count("data:image/png;base64,") == 8
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")

@@ -9,6 +9,7 @@ import math
 from collections.abc import Sequence
 
 from lossbench import stats
+from lossbench.claims import claim1
 from lossbench.claims.results import (
     CONFIDENT_WRONG,
     CONFIDENT_WRONG_GRAD,
@@ -19,7 +20,6 @@ from lossbench.claims.results import (
 )
 from lossbench.claims.rules import (
     AGREEMENT,
-    DROP,
     EPOCHS_TO_TARGET,
     HOLDS,
     MEASURES,
@@ -42,7 +42,6 @@ from lossbench.claims.rules import (
     test_predictions,
     verdict,
     with_censored_epochs,
-    with_drops,
 )
 from lossbench.names import (
     SUMMARY_EPOCHS_TO_TARGET,
@@ -50,13 +49,11 @@ from lossbench.names import (
     SUMMARY_SECONDS_TO_TARGET,
     TEST_ACC,
     TEST_ECE,
-    TEST_LAST_ACC,
     TEST_MARGIN_GE1,
     TEST_NLL,
 )
 
 DIMENSION_WORDS = {"against": "the loss compared", "classes": "the number of classes", "loss": "the loss"}
-CORRUPTIONS = ("labels", "images", "both")
 
 
 def _values(rows: Sequence[Row], column: str) -> list:
@@ -97,19 +94,9 @@ def paired_finding(
 
 
 def claim_1(rows: Sequence[Row]) -> Finding:
-    """MAE loses less test accuracy than MSE to each corruption, on each model (paired by seed)."""
-    rows = with_drops(select(rows, protocol="claim_outliers"))
-    corrupted = [r for r in rows if r["corruption"] != "none"]
-    blocks = [(m, c) for m in _values(rows, "model") for c in CORRUPTIONS if select(rows, model=m, corruption=c)]
-    predictions = [Prediction((("model", m), ("corruption", c)), DROP, "mae", "mse", -1) for m, c in blocks]
-    by = ("model", "corruption", "loss")
-    measured = measure_groups(rows, TEST_LAST_ACC, by) + measure_groups(corrupted, DROP, by)
-    notes = [
-        "Accuracy lost is the clean run's test accuracy minus the corrupted run's, same loss, model and seed, at the "
-        "last epoch. A loss that learns little from clean data has little to lose: read it beside the clean accuracy.",
-        "CE is trained on the same data for reference; the verdict compares MAE with MSE only.",
-        *spread_notes(select(rows, corruption="none"), TEST_LAST_ACC),
-    ]
+    """MSE's clean-target error rises more than MAE's and Huber's with outlier training targets (regression, paired by
+    seed; lossbench.claims.claim1)."""
+    rows, predictions, measured, notes = claim1.parts(rows)
     return paired_finding(1, rows, predictions, measured, notes)
 
 
@@ -256,7 +243,13 @@ def claim_7(rows: Sequence[Row]) -> Finding:
     return paired_finding(7, rows, predictions, measured, notes)
 
 
-CLAIM_RULES = (claim_1, claim_2, claim_3, claim_4, claim_5, claim_6, claim_7)
+def claim_8(rows: Sequence[Row]) -> Finding:
+    """Claim 1's classification form: MAE loses less test accuracy to flipped labels than CE (paired by seed)."""
+    rows, predictions, measured, notes = claim1.label_noise_parts(rows)
+    return paired_finding(8, rows, predictions, measured, notes)
+
+
+CLAIM_RULES = (claim_1, claim_2, claim_3, claim_4, claim_5, claim_6, claim_7, claim_8)
 
 
 def evaluate(rows: Sequence[Row]) -> list[Finding]:

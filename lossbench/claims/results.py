@@ -25,9 +25,11 @@ from lossbench.names import (
     TEST_ECE,
     TEST_INPUT_MARGIN_Q,
     TEST_LAST_ACC,
+    TEST_MAE_DEG,
     TEST_MARGIN_GE1,
     TEST_MARGIN_Q,
     TEST_NLL,
+    TEST_RMSE_DEG,
 )
 from lossbench.report.runs import INPUT_NOISE_PARAM, NOISE_PARAM, RunRecord, Selection, load_runs, select_runs
 
@@ -54,6 +56,8 @@ METRICS: tuple[str, ...] = (
     SUMMARY_LOSS_HAS_ONSET,
     SUMMARY_LOSS_RISE,
     SUMMARY_VAL_NLL_RISE,
+    TEST_RMSE_DEG,
+    TEST_MAE_DEG,
 )
 """The per-run metrics the claims read, each a column of the table under its own name (lossbench.names)."""
 
@@ -64,6 +68,7 @@ _PARAMS = {
     "classes": "data.num_classes",
     "max_epochs": "trainer.max_epochs",
     "target_acc": "analysis.target_acc",
+    "outliers": "data.outliers.rate",  # a regression run's outlier targets (lossbench.regression; claim 1)
 }
 Row = dict[str, Any]
 
@@ -90,6 +95,7 @@ def row_of(protocol: str, run: RunRecord) -> Row:
     row.update({name: _number(run.params.get(param)) for name, param in _PARAMS.items()})
     row["label_noise"] = 0.0 if math.isnan(row["label_noise"]) else row["label_noise"]
     row["input_noise"] = 0.0 if math.isnan(row["input_noise"]) else row["input_noise"]
+    row["outliers"] = 0.0 if math.isnan(row["outliers"]) else row["outliers"]
     row["classes"] = int(row["classes"]) if math.isfinite(row["classes"]) else None
     row["stage"] = run.stage
     row.update({name: float(run.metrics.get(name, math.nan)) for name in METRICS})
