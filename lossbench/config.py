@@ -29,7 +29,8 @@ from lossbench.names import MONITORABLE
 # what is trained: those stay in the identity.) data.batches_per_step only groups the same mini-batches and
 # optimizer steps into fewer Lightning steps (tests/test_train.py: every evaluation bit-identical); data.hold
 # only says whether a split waits on the device normalised or as uint8 pixels, normalised per batch by the same
-# formula (tests/test_data.py: the same numbers, bit for bit).
+# formula (tests/test_data.py: the same numbers, bit for bit). loss.probabilities only says which probabilities
+# score the run (test/own_*), not what it trains.
 OPERATIONAL_KEYS = (
     "tracking",
     "report",
@@ -38,6 +39,7 @@ OPERATIONAL_KEYS = (
     "launch",
     "optimizer.fused",
     "analysis",
+    "loss.probabilities",
     "hydra",
     "data._target_",
     "data.source._target_",
@@ -61,6 +63,13 @@ version-3 run matches. Version 5: a data set is its YAML (its source, shape, cla
 std as lists, noise map, augmentation) and a model takes ``in_shape`` from it: no version-4 run matches. Version 6:
 every data set has ``data.input_noise`` (corrupted training images) and ``data.classes`` (a subset of its classes):
 no version-5 run matches."""
+
+
+HASHED_WHEN_SET: dict[str, Any] = {"data.redraw": False, "analysis.confident_wrong": False, "analysis.margins": False}
+"""Keys in the identity only when they differ from the value here, their default: a run recorded before the key
+existed keeps its hash (no new :data:`CONFIG_HASH_VERSION`). ``data.redraw=true`` draws other data (the seed draws
+the split and the noise); the two ``analysis`` keys (operational otherwise) make a run record measurements a run
+without them lacks, so a sweep that asks for them never reuses a run that has none."""
 
 
 def is_operational(key: str) -> bool:
@@ -177,6 +186,7 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("data.augment.crop", lambda v: _is_int(v) and v >= 0, "an integer >= 0 (pixels of padding; 0: no crop)"),
     ("data.augment.flip", lambda v: isinstance(v, bool), "true or false"),
     ("data.split_seed", _is_int, "an integer"),
+    ("data.redraw", lambda v: isinstance(v, bool), "true or false"),
     ("data.label_noise.seed", _is_int, "an integer"),
     ("data.num_classes", lambda v: _is_int(v) and v >= 2, "an integer >= 2"),
     ("data.label_noise.rate", _probability, "a probability in [0, 1)"),
@@ -215,6 +225,8 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("analysis.margin_nll", lambda v: _is_number(v) and v >= 0, "a number >= 0 (a fraction: 0.1 = 10 %)"),
     ("analysis.margin_acc", lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1) (0.01 = 1 pp)"),
     ("analysis.target_acc", _optional(lambda v: _is_number(v) and 0 < v <= 1), "null or an accuracy in (0, 1]"),
+    ("analysis.confident_wrong", lambda v: isinstance(v, bool), "true or false"),
+    ("analysis.margins", lambda v: isinstance(v, bool), "true or false"),
     ("tracking.reuse", lambda v: v in REUSE_POLICIES, "one of " + ", ".join(REUSE_POLICIES)),
     ("tracking.timeout_s", lambda v: _is_number(v) and v > 0, "a number of seconds > 0"),
     ("tracking.experiment", lambda v: isinstance(v, str) and v.strip() != "", "a non-empty name"),
@@ -373,5 +385,9 @@ def resolved(cfg: DictConfig) -> dict[str, Any]:
 
 def config_hash(cfg: DictConfig) -> str:
     """A short, stable hash of what a run trains: configs equal up to :data:`OPERATIONAL_KEYS` give equal hashes."""
-    items = {k: v for k, v in flatten(resolved(cfg)) if not is_operational(k)}
+    items = {
+        k: v
+        for k, v in flatten(resolved(cfg))
+        if (v != HASHED_WHEN_SET[k] if k in HASHED_WHEN_SET else not is_operational(k))
+    }
     return hashlib.sha256(json.dumps(items, sort_keys=True, default=str).encode()).hexdigest()[:16]

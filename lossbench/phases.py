@@ -59,6 +59,7 @@ from lossbench.names import (
     NOISE_TAG_PREFIX,
     OBJECTIVE,
     ONSET_TAG,
+    SEED_DRIVES_TAG,
     STAGE_TAG,
     TEST_LAST_PREFIX,
     TEST_PREFIX,
@@ -388,13 +389,14 @@ def record(cfg: DictConfig, opened: Opened, fitted: Fitted) -> analysis.Verdict:
 
 def run_tags(opened: Opened, prepared: Prepared) -> dict[str, Any]:
     """Tags of how this attempt runs (a resumed run gets them again): its checkpoint folder, threads, device, the
-    size of its test set (the finest difference the report can tell), label noise."""
+    size of its test set (the finest difference the report can tell), label noise, what its seed drew."""
     data = prepared.data
     return {
         CHECKPOINT_TAG: opened.checkpoint_dir,
         THREADS_TAG: torch.get_num_threads(),
         **provenance.device_tags(prepared.device),
         TEST_SIZE_TAG: data.sizes["test"],
+        SEED_DRIVES_TAG: ",".join(data.seed_drives),
         **{f"{NOISE_TAG_PREFIX}{k}": v for k, v in data.noise_report.items()},
     }
 

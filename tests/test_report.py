@@ -603,3 +603,21 @@ def test_the_test_sets_own_size_sets_what_can_be_decided(tmp_path: Path) -> None
     (comparison,) = result.summary["comparisons"]
     assert comparison["outcome"] == "below_resolution", comparison["verdict"]
     assert "below the test set's resolution" in comparison["verdict"]
+
+
+def test_the_results_say_what_each_seed_drew() -> None:
+    from types import SimpleNamespace
+
+    from lossbench.names import SEED_DRIVES_TAG
+    from lossbench.report.content import _seed_drives
+
+    def rows(*drives):
+        return [SimpleNamespace(runs=[SimpleNamespace(tags={} if d is None else {SEED_DRIVES_TAG: d}) for d in drives])]
+
+    assert _seed_drives(rows(None)) == ""
+    assert _seed_drives(rows("init,order", None)) == (
+        " Each seed drew: init, order (the data split and noise draws fixed: data.redraw=false)."
+    )
+    assert _seed_drives(rows("init,order,split,label_noise", "init,order,split")) == (
+        " Each seed drew: init, order, split; init, order, split, label_noise."
+    )
