@@ -7,10 +7,12 @@ hooks here, more than a small model's arithmetic) is paid once per chunk instead
 
 The hot loop stays free of host syncs: the running train loss and accuracy are summed on the
 device and read once per epoch. Evaluation passes keep their logits and compute every yardstick at
-epoch end (and how the run's own loss treats the predictions it gets wrong: one backward pass through the
-loss on the kept logits); the test pass also takes each image's gradient of its margin with respect to the
-input (one backward pass per test batch), for the margins recorded as ``test/*``. ``history`` holds one record per epoch and travels inside checkpoints, so a resumed run
-knows its past curves.
+epoch end. Two measurements only the claims need are paid only where asked: with ``confident_wrong`` (the config's
+``analysis.confident_wrong``) each evaluation also measures how the run's own loss treats the predictions it gets
+wrong (one backward pass through the loss on the kept logits); with ``margins`` (``analysis.margins``) the test
+pass also takes each image's distance to the nearest decision boundary (input gradients, one backward pass per
+class per batch), on the test set and on the train_eval rows. ``history`` holds one record per epoch and travels
+inside checkpoints, so a resumed run knows its past curves.
 """
 
 from __future__ import annotations
@@ -63,6 +65,8 @@ class LossbenchModule(pl.LightningModule):
         num_classes: int = 10,
         gradient_clip_val: float | None = None,
         train_eval_true: Tensor | None = None,
+        confident_wrong: bool = False,
+        margins: bool = False,
     ):
         super().__init__()
         self.automatic_optimization = False  # several optimizer steps per Lightning step: see the module docstring
@@ -71,6 +75,7 @@ class LossbenchModule(pl.LightningModule):
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.num_classes = num_classes
         self.train_eval_true = train_eval_true  # clean labels of the train_eval rows when training labels are noisy
+        self.confident_wrong, self.margins = confident_wrong, margins  # the claims' measurements: analysis.*
         self.history: list[dict[str, float]] = []
         self.test_confusion: Tensor | None = None
         self._eval_outputs: dict[int, list[tuple[Tensor, Tensor]]] = {}
@@ -169,7 +174,9 @@ class LossbenchModule(pl.LightningModule):
         logits = torch.cat([o[0] for o in self._eval_outputs[dataloader_idx]])
         target = torch.cat([o[1] for o in self._eval_outputs[dataloader_idx]])
         results = {"loss": self.loss(logits, target), **yardsticks(logits, target)}
-        return logits, target, {**results, **confidence(logits, target, self.loss)}
+        if self.confident_wrong:
+            results.update(confidence(logits, target, self.loss))
+        return logits, target, results
 
     def on_validation_epoch_start(self) -> None:
         self._eval_outputs = {}
@@ -195,6 +202,8 @@ class LossbenchModule(pl.LightningModule):
         self._eval_outputs, self._input_margins = {}, []
 
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        if not self.margins:
+            return self._collect(batch, 0)
         x, y = batch
         logits, distances = input_margins(self.net, x, y)  # the logits, and each image's distance to the boundary
         self._eval_outputs.setdefault(0, []).append((logits, y))
@@ -202,7 +211,8 @@ class LossbenchModule(pl.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         logits, target, results = self._results(0)
-        results.update(margins(logits, target, torch.cat(self._input_margins)))
+        if self.margins:
+            results.update(margins(logits, target, torch.cat(self._input_margins)))
         self.test_confusion = confusion_matrix(logits, target, self.num_classes).cpu()  # of the weights just tested
         self._eval_outputs, self._input_margins = {}, []
         self.log_dict({f"{TEST_PREFIX}{k}": v for k, v in results.items()})  # what trainer.test() returns

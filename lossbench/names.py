@@ -61,7 +61,8 @@ and validation NLL relative to its lowest value so far (0 = at its minimum, 0.2 
 curves view charts them: a loss whose NLL lives at 2-4 and one at 0.3 read on the same axis."""
 
 CONFIDENCE = ("wrong_conf", "confident_wrong", "confident_wrong_loss", "confident_wrong_grad")
-"""How a run's own loss treats the predictions it gets wrong, on every evaluation pass (lossbench.metrics.confidence):
+"""How a run's own loss treats the predictions it gets wrong, on every evaluation pass of a run with
+``analysis.confident_wrong=true`` (lossbench.metrics.confidence; also ``test/*``, ``test_last/*``):
 the mean confidence (top softmax probability) of the wrong predictions; the share of images predicted wrong with a
 confidence of at least lossbench.metrics.CONFIDENT (0.9); and the loss and the gradient those confidently wrong
 images receive from the run's own loss, relative to the average image (the mean per-image loss on them over the
@@ -75,9 +76,9 @@ EPOCH_METRICS: tuple[str, ...] = (
     *MONITORABLE,
     *OTHER_METRICS,
     *OVERFIT_METRICS,
-    *CONFIDENCE_METRICS,
 )
-"""Every metric a run records each epoch (lossbench.module's history, tests/test_input.py checks a real fit)."""
+"""Every metric a run records each epoch (lossbench.module's history, tests/test_input.py checks a real fit); with
+``analysis.confident_wrong=true`` :data:`CONFIDENCE_METRICS` too."""
 
 MEMORISATION = ("memorised", "flipped_true_acc", "clean_acc")  # lossbench.metrics.memorisation, on train_eval
 NOISE_METRICS: tuple[str, ...] = tuple(f"{TRAIN_EVAL_PREFIX}/{name}" for name in MEMORISATION)
@@ -100,7 +101,8 @@ MARGINS: tuple[str, ...] = (
     "margin_ge1",
     *(f"input_margin_q{q}" for q in MARGIN_QUANTILES),
 )
-"""The test set's margins (lossbench.metrics.margins), recorded as ``test/*`` and ``test_last/*``: percentiles of the
+"""The test set's margins (lossbench.metrics.margins), recorded as ``test/*`` and ``test_last/*`` by a run with
+``analysis.margins=true``: percentiles of the
 *logit margin* ``z_y - max_{k != y} z_k`` (negative when wrong), the share of test images with a logit margin of at
 least 1 (multi-class hinge's own margin), and percentiles of the *input margin*: the logit margin over the norm of its
 gradient with respect to the input, the first-order distance from the image to the nearest decision boundary in the

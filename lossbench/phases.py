@@ -296,6 +296,8 @@ def fit_and_test(cfg: DictConfig, prepared: Prepared, opened: Opened, extra_call
         num_classes=cfg.data.num_classes,
         gradient_clip_val=cfg.trainer.gradient_clip_val,  # applied in the module's own optimizer steps
         train_eval_true=data.train_eval_true_labels,
+        confident_wrong=cfg.analysis.confident_wrong,
+        margins=cfg.analysis.margins,
     )
     best = pl.callbacks.ModelCheckpoint(
         dirpath=opened.checkpoint_dir, filename="best", monitor=cfg.checkpoint.monitor, mode=cfg.checkpoint.mode
