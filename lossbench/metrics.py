@@ -112,22 +112,43 @@ def logit_margins(logits: Tensor, target: Tensor) -> Tensor:
 
 
 def input_margins(net: Callable[[Tensor], Tensor], x: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
-    """The network's logits on ``x`` and each image's first-order distance to the nearest decision boundary in input
-    space: its logit margin over the L2 norm of that margin's gradient with respect to the image (Elsayed et al.,
-    2018; exact for a linear model), signed like the margin. Images do not interact (a network in eval mode), so one
-    backward pass through the batch's summed margins gives every image's own gradient."""
+    """The network's logits on ``x`` and each image's distance to the nearest decision boundary in input space, over
+    **all** competing classes, as the SVM states its margin:
+
+    .. math::
+        d(x) = \\min_{j \\ne y} \\frac{z_y(x) - z_j(x)}{\\lVert \\nabla_x z_y(x) - \\nabla_x z_j(x) \\rVert_2}
+
+    For a linear model ``z = Wx + b`` this is exactly :math:`\\min_j (z_y - z_j) / \\lVert w_y - w_j \\rVert`, the
+    distance to the nearest of the C-1 hyperplanes :math:`z_y = z_j`; for a network it is the first-order version per
+    competing class (Elsayed et al., 2018, eq. 7). Signed like the logit margin (negative when the image is on the
+    wrong side of a boundary). The runner-up class alone is not enough: a class with a lower logit whose gap to the
+    true class grows faster away from the image (a larger gradient norm) can have the nearer boundary.
+
+    Images do not interact (a network in eval mode), so the gradient of a logit summed over the batch is each
+    image's own: one backward pass for the true classes' logits, then one per class (C + 1 in all), holding one
+    ``(N, D)`` gradient at a time.
+    """
     with torch.inference_mode(False), torch.enable_grad():
         inputs, y = _autograd_copy(x).requires_grad_(True), _autograd_copy(target)
         logits = net(inputs).float()
-        margin = logit_margins(logits, y)
-        (grad,) = torch.autograd.grad(margin.sum(), inputs)
-        distance = margin.detach() / grad.flatten(1).norm(dim=1).clamp_min(torch.finfo(grad.dtype).tiny)
-    return logits.detach(), distance
+        n, classes = logits.shape
+
+        def gradient(value: Tensor, last: bool = False) -> Tensor:
+            (grad,) = torch.autograd.grad(value.sum(), inputs, retain_graph=not last, allow_unused=True)
+            return torch.zeros_like(inputs).flatten(1) if grad is None else grad.flatten(1)  # a constant logit
+
+        true = gradient(logits.gather(1, y[:, None]))
+        norms = torch.stack([(true - gradient(logits[:, k], k == classes - 1)).norm(dim=1) for k in range(classes)], 1)
+    z = logits.detach()
+    gaps = z.gather(1, y[:, None]) - z
+    distances = gaps / norms.clamp_min(torch.finfo(norms.dtype).tiny)
+    return z, distances.scatter(1, y[:, None], float("inf")).min(dim=1).values
 
 
 def margins(logits: Tensor, target: Tensor, distances: Tensor) -> dict[str, Tensor]:
-    """The test set's margins (:data:`lossbench.names.MARGINS`): percentiles of the logit margin, the share of images
-    with a logit margin of at least 1, and percentiles of the input margins ``distances`` (:func:`input_margins`)."""
+    """The margins of a set of images (:data:`lossbench.names.MARGINS`): percentiles of the logit margin, the share of
+    images with a logit margin of at least 1, and percentiles of the input margins ``distances``
+    (:func:`input_margins`)."""
     q = torch.tensor([p / 100 for p in MARGIN_QUANTILES], device=logits.device)
     logit = logit_margins(logits.float(), target)
     values = [*torch.quantile(logit, q), (logit >= 1).float().mean(), *torch.quantile(distances.float(), q)]

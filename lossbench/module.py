@@ -211,11 +211,29 @@ class LossbenchModule(pl.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         logits, target, results = self._results(0)
-        if self.margins:
+        logged = {}
+        if self.margins:  # the tested weights' margins on the data they were trained on too (the SVM's margin)
             results.update(margins(logits, target, torch.cat(self._input_margins)))
+            logged = {f"{TRAIN_EVAL_PREFIX}/{k}": v for k, v in self._margins_of(self._eval_loader(1)).items()}
         self.test_confusion = confusion_matrix(logits, target, self.num_classes).cpu()  # of the weights just tested
         self._eval_outputs, self._input_margins = {}, []
-        self.log_dict({f"{TEST_PREFIX}{k}": v for k, v in results.items()})  # what trainer.test() returns
+        logged.update({f"{TEST_PREFIX}{k}": v for k, v in results.items()})
+        self.log_dict(logged)  # what trainer.test() returns
+
+    def _eval_loader(self, idx: int) -> Iterable[tuple[Tensor, Tensor]] | None:
+        """The data module's evaluation batches ``idx`` (0: validation, 1: train_eval, with their training labels);
+        None when the module is tested without a data module or the data has no such split."""
+        data = self.trainer.datamodule
+        loaders = data.val_dataloader() if data is not None else []
+        return loaders[idx] if len(loaders) > idx else None
+
+    def _margins_of(self, batches: Iterable[tuple[Tensor, Tensor]] | None) -> dict[str, Tensor]:
+        """:func:`lossbench.metrics.margins` of the current weights on ``batches`` ({} for None)."""
+        if batches is None:
+            return {}
+        outputs = [input_margins(self.net, x, y) + (y,) for x, y in batches]
+        logits, distances, target = (torch.cat(parts) for parts in zip(*outputs))
+        return margins(logits, target, distances)
 
     # ------------------------------------------------------------------ checkpoints carry the curves
 

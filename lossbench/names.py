@@ -104,14 +104,19 @@ MARGINS: tuple[str, ...] = (
 """The test set's margins (lossbench.metrics.margins), recorded as ``test/*`` and ``test_last/*`` by a run with
 ``analysis.margins=true``: percentiles of the
 *logit margin* ``z_y - max_{k != y} z_k`` (negative when wrong), the share of test images with a logit margin of at
-least 1 (multi-class hinge's own margin), and percentiles of the *input margin*: the logit margin over the norm of its
-gradient with respect to the input, the first-order distance from the image to the nearest decision boundary in the
-model's (normalised) input space (exact for a linear model; Elsayed et al., 2018), signed like the logit margin. The
-logit margin is in each loss's own logit scale; the input margin compares across losses."""
+least 1 (multi-class hinge's own margin), and percentiles of the *input margin*: the distance from the image to the
+nearest decision boundary in the model's (normalised) input space over all competing classes,
+``min_{j != y} (z_y - z_j) / ||grad_x (z_y - z_j)||`` (exact for a linear model, first-order for a network; Elsayed et
+al., 2018), signed like the logit margin. The logit margin is in each loss's own logit scale; the input margin
+compares across losses."""
 TEST_MARGINS: tuple[str, ...] = tuple(TEST_PREFIX + m for m in MARGINS)
 TEST_MARGIN_Q = dict(zip(MARGIN_QUANTILES, TEST_MARGINS[: len(MARGIN_QUANTILES)]))
 TEST_MARGIN_GE1 = TEST_MARGINS[len(MARGIN_QUANTILES)]
 TEST_INPUT_MARGIN_Q = dict(zip(MARGIN_QUANTILES, TEST_MARGINS[len(MARGIN_QUANTILES) + 1 :]))
+TRAIN_EVAL_MARGINS: tuple[str, ...] = tuple(f"{TRAIN_EVAL_PREFIX}/{m}" for m in MARGINS)
+"""The same margins of the selected weights on the train_eval rows (the data they were trained on, with its training
+labels: the SVM's margin), recorded once at the end by a run with ``analysis.margins=true``."""
+TRAIN_EVAL_INPUT_MARGIN_Q = dict(zip(MARGIN_QUANTILES, TRAIN_EVAL_MARGINS[len(MARGIN_QUANTILES) + 1 :]))
 TEST_CONFIDENCE: dict[str, str] = {name: TEST_PREFIX + name for name in CONFIDENCE}
 
 SUMMARY_PREFIX = "summary/"

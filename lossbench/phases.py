@@ -327,7 +327,8 @@ def fit_and_test(cfg: DictConfig, prepared: Prepared, opened: Opened, extra_call
         (selected,) = trainer.test(
             module, datamodule=data, ckpt_path=best.best_model_path or None, verbose=False, weights_only=True
         )
-    fitted.tests = {**selected, **{k.replace(TEST_PREFIX, TEST_LAST_PREFIX, 1): v for k, v in final.items()}}
+    renamed = {k.replace(TEST_PREFIX, TEST_LAST_PREFIX, 1): v for k, v in final.items() if k.startswith(TEST_PREFIX)}
+    fitted.tests = {**selected, **renamed}  # train_eval/* margins: of the selected weights only
     if fitted.figures is not None:
         fitted.figures.add_confusion(module.test_confusion, data.class_names)  # of the test just run: the selected one
     return fitted

@@ -124,6 +124,42 @@ def test_input_margin_of_a_linear_model_is_the_exact_distance_to_the_boundary() 
     assert distance.tolist() == pytest.approx([2 / math.sqrt(2), -1 / math.sqrt(2)])
 
 
+def test_input_margin_is_the_nearest_boundary_over_all_classes_not_the_runner_ups() -> None:
+    """The runner-up (class 1, logit 0) has its boundary at distance 1.0; class 2's logit is lower (-0.01) but its
+    weights differ far more from class 0's, and its boundary lies at 1.01 / 6.824 = 0.148: the SVM's margin is that."""
+    net = torch.nn.Linear(2, 3, bias=True)
+    w = torch.tensor([[1.0, 0.0], [0.0, 0.0], [1.0, 6.824]])
+    b = torch.tensor([0.0, 0.0, -1.01])
+    with torch.no_grad():
+        net.weight.copy_(w)
+        net.bias.copy_(b)
+    x, y = torch.tensor([[1.0, 0.0]]), torch.tensor([0])
+    logits, distance = input_margins(net, x, y)
+    assert logits[0].tolist() == pytest.approx([1.0, 0.0, -0.01]) and logit_margins(logits, y).tolist() == [1.0]
+    runner_up = (1.0 - 0.0) / float((w[0] - w[1]).norm())
+    nearest = (1.0 + 0.01) / float((w[0] - w[2]).norm())
+    assert runner_up == pytest.approx(1.0) and nearest == pytest.approx(0.148, abs=5e-4)
+    assert float(distance) == pytest.approx(nearest, rel=1e-5)
+    # the point that distance away along (w2 - w0) lies on the boundary z0 = z2, and no boundary is nearer
+    on_boundary = x + float(distance) * (w[2] - w[0]) / (w[2] - w[0]).norm()
+    z = net(on_boundary).detach()[0]
+    assert float(z[0]) == pytest.approx(float(z[2]), abs=1e-5) and float(z[0]) > float(z[1])
+
+
+def test_input_margin_of_a_network_is_the_first_order_distance_per_class_minimised() -> None:
+    """An MLP: each image's margin, against the Jacobian taken class by class with torch.autograd.functional."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(5, 7), torch.nn.Tanh(), torch.nn.Linear(7, 4)).eval()
+    x, y = torch.randn(6, 5), torch.tensor([0, 1, 2, 3, 0, 1])
+    _, distance = input_margins(net, x, y)
+    for i in range(6):
+        jac = torch.autograd.functional.jacobian(net, x[i])  # (4, 5)
+        z = net(x[i]).detach()
+        others = [j for j in range(4) if j != int(y[i])]
+        expected = min(float((z[y[i]] - z[j]) / (jac[y[i]] - jac[j]).norm()) for j in others)
+        assert float(distance[i]) == pytest.approx(expected, rel=1e-5)
+
+
 def test_confidence_of_wrong_predictions_and_what_ce_gives_them_by_hand() -> None:
     got = {k: float(v) for k, v in confidence(LOGITS, TARGET, F.cross_entropy).items()}
     p = LOGITS.softmax(dim=1)

@@ -51,6 +51,34 @@ def test_run_records_every_epoch_metric_test_metrics_and_figures(tiny_mnist: Pat
         assert image.shape[0] >= 300 and image.shape[1] >= 400, (png, image.shape)
 
 
+def test_the_claims_measurements_and_what_a_seed_drew_are_recorded_where_asked(tiny_mnist: Path, tmp_path: Path):
+    """analysis.margins / analysis.confident_wrong: recorded by the run that asks, absent from one that does not;
+    every run tags what its seed drew."""
+    from lossbench.names import (
+        CONFIDENCE_METRICS,
+        SEED_DRIVES_TAG,
+        TEST_INPUT_MARGIN_Q,
+        TEST_MARGINS,
+        TRAIN_EVAL_INPUT_MARGIN_Q,
+        TRAIN_EVAL_MARGINS,
+    )
+
+    store = tmp_path / "mlflow.db"
+    asked = ("analysis.margins=true", "analysis.confident_wrong=true", "data.redraw=true", "data.label_noise.rate=0.2")
+    run(compose(*tiny_overrides(tiny_mnist, store, "seed=1", *asked)))
+    run(compose(*tiny_overrides(tiny_mnist, store, "seed=1")))
+    client, runs = read_runs(store)
+    by_drives = {r.data.tags[SEED_DRIVES_TAG]: r for r in runs}
+    measured, plain = by_drives["init,order,split,label_noise"], by_drives["init,order"]
+    last_margins = [m.replace("test/", "test_last/", 1) for m in TEST_MARGINS]
+    for key in (*TEST_MARGINS, *TRAIN_EVAL_MARGINS, *last_margins):
+        assert key in measured.data.metrics and key not in plain.data.metrics, key
+    for key in CONFIDENCE_METRICS:
+        assert len(client.get_metric_history(measured.info.run_id, key)) == 2 and key not in plain.data.metrics, key
+    q50 = measured.data.metrics[TRAIN_EVAL_INPUT_MARGIN_Q[50]], measured.data.metrics[TEST_INPUT_MARGIN_Q[50]]
+    assert all(math.isfinite(v) for v in q50)
+
+
 def test_same_config_and_seed_give_the_same_metrics(tiny_mnist: Path, tmp_path: Path):
     store = tmp_path / "mlflow.db"
     for _ in range(2):
