@@ -35,9 +35,14 @@ from torch import Tensor
 
 from lossbench.config import HOLDS
 from lossbench.errors import ConfigError
-from lossbench.names import SEED_SOURCES, TRAIN_EVAL_PREFIX
+from lossbench.names import TRAIN_EVAL_PREFIX
 from lossbench.noise import corrupt_images, corrupt_labels
 from lossbench.sources import DataError, Split  # DataError: the data layer's error (tests import it from here)
+
+SEED_SOURCES = ("init", "order", "split", "subset", "label_noise", "input_noise")
+"""What a run's seed can draw, in the order its :data:`~lossbench.names.SEED_DRIVES_TAG` lists them."""
+DATA_DRAWS = ("split", TRAIN_EVAL_PREFIX, "subset", "label_noise", "input_noise")
+"""The data's own draws, each with its seed (:meth:`ImageData.draw_seeds`): the train_eval rows are part of ``split``."""
 
 
 def stream_seed(seed: int, source: str) -> int:
@@ -384,7 +389,7 @@ class ImageData(pl.LightningDataModule):
             train_idx = train_idx[: self.train_size]
         train_y, val_y, clean_train_y = self._labels(train.labels[train_idx], train.labels[val_idx], seeds)
         n_train_eval = min(self.train_eval_size, len(train_idx))
-        train_eval_idx = torch.randperm(len(train_idx), generator=_generator(seeds["train_eval"]))[:n_train_eval]
+        train_eval_idx = torch.randperm(len(train_idx), generator=_generator(seeds[TRAIN_EVAL_PREFIX]))[:n_train_eval]
         self.splits = Splits(
             train_x=self._held(self._corrupted(train.images[train_idx], seeds["input_noise"])),
             train_y=train_y,
@@ -400,15 +405,15 @@ class ImageData(pl.LightningDataModule):
         """The seed of each data draw: the fixed ``data.split_seed`` (the train_eval rows: ``split_seed + 1``) and
         noise seeds, or with ``data.redraw`` a stream of the run's seed for each (:func:`stream_seed`)."""
         if self.redraw:
-            sources = ("split", "train_eval", "subset", "label_noise", "input_noise")
-            return {source: stream_seed(self.shuffle_seed, source) for source in sources}
-        return {
-            "split": int(self.split_seed),
-            "train_eval": int(self.split_seed) + 1,
-            "subset": int(self.split_seed),  # unused: the fixed subset is the first train_size rows of the split
-            "label_noise": int(self.label_noise.get("seed", 0)),
-            "input_noise": int(self.input_noise.get("seed", 0)),
-        }
+            return {source: stream_seed(self.shuffle_seed, source) for source in DATA_DRAWS}
+        fixed = (
+            int(self.split_seed),
+            int(self.split_seed) + 1,
+            int(self.split_seed),  # unused: the fixed subset is the first train_size rows of the split
+            int(self.label_noise.get("seed", 0)),
+            int(self.input_noise.get("seed", 0)),
+        )
+        return dict(zip(DATA_DRAWS, fixed))
 
     @property
     def seed_drives(self) -> tuple[str, ...]:

@@ -197,11 +197,10 @@ TEST_SIZE_TAG = "test_size"
 26,032 for SVHN, 18,800 for EMNIST Balanced)."""
 NOISE_TAG_PREFIX = "noise."
 SEED_DRIVES_TAG = "lossbench.seed_drives"
-"""Which sources of variance the run's seed drew, comma-separated, in the order of :data:`SEED_SOURCES`: always
-``init,order`` (initial weights, batch order and augmentation); with ``data.redraw=true`` also those of the
-data in effect: ``split`` (the validation split and the train_eval rows), ``subset`` (``data.train_size``),
-``label_noise`` and ``input_noise`` (when their rate is above 0). A seed is a replication (Bouthillier et al. 2021)."""
-SEED_SOURCES = ("init", "order", "split", "subset", "label_noise", "input_noise")
+"""Which sources of variance the run's seed drew, comma-separated (lossbench.data.SEED_SOURCES): always ``init,order``
+(initial weights, batch order and augmentation); with ``data.redraw=true`` also those of the data in effect:
+``split`` (the validation split and the train_eval rows), ``subset`` (``data.train_size``), ``label_noise`` and
+``input_noise`` (when their rate is above 0). A seed is a replication (Bouthillier et al. 2021)."""
 
 FAILURE_TAG = "lossbench.failure"
 """Why a run ended FAILED or KILLED, in one line."""

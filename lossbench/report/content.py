@@ -187,7 +187,7 @@ def _seed_drives(rows: Sequence[GroupRow]) -> str:
     said = sorted({r.tags[SEED_DRIVES_TAG] for row in rows for r in row.runs if SEED_DRIVES_TAG in r.tags})
     if not said:
         return ""
-    fixed = "" if any("split" in s for s in said) else " (the data split and noise draws fixed: data.redraw=false)"
+    fixed = "" if any(s.count(",") > 1 for s in said) else " (the data split and noise draws fixed: data.redraw=false)"
     return f" Each seed drew: {'; '.join(s.replace(',', ', ') for s in said)}{fixed}."
 
 
