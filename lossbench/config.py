@@ -90,6 +90,8 @@ INPUT_NOISE_KINDS: tuple[str, ...] = ("uniform", "gaussian")
 HOLDS: tuple[str, ...] = ("float32", "uint8")
 LOSS_INPUTS: tuple[str, ...] = ("logits", "softmax", "sigmoid", "log_softmax")
 LOSS_TARGETS: tuple[str, ...] = ("index", "onehot", "signed")
+LOSS_PROBABILITIES: tuple[str, ...] = ("softmax", "sigmoid")
+"""``loss.probabilities``: the distribution a loss trains, what scores it as ``test/own_*`` (lossbench.metrics)."""
 SAME_CODE, ANY_CODE = "same_code", "any_code"
 REUSE_POLICIES: tuple[str, ...] = (SAME_CODE, ANY_CODE)
 """``tracking.reuse``: which FINISHED run of the same config makes a job unnecessary (lossbench.provenance.reused)."""
@@ -213,6 +215,7 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("model.net.channels", _widths, "a list of channel counts >= 1"),
     ("loss.input", lambda v: v in LOSS_INPUTS, "one of " + ", ".join(LOSS_INPUTS)),
     ("loss.target", lambda v: v in LOSS_TARGETS, "one of " + ", ".join(LOSS_TARGETS)),
+    ("loss.probabilities", lambda v: v in LOSS_PROBABILITIES, "one of " + ", ".join(LOSS_PROBABILITIES)),
     ("checkpoint.monitor", lambda v: v in MONITORABLE, "one of " + ", ".join(MONITORABLE)),
     ("checkpoint.mode", lambda v: v in ("min", "max"), "min or max"),
     ("early_stopping.enabled", lambda v: isinstance(v, bool), "true or false"),

@@ -38,7 +38,7 @@ from lossbench.config import check
 from lossbench.paths import conf_dir
 
 REDUCTIONS: tuple[str, ...] = ("none", "mean", "sum")
-LOSS_KEYS: tuple[str, ...] = ("name", "criterion", "input", "target", "smoothing")
+LOSS_KEYS: tuple[str, ...] = ("name", "criterion", "input", "target", "smoothing", "probabilities")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -132,7 +132,9 @@ def build_loss(loss_cfg, num_classes: int) -> ClassificationLoss:
     """Build the loss a ``conf/loss/*.yaml`` entry describes (``criterion`` is instantiated by Hydra).
 
     Keys: ``name``, ``criterion`` (``_target_`` + kwargs), ``input`` (default ``logits``), ``target``
-    (default ``index``) and ``smoothing`` (default 0: ε of a label-smoothed one-hot target).
+    (default ``index``) and ``smoothing`` (default 0: ε of a label-smoothed one-hot target); ``probabilities``
+    (default ``softmax``) says what scores the run (``test/own_*``, lossbench.metrics.calibration), not what it
+    trains, and is not the loss's business here.
     """
     if not isinstance(loss_cfg, DictConfig):
         loss_cfg = OmegaConf.create(loss_cfg)

@@ -31,7 +31,15 @@ from torch import Tensor, nn
 
 from lossbench.analysis import overfit_curves
 from lossbench.errors import LossbenchError
-from lossbench.metrics import confidence, confusion_matrix, input_margins, margins, memorisation, yardsticks
+from lossbench.metrics import (
+    calibration,
+    confidence,
+    confusion_matrix,
+    input_margins,
+    margins,
+    memorisation,
+    yardsticks,
+)
 from lossbench.names import (
     EPOCH_TIME,
     EVAL_PREFIXES,
@@ -67,6 +75,7 @@ class LossbenchModule(pl.LightningModule):
         train_eval_true: Tensor | None = None,
         confident_wrong: bool = False,
         margins: bool = False,
+        probabilities: str = "softmax",
     ):
         super().__init__()
         self.automatic_optimization = False  # several optimizer steps per Lightning step: see the module docstring
@@ -76,6 +85,7 @@ class LossbenchModule(pl.LightningModule):
         self.num_classes = num_classes
         self.train_eval_true = train_eval_true  # clean labels of the train_eval rows when training labels are noisy
         self.confident_wrong, self.margins = confident_wrong, margins  # the claims' measurements: analysis.*
+        self.probabilities = probabilities  # the distribution the loss trains (loss.probabilities): test/own_*
         self.history: list[dict[str, float]] = []
         self.test_confusion: Tensor | None = None
         self._eval_outputs: dict[int, list[tuple[Tensor, Tensor]]] = {}
@@ -211,6 +221,7 @@ class LossbenchModule(pl.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         logits, target, results = self._results(0)
+        results.update(calibration(logits, target, self.probabilities, self._logits_of(self._eval_loader(0))))
         logged = {}
         if self.margins:  # the tested weights' margins on the data they were trained on too (the SVM's margin)
             results.update(margins(logits, target, torch.cat(self._input_margins)))
@@ -226,6 +237,14 @@ class LossbenchModule(pl.LightningModule):
         data = self.trainer.datamodule
         loaders = data.val_dataloader() if data is not None else []
         return loaders[idx] if len(loaders) > idx else None
+
+    def _logits_of(self, batches: Iterable[tuple[Tensor, Tensor]] | None) -> tuple[Tensor, Tensor] | None:
+        """The current weights' logits on ``batches`` and their targets (None for None): the validation logits that
+        temperature scaling is fitted on, of the very weights under test."""
+        if batches is None:
+            return None
+        outputs = [(self.net(x).float(), y) for x, y in batches]
+        return torch.cat([o[0] for o in outputs]), torch.cat([o[1] for o in outputs])
 
     def _margins_of(self, batches: Iterable[tuple[Tensor, Tensor]] | None) -> dict[str, Tensor]:
         """:func:`lossbench.metrics.margins` of the current weights on ``batches`` ({} for None)."""

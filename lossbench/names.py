@@ -119,6 +119,14 @@ labels: the SVM's margin), recorded once at the end by a run with ``analysis.mar
 TRAIN_EVAL_INPUT_MARGIN_Q = dict(zip(MARGIN_QUANTILES, TRAIN_EVAL_MARGINS[len(MARGIN_QUANTILES) + 1 :]))
 TEST_CONFIDENCE: dict[str, str] = {name: TEST_PREFIX + name for name in CONFIDENCE}
 
+CALIBRATION = ("own_nll", "own_ece", "own_nll_ts", "own_ece_ts", "nll_ts", "ece_ts")
+"""Each loss scored on the probabilities it trains (lossbench.metrics.calibration; its YAML's ``probabilities``: the C
+one-vs-rest sigmoids of BCE normalised to sum to 1, the softmax for the rest): NLL and ECE of those probabilities,
+the same after temperature scaling (one temperature fitted on the validation logits by minimising their NLL, Guo et
+al. 2017), and the softmax's NLL and ECE after its own temperature scaling. Recorded by every run as ``test/*`` and
+``test_last/*``: the NLL/ECE yardsticks mix calibration with ranking, these separate them."""
+TEST_CALIBRATION: dict[str, str] = {name: TEST_PREFIX + name for name in CALIBRATION}
+
 SUMMARY_PREFIX = "summary/"
 SUMMARY_FIGURES: tuple[str, ...] = (
     "epochs",

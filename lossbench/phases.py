@@ -298,6 +298,7 @@ def fit_and_test(cfg: DictConfig, prepared: Prepared, opened: Opened, extra_call
         train_eval_true=data.train_eval_true_labels,
         confident_wrong=cfg.analysis.confident_wrong,
         margins=cfg.analysis.margins,
+        probabilities=cfg.loss.get("probabilities", "softmax"),
     )
     best = pl.callbacks.ModelCheckpoint(
         dirpath=opened.checkpoint_dir, filename="best", monitor=cfg.checkpoint.monitor, mode=cfg.checkpoint.mode

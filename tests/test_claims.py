@@ -160,6 +160,71 @@ def test_input_margin_of_a_network_is_the_first_order_distance_per_class_minimis
         assert float(distance[i]) == pytest.approx(expected, rel=1e-5)
 
 
+CAL_LOGITS = np.array([[2.0, 0.0, -1.0], [0.5, 1.5, -0.5], [-1.0, 0.0, 3.0], [1.0, 1.2, 0.8]])
+CAL_TARGET = np.array([0, 0, 2, 1])
+
+
+def _sigmoid_normalised(z: np.ndarray) -> np.ndarray:
+    q = 1 / (1 + np.exp(-z))
+    return q / q.sum(axis=1, keepdims=True)
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def _nll(p: np.ndarray, y: np.ndarray) -> float:
+    return float(-np.log(p[np.arange(len(y)), y]).mean())
+
+
+def _ece(p: np.ndarray, y: np.ndarray, bins: int = 15) -> float:
+    """Expected calibration error: equal-width bins of the top probability, |accuracy - confidence| weighted."""
+    conf, hit = p.max(axis=1), (p.argmax(axis=1) == y)
+    which = np.minimum((conf * bins).astype(int), bins - 1)
+    return float(sum(abs(hit[which == b].mean() - conf[which == b].mean()) * (which == b).mean() for b in set(which)))
+
+
+def test_each_loss_is_scored_on_its_own_probabilities_by_hand() -> None:
+    from lossbench.metrics import calibration, own_log_probs
+
+    z, y = torch.tensor(CAL_LOGITS), torch.tensor(CAL_TARGET)
+    sig = _sigmoid_normalised(CAL_LOGITS)
+    np.testing.assert_allclose(own_log_probs(z, "sigmoid").exp().numpy(), sig, rtol=1e-6)
+    np.testing.assert_allclose(own_log_probs(z, "softmax").exp().numpy(), _softmax(CAL_LOGITS), rtol=1e-6)
+    got = {k: float(v) for k, v in calibration(z, y, "sigmoid").items()}
+    assert got == pytest.approx({"own_nll": _nll(sig, CAL_TARGET), "own_ece": _ece(sig, CAL_TARGET)}, rel=1e-5)
+    soft = {k: float(v) for k, v in calibration(z, y, "softmax").items()}
+    assert soft["own_nll"] == pytest.approx(_nll(_softmax(CAL_LOGITS), CAL_TARGET), rel=1e-5)
+    assert soft["own_nll"] == pytest.approx(float(torch.nn.functional.cross_entropy(z.float(), y)), rel=1e-6)
+    assert soft["own_nll"] != pytest.approx(got["own_nll"], rel=1e-3), "sigmoids and softmax are other distributions"
+
+
+@pytest.mark.parametrize("form, probs", [("softmax", _softmax), ("sigmoid", _sigmoid_normalised)])
+def test_temperature_scaling_minimises_the_validation_nll_and_is_applied_to_the_test_logits(form, probs) -> None:
+    from scipy.optimize import minimize_scalar
+
+    from lossbench.metrics import calibration, fit_temperature
+
+    rng = np.random.default_rng(0)
+    val_y = rng.integers(0, 3, 200)
+    val_z = rng.normal(size=(200, 3)) * 2 + 4 * np.eye(3)[val_y] * (rng.random(200) < 0.7)[:, None]
+    best = minimize_scalar(lambda log_t: _nll(probs(val_z / np.exp(log_t)), val_y), bounds=(-4, 4), method="bounded")
+    t = float(fit_temperature(torch.tensor(val_z), torch.tensor(val_y), form))
+    assert t == pytest.approx(np.exp(best.x), rel=1e-3) and t != pytest.approx(1.0, abs=0.05)
+    got = calibration(
+        torch.tensor(CAL_LOGITS), torch.tensor(CAL_TARGET), form, (torch.tensor(val_z), torch.tensor(val_y))
+    )
+    scaled = probs(CAL_LOGITS / t)
+    assert float(got["own_nll_ts"]) == pytest.approx(_nll(scaled, CAL_TARGET), rel=1e-4)
+    assert float(got["own_ece_ts"]) == pytest.approx(_ece(scaled, CAL_TARGET), rel=1e-4)
+    t_softmax = float(fit_temperature(torch.tensor(val_z), torch.tensor(val_y), "softmax"))
+    separated = float(fit_temperature(torch.tensor(np.eye(3)[val_y]), torch.tensor(val_y), form))
+    assert 0.05 <= separated < 0.2, "a perfectly separated validation set sends T down, never below 0.05"
+    assert float(got["nll_ts"]) == pytest.approx(_nll(_softmax(CAL_LOGITS / t_softmax), CAL_TARGET), rel=1e-4)
+    assert float(got["ece_ts"]) == pytest.approx(_ece(_softmax(CAL_LOGITS / t_softmax), CAL_TARGET), rel=1e-4)
+
+
 def test_confidence_of_wrong_predictions_and_what_ce_gives_them_by_hand() -> None:
     got = {k: float(v) for k, v in confidence(LOGITS, TARGET, F.cross_entropy).items()}
     p = LOGITS.softmax(dim=1)

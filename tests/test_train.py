@@ -57,6 +57,7 @@ def test_the_claims_measurements_and_what_a_seed_drew_are_recorded_where_asked(t
     from lossbench.names import (
         CONFIDENCE_METRICS,
         SEED_DRIVES_TAG,
+        TEST_CALIBRATION,
         TEST_INPUT_MARGIN_Q,
         TEST_MARGINS,
         TRAIN_EVAL_INPUT_MARGIN_Q,
@@ -77,6 +78,14 @@ def test_the_claims_measurements_and_what_a_seed_drew_are_recorded_where_asked(t
         assert len(client.get_metric_history(measured.info.run_id, key)) == 2 and key not in plain.data.metrics, key
     q50 = measured.data.metrics[TRAIN_EVAL_INPUT_MARGIN_Q[50]], measured.data.metrics[TEST_INPUT_MARGIN_Q[50]]
     assert all(math.isfinite(v) for v in q50)
+    for r in runs:  # every run is scored on its own probabilities, raw and temperature-scaled (ce: the softmax)
+        metrics = r.data.metrics
+        for key in (
+            *TEST_CALIBRATION.values(),
+            *(k.replace("test/", "test_last/", 1) for k in TEST_CALIBRATION.values()),
+        ):
+            assert math.isfinite(metrics[key]), key
+        assert metrics[TEST_CALIBRATION["own_nll"]] == pytest.approx(metrics["test/nll"], rel=1e-5)
 
 
 def test_same_config_and_seed_give_the_same_metrics(tiny_mnist: Path, tmp_path: Path):
