@@ -216,6 +216,7 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("loss.input", lambda v: v in LOSS_INPUTS, "one of " + ", ".join(LOSS_INPUTS)),
     ("loss.target", lambda v: v in LOSS_TARGETS, "one of " + ", ".join(LOSS_TARGETS)),
     ("loss.probabilities", lambda v: v in LOSS_PROBABILITIES, "one of " + ", ".join(LOSS_PROBABILITIES)),
+    ("loss.outputs", _optional(lambda v: v == 1), "null or 1 (one sigmoid logit for two classes: loss=bce_single)"),
     ("checkpoint.monitor", lambda v: v in MONITORABLE, "one of " + ", ".join(MONITORABLE)),
     ("checkpoint.mode", lambda v: v in ("min", "max"), "min or max"),
     ("early_stopping.enabled", lambda v: isinstance(v, bool), "true or false"),
@@ -306,6 +307,11 @@ def _data_fits(cfg: DictConfig) -> list[str]:
     problems = []
     channels = data.shape[0]
     subset, classes = data.get("classes"), data.get("num_classes")
+    if OmegaConf.select(cfg, "loss.outputs") == 1 and _is_int(classes) and classes != 2:
+        problems.append(
+            f"loss={OmegaConf.select(cfg, 'loss.name')} has one sigmoid output, for two classes only, but "
+            f"data.num_classes={classes}: choose two, e.g. data.classes=[0,6] data.num_classes=2"
+        )
     if _is_list(subset) and _class_subset(subset) and _is_int(classes) and classes != len(subset):
         problems.append(
             f"data.classes={list(subset)} keeps {len(subset)} classes (relabelled 0..{len(subset) - 1}) but "

@@ -47,6 +47,7 @@ from lossbench.config import (
 from lossbench.console import EpochLine, MiniBatchProgressBar
 from lossbench.errors import ConfigError, LossbenchError, describe
 from lossbench.losses import build_loss
+from lossbench.models import SingleLogit
 from lossbench.module import LossbenchModule, curves
 from lossbench.names import (
     CHECKPOINT_TAG,
@@ -102,7 +103,7 @@ def prepare(cfg: DictConfig) -> Prepared:
     data = built("data", lambda: instantiate(cfg.data, shuffle_seed=cfg.seed))  # conf/data: lossbench.data.ImageData
     data.load()
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    net = built("model", lambda: instantiate(cfg.model.net))
+    net = built("model", lambda: build_net(cfg))
     loss = built("loss", lambda: build_loss(cfg.loss, cfg.data.num_classes))
     optimizer = built("optimizer", lambda: instantiate(without_name(cfg.optimizer)))
     scheduler_cfg = chosen_scheduler(cfg)
@@ -114,6 +115,14 @@ def prepare(cfg: DictConfig) -> Prepared:
     x, y = data.head(cfg.data.batch_size)  # one training batch through model and loss, on the training device
     preflight.check_one_batch(net, loss, x, y, cfg, device)
     return Prepared(data, net, loss, optimizer, scheduler, device)
+
+
+def build_net(cfg: DictConfig) -> torch.nn.Module:
+    """The model of ``model.net``; with ``loss.outputs: 1`` (``loss=bce_single``, two classes) its head has one
+    output, read as the logits ``[0, s]`` (lossbench.models.SingleLogit)."""
+    if cfg.loss.get("outputs") == 1:
+        return SingleLogit(instantiate(cfg.model.net, num_classes=1))
+    return instantiate(cfg.model.net)
 
 
 def built(group: str, build):
