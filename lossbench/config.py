@@ -33,7 +33,8 @@ from lossbench.names import MONITORABLE, REGRESSION_MONITORABLE
 # what is trained: those stay in the identity.) data.batches_per_step only groups the same mini-batches and
 # optimizer steps into fewer Lightning steps (tests/test_train.py: every evaluation bit-identical); data.hold
 # only says whether a split waits on the device normalised or as uint8 pixels, normalised per batch by the same
-# formula (tests/test_data.py: the same numbers, bit for bit).
+# formula (tests/test_data.py: the same numbers, bit for bit). loss.probabilities only says which probabilities
+# score the run (test/own_*), not what it trains.
 OPERATIONAL_KEYS = (
     "tracking",
     "report",
@@ -42,6 +43,7 @@ OPERATIONAL_KEYS = (
     "launch",
     "optimizer.fused",
     "analysis",
+    "loss.probabilities",
     "hydra",
     "data._target_",
     "data.source._target_",
@@ -65,6 +67,13 @@ version-3 run matches. Version 5: a data set is its YAML (its source, shape, cla
 std as lists, noise map, augmentation) and a model takes ``in_shape`` from it: no version-4 run matches. Version 6:
 every data set has ``data.input_noise`` (corrupted training images) and ``data.classes`` (a subset of its classes):
 no version-5 run matches."""
+
+
+HASHED_WHEN_SET: dict[str, Any] = {"data.redraw": False, "analysis.confident_wrong": False, "analysis.margins": False}
+"""Keys in the identity only when they differ from the value here, their default: a run recorded before the key
+existed keeps its hash (no new :data:`CONFIG_HASH_VERSION`). ``data.redraw=true`` draws other data (the seed draws
+the split and the noise); the two ``analysis`` keys (operational otherwise) make a run record measurements a run
+without them lacks, so a sweep that asks for them never reuses a run that has none."""
 
 
 def is_operational(key: str) -> bool:
@@ -96,6 +105,8 @@ REGRESSION_CRITERIA: tuple[str, ...] = (
     "torch.nn.SmoothL1Loss",
 )
 OUTLIER_KINDS: tuple[str, ...] = ("uniform", "offset")
+LOSS_PROBABILITIES: tuple[str, ...] = ("softmax", "sigmoid")
+"""``loss.probabilities``: the distribution a loss trains, what scores it as ``test/own_*`` (lossbench.metrics)."""
 SAME_CODE, ANY_CODE = "same_code", "any_code"
 REUSE_POLICIES: tuple[str, ...] = (SAME_CODE, ANY_CODE)
 """``tracking.reuse``: which FINISHED run of the same config makes a job unnecessary (lossbench.provenance.reused)."""
@@ -200,6 +211,7 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("data.augment.crop", lambda v: _is_int(v) and v >= 0, "an integer >= 0 (pixels of padding; 0: no crop)"),
     ("data.augment.flip", lambda v: isinstance(v, bool), "true or false"),
     ("data.split_seed", _is_int, "an integer"),
+    ("data.redraw", lambda v: isinstance(v, bool), "true or false"),
     ("data.label_noise.seed", _is_int, "an integer"),
     ("data.num_classes", lambda v: _is_int(v) and v >= 2, "an integer >= 2"),
     ("data.label_noise.rate", _probability, "a probability in [0, 1)"),
@@ -226,6 +238,8 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("model.net.channels", _widths, "a list of channel counts >= 1"),
     ("loss.input", lambda v: v in LOSS_INPUTS, "one of " + ", ".join(LOSS_INPUTS)),
     ("loss.target", lambda v: v in LOSS_TARGETS, "one of " + ", ".join(LOSS_TARGETS)),
+    ("loss.probabilities", lambda v: v in LOSS_PROBABILITIES, "one of " + ", ".join(LOSS_PROBABILITIES)),
+    ("loss.outputs", _optional(lambda v: v == 1), "null or 1 (one sigmoid logit for two classes: loss=bce_single)"),
     ("checkpoint.monitor", lambda v: v in MONITORABLE or v in REGRESSION_MONITORABLE, _MONITORS),
     ("checkpoint.mode", lambda v: v in ("min", "max"), "min or max"),
     ("early_stopping.enabled", lambda v: isinstance(v, bool), "true or false"),
@@ -238,6 +252,8 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("analysis.margin_nll", lambda v: _is_number(v) and v >= 0, "a number >= 0 (a fraction: 0.1 = 10 %)"),
     ("analysis.margin_acc", lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1) (0.01 = 1 pp)"),
     ("analysis.target_acc", _optional(lambda v: _is_number(v) and 0 < v <= 1), "null or an accuracy in (0, 1]"),
+    ("analysis.confident_wrong", lambda v: isinstance(v, bool), "true or false"),
+    ("analysis.margins", lambda v: isinstance(v, bool), "true or false"),
     ("tracking.reuse", lambda v: v in REUSE_POLICIES, "one of " + ", ".join(REUSE_POLICIES)),
     ("tracking.timeout_s", lambda v: _is_number(v) and v > 0, "a number of seconds > 0"),
     ("tracking.experiment", lambda v: isinstance(v, str) and v.strip() != "", "a non-empty name"),
@@ -403,6 +419,11 @@ def _data_fits(cfg: DictConfig) -> list[str]:
     problems = []
     channels = data.shape[0]
     subset, classes = data.get("classes"), data.get("num_classes")
+    if OmegaConf.select(cfg, "loss.outputs") == 1 and _is_int(classes) and classes != 2:
+        problems.append(
+            f"loss={OmegaConf.select(cfg, 'loss.name')} has one sigmoid output, for two classes only, but "
+            f"data.num_classes={classes}: choose two, e.g. data.classes=[0,6] data.num_classes=2"
+        )
     if _is_list(subset) and _class_subset(subset) and _is_int(classes) and classes != len(subset):
         problems.append(
             f"data.classes={list(subset)} keeps {len(subset)} classes (relabelled 0..{len(subset) - 1}) but "
@@ -534,5 +555,9 @@ def resolved(cfg: DictConfig) -> dict[str, Any]:
 
 def config_hash(cfg: DictConfig) -> str:
     """A short, stable hash of what a run trains: configs equal up to :data:`OPERATIONAL_KEYS` give equal hashes."""
-    items = {k: v for k, v in flatten(resolved(cfg)) if not is_operational(k)}
+    items = {
+        k: v
+        for k, v in flatten(resolved(cfg))
+        if (v != HASHED_WHEN_SET[k] if k in HASHED_WHEN_SET else not is_operational(k))
+    }
     return hashlib.sha256(json.dumps(items, sort_keys=True, default=str).encode()).hexdigest()[:16]

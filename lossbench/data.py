@@ -13,10 +13,17 @@ is a slice), or as uint8, a quarter of the memory (``data.hold: uint8``, CIFAR's
 150 MB instead of 600 MB): each batch is then normalised on the device as it is sliced. Augmentation
 (``data.augment``: random crop with zero padding, horizontal flip) runs there too, on training batches only,
 per sample and vectorised, drawn from the run's seed and the epoch.
+
+What the run's seed draws: the initial weights and the batch order always; with ``data.redraw: true`` also the
+validation split, the train_eval rows, the training subset (``data.train_size``) and the label- and input-noise
+draws, each from its own stream derived from the seed (:func:`stream_seed`), so that one draw does not shift
+another. With ``data.redraw: false`` (the default) ``data.split_seed`` and the noises' own ``seed`` fix those,
+the same for every run seed: an interval over seeds is then conditional on one data and noise draw.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +38,23 @@ from lossbench.errors import ConfigError
 from lossbench.names import TRAIN_EVAL_PREFIX
 from lossbench.noise import corrupt_images, corrupt_labels
 from lossbench.sources import DataError, Split  # DataError: the data layer's error (tests import it from here)
+
+SEED_SOURCES = ("init", "order", "split", "subset", "label_noise", "input_noise")
+"""What a run's seed can draw, in the order its :data:`~lossbench.names.SEED_DRIVES_TAG` lists them."""
+DATA_DRAWS = ("split", TRAIN_EVAL_PREFIX, "subset", "label_noise", "input_noise")
+"""The data's own draws, each with its seed (:meth:`ImageData.draw_seeds`): the train_eval rows are part of ``split``."""
+
+
+def stream_seed(seed: int, source: str) -> int:
+    """The seed of one source of variance (``split``, ``train_eval``, ``subset``, ``label_noise``, ``input_noise``)
+    drawn from a run's seed: the first 63 bits of sha256 of both, so that the streams are independent of each other
+    (redrawing one never shifts another) and of the run's own init and batch-order streams."""
+    digest = hashlib.sha256(f"lossbench.data/{source}/{int(seed)}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+def _generator(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
 
 
 def normalise(images: Tensor, mean: Tensor, std: Tensor) -> Tensor:
@@ -230,6 +254,7 @@ class ImageData(pl.LightningDataModule):
         label_noise: Mapping | None = None,
         input_noise: Mapping | None = None,
         classes: Sequence[int] | None = None,
+        redraw: bool = False,
     ):
         super().__init__()
         self.name, self.source = name, source  # name: the display name (the run's ``data`` tag)
@@ -243,7 +268,7 @@ class ImageData(pl.LightningDataModule):
         self.hold, self.augment = hold, dict(augment or {"crop": 0, "flip": False})
         self.batch_size, self.batches_per_step, self.eval_batch_size = batch_size, batches_per_step, eval_batch_size
         self.val_size, self.train_size, self.train_eval_size = val_size, train_size, train_eval_size
-        self.split_seed, self.shuffle_seed = split_seed, shuffle_seed
+        self.split_seed, self.shuffle_seed, self.redraw = split_seed, shuffle_seed, bool(redraw)
         self.label_noise = dict(label_noise or {})  # a plain dict, also from a DictConfig
         self.input_noise = dict(input_noise or {})
         self.classes = None if classes is None else [int(c) for c in classes]
@@ -314,6 +339,8 @@ class ImageData(pl.LightningDataModule):
             repr(self.classes),
             repr(self.noise_map),
             self.num_classes,
+            self.redraw,
+            self.shuffle_seed if self.redraw else None,  # with data.redraw the run's seed draws the splits too
         )
         return (settings, files) if files else None
 
@@ -353,17 +380,18 @@ class ImageData(pl.LightningDataModule):
             raise DataError(
                 f"data.val_size={self.val_size} leaves the {empty} split empty: the training set has {n} images"
             )
-        perm = torch.randperm(n, generator=torch.Generator().manual_seed(self.split_seed))
+        seeds = self.draw_seeds()
+        perm = torch.randperm(n, generator=_generator(seeds["split"]))
         val_idx, train_idx = perm[:n_val], perm[n_val:]
-        if self.train_size is not None:  # a fixed subset, the same for every run seed
+        if self.train_size is not None and self.redraw:  # a subset of its own stream, whatever the split drew
+            train_idx = train_idx[torch.randperm(len(train_idx), generator=_generator(seeds["subset"]))]
+        if self.train_size is not None:
             train_idx = train_idx[: self.train_size]
-        train_y, val_y, clean_train_y = self._labels(train.labels[train_idx], train.labels[val_idx])
+        train_y, val_y, clean_train_y = self._labels(train.labels[train_idx], train.labels[val_idx], seeds)
         n_train_eval = min(self.train_eval_size, len(train_idx))
-        train_eval_idx = torch.randperm(len(train_idx), generator=torch.Generator().manual_seed(self.split_seed + 1))[
-            :n_train_eval
-        ]
+        train_eval_idx = torch.randperm(len(train_idx), generator=_generator(seeds[TRAIN_EVAL_PREFIX]))[:n_train_eval]
         self.splits = Splits(
-            train_x=self._held(self._corrupted(train.images[train_idx])),
+            train_x=self._held(self._corrupted(train.images[train_idx], seeds["input_noise"])),
             train_y=train_y,
             val_x=self._held(train.images[val_idx]),
             val_y=val_y,
@@ -373,12 +401,39 @@ class ImageData(pl.LightningDataModule):
             train_true_y=clean_train_y,
         )
 
-    def _labels(self, train_y: Tensor, val_y: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
+    def draw_seeds(self) -> dict[str, int]:
+        """The seed of each data draw: the fixed ``data.split_seed`` (the train_eval rows: ``split_seed + 1``) and
+        noise seeds, or with ``data.redraw`` a stream of the run's seed for each (:func:`stream_seed`)."""
+        if self.redraw:
+            return {source: stream_seed(self.shuffle_seed, source) for source in DATA_DRAWS}
+        fixed = (
+            int(self.split_seed),
+            int(self.split_seed) + 1,
+            int(self.split_seed),  # unused: the fixed subset is the first train_size rows of the split
+            int(self.label_noise.get("seed", 0)),
+            int(self.input_noise.get("seed", 0)),
+        )
+        return dict(zip(DATA_DRAWS, fixed))
+
+    @property
+    def seed_drives(self) -> tuple[str, ...]:
+        """The sources of variance the run's seed draws (:data:`lossbench.names.SEED_DRIVES_TAG`)."""
+        init, order, split, subset, label_noise, input_noise = SEED_SOURCES
+        if not self.redraw:
+            return init, order
+        in_effect = {
+            subset: self.train_size is not None,
+            label_noise: float(self.label_noise.get("rate", 0.0)) > 0,
+            input_noise: float(self.input_noise.get("rate", 0.0)) > 0,
+        }
+        return (init, order, split, *(source for source, used in in_effect.items() if used))
+
+    def _labels(self, train_y: Tensor, val_y: Tensor, seeds: Mapping[str, int]) -> tuple[Tensor, Tensor, Tensor | None]:
         """Training and validation labels with the asked label noise; and the clean training labels (None without)."""
         rate = float(self.label_noise.get("rate", 0.0))
         if rate <= 0:
             return train_y, val_y, None
-        kind, noise_seed = self.label_noise.get("kind", "symmetric"), int(self.label_noise.get("seed", 0))
+        kind, noise_seed = self.label_noise.get("kind", "symmetric"), seeds["label_noise"]
         noisy_train_y, report = corrupt_labels(train_y, rate, kind, noise_seed, self.num_classes, self.noise_map)
         self.noise_report = report.as_dict()
         if self.label_noise.get("noisy_val", False):
@@ -402,13 +457,14 @@ class ImageData(pl.LightningDataModule):
         )
         return Split(read.images[rows], relabel[read.labels[rows]], names, read.images_at, read.labels_at)
 
-    def _corrupted(self, images: Tensor) -> Tensor:
-        """The training images with ``data.input_noise`` applied (uint8, before normalisation); unchanged at rate 0."""
+    def _corrupted(self, images: Tensor, seed: int) -> Tensor:
+        """The training images with ``data.input_noise`` applied (uint8, before normalisation) from the noise's
+        ``seed`` (:meth:`draw_seeds`); unchanged at rate 0."""
         rate = float(self.input_noise.get("rate", 0.0))
         if rate <= 0:
             return images
         noise = self.input_noise
-        kind, seed, std = noise.get("kind", "uniform"), int(noise.get("seed", 0)), float(noise.get("std", 0.5))
+        kind, std = noise.get("kind", "uniform"), float(noise.get("std", 0.5))
         corrupted, report = corrupt_images(images, rate, kind, seed, std)
         self.noise_report.update({f"input_{k}": v for k, v in report.as_dict().items()})
         return corrupted

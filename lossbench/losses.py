@@ -38,7 +38,7 @@ from lossbench.config import check
 from lossbench.paths import conf_dir
 
 REDUCTIONS: tuple[str, ...] = ("none", "mean", "sum")
-LOSS_KEYS: tuple[str, ...] = ("name", "criterion", "input", "target", "smoothing")
+LOSS_KEYS: tuple[str, ...] = ("name", "criterion", "input", "target", "smoothing", "probabilities", "outputs")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -132,13 +132,21 @@ def build_loss(loss_cfg, num_classes: int) -> ClassificationLoss:
     """Build the loss a ``conf/loss/*.yaml`` entry describes (``criterion`` is instantiated by Hydra).
 
     Keys: ``name``, ``criterion`` (``_target_`` + kwargs), ``input`` (default ``logits``), ``target``
-    (default ``index``) and ``smoothing`` (default 0: ε of a label-smoothed one-hot target).
+    (default ``index``) and ``smoothing`` (default 0: ε of a label-smoothed one-hot target); ``probabilities``
+    (default ``softmax``) says what scores the run (``test/own_*``, lossbench.metrics.calibration), not what it
+    trains, and is not the loss's business here. ``outputs: 1`` (``bce_single``) asks for a one-output head, two
+    classes only (lossbench.models.SingleLogit reads it as the logits ``[0, z]``): refused for any other count.
     """
     if not isinstance(loss_cfg, DictConfig):
         loss_cfg = OmegaConf.create(loss_cfg)
     unknown = sorted(set(loss_cfg.keys()) - set(LOSS_KEYS))
     if unknown:
         raise ValueError(f"loss.{unknown[0]} is not a loss key: use {', '.join(LOSS_KEYS)}")
+    if loss_cfg.get("outputs") is not None and (loss_cfg.outputs != 1 or num_classes != 2):
+        raise ValueError(
+            f"loss.outputs={loss_cfg.outputs} is one sigmoid logit for two classes, not {num_classes}: choose two "
+            "classes (data.classes=[a,b] data.num_classes=2) or another loss"
+        )
     criterion_cfg = loss_cfg.get("criterion")
     if criterion_cfg is None or "_target_" not in criterion_cfg:
         raise ValueError("loss.criterion._target_ is missing: name an nn.Module, e.g. torch.nn.CrossEntropyLoss")
@@ -510,6 +518,37 @@ class ClassHingeEmbeddingLoss(nn.HingeEmbeddingLoss):
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         distance = -logits.float().log_softmax(dim=1)
         return super().forward(distance, target.to(distance.dtype))
+
+
+class SingleLogitBCELoss(nn.Module):
+    r"""Binary cross-entropy on one sigmoid logit, for two classes: the logistic regression of class 1 against 0.
+
+        .. math::
+            \ell(z, y) = -\left[y \log \sigma(s) + (1 - y) \log(1 - \sigma(s))
+    ight], \qquad s = z_1 - z_0
+
+        The model of ``loss=bce_single`` has a one-output head whose output :math:`s` lossbench reads as the logits
+        :math:`[0, s]` (``lossbench.models.SingleLogit``), so here :math:`s = z_1 - z_0` is that output itself, and
+        :math:`\mathrm{softmax}([0, s]) = [1 - \sigma(s), \sigma(s)]`: accuracy, NLL, ECE and margins compare with the
+        softmax over two logits of ``ce``. On two logits the loss is ``ce`` itself (:math:`-\log \sigma(\pm(z_1 - z_0))`
+        is :math:`-\log \mathrm{softmax}(z)_y`): the single-logit sigmoid and the two-logit softmax are the same model.
+
+        Shape:
+            - logits: :math:`(N, 2)` (the ``[0, s]`` of a one-output head), any float dtype (computed in float32)
+            - target: :math:`(N)` class indices in :math:`\{0, 1\}` (``target: index``)
+            - output: scalar; :math:`(N)` if ``reduction='none'``
+    """
+
+    def __init__(self, reduction: str = "mean"):
+        super().__init__()
+        self.reduction = _check_reduction(reduction)
+
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        if logits.dim() != 2 or logits.shape[1] != 2:
+            raise ValueError(f"SingleLogitBCELoss takes two classes' logits (N, 2), got {tuple(logits.shape)}")
+        logits = logits.float()
+        s = logits[:, 1] - logits[:, 0]
+        return F.binary_cross_entropy_with_logits(s, target.to(s.dtype), reduction=self.reduction)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchmetrics.functional.classification import multiclass_calibration_error
 
-from lossbench.names import CONFIDENCE, MARGIN_QUANTILES, MARGINS, MEMORISATION
+from lossbench.names import CALIBRATION, CONFIDENCE, MARGIN_QUANTILES, MARGINS, MEMORISATION
 
 ECE_BINS = 15
 CONFIDENT = 0.9
@@ -112,23 +112,121 @@ def logit_margins(logits: Tensor, target: Tensor) -> Tensor:
 
 
 def input_margins(net: Callable[[Tensor], Tensor], x: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
-    """The network's logits on ``x`` and each image's first-order distance to the nearest decision boundary in input
-    space: its logit margin over the L2 norm of that margin's gradient with respect to the image (Elsayed et al.,
-    2018; exact for a linear model), signed like the margin. Images do not interact (a network in eval mode), so one
-    backward pass through the batch's summed margins gives every image's own gradient."""
+    """The network's logits on ``x`` and each image's distance to the nearest decision boundary in input space, over
+    **all** competing classes, as the SVM states its margin:
+
+    .. math::
+        d(x) = \\min_{j \\ne y} \\frac{z_y(x) - z_j(x)}{\\lVert \\nabla_x z_y(x) - \\nabla_x z_j(x) \\rVert_2}
+
+    For a linear model ``z = Wx + b`` this is exactly :math:`\\min_j (z_y - z_j) / \\lVert w_y - w_j \\rVert`, the
+    distance to the nearest of the C-1 hyperplanes :math:`z_y = z_j`; for a network it is the first-order version per
+    competing class (Elsayed et al., 2018, eq. 7). Signed like the logit margin (negative when the image is on the
+    wrong side of a boundary). The runner-up class alone is not enough: a class with a lower logit whose gap to the
+    true class grows faster away from the image (a larger gradient norm) can have the nearer boundary.
+
+    Images do not interact (a network in eval mode), so the gradient of a logit summed over the batch is each
+    image's own: one backward pass for the true classes' logits, then one per class (C + 1 in all), holding one
+    ``(N, D)`` gradient at a time.
+    """
     with torch.inference_mode(False), torch.enable_grad():
         inputs, y = _autograd_copy(x).requires_grad_(True), _autograd_copy(target)
         logits = net(inputs).float()
-        margin = logit_margins(logits, y)
-        (grad,) = torch.autograd.grad(margin.sum(), inputs)
-        distance = margin.detach() / grad.flatten(1).norm(dim=1).clamp_min(torch.finfo(grad.dtype).tiny)
-    return logits.detach(), distance
+        n, classes = logits.shape
+
+        def gradient(value: Tensor, last: bool = False) -> Tensor:
+            (grad,) = torch.autograd.grad(value.sum(), inputs, retain_graph=not last, allow_unused=True)
+            return torch.zeros_like(inputs).flatten(1) if grad is None else grad.flatten(1)  # a constant logit
+
+        true = gradient(logits.gather(1, y[:, None]))
+        norms = torch.stack([(true - gradient(logits[:, k], k == classes - 1)).norm(dim=1) for k in range(classes)], 1)
+    z = logits.detach()
+    gaps = z.gather(1, y[:, None]) - z
+    distances = gaps / norms.clamp_min(torch.finfo(norms.dtype).tiny)
+    return z, distances.scatter(1, y[:, None], float("inf")).min(dim=1).values
 
 
 def margins(logits: Tensor, target: Tensor, distances: Tensor) -> dict[str, Tensor]:
-    """The test set's margins (:data:`lossbench.names.MARGINS`): percentiles of the logit margin, the share of images
-    with a logit margin of at least 1, and percentiles of the input margins ``distances`` (:func:`input_margins`)."""
+    """The margins of a set of images (:data:`lossbench.names.MARGINS`): percentiles of the logit margin, the share of
+    images with a logit margin of at least 1, and percentiles of the input margins ``distances``
+    (:func:`input_margins`)."""
     q = torch.tensor([p / 100 for p in MARGIN_QUANTILES], device=logits.device)
     logit = logit_margins(logits.float(), target)
     values = [*torch.quantile(logit, q), (logit >= 1).float().mean(), *torch.quantile(distances.float(), q)]
     return dict(zip(MARGINS, values))
+
+
+# ---------------------------------------------------------------------- each loss on the probabilities it trains
+
+
+def own_log_probs(logits: Tensor, probabilities: str, temperature: float | Tensor = 1.0) -> Tensor:
+    """Log-probabilities ``(N, C)`` of the distribution a loss trains (its YAML's ``probabilities``), from the logits
+    divided by ``temperature``:
+
+    - ``softmax``: :math:`p = \\mathrm{softmax}(z / T)`, the softmax family's own (CE, focal, MAE and MSE on
+      softmax, NCE, ...), and what losses with no probabilistic output (hinge, MSE on logits) are scored through;
+    - ``sigmoid``: the C one-vs-rest sigmoids a BCE trains, normalised to sum to 1,
+      :math:`p_k = \\sigma(z_k / T) / \\sum_j \\sigma(z_j / T)` (the convention of scikit-learn's
+      ``OneVsRestClassifier.predict_proba``): it keeps each unit's own estimate, only rescaled, and its arg-max
+      is the sigmoids' (so accuracy is unchanged). Conditioning the C independent Bernoullis on "exactly one
+      class" would instead give :math:`p_k \\propto e^{z_k}`, the softmax itself: it would score BCE through a
+      distribution it never trained, the very thing this measure exists to avoid.
+
+    Computed in log space (log-sigmoid, log-sum-exp), stable for any logits.
+    """
+    z = logits.float() / temperature
+    if probabilities == "sigmoid":
+        log_q = F.logsigmoid(z)
+        return log_q - log_q.logsumexp(dim=1, keepdim=True)
+    if probabilities == "softmax":
+        return z.log_softmax(dim=1)
+    raise ValueError(f"loss.probabilities={probabilities!r}: use softmax or sigmoid")
+
+
+def nll_ece(log_probs: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+    """NLL (mean of ``-log p_y``) and ECE (as :func:`yardsticks`: 15 equal-width bins of the top probability, L1)."""
+    nll = -log_probs.gather(1, target[:, None]).mean()
+    ece = multiclass_calibration_error(
+        log_probs.exp(), target, num_classes=log_probs.shape[1], n_bins=ECE_BINS, norm="l1"
+    )
+    return nll, ece
+
+
+TEMPERATURES = (0.05, 20.0)
+"""The range a fitted temperature is kept in: validation data the model separates perfectly sends the NLL-minimising
+T to 0 (every validation NLL to 0), and one wrong test image then to an NLL of thousands."""
+
+
+def fit_temperature(logits: Tensor, target: Tensor, probabilities: str = "softmax") -> Tensor:
+    """The temperature T that minimises the NLL of :func:`own_log_probs` on ``(logits, target)`` (Guo et al., 2017):
+    L-BFGS with a strong-Wolfe line search on log T, from T = 1, then kept within :data:`TEMPERATURES` (the NLL is
+    convex in 1/T, so the nearest end of the range is the best T inside it). A scalar tensor."""
+    with torch.inference_mode(False), torch.enable_grad():
+        z, y = _autograd_copy(logits).float(), _autograd_copy(target)
+        log_t = torch.zeros((), device=z.device, requires_grad=True)
+        optimizer = torch.optim.LBFGS([log_t], lr=1.0, max_iter=100, line_search_fn="strong_wolfe")
+
+        def closure() -> Tensor:
+            optimizer.zero_grad()
+            nll = -own_log_probs(z, probabilities, log_t.exp()).gather(1, y[:, None]).mean()
+            nll.backward()
+            return nll
+
+        optimizer.step(closure)
+    return log_t.detach().exp().clamp(*TEMPERATURES)
+
+
+def calibration(
+    logits: Tensor, target: Tensor, probabilities: str, val: tuple[Tensor, Tensor] | None = None
+) -> dict[str, Tensor]:
+    """Each loss scored on the probabilities it trains (:data:`lossbench.names.CALIBRATION`): NLL and ECE of
+    :func:`own_log_probs` on ``(logits, target)``; with validation logits ``val``, also after temperature scaling,
+    one temperature fitted on them (:func:`fit_temperature`) for the loss's own probabilities and one for the
+    softmax."""
+    own_nll, own_ece, own_nll_ts, own_ece_ts, nll_ts, ece_ts = CALIBRATION
+    results = dict(zip((own_nll, own_ece), nll_ece(own_log_probs(logits, probabilities), target)))
+    if val is None or len(val[1]) == 0:
+        return results
+    for form, names in ((probabilities, (own_nll_ts, own_ece_ts)), ("softmax", (nll_ts, ece_ts))):
+        temperature = fit_temperature(*val, form)
+        results.update(zip(names, nll_ece(own_log_probs(logits, form, temperature), target)))
+    return results

@@ -12,8 +12,23 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import torch
 import torchvision.models
 from torch import Tensor, nn
+
+
+class SingleLogit(nn.Module):
+    """A one-output network (``loss.outputs: 1``, ``loss=bce_single``) read as two classes' logits ``[0, s]``: the
+    softmax of those is ``[1 - sigmoid(s), sigmoid(s)]``, the single sigmoid's own distribution, so every yardstick,
+    margin and figure treats it like any two-class model."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: Tensor) -> Tensor:
+        s = self.net(x)
+        return torch.cat([torch.zeros_like(s), s], dim=1)
 
 
 class Linear(nn.Module):

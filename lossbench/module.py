@@ -7,10 +7,12 @@ hooks here, more than a small model's arithmetic) is paid once per chunk instead
 
 The hot loop stays free of host syncs: the running train loss and accuracy are summed on the
 device and read once per epoch. Evaluation passes keep their logits and compute every yardstick at
-epoch end (and how the run's own loss treats the predictions it gets wrong: one backward pass through the
-loss on the kept logits); the test pass also takes each image's gradient of its margin with respect to the
-input (one backward pass per test batch), for the margins recorded as ``test/*``. ``history`` holds one record per epoch and travels inside checkpoints, so a resumed run
-knows its past curves.
+epoch end. Two measurements only the claims need are paid only where asked: with ``confident_wrong`` (the config's
+``analysis.confident_wrong``) each evaluation also measures how the run's own loss treats the predictions it gets
+wrong (one backward pass through the loss on the kept logits); with ``margins`` (``analysis.margins``) the test
+pass also takes each image's distance to the nearest decision boundary (input gradients, one backward pass per
+class per batch), on the test set and on the train_eval rows. ``history`` holds one record per epoch and travels
+inside checkpoints, so a resumed run knows its past curves.
 """
 
 from __future__ import annotations
@@ -29,7 +31,15 @@ from torch import Tensor, nn
 
 from lossbench.analysis import overfit_now
 from lossbench.errors import LossbenchError
-from lossbench.metrics import confidence, confusion_matrix, input_margins, margins, memorisation, yardsticks
+from lossbench.metrics import (
+    calibration,
+    confidence,
+    confusion_matrix,
+    input_margins,
+    margins,
+    memorisation,
+    yardsticks,
+)
 from lossbench.names import (
     EPOCH_TIME,
     EVAL_PREFIXES,
@@ -68,6 +78,9 @@ class LossbenchModule(pl.LightningModule):
         num_classes: int = 10,
         gradient_clip_val: float | None = None,
         train_eval_true: Tensor | None = None,
+        confident_wrong: bool = False,
+        margins: bool = False,
+        probabilities: str = "softmax",
     ):
         super().__init__()
         self.automatic_optimization = False  # several optimizer steps per Lightning step: see the module docstring
@@ -76,6 +89,8 @@ class LossbenchModule(pl.LightningModule):
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.num_classes = num_classes
         self.train_eval_true = train_eval_true  # clean labels of the train_eval rows when training labels are noisy
+        self.confident_wrong, self.margins = confident_wrong, margins  # the claims' measurements: analysis.*
+        self.probabilities = probabilities  # the distribution the loss trains (loss.probabilities): test/own_*
         self.history: list[dict[str, float]] = []
         self.test_confusion: Tensor | None = None
         self._eval_outputs: dict[int, list[tuple[Tensor, Tensor]]] = {}
@@ -179,7 +194,9 @@ class LossbenchModule(pl.LightningModule):
         logits = torch.cat([o[0] for o in self._eval_outputs[dataloader_idx]])
         target = torch.cat([o[1] for o in self._eval_outputs[dataloader_idx]])
         results = {"loss": self.loss(logits, target), **yardsticks(logits, target)}
-        return logits, target, {**results, **confidence(logits, target, self.loss)}
+        if self.confident_wrong:
+            results.update(confidence(logits, target, self.loss))
+        return logits, target, results
 
     def on_validation_epoch_start(self) -> None:
         self._eval_outputs = {}
@@ -205,6 +222,8 @@ class LossbenchModule(pl.LightningModule):
         self._eval_outputs, self._input_margins = {}, []
 
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        if not self.margins:
+            return self._collect(batch, 0)
         x, y = batch
         logits, distances = input_margins(self.net, x, y)  # the logits, and each image's distance to the boundary
         self._eval_outputs.setdefault(0, []).append((logits, y))
@@ -212,10 +231,38 @@ class LossbenchModule(pl.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         logits, target, results = self._results(0)
-        results.update(margins(logits, target, torch.cat(self._input_margins)))
+        results.update(calibration(logits, target, self.probabilities, self._logits_of(self._eval_loader(0))))
+        logged = {}
+        if self.margins:  # the tested weights' margins on the data they were trained on too (the SVM's margin)
+            results.update(margins(logits, target, torch.cat(self._input_margins)))
+            logged = {f"{TRAIN_EVAL_PREFIX}/{k}": v for k, v in self._margins_of(self._eval_loader(1)).items()}
         self.test_confusion = confusion_matrix(logits, target, self.num_classes).cpu()  # of the weights just tested
         self._eval_outputs, self._input_margins = {}, []
-        self.log_dict({f"{TEST_PREFIX}{k}": v for k, v in results.items()})  # what trainer.test() returns
+        logged.update({f"{TEST_PREFIX}{k}": v for k, v in results.items()})
+        self.log_dict(logged)  # what trainer.test() returns
+
+    def _eval_loader(self, idx: int) -> Iterable[tuple[Tensor, Tensor]] | None:
+        """The data module's evaluation batches ``idx`` (0: validation, 1: train_eval, with their training labels);
+        None when the module is tested without a data module or the data has no such split."""
+        data = self.trainer.datamodule
+        loaders = data.val_dataloader() if data is not None else []
+        return loaders[idx] if len(loaders) > idx else None
+
+    def _logits_of(self, batches: Iterable[tuple[Tensor, Tensor]] | None) -> tuple[Tensor, Tensor] | None:
+        """The current weights' logits on ``batches`` and their targets (None for None): the validation logits that
+        temperature scaling is fitted on, of the very weights under test."""
+        if batches is None:
+            return None
+        outputs = [(self.net(x).float(), y) for x, y in batches]
+        return torch.cat([o[0] for o in outputs]), torch.cat([o[1] for o in outputs])
+
+    def _margins_of(self, batches: Iterable[tuple[Tensor, Tensor]] | None) -> dict[str, Tensor]:
+        """:func:`lossbench.metrics.margins` of the current weights on ``batches`` ({} for None)."""
+        if batches is None:
+            return {}
+        outputs = [input_margins(self.net, x, y) + (y,) for x, y in batches]
+        logits, distances, target = (torch.cat(parts) for parts in zip(*outputs))
+        return margins(logits, target, distances)
 
     # ------------------------------------------------------------------ checkpoints carry the curves
 

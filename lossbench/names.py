@@ -64,7 +64,8 @@ val/acc`` and the NLL gap ``val/nll - train_eval/nll`` (positive = better on tra
 charts them: a loss whose NLL lives at 2-4 and one at 0.3 read on the same axis."""
 
 CONFIDENCE = ("wrong_conf", "confident_wrong", "confident_wrong_loss", "confident_wrong_grad")
-"""How a run's own loss treats the predictions it gets wrong, on every evaluation pass (lossbench.metrics.confidence):
+"""How a run's own loss treats the predictions it gets wrong, on every evaluation pass of a run with
+``analysis.confident_wrong=true`` (lossbench.metrics.confidence; also ``test/*``, ``test_last/*``):
 the mean confidence (top softmax probability) of the wrong predictions; the share of images predicted wrong with a
 confidence of at least lossbench.metrics.CONFIDENT (0.9); and the loss and the gradient those confidently wrong
 images receive from the run's own loss, relative to the average image (the mean per-image loss on them over the
@@ -78,9 +79,9 @@ EPOCH_METRICS: tuple[str, ...] = (
     *MONITORABLE,
     *OTHER_METRICS,
     *OVERFIT_METRICS,
-    *CONFIDENCE_METRICS,
 )
-"""Every metric a run records each epoch (lossbench.module's history, tests/test_input.py checks a real fit)."""
+"""Every metric a run records each epoch (lossbench.module's history, tests/test_input.py checks a real fit); with
+``analysis.confident_wrong=true`` :data:`CONFIDENCE_METRICS` too."""
 
 MEMORISATION = ("memorised", "flipped_true_acc", "clean_acc")  # lossbench.metrics.memorisation, on train_eval
 NOISE_METRICS: tuple[str, ...] = tuple(f"{TRAIN_EVAL_PREFIX}/{name}" for name in MEMORISATION)
@@ -125,17 +126,31 @@ MARGINS: tuple[str, ...] = (
     "margin_ge1",
     *(f"input_margin_q{q}" for q in MARGIN_QUANTILES),
 )
-"""The test set's margins (lossbench.metrics.margins), recorded as ``test/*`` and ``test_last/*``: percentiles of the
+"""The test set's margins (lossbench.metrics.margins), recorded as ``test/*`` and ``test_last/*`` by a run with
+``analysis.margins=true``: percentiles of the
 *logit margin* ``z_y - max_{k != y} z_k`` (negative when wrong), the share of test images with a logit margin of at
-least 1 (multi-class hinge's own margin), and percentiles of the *input margin*: the logit margin over the norm of its
-gradient with respect to the input, the first-order distance from the image to the nearest decision boundary in the
-model's (normalised) input space (exact for a linear model; Elsayed et al., 2018), signed like the logit margin. The
-logit margin is in each loss's own logit scale; the input margin compares across losses."""
+least 1 (multi-class hinge's own margin), and percentiles of the *input margin*: the distance from the image to the
+nearest decision boundary in the model's (normalised) input space over all competing classes,
+``min_{j != y} (z_y - z_j) / ||grad_x (z_y - z_j)||`` (exact for a linear model, first-order for a network; Elsayed et
+al., 2018), signed like the logit margin. The logit margin is in each loss's own logit scale; the input margin
+compares across losses."""
 TEST_MARGINS: tuple[str, ...] = tuple(TEST_PREFIX + m for m in MARGINS)
 TEST_MARGIN_Q = dict(zip(MARGIN_QUANTILES, TEST_MARGINS[: len(MARGIN_QUANTILES)]))
 TEST_MARGIN_GE1 = TEST_MARGINS[len(MARGIN_QUANTILES)]
 TEST_INPUT_MARGIN_Q = dict(zip(MARGIN_QUANTILES, TEST_MARGINS[len(MARGIN_QUANTILES) + 1 :]))
+TRAIN_EVAL_MARGINS: tuple[str, ...] = tuple(f"{TRAIN_EVAL_PREFIX}/{m}" for m in MARGINS)
+"""The same margins of the selected weights on the train_eval rows (the data they were trained on, with its training
+labels: the SVM's margin), recorded once at the end by a run with ``analysis.margins=true``."""
+TRAIN_EVAL_INPUT_MARGIN_Q = dict(zip(MARGIN_QUANTILES, TRAIN_EVAL_MARGINS[len(MARGIN_QUANTILES) + 1 :]))
 TEST_CONFIDENCE: dict[str, str] = {name: TEST_PREFIX + name for name in CONFIDENCE}
+
+CALIBRATION = ("own_nll", "own_ece", "own_nll_ts", "own_ece_ts", "nll_ts", "ece_ts")
+"""Each loss scored on the probabilities it trains (lossbench.metrics.calibration; its YAML's ``probabilities``: the C
+one-vs-rest sigmoids of BCE normalised to sum to 1, the softmax for the rest): NLL and ECE of those probabilities,
+the same after temperature scaling (one temperature fitted on the validation logits by minimising their NLL, Guo et
+al. 2017), and the softmax's NLL and ECE after its own temperature scaling. Recorded by every run as ``test/*`` and
+``test_last/*``: the NLL/ECE yardsticks mix calibration with ranking, these separate them."""
+TEST_CALIBRATION: dict[str, str] = {name: TEST_PREFIX + name for name in CALIBRATION}
 
 SUMMARY_PREFIX = "summary/"
 SUMMARY_FIGURES: tuple[str, ...] = (
@@ -214,6 +229,11 @@ TEST_SIZE_TAG = "test_size"
 """Images in the run's test set: one image is ``1 / test_size`` of test accuracy (10,000 for MNIST and CIFAR,
 26,032 for SVHN, 18,800 for EMNIST Balanced)."""
 NOISE_TAG_PREFIX = "noise."
+SEED_DRIVES_TAG = "lossbench.seed_drives"
+"""Which sources of variance the run's seed drew, comma-separated (lossbench.data.SEED_SOURCES): always ``init,order``
+(initial weights, batch order and augmentation); with ``data.redraw=true`` also those of the data in effect:
+``split`` (the validation split and the train_eval rows), ``subset`` (``data.train_size``), ``label_noise`` and
+``input_noise`` (when their rate is above 0). A seed is a replication (Bouthillier et al. 2021)."""
 
 FAILURE_TAG = "lossbench.failure"
 """Why a run ended FAILED or KILLED, in one line."""

@@ -48,6 +48,7 @@ from lossbench.config import (
 from lossbench.console import EpochLine, MiniBatchProgressBar
 from lossbench.errors import ConfigError, LossbenchError, describe
 from lossbench.losses import build_loss
+from lossbench.models import SingleLogit
 from lossbench.module import LossbenchModule, curves
 from lossbench.names import (
     CHECKPOINT_TAG,
@@ -62,6 +63,7 @@ from lossbench.names import (
     OBJECTIVE,
     ONSET_TAG,
     PARENT_RUN_TAG,
+    SEED_DRIVES_TAG,
     STAGE_TAG,
     SUMMARY_EPOCHS,
     SUMMARY_SELECTED_EPOCH,
@@ -111,7 +113,7 @@ def prepare(cfg: DictConfig) -> Prepared:
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     with warnings.catch_warnings(record=True) as said:  # shown only if the model passes its check below
         warnings.simplefilter("always")
-        net = built("model", lambda: instantiate(cfg.model.net))
+        net = built("model", lambda: build_net(cfg))
     if is_regression(cfg):  # one output and torch's criterion on it (lossbench.regression)
         loss = built("loss", lambda: regression.build_loss(cfg.loss))
     else:
@@ -128,6 +130,14 @@ def prepare(cfg: DictConfig) -> Prepared:
     for w in said:  # (a model too big for its images warns of zero-element layers before its one-line error)
         warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     return Prepared(data, net, loss, optimizer, scheduler, device)
+
+
+def build_net(cfg: DictConfig) -> torch.nn.Module:
+    """The model of ``model.net``; with ``loss.outputs: 1`` (``loss=bce_single``, two classes) its head has one
+    output, read as the logits ``[0, s]`` (lossbench.models.SingleLogit)."""
+    if cfg.loss.get("outputs") == 1:
+        return SingleLogit(instantiate(cfg.model.net, num_classes=1))
+    return instantiate(cfg.model.net)
 
 
 def built(group: str, build):
@@ -331,6 +341,9 @@ def fit_and_test(cfg: DictConfig, prepared: Prepared, opened: Opened, extra_call
             num_classes=cfg.data.num_classes,
             gradient_clip_val=cfg.trainer.gradient_clip_val,  # applied in the module's own optimizer steps
             train_eval_true=data.train_eval_true_labels,
+            confident_wrong=cfg.analysis.confident_wrong,
+            margins=cfg.analysis.margins,
+            probabilities=cfg.loss.get("probabilities", "softmax"),
         )
     best = pl.callbacks.ModelCheckpoint(
         dirpath=opened.checkpoint_dir, filename="best", monitor=cfg.checkpoint.monitor, mode=cfg.checkpoint.mode
@@ -360,7 +373,8 @@ def fit_and_test(cfg: DictConfig, prepared: Prepared, opened: Opened, extra_call
         (selected,) = trainer.test(
             module, datamodule=data, ckpt_path=best.best_model_path or None, verbose=False, weights_only=True
         )
-    fitted.tests = {**selected, **{k.replace(TEST_PREFIX, TEST_LAST_PREFIX, 1): v for k, v in final.items()}}
+    renamed = {k.replace(TEST_PREFIX, TEST_LAST_PREFIX, 1): v for k, v in final.items() if k.startswith(TEST_PREFIX)}
+    fitted.tests = {**selected, **renamed}  # train_eval/* margins: of the selected weights only
     if fitted.figures is not None:
         fitted.figures.add_confusion(module.test_confusion, data.class_names)  # of the test just run: the selected one
     return fitted
@@ -454,13 +468,14 @@ def run_note(
 
 def run_tags(opened: Opened, prepared: Prepared) -> dict[str, Any]:
     """Tags of how this attempt runs (a resumed run gets them again): its checkpoint folder, threads, device, the
-    size of its test set (the finest difference the report can tell), label noise."""
+    size of its test set (the finest difference the report can tell), label noise, what its seed drew."""
     data = prepared.data
     return {
         CHECKPOINT_TAG: opened.checkpoint_dir,
         THREADS_TAG: torch.get_num_threads(),
         **provenance.device_tags(prepared.device),
         TEST_SIZE_TAG: data.sizes["test"],
+        SEED_DRIVES_TAG: ",".join(data.seed_drives),
         **{f"{NOISE_TAG_PREFIX}{k}": v for k, v in data.noise_report.items()},
     }
 

@@ -136,6 +136,107 @@ def test_input_margin_of_a_linear_model_is_the_exact_distance_to_the_boundary() 
     assert distance.tolist() == pytest.approx([2 / math.sqrt(2), -1 / math.sqrt(2)])
 
 
+def test_input_margin_is_the_nearest_boundary_over_all_classes_not_the_runner_ups() -> None:
+    """The runner-up (class 1, logit 0) has its boundary at distance 1.0; class 2's logit is lower (-0.01) but its
+    weights differ far more from class 0's, and its boundary lies at 1.01 / 6.824 = 0.148: the SVM's margin is that."""
+    net = torch.nn.Linear(2, 3, bias=True)
+    w = torch.tensor([[1.0, 0.0], [0.0, 0.0], [1.0, 6.824]])
+    b = torch.tensor([0.0, 0.0, -1.01])
+    with torch.no_grad():
+        net.weight.copy_(w)
+        net.bias.copy_(b)
+    x, y = torch.tensor([[1.0, 0.0]]), torch.tensor([0])
+    logits, distance = input_margins(net, x, y)
+    assert logits[0].tolist() == pytest.approx([1.0, 0.0, -0.01]) and logit_margins(logits, y).tolist() == [1.0]
+    runner_up = (1.0 - 0.0) / float((w[0] - w[1]).norm())
+    nearest = (1.0 + 0.01) / float((w[0] - w[2]).norm())
+    assert runner_up == pytest.approx(1.0) and nearest == pytest.approx(0.148, abs=5e-4)
+    assert float(distance) == pytest.approx(nearest, rel=1e-5)
+    # the point that distance away along (w2 - w0) lies on the boundary z0 = z2, and no boundary is nearer
+    on_boundary = x + float(distance) * (w[2] - w[0]) / (w[2] - w[0]).norm()
+    z = net(on_boundary).detach()[0]
+    assert float(z[0]) == pytest.approx(float(z[2]), abs=1e-5) and float(z[0]) > float(z[1])
+
+
+def test_input_margin_of_a_network_is_the_first_order_distance_per_class_minimised() -> None:
+    """An MLP: each image's margin, against the Jacobian taken class by class with torch.autograd.functional."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(5, 7), torch.nn.Tanh(), torch.nn.Linear(7, 4)).eval()
+    x, y = torch.randn(6, 5), torch.tensor([0, 1, 2, 3, 0, 1])
+    _, distance = input_margins(net, x, y)
+    for i in range(6):
+        jac = torch.autograd.functional.jacobian(net, x[i])  # (4, 5)
+        z = net(x[i]).detach()
+        others = [j for j in range(4) if j != int(y[i])]
+        expected = min(float((z[y[i]] - z[j]) / (jac[y[i]] - jac[j]).norm()) for j in others)
+        assert float(distance[i]) == pytest.approx(expected, rel=1e-5)
+
+
+CAL_LOGITS = np.array([[2.0, 0.0, -1.0], [0.5, 1.5, -0.5], [-1.0, 0.0, 3.0], [1.0, 1.2, 0.8]])
+CAL_TARGET = np.array([0, 0, 2, 1])
+
+
+def _sigmoid_normalised(z: np.ndarray) -> np.ndarray:
+    q = 1 / (1 + np.exp(-z))
+    return q / q.sum(axis=1, keepdims=True)
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def _nll(p: np.ndarray, y: np.ndarray) -> float:
+    return float(-np.log(p[np.arange(len(y)), y]).mean())
+
+
+def _ece(p: np.ndarray, y: np.ndarray, bins: int = 15) -> float:
+    """Expected calibration error: equal-width bins of the top probability, |accuracy - confidence| weighted."""
+    conf, hit = p.max(axis=1), (p.argmax(axis=1) == y)
+    which = np.minimum((conf * bins).astype(int), bins - 1)
+    return float(sum(abs(hit[which == b].mean() - conf[which == b].mean()) * (which == b).mean() for b in set(which)))
+
+
+def test_each_loss_is_scored_on_its_own_probabilities_by_hand() -> None:
+    from lossbench.metrics import calibration, own_log_probs
+
+    z, y = torch.tensor(CAL_LOGITS), torch.tensor(CAL_TARGET)
+    sig = _sigmoid_normalised(CAL_LOGITS)
+    np.testing.assert_allclose(own_log_probs(z, "sigmoid").exp().numpy(), sig, rtol=1e-6)
+    np.testing.assert_allclose(own_log_probs(z, "softmax").exp().numpy(), _softmax(CAL_LOGITS), rtol=1e-6)
+    got = {k: float(v) for k, v in calibration(z, y, "sigmoid").items()}
+    assert got == pytest.approx({"own_nll": _nll(sig, CAL_TARGET), "own_ece": _ece(sig, CAL_TARGET)}, rel=1e-5)
+    soft = {k: float(v) for k, v in calibration(z, y, "softmax").items()}
+    assert soft["own_nll"] == pytest.approx(_nll(_softmax(CAL_LOGITS), CAL_TARGET), rel=1e-5)
+    assert soft["own_nll"] == pytest.approx(float(torch.nn.functional.cross_entropy(z.float(), y)), rel=1e-6)
+    assert soft["own_nll"] != pytest.approx(got["own_nll"], rel=1e-3), "sigmoids and softmax are other distributions"
+
+
+@pytest.mark.parametrize("form, probs", [("softmax", _softmax), ("sigmoid", _sigmoid_normalised)])
+def test_temperature_scaling_minimises_the_validation_nll_and_is_applied_to_the_test_logits(form, probs) -> None:
+    from scipy.optimize import minimize_scalar
+
+    from lossbench.metrics import calibration, fit_temperature
+
+    rng = np.random.default_rng(0)
+    val_y = rng.integers(0, 3, 200)
+    val_z = rng.normal(size=(200, 3)) * 2 + 4 * np.eye(3)[val_y] * (rng.random(200) < 0.7)[:, None]
+    best = minimize_scalar(lambda log_t: _nll(probs(val_z / np.exp(log_t)), val_y), bounds=(-4, 4), method="bounded")
+    t = float(fit_temperature(torch.tensor(val_z), torch.tensor(val_y), form))
+    assert t == pytest.approx(np.exp(best.x), rel=1e-3) and t != pytest.approx(1.0, abs=0.05)
+    got = calibration(
+        torch.tensor(CAL_LOGITS), torch.tensor(CAL_TARGET), form, (torch.tensor(val_z), torch.tensor(val_y))
+    )
+    scaled = probs(CAL_LOGITS / t)
+    assert float(got["own_nll_ts"]) == pytest.approx(_nll(scaled, CAL_TARGET), rel=1e-4)
+    assert float(got["own_ece_ts"]) == pytest.approx(_ece(scaled, CAL_TARGET), rel=1e-4)
+    t_softmax = float(fit_temperature(torch.tensor(val_z), torch.tensor(val_y), "softmax"))
+    separated = float(fit_temperature(torch.tensor(np.eye(3)[val_y]), torch.tensor(val_y), form))
+    assert 0.05 <= separated < 0.2, "a perfectly separated validation set sends T down, never below 0.05"
+    assert float(got["nll_ts"]) == pytest.approx(_nll(_softmax(CAL_LOGITS / t_softmax), CAL_TARGET), rel=1e-4)
+    assert float(got["ece_ts"]) == pytest.approx(_ece(_softmax(CAL_LOGITS / t_softmax), CAL_TARGET), rel=1e-4)
+
+
 def test_confidence_of_wrong_predictions_and_what_ce_gives_them_by_hand() -> None:
     got = {k: float(v) for k, v in confidence(LOGITS, TARGET, F.cross_entropy).items()}
     p = LOGITS.softmax(dim=1)

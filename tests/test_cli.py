@@ -52,7 +52,10 @@ def test_default_store_is_sqlite_in_the_launch_directory(tiny_mnist: Path, tmp_p
 @pytest.mark.parametrize(
     "overrides, reason",
     [
-        (["loss=nosuchloss"], "loss=nosuchloss: no such option in conf/loss/; choose one of bce, bce_prob, ce,"),
+        (
+            ["loss=nosuchloss"],
+            "loss=nosuchloss: no such option in conf/loss/; choose one of bce, bce_prob, bce_single, ce,",
+        ),
         (["+experiment=nosuch"], "experiment=nosuch: no such option in conf/experiment/; choose one of all_losses,"),
         (["optimizer.lr=-1"], "optimizer.lr=-1 is invalid"),
         (["data.batch_size=0"], "data.batch_size=0 is invalid"),

@@ -255,6 +255,79 @@ def test_train_eval_subset_is_fixed_across_seeds_and_epochs_and_comes_from_the_t
     assert int(s.train_eval_idx.max()) > 250, "train_eval should be spread over the training split"
 
 
+# --------------------------------------------------------------------------- a seed is a replication (data.redraw)
+
+NOISES = {
+    "label_noise": {"rate": 0.3, "kind": "symmetric", "seed": 0},
+    "input_noise": {"rate": 0.2, "kind": "uniform", "seed": 0, "std": 0.5},
+}
+
+
+def draws(root: Path, seed: int, redraw: bool = True, **kw) -> dict[str, list[int]]:
+    """What one run's data drew, as file indices: its validation rows, training rows (a subset of 120), train_eval
+    rows, the rows whose label was flipped and the rows whose image was corrupted."""
+    dm = family(root, shuffle_seed=seed, redraw=redraw, train_size=120, **{**NOISES, **kw})
+    s = dm.load()
+    clean = family(root, shuffle_seed=seed, redraw=redraw, train_size=120).load()
+    rows = origin(clean.train_x)
+    assert torch.equal(clean.val_x, s.val_x) and torch.equal(clean.train_y, s.train_true_y), "noise moved the split"
+    corrupted = (s.train_x != clean.train_x).flatten(1).any(dim=1)
+    return {
+        "val": origin(s.val_x).tolist(),
+        "train": rows.tolist(),
+        "train_eval": rows[s.train_eval_idx].tolist(),
+        "flipped": rows[(s.train_y != s.train_true_y).numpy()].tolist(),
+        "corrupted": rows[corrupted.numpy()].tolist(),
+    }
+
+
+def test_redraw_false_draws_the_data_as_before_whatever_the_seed(indexed):
+    """The default: split, subset, train_eval rows and both noises are those of data.split_seed and the noise seeds
+    (written out here as the code drew them before data.redraw existed), bit for bit, for every run seed."""
+    root, written = indexed
+    perm = torch.randperm(N_TRAIN, generator=torch.Generator().manual_seed(0))
+    val_idx, train_idx = perm[:100], perm[100:][:120]
+    train_eval = torch.randperm(120, generator=torch.Generator().manual_seed(1))[:50].sort().values
+    from lossbench.noise import corrupt_labels
+
+    flipped, _ = corrupt_labels(torch.from_numpy(written["train"][1])[train_idx], 0.3, "symmetric", 0, 10)
+    for seed in (0, 7):
+        dm = family(root, shuffle_seed=seed, train_size=120, label_noise=NOISES["label_noise"])
+        s = dm.load()
+        assert origin(s.val_x).tolist() == val_idx.tolist() and origin(s.train_x).tolist() == train_idx.tolist()
+        assert torch.equal(s.train_eval_idx, train_eval) and torch.equal(s.train_y, flipped)
+        assert dm.seed_drives == ("init", "order")
+    assert draws(root, 0, redraw=False) == draws(root, 7, redraw=False)
+
+
+def test_redraw_true_draws_each_source_from_the_run_seed(indexed):
+    root, _ = indexed
+    first, again, other = draws(root, 0), draws(root, 0), draws(root, 1)
+    assert first == again, "the same seed must draw the same data"
+    for source in first:
+        assert sorted(first[source]) != sorted(other[source]), f"seed 1 drew the same {source} as seed 0"
+    assert len(first["val"]) == 100 and len(first["train"]) == 120 and len(first["train_eval"]) == 50
+    assert len(first["flipped"]) <= round(0.3 * 120) and len(first["corrupted"]) == round(0.2 * 120)
+    assert not set(first["val"]) & set(first["train"]) and set(first["train_eval"]) <= set(first["train"])
+
+
+def test_redrawn_sources_are_independent_streams(indexed):
+    """Asking for one draw (a subset, label noise) does not shift another (the validation split, the subset)."""
+    root, _ = indexed
+    with_noise = draws(root, 3)
+    plain = family(root, shuffle_seed=3, redraw=True).load()
+    assert origin(plain.val_x).tolist() == with_noise["val"], "train_size or noise shifted the validation split"
+    no_input_noise = draws(root, 3, input_noise={"rate": 0.0})
+    assert no_input_noise["train"] == with_noise["train"] and no_input_noise["flipped"] == with_noise["flipped"]
+
+
+def test_seed_drives_names_the_sources_in_effect(indexed):
+    root, _ = indexed
+    assert family(root, redraw=True).seed_drives == ("init", "order", "split")
+    noisy = family(root, redraw=True, train_size=50, **NOISES)
+    assert noisy.seed_drives == ("init", "order", "split", "subset", "label_noise", "input_noise")
+
+
 # --------------------------------------------------------------------------- batches
 
 

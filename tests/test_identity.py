@@ -7,7 +7,7 @@ import copy
 import pytest
 from omegaconf import OmegaConf, open_dict
 
-from lossbench.config import OPERATIONAL_KEYS, config_hash, flatten, is_operational, resolved
+from lossbench.config import HASHED_WHEN_SET, OPERATIONAL_KEYS, config_hash, flatten, is_operational, resolved
 from lossbench.paths import compose
 
 
@@ -48,7 +48,7 @@ def test_both_kinds_of_key_are_present() -> None:
     assert all(any(k == p or k.startswith(p + ".") for p in OPERATIONAL_KEYS) for k in operational)
 
 
-@pytest.mark.parametrize("key", [k for k in KEYS if is_operational(k)])
+@pytest.mark.parametrize("key", [k for k in KEYS if is_operational(k) and k not in HASHED_WHEN_SET])
 def test_changing_an_operational_key_keeps_the_hash(key: str) -> None:
     assert hash_with(key) == config_hash(CFG)
 
@@ -73,3 +73,16 @@ def test_the_hash_ignores_hydras_node_and_key_order() -> None:
     with_hydra = compose("data=fashion_mnist", "model=mlp", "scheduler=cosine", "optimizer=sgd", hydra_config=True)
     assert config_hash(with_hydra) == config_hash(CFG)
     assert list(resolved(CFG)) == list(resolved(with_hydra))
+
+
+@pytest.mark.parametrize("key", sorted(HASHED_WHEN_SET))
+def test_a_key_hashed_when_set_keeps_old_hashes_at_its_default_and_changes_the_hash_otherwise(key: str) -> None:
+    """data.redraw=true draws other data, analysis.margins/confident_wrong=true record what other runs lack: other
+    experiments; at their default the hash is that of a config written before the key existed."""
+    assert key in KEYS and OmegaConf.select(CFG, key) == HASHED_WHEN_SET[key]
+    before = copy.deepcopy(CFG)
+    group, leaf = key.rsplit(".", 1)
+    with open_dict(before):
+        del OmegaConf.select(before, group)[leaf]
+    assert config_hash(before) == config_hash(CFG)
+    assert hash_with(key) != config_hash(CFG)

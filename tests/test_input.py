@@ -18,7 +18,7 @@ from conftest import ENV, bare_trainer, compose, read_runs, sweep, tiny_override
 
 from lossbench.config import validate
 from lossbench.errors import ConfigError
-from lossbench.names import EPOCH_METRICS, MONITORABLE, YARDSTICKS
+from lossbench.names import CONFIDENCE_METRICS, EPOCH_METRICS, MONITORABLE, YARDSTICKS
 
 HEAVY = {"torch", "torchvision", "pytorch_lightning", "lightning_fabric", "mlflow"}
 
@@ -282,6 +282,13 @@ def test_the_module_records_exactly_the_listed_metric_names_and_the_listed_ones_
     )
     assert set(module.history[0]) - {"epoch"} == set(EPOCH_METRICS)
     assert set(MONITORABLE) <= set(trainer.callback_metrics), "a monitorable name Lightning's callbacks never see"
+    asked = LossbenchModule(
+        Linear((1, 28, 28)), torch.nn.CrossEntropyLoss(), lambda p: torch.optim.SGD(p, lr=0.1), confident_wrong=True
+    )
+    bare_trainer(max_epochs=1).fit(
+        asked, train_dataloaders=Batches(x, y, 16), val_dataloaders=[Batches(x, y, 32), Batches(x[:32], y[:32], 32)]
+    )
+    assert set(asked.history[0]) - {"epoch"} == {*EPOCH_METRICS, *CONFIDENCE_METRICS}, "analysis.confident_wrong"
     assert set(yardsticks(torch.randn(4, 10), torch.arange(4))) == set(YARDSTICKS)
     # The direction: accuracy improves upwards, the losses and calibration error downwards.
     assert {k for k, better in MONITORABLE.items() if better == "max"} == {"val/acc", "train_eval/acc"}

@@ -34,6 +34,8 @@ from lossbench.paths import conf_dir
 LOSS_DIR = conf_dir() / "loss"
 LOSS_FILES = sorted(LOSS_DIR.glob("*.yaml"))
 NAMES = [f.stem for f in LOSS_FILES]
+TWO_CLASS = {"bce_single"}  # one sigmoid output, two classes only: its own tests below
+MULTICLASS = [n for n in NAMES if n not in TWO_CLASS]
 C = 10
 A = math.log(1e-4)  # log 0 in RCE/SCE/NCE+RCE: the released code's one-hot clamp at 1e-4 (the YAMLs' log_zero)
 
@@ -84,6 +86,10 @@ def ref_hinge(z, y, power):
             if k != y[i]:
                 total += max(0.0, 1 - z[i, y[i]] + z[i, k]) ** power
     return total / (n * c)
+
+
+def ref_bce_single(s, y):  # mean over N of -[y log sigmoid(s) + (1 - y) log(1 - sigmoid(s))], one logit s
+    return np.mean(-(y * np.log(sigmoid(s)) + (1 - y) * np.log(1 - sigmoid(s))))
 
 
 def ref_rce(z, y, log_zero=A):  # -sum_k p_k log t_k with log 1 = 0 and log 0 = log_zero, per sample
@@ -148,6 +154,7 @@ REFERENCE = {
     "nce_mae": lambda z, y: np.mean(1.0 * ref_nce(z, y) + 10.0 * (1 - p_true(z, y))),
     "nfl_rce": lambda z, y: np.mean(1.0 * ref_nfl(z, y, 0.5) + 10.0 * ref_rce(z, y)),
     "nfl_mae": lambda z, y: np.mean(1.0 * ref_nfl(z, y, 0.5) + 10.0 * (1 - p_true(z, y))),
+    "bce_single": lambda z, y: ref_bce_single(z[:, 1] - z[:, 0], y),  # two classes' logits [z0, z1]
 }
 
 # The same losses at zero logits (p = 1/10 for every class), worked out by hand:
@@ -177,6 +184,7 @@ AT_ZERO_LOGITS = {
     "nce_mae": 9.1,  # 0.1 + 10 * (1 - 0.1)
     "nfl_rce": 82.993063,  # NFL at uniform p is 1/10, like NCE
     "nfl_mae": 9.1,
+    "bce_single": 0.693147,  # -ln sigmoid(0) = ln 2 (two classes)
 }
 
 
@@ -191,14 +199,14 @@ def test_every_yaml_has_a_hand_computation():
     assert set(REFERENCE) == set(NAMES) == set(AT_ZERO_LOGITS)
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", MULTICLASS)
 def test_matches_hand_computation(name):
     z, y = small_batch()
     got = loss_of(name)(z.float(), y).item()
     assert got == pytest.approx(REFERENCE[name](z.numpy(), y.numpy()), rel=1e-5, abs=1e-6)
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", MULTICLASS)
 def test_gradient_matches_finite_differences_of_the_hand_computation(name):
     """NFL's released gradient leaves out its factors' own (detach=true, checked against the code below): here
     the formula's, with detach=false."""
@@ -215,7 +223,7 @@ def test_gradient_matches_finite_differences_of_the_hand_computation(name):
     np.testing.assert_allclose(z32.grad.numpy(), numeric, rtol=1e-3, atol=1e-5)
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", MULTICLASS)
 def test_at_zero_logits(name):
     y = torch.tensor([0, 3, 9])
     assert loss_of(name)(torch.zeros(3, C), y).item() == pytest.approx(AT_ZERO_LOGITS[name], rel=1e-5)
@@ -332,7 +340,7 @@ def test_rce_rejects_a_non_negative_log_zero():
 # --------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", MULTICLASS)
 def test_finite_gradients_for_extreme_logits(name):
     g = torch.Generator().manual_seed(1)
     y = torch.randint(0, C, (16,), generator=g)
@@ -382,7 +390,7 @@ def test_kl_div_with_smoothing_has_its_minimum_zero_at_the_smoothed_target():
     assert z.grad.abs().max().item() < 1e-6
 
 
-@pytest.mark.parametrize("name", sorted(set(NAMES) - set(FINITE_MINIMUM)))
+@pytest.mark.parametrize("name", sorted(set(MULTICLASS) - set(FINITE_MINIMUM)))
 def test_infimum_is_approached_as_the_true_class_wins(name):
     """Infimum 0, approached as z_y - z_k grows (hinge reaches it once the margin is met)."""
     loss = loss_of(name)
@@ -396,7 +404,7 @@ def test_infimum_is_approached_as_the_true_class_wins(name):
     assert wrong > values[0]
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", MULTICLASS)
 def test_gradient_at_zero_logits_raises_the_true_class(name):
     y = torch.tensor([0, 4, 7, 9])
     z = torch.zeros(4, C, requires_grad=True)
@@ -444,7 +452,7 @@ def test_cross_entropy_is_not_symmetric():
     assert totals[0] != pytest.approx(totals[1], rel=1e-3)
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", MULTICLASS)
 def test_reductions_agree(name):
     z, y = small_batch(2)
     z = z.float()
@@ -540,14 +548,14 @@ def _check_dtype_device(name, dtype, device):
     assert value.item() == pytest.approx(reference, rel=3e-2, abs=1e-2)
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", MULTICLASS)
 def test_bfloat16_logits_give_the_float32_value(name):
     _check_dtype_device(name, torch.bfloat16, "cpu")
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", MULTICLASS)
 def test_cuda(name, dtype):
     _check_dtype_device(name, dtype, "cuda")
 
@@ -557,7 +565,7 @@ def test_cuda(name, dtype):
 # --------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", MULTICLASS)
 def test_sgd_steps_lower_the_loss(name):
     torch.manual_seed(0)
     x = torch.randn(64, 20) / math.sqrt(20)
@@ -583,9 +591,10 @@ def test_sgd_steps_lower_the_loss(name):
 
 @pytest.mark.parametrize("path", LOSS_FILES, ids=NAMES)
 def test_every_yaml_builds_and_trains_one_step(path):
-    loss = build_loss(OmegaConf.load(path), C)
-    z = torch.randn(8, C, requires_grad=True)
-    value = loss(z, torch.randint(0, C, (8,)))
+    classes = 2 if path.stem in TWO_CLASS else C
+    loss = build_loss(OmegaConf.load(path), classes)
+    z = torch.randn(8, classes, requires_grad=True)
+    value = loss(z, torch.randint(0, classes, (8,)))
     value.backward()
     assert value.dim() == 0 and torch.isfinite(value)
     assert torch.isfinite(z.grad).all() and z.grad.abs().sum() > 0
@@ -748,3 +757,56 @@ def test_the_cifar10_settings_of_the_apl_experiment():
     for option, value in expected.items():
         loss = build_loss(compose(f"loss={option}").loss, C)
         assert loss(z, y).item() == pytest.approx(value, rel=1e-6), option
+
+
+# --------------------------------------------------------------------------------------------------
+# bce_single: one sigmoid logit, two classes
+# --------------------------------------------------------------------------------------------------
+
+
+def test_bce_single_matches_its_hand_computation_and_its_gradient():
+    z, y = small_batch(4, n=8, c=2)
+    z32 = z.float().requires_grad_()
+    value = loss_of("bce_single", num_classes=2)(z32, y)
+    value.backward()
+    assert value.item() == pytest.approx(REFERENCE["bce_single"](z.numpy(), y.numpy()), rel=1e-5)
+    s = (z[:, 1] - z[:, 0]).numpy()
+    expected = (sigmoid(s) - y.numpy()) / len(y)  # d/ds of the mean BCE, then ds/dz = (-1, +1)
+    np.testing.assert_allclose(z32.grad.numpy(), np.stack([-expected, expected], axis=1), rtol=1e-4, atol=1e-7)
+    at_zero = loss_of("bce_single", num_classes=2)(torch.zeros(3, 2), torch.tensor([0, 1, 1])).item()
+    assert at_zero == pytest.approx(AT_ZERO_LOGITS["bce_single"], rel=1e-5)
+
+
+def test_bce_single_on_a_one_output_head_is_ce_on_two_logits_the_same_model():
+    """The head's output s read as [0, s]: sigmoid(s) is softmax([0, s])[1], and the loss, its NLL, its accuracy and
+    its gradient with respect to s are cross-entropy's on those two logits."""
+    from lossbench.metrics import yardsticks
+    from lossbench.models import SingleLogit
+
+    torch.manual_seed(0)
+    x, y = torch.randn(50, 3), torch.randint(0, 2, (50,))
+    head = SingleLogit(nn.Linear(3, 1))
+    logits = head(x)
+    s = logits[:, 1]
+    assert torch.equal(logits[:, 0], torch.zeros(50))
+    torch.testing.assert_close(logits.softmax(dim=1)[:, 1], torch.sigmoid(s))
+    bce = loss_of("bce_single", num_classes=2)(logits, y)
+    torch.testing.assert_close(bce, nn.functional.cross_entropy(logits, y))
+    torch.testing.assert_close(bce, nn.functional.binary_cross_entropy_with_logits(s, y.float()))
+    hits = ((torch.sigmoid(s) > 0.5).long() == y).float().mean()
+    assert float(yardsticks(logits.detach(), y)["acc"]) == pytest.approx(float(hits))
+    # a two-logit softmax model whose logit difference is the single logit: every yardstick the same
+    two = nn.Linear(3, 2)
+    with torch.no_grad():  # class 0's row is arbitrary; class 1's is it plus the single logit's
+        two.weight[1] = two.weight[0] + head.net.weight[0]
+        two.bias[1] = two.bias[0] + head.net.bias[0]
+        ours, theirs = yardsticks(head(x), y), yardsticks(two(x), y)
+        torch.testing.assert_close(two(x).softmax(dim=1), head(x).softmax(dim=1))
+    assert {k: float(v) for k, v in ours.items()} == pytest.approx({k: float(v) for k, v in theirs.items()}, rel=1e-5)
+
+
+def test_bce_single_refuses_other_than_two_classes():
+    with pytest.raises(ValueError, match="loss.outputs=1 is one sigmoid logit for two classes, not 10"):
+        build_loss(cfg_of("bce_single"), 10)
+    with pytest.raises(ValueError, match=r"two classes' logits \(N, 2\), got \(4, 3\)"):
+        losses.SingleLogitBCELoss()(torch.zeros(4, 3), torch.zeros(4, dtype=torch.long))

@@ -85,3 +85,35 @@ def test_rmsprop_trains_without_the_fused_key(tiny_mnist: Path, tmp_path: Path):
     run(cfg)
     (recorded,) = read_runs(store)[1]
     assert recorded.info.status == "FINISHED" and recorded.data.tags["config_hash"] == config_hash(cfg)
+
+
+@pytest.mark.parametrize("name", ["adam", "sgd"])
+def test_weight_decay_is_the_l2_penalty_of_a_hinge_linear_model(name: str):
+    """optimizer.weight_decay=λ on loss=hinge model=linear is the SVM's regulariser: the optimizer built from the
+    config takes the same steps as one without weight decay on hinge + λ/2 ||θ||² (every parameter: weights and
+    bias), so it minimises that objective (λ = 1 / (C N) for the SVM's C with a mean-reduced hinge)."""
+    from hydra.utils import instantiate
+
+    from lossbench.config import without_name
+    from lossbench.losses import build_loss
+    from lossbench.models import Linear
+
+    lam = 0.05
+    cfg = compose("loss=hinge", "model=linear", f"optimizer={name}", f"optimizer.weight_decay={lam}")
+    loss = build_loss(cfg.loss, 10)
+    torch.manual_seed(0)
+    decayed, penalised = Linear((1, 28, 28)), Linear((1, 28, 28))
+    penalised.load_state_dict(decayed.state_dict())
+    with_decay = instantiate(without_name(cfg.optimizer))(decayed.parameters())
+    plain = instantiate(without_name(cfg.optimizer), weight_decay=0.0)(penalised.parameters())
+    for _ in range(5):
+        x, y = torch.randn(32, 1, 28, 28), torch.randint(0, 10, (32,))
+        with_decay.zero_grad()
+        loss(decayed(x), y).backward()
+        with_decay.step()
+        plain.zero_grad()
+        l2 = sum((p**2).sum() for p in penalised.parameters())
+        (loss(penalised(x), y) + lam / 2 * l2).backward()
+        plain.step()
+    for a, b in zip(decayed.parameters(), penalised.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)

@@ -661,3 +661,21 @@ def test_two_seeds_and_two_optimizers_name_each_reference_and_ask_for_the_first_
     assert "tracking.sweep_id=sw2 " in extension["command"] and "tracking.stage" not in extension["command"]
     assert result.answer[-1] == f"decide: {extension['command']}   (4 more runs, for a first test)"
     assert "4 more runs give every comparison the 3 paired seeds a first test needs" in result.markdown.read_text()
+
+
+def test_the_results_say_what_each_seed_drew() -> None:
+    from types import SimpleNamespace
+
+    from lossbench.names import SEED_DRIVES_TAG
+    from lossbench.report.content import _seed_drives
+
+    def rows(*drives):
+        return [SimpleNamespace(runs=[SimpleNamespace(tags={} if d is None else {SEED_DRIVES_TAG: d}) for d in drives])]
+
+    assert _seed_drives(rows(None)) == ""
+    assert _seed_drives(rows("init,order", None)) == (
+        " Each seed drew: init, order (the data split and noise draws fixed: data.redraw=false)."
+    )
+    assert _seed_drives(rows("init,order,split,label_noise", "init,order,split")) == (
+        " Each seed drew: init, order, split; init, order, split, label_noise."
+    )

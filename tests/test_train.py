@@ -51,6 +51,58 @@ def test_run_records_every_epoch_metric_test_metrics_and_figures(tiny_mnist: Pat
         assert image.shape[0] >= 300 and image.shape[1] >= 400, (png, image.shape)
 
 
+def test_the_claims_measurements_and_what_a_seed_drew_are_recorded_where_asked(tiny_mnist: Path, tmp_path: Path):
+    """analysis.margins / analysis.confident_wrong: recorded by the run that asks, absent from one that does not;
+    every run tags what its seed drew."""
+    from lossbench.names import (
+        CONFIDENCE_METRICS,
+        SEED_DRIVES_TAG,
+        TEST_CALIBRATION,
+        TEST_INPUT_MARGIN_Q,
+        TEST_MARGINS,
+        TRAIN_EVAL_INPUT_MARGIN_Q,
+        TRAIN_EVAL_MARGINS,
+    )
+
+    store = tmp_path / "mlflow.db"
+    asked = ("analysis.margins=true", "analysis.confident_wrong=true", "data.redraw=true", "data.label_noise.rate=0.2")
+    run(compose(*tiny_overrides(tiny_mnist, store, "seed=1", *asked)))
+    run(compose(*tiny_overrides(tiny_mnist, store, "seed=1")))
+    client, runs = read_runs(store)
+    by_drives = {r.data.tags[SEED_DRIVES_TAG]: r for r in runs}
+    measured, plain = by_drives["init,order,split,label_noise"], by_drives["init,order"]
+    last_margins = [m.replace("test/", "test_last/", 1) for m in TEST_MARGINS]
+    for key in (*TEST_MARGINS, *TRAIN_EVAL_MARGINS, *last_margins):
+        assert key in measured.data.metrics and key not in plain.data.metrics, key
+    for key in CONFIDENCE_METRICS:
+        assert len(client.get_metric_history(measured.info.run_id, key)) == 2 and key not in plain.data.metrics, key
+    q50 = measured.data.metrics[TRAIN_EVAL_INPUT_MARGIN_Q[50]], measured.data.metrics[TEST_INPUT_MARGIN_Q[50]]
+    assert all(math.isfinite(v) for v in q50)
+    for r in runs:  # every run is scored on its own probabilities, raw and temperature-scaled (ce: the softmax)
+        metrics = r.data.metrics
+        for key in (
+            *TEST_CALIBRATION.values(),
+            *(k.replace("test/", "test_last/", 1) for k in TEST_CALIBRATION.values()),
+        ):
+            assert math.isfinite(metrics[key]), key
+        assert metrics[TEST_CALIBRATION["own_nll"]] == pytest.approx(metrics["test/nll"], rel=1e-5)
+
+
+def test_bce_single_trains_a_one_output_head_on_two_classes_and_is_scored_like_ce(tiny_mnist: Path, tmp_path: Path):
+    import torch
+
+    store = tmp_path / "mlflow.db"
+    two = ("data.classes=[0,1]", "data.num_classes=2", "analysis.margins=true")
+    run(compose(*tiny_overrides(tiny_mnist, store, "loss=bce_single", *two)))
+    client, (r,) = read_runs(store)
+    assert r.info.status == "FINISHED" and r.data.tags["loss"] == "bce_single"
+    metrics = r.data.metrics
+    assert metrics["test/acc"] > 0.8 and math.isfinite(metrics["test/input_margin_q50"])
+    assert metrics["test/own_nll"] == pytest.approx(metrics["test/nll"], rel=1e-6), "softmax([0, s]) is sigmoid(s)"
+    state = torch.load(Path(r.data.tags["lossbench.checkpoint_dir"]) / "last.ckpt", weights_only=True)["state_dict"]
+    assert state["net.net.fc.weight"].shape == (1, 784), "the head has one output"
+
+
 def test_same_config_and_seed_give_the_same_metrics(tiny_mnist: Path, tmp_path: Path):
     store = tmp_path / "mlflow.db"
     for _ in range(2):
@@ -83,6 +135,9 @@ def test_same_config_and_seed_give_the_same_metrics(tiny_mnist: Path, tmp_path: 
         ("early_stopping.patience=0", "early_stopping.patience"),
         ("tracking.timeout_s=0", "tracking.timeout_s"),
         ("resume=maybe-a-path-that-does-not-exist", "resume"),
+        ("loss=bce_single", "loss=bce_single has one sigmoid output, for two classes only"),
+        ("data.redraw=maybe", "data.redraw"),
+        ("analysis.margins=1", "analysis.margins"),
     ],
 )
 def test_bad_values_are_rejected_naming_the_key_before_anything_is_recorded(
@@ -155,15 +210,16 @@ def test_every_loss_config_trains_through_the_real_module(loss_yaml: str):
     from lossbench.data import Batches
     from lossbench.losses import build_loss
     from lossbench.module import LossbenchModule
+    from lossbench.phases import build_net  # the seam that gives loss.outputs=1 its one-output head
 
-    cfg = compose(f"loss={loss_yaml}", "optimizer=sgd", "optimizer.lr=0.05")
+    two_class = ("data.classes=[0,1]", "data.num_classes=2") if loss_yaml == "bce_single" else ()
+    cfg = compose(f"loss={loss_yaml}", "optimizer=sgd", "optimizer.lr=0.05", *two_class)
+    classes = cfg.data.num_classes
     torch.manual_seed(0)
     x = torch.randn(64, 1, 28, 28)
-    y = torch.arange(64) % 10
+    y = torch.arange(64) % classes
     x[torch.arange(64), 0, y * 2, :] += 3.0  # a learnable signal
-    module = LossbenchModule(
-        instantiate(cfg.model.net), build_loss(cfg.loss, 10), instantiate(without_name(cfg.optimizer))
-    )
+    module = LossbenchModule(build_net(cfg), build_loss(cfg.loss, classes), instantiate(without_name(cfg.optimizer)))
     before = [p.detach().clone() for p in module.parameters()]
     trainer = bare_trainer(max_epochs=3, limit_val_batches=1)
     loader = Batches(x, y, 16)

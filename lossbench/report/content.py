@@ -19,7 +19,7 @@ from pathlib import Path
 from markdown_it import MarkdownIt
 
 from lossbench import decisions
-from lossbench.names import CONFIG_HASH_TAG, MEMORISED, OBJECTIVE, TRAIN_EVAL_NLL, VAL_NLL
+from lossbench.names import CONFIG_HASH_TAG, MEMORISED, OBJECTIVE, SEED_DRIVES_TAG, TRAIN_EVAL_NLL, VAL_NLL
 from lossbench.report import extend, provenance, tables
 from lossbench.report.aggregate import HEADERS, Comparison, Findings, GroupRow
 from lossbench.report.extend import Extension
@@ -267,7 +267,21 @@ def _verdicts(findings: Findings) -> list[str]:
     ]
 
 
+def _seed_drives(rows: Sequence[GroupRow]) -> str:
+    """One sentence: what a seed drew in these runs (their :data:`~lossbench.names.SEED_DRIVES_TAG`); "" when no run
+    says (recorded before the tag)."""
+    said = sorted({r.tags[SEED_DRIVES_TAG] for row in rows for r in row.runs if SEED_DRIVES_TAG in r.tags})
+    if not said:
+        return ""
+    fixed = "" if any(s.count(",") > 1 for s in said) else " (the data split and noise draws fixed: data.redraw=false)"
+    return f" Each seed drew: {'; '.join(s.replace(',', ', ') for s in said)}{fixed}."
+
+
 def _seeds_note(rows: Sequence[GroupRow]) -> str:
+    return _seeds_count(rows) + _seed_drives(rows)
+
+
+def _seeds_count(rows: Sequence[GroupRow]) -> str:
     n = tables.same_n(rows)
     if n == 1:
         return "One seed per group: values without intervals (an interval needs 3 seeds)."
