@@ -32,6 +32,7 @@ from lossbench.names import MONITORABLE
 # formula (tests/test_data.py: the same numbers, bit for bit).
 OPERATIONAL_KEYS = (
     "tracking",
+    "tuned",  # the claims' tuned-rate table (conf/experiment/claim_*.yaml): optimizer.lr, which reads it, is hashed
     "report",
     "resume",
     "threads",
