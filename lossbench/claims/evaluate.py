@@ -186,11 +186,14 @@ def claim_2(rows: Sequence[Row]) -> Finding:
         f"Target: validation accuracy {', '.join(f'{t:.0%}' for t in targets) or '(none set)'}. The epochs shown are "
         "those of the runs that reached it; the test ranks every run, one that never reached it behind all that did."
     ]
-    for loss in _values(rows, "loss"):
-        mine = [r for r in select(rows, loss=loss) if math.isfinite(r["target_acc"])]
-        censored = sum(1 for r in mine if r[REACHED] == 0)
-        if censored:
-            notes.append(f"{censored} of {len(mine)} {loss} runs never reached it (censored: kept, ranked last).")
+    for model in _values(rows, "model"):
+        for loss in _values(rows, "loss"):
+            mine = [r for r in select(rows, loss=loss, model=model) if math.isfinite(r["target_acc"])]
+            censored = sum(1 for r in mine if r[REACHED] == 0)
+            if censored:
+                notes.append(
+                    f"{model}: {censored} of {len(mine)} {loss} runs never reached it (censored: kept, ranked last)."
+                )
     return paired_finding(2, rows, predictions, measured, notes + improving_note(rows))
 
 

@@ -240,7 +240,7 @@ def measure_groups(rows: Sequence[Row], measure: str, by: Sequence[str]) -> list
     """``measure`` per group of ``by`` (ending with ``loss``), over seeds: mean and interval within its range."""
     groups: dict[tuple, list[Row]] = {}
     for r in rows:
-        if measure in r:
+        if measure in r and not math.isnan(r[measure]):
             groups.setdefault(tuple(str(r[k]) for k in by), []).append(r)
     out = []
     for key, members in groups.items():
@@ -465,8 +465,13 @@ def _stage(rows: Sequence[Row], where: Mapping[str, object], p: Prediction) -> d
     return stage
 
 
+def _scope(p: Prediction) -> dict[str, object]:
+    """The rows a prediction reads: its block, in its protocol's runs (when it names one)."""
+    return {**dict(p.where), **({"protocol": p.protocol} if p.protocol else {})}
+
+
 def _values(rows: Sequence[Row], p: Prediction) -> dict[Hashable, tuple[float, float]]:
-    where = dict(p.where)
+    where = _scope(p)
     c, r = _by_seed(rows, where, p.candidate, p.measure), _by_seed(rows, where, p.reference, p.measure)
     return {s: (c.get(s, math.nan), r.get(s, math.nan)) for s in sorted(set(c) | set(r), key=stats.seed_order)}
 
@@ -474,7 +479,7 @@ def _values(rows: Sequence[Row], p: Prediction) -> dict[Hashable, tuple[float, f
 def measured(rows: Sequence[Row], p: Prediction) -> bool:
     """Whether any run of the prediction's block recorded its measure (a rank test's never-reached counts)."""
     return any(math.isfinite(a) or math.isfinite(b) for a, b in _values(rows, p).values()) or any(
-        r.get(p.measure) == math.inf for r in select(rows, **dict(p.where))
+        r.get(p.measure) == math.inf for r in select(rows, **_scope(p))
     )
 
 
@@ -491,7 +496,7 @@ def test_predictions(rows: Sequence[Row], predictions: Sequence[Prediction]) -> 
         family = []
         for p in live:
             bounds = MEASURES[p.measure].bounds
-            where = dict(p.where)
+            where = _scope(p)
             paired = stats.paired_difference(
                 _by_seed(rows, where, p.candidate, p.measure),
                 _by_seed(rows, where, p.reference, p.measure),
@@ -521,7 +526,7 @@ def rank_family(rows: Sequence[Row], predictions: Sequence[Prediction], alpha: f
     the family, and for the undecided the seeds per loss that decide it with 80 % power (:func:`rank_seeds_needed`)."""
     pairs = []
     for p in predictions:
-        where = dict(p.where)
+        where = _scope(p)
         pairs.append(
             tuple(
                 tuple(v for v in _by_seed(rows, where, loss, p.measure).values() if not math.isnan(v))
