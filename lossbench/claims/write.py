@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 
 from lossbench import plots, provenance
 from lossbench.claims.protocols import Design, Launched
-from lossbench.claims.rules import MEASURES, Finding, Measured, Tested
+from lossbench.claims.rules import HOLDS, MEASURES, Finding, Measured, Tested
 from lossbench.names import CLAIMS_EXPERIMENT, CLAIMS_ID_TAG, COMMAND_TAG, KIND_CLAIMS, KIND_TAG, NOTE_TAG
 from lossbench.report import content, tables
 from lossbench.report.parent_run import NOTE_LIMIT, artifact_src
@@ -227,11 +227,12 @@ def controls_section(controls: Sequence[Tested]) -> list[str]:
     """On top of the page: whether the positive controls reproduced, each with its test."""
     if not controls:
         return ["**Positive controls: not run** (no runs of their protocols): the verdicts below have no standing."]
-    held = all(t.outcome == "holds" for t in controls)
+    held = all(t.outcome == HOLDS for t in controls)
     head = (
         "**Positive controls reproduced**: the protocols find what is known, so their verdicts stand."
         if held
-        else "**Positive controls did not reproduce**: every verdict below has no standing (marked) until they do."
+        else "**Positive controls did not reproduce** (or were not decided or not measured): every verdict below has no "
+        "standing (marked) until they do."
     )
     rows = [
         [
