@@ -418,7 +418,9 @@ def test_a_failed_positive_control_takes_every_verdict_s_standing() -> None:
         for seed in range(4)
         for loss, v in (("ce", 0.8 + 0.01 * seed), ("mae", 0.05 + 0.005 * seed))
     ]
-    slow = epochs_table({"mlp": [9.0, 8.0, 10.0, 9.0, 8.0, 9.0, 10.0, 11.0]}, {"mlp": [2.0] * 4 + [3.0] * 4}, "ce")
+    slow = epochs_table(
+        {"linear": [9.0, 8.0, 10.0, 9.0, 8.0, 9.0, 10.0, 11.0]}, {"linear": [2.0] * 4 + [3.0] * 4}, "ce"
+    )
     held = evaluate.controls(memorised + slow)
     assert [t.outcome for t in held] == [rules.HOLDS, rules.HOLDS] and evaluate.standing(held) == ""
     assert all(not f.verdict.standing for f in evaluate.evaluate(memorised + slow))

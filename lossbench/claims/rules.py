@@ -233,7 +233,10 @@ class Measured:
 
     @property
     def text(self) -> str:
-        return MEASURES[self.measure].format(self.interval)
+        iv, m = self.interval, MEASURES[self.measure]
+        if not self.values and 0 < iv.n < stats.MIN_SEEDS:  # a Wilson share: its interval holds at any count
+            return f"{iv.mean * m.scale:.{m.digits}f} [{iv.low * m.scale:.{m.digits}f}, {iv.high * m.scale:.{m.digits}f}] (n={iv.n})"
+        return m.format(iv)
 
 
 def measure_groups(rows: Sequence[Row], measure: str, by: Sequence[str]) -> list[Measured]:

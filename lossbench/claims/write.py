@@ -210,7 +210,8 @@ def claim_section(finding: Finding, designs: Mapping[str, Design]) -> list[str]:
         ]
     if finding.notes:
         parts.append("\n".join(f"- {tables.escape(n)}" for n in finding.notes))
-    parts.append(f"![Claim {c.number}: the measured figures, one dot per seed]({figure_name(finding)})")
+    if finding.measured:  # nothing measured: no figure was drawn
+        parts.append(f"![Claim {c.number}: the measured figures, one dot per seed]({figure_name(finding)})")
     return parts
 
 
