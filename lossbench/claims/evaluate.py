@@ -102,6 +102,8 @@ def paired_finding(
     cases = [Case(t.prediction.block, t.outcome, t.plan) for t in tested]
     rank = any(p.test == "rank" for p in predictions)
     rule = (RULE_RANK if rank else RULE_PAIRED).format(n=len(predictions))
+    if predictions and all(p.protocol for p in predictions):  # read from conf/claims.yaml, not made up in code
+        rule = "Predictions written before the run (conf/claims.yaml): " + rule
     judged = verdict(cases, rule, lambda d: DIMENSION_WORDS.get(d, d), decide_text(tested))
     return Finding(claim_by_number(number), judged, measured, tested, notes, key_figure(tested))
 

@@ -153,14 +153,14 @@ _OUTCOMES = (
     "decided: anything else, with how many are decided and what would decide the rest."
 )
 RULE_PAIRED = (
-    "each prediction, written before the run (conf/claims.yaml), is a paired comparison over seeds (t-test on the "
+    "each prediction is a paired comparison over seeds (t-test on the "
     "per-seed differences; the claim's {n} predictions decided as one family with Holm's correction, α = 0.05, "
     "lossbench.decisions); a difference whose 95 % interval lies inside the prediction's margin is decided "
     "equivalent (TOST at 2.5 % a side): where the claim predicts a tie that is its holding, where it predicts a "
     "difference that is 'no difference'. " + _OUTCOMES
 )
 RULE_RANK = (
-    "each prediction, written before the run (conf/claims.yaml), compares the two losses' epochs to the target with "
+    "each prediction compares the two losses' epochs to the target with "
     "a two-sided Mann-Whitney U test (scipy), a run that never reached it counted as never (+inf: censored, kept, not "
     "dropped); the claim's {n} predictions decided as one family with Holm's correction, α = 0.05. " + _OUTCOMES
 )
