@@ -380,14 +380,22 @@ class Tested:
         if self.decision is None:
             return NOT_MEASURED
         sign, kind = self.prediction.sign, self.decision.outcome
-        margin = self.prediction.margin
-        if kind == stats.EQUIVALENT or (kind == stats.BELOW_RESOLUTION and margin is not None):
+        if kind == stats.EQUIVALENT or self.within_margin:
             return HOLDS if sign == 0 else NO_DIFFERENCE
         if kind not in (stats.BETTER, stats.WORSE):
             return UNDECIDED
         if sign == 0:
             return REVERSED
         return HOLDS if (kind == stats.BETTER) == (sign > 0) else REVERSED
+
+    @property
+    def within_margin(self) -> bool:
+        """The paired difference's 95 % interval lies inside ±margin: equivalent (TOST), even where the t-test also
+        finds it non-zero (a difference too small to matter, e.g. two parametrisations of one model)."""
+        margin, d = self.prediction.margin, self.decision
+        if margin is None or not isinstance(d, decisions.Decision) or d.paired.n < stats.MIN_SEEDS:
+            return False
+        return -margin < d.paired.low and d.paired.high < margin
 
     @property
     def difference(self) -> str:
