@@ -37,6 +37,7 @@ from lossbench.names import MONITORABLE, REGRESSION_MONITORABLE
 # score the run (test/own_*), not what it trains.
 OPERATIONAL_KEYS = (
     "tracking",
+    "tuned",  # the claims' tuned-rate table (conf/experiment/claim_*.yaml): optimizer.lr, which reads it, is hashed
     "report",
     "resume",
     "threads",

@@ -197,9 +197,14 @@ class Evidence:
     stage_seeds: tuple[tuple[Hashable, ...], ...]
     resolution: float | None = None
     """One test image's share of this comparison's test set (None: the family's, :func:`decide`'s argument)."""
+    min_effect: float | None = None
+    """This comparison's own equivalence margin, in the differences' unit (None: the family's ``min_effect``): a
+    claim states one per prediction (lossbench.claims)."""
 
 
-def evidence(paired: Paired, stage_of: Mapping[Hashable, int], resolution: float | None = None) -> Evidence:
+def evidence(
+    paired: Paired, stage_of: Mapping[Hashable, int], resolution: float | None = None, min_effect: float | None = None
+) -> Evidence:
     """Split a pooled paired difference by stage: a seed belongs to stage 2 when ``stage_of`` says so (either run
     of the pair was added by the extension), else to stage 1."""
     stages: dict[int, list[tuple[Hashable, float]]] = {1: [], 2: []}
@@ -210,6 +215,7 @@ def evidence(paired: Paired, stage_of: Mapping[Hashable, int], resolution: float
         tuple(tuple(d for _, d in stages[k]) for k in (1, 2)),
         tuple(tuple(s for s, _ in stages[k]) for k in (1, 2)),
         resolution,
+        min_effect,
     )
 
 
@@ -252,7 +258,8 @@ def decide(
             e.paired, look, z, p_seq.get(i, math.nan), p_holm.get(i, math.nan), TOO_FEW, "", stage_seeds=e.stage_seeds
         )
         finest = e.resolution if e.resolution is not None else resolution
-        decisions.append(_judged(decision, e, finest, min_effect, alpha, open_count, higher_is_better))
+        margin = e.min_effect if e.min_effect is not None else min_effect
+        decisions.append(_judged(decision, e, finest, margin, alpha, open_count, higher_is_better))
     return decisions
 
 

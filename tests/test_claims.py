@@ -4,10 +4,13 @@ for, and ``--quick`` on tiny generated data writes every section, verdict and fi
 
 from __future__ import annotations
 
+import csv
 import json
 import math
+import re
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -17,30 +20,42 @@ import torch.nn.functional as F
 from conftest import ENV, compose, tiny_overrides
 from hydra.utils import instantiate
 from idx import write_indexed_family, write_mnist_family
+from omegaconf import OmegaConf
+from scipy import stats as scipy_stats
+from statsmodels.stats.proportion import proportion_confint
 
-from lossbench import analysis
+from lossbench import analysis, stats
 from lossbench.claims import evaluate, rules, write
-from lossbench.claims.protocols import CLAIMS, PROTOCOLS, design
-from lossbench.claims.results import METRICS
+from lossbench.claims.cli import portable
+from lossbench.claims.protocols import CLAIMS, PROTOCOLS, design, tuned_overrides, written
+from lossbench.claims.results import METRICS, OVERFIT_ACC, STILL_IMPROVING, TRAIN_INPUT_MARGIN
 from lossbench.claims.rules import Case
 from lossbench.config import validate
 from lossbench.metrics import confidence, input_margins, logit_margins, margins
 from lossbench.noise import corrupt_images
 
 FULL_JOBS = {
-    "claim_losses": 50,
-    "claim_binary": 20,
+    "claim_tuning": 36,
+    "claim_tuning_binary": 12,
+    "claim_binary": 32,
+    "claim_margin": 54,
+    "claim_losses": 80,
     "claim_outliers": 36,
     "claim_label_noise": 20,
-    "claim_overfitting": 60,
+    "claim_overfitting": 80,
 }
 QUICK_JOBS = {
-    "claim_losses": 10,
-    "claim_binary": 4,
-    "claim_outliers": 12,
-    "claim_label_noise": 8,
-    "claim_overfitting": 20,
+    "claim_tuning": 12,
+    "claim_tuning_binary": 4,
+    "claim_binary": 6,
+    "claim_margin": 18,
+    "claim_losses": 15,
+    "claim_outliers": 18,
+    "claim_label_noise": 12,
+    "claim_overfitting": 30,
 }
+MINE = ("claim_tuning", "claim_tuning_binary", "claim_binary", "claim_margin", "claim_losses", "claim_overfitting")
+"""The protocols of claims 2-7 and the tuning (claim_outliers is claim 1's, claim_label_noise claim 8's)."""
 
 # ------------------------------------------------------------------------------------------ protocols
 
@@ -52,9 +67,36 @@ def test_each_protocol_composes_into_the_grid_its_header_promises(name: str) -> 
     assert cfg.tracking.experiment == name and cfg.data.name == "fashion_mnist" and cfg.threads == 1
     full, quick = design(PROTOCOLS[name], [], False), design(PROTOCOLS[name], [], True)
     assert full.jobs == FULL_JOBS[name] and quick.jobs == QUICK_JOBS[name]
-    assert len(quick.grid["seed"]) == 2 < 3 <= len(full.grid["seed"])
+    if PROTOCOLS[name].tunes:  # one seed, the same three rates for every loss x model: the same budget
+        assert full.grid["seed"] == ["0"] and full.grid["optimizer.lr"] == ["0.0003", "0.001", "0.003"]
+    elif name in MINE:  # the pilot has three seeds: the fewest a paired test reads, so its spread sizes the full run
+        assert len(quick.grid["seed"]) == 3 <= len(full.grid["seed"])
+        assert cfg.data.redraw is True and full.fixed["a seed redraws"].startswith("the validation split")
+        assert "tuned per loss and model" in full.fixed["optimizer"]
     assert quick.fixed["epochs"] < full.fixed["epochs"]
-    assert quick.fixed["training images"] < full.fixed["training images"]
+    assert "data.train_size" in full.grid or quick.fixed["training images"] < full.fixed["training images"]
+
+
+def test_the_predictions_are_written_for_the_protocols_that_run_them() -> None:
+    """conf/claims.yaml: every prediction parses, reads a measure the rules know, is made where its protocol runs
+    (its `where` values are swept or fixed there), and its protocol sweeps at least the seeds it asks for."""
+    specs = written()
+    everything = [*specs["controls"], *(p for ps in specs["claims"].values() for p in ps)]
+    assert sorted(specs["claims"]) == [2, 3, 4, 5, 7] and len(everything) == 26
+    for spec in everything:
+        p = rules.prediction_of(spec)
+        cfg = compose(f"+experiment={p.protocol}", hydra_config=True)
+        seeds = design(PROTOCOLS[p.protocol], [], False).grid["seed"]
+        assert len(seeds) >= p.seeds, spec
+        swept = {k: v for k, v in design(PROTOCOLS[p.protocol], [], False).grid.items()}
+        column_of = {"model": "model", "weight_decay": "optimizer.weight_decay", "label_noise": "data.label_noise.rate"}
+        column_of["train_size"] = "data.train_size"
+        for key, value in p.where:
+            values = [float(v) if key != "model" else v for v in swept.get(column_of[key], [])]
+            assert value in values or OmegaConf.select(cfg, column_of[key]) == value, (spec, key)
+    assert rules.prediction_of(specs["claims"][7][0]).sign == 0 and specs["claims"][7][0]["margin"] == 0.01
+    with pytest.raises(ValueError, match="needs its margin"):
+        rules.prediction_of({**specs["claims"][7][0], "margin": None})
 
 
 def test_every_claim_is_tested_by_a_protocol_and_the_user_overrides_win() -> None:
@@ -298,73 +340,246 @@ def run_row(protocol: str, loss: str, model: str, seed: int, **values) -> dict:
         "classes": 10,
         "max_epochs": 15.0,
         "target_acc": 0.8,
+        "patience": 3.0,
+        "weight_decay": 0.0,
+        "lr": 1e-3,
+        "train_size": 10000.0,
         "stage": 1,
         **{m: math.nan for m in METRICS},
+        OVERFIT_ACC: math.nan,
+        STILL_IMPROVING: math.nan,
     }
     row.update({k.replace("__", "/"): v for k, v in values.items()})
     return row
 
 
-def epochs_table(mae: dict[str, list[float]], mse: dict[str, list[float]]) -> list[dict]:
+def epochs_table(mae: dict[str, list[float]], mse: dict[str, list[float]], other: str = "mse") -> list[dict]:
     return [
         run_row("claim_losses", loss, model, seed, summary__epochs_to_target=value)
-        for loss, by_model in (("mae", mae), ("mse", mse))
+        for loss, by_model in (("mae", mae), (other, mse))
         for model, values in by_model.items()
         for seed, value in enumerate(values)
     ]
 
 
-def test_claim_2_supported_contradicted_and_undecided_on_synthetic_results() -> None:
-    slow = [7.0, 8.0, 9.0, 8.0, 7.0]
-    fast = [2.0, 3.0, 2.0, 3.0, 2.0]
+def test_claim_2_supported_contradicted_and_undecided_by_a_rank_test() -> None:
+    slow = [7.0, 8.0, 9.0, 8.0, 7.0, 9.0, 8.0, 10.0]
+    fast = [2.0, 3.0, 2.0, 3.0, 2.0, 3.0, 2.0, 1.0]
     supported = evaluate.claim_2(epochs_table({"linear": slow, "mlp": slow}, {"linear": fast, "mlp": fast}))
     contradicted = evaluate.claim_2(epochs_table({"linear": fast, "mlp": fast}, {"linear": slow, "mlp": slow}))
-    noisy = [3.0, 8.0, 2.0, 9.0, 4.0]
+    noisy = [3.0, 8.0, 2.0, 9.0, 4.0, 5.0, 6.0, 7.0]
     undecided = evaluate.claim_2(
         epochs_table({"linear": noisy, "mlp": noisy}, {"linear": noisy[::-1], "mlp": noisy[::-1]})
     )
     assert supported.verdict.kind == rules.SUPPORTED and [t.outcome for t in supported.tested] == [rules.HOLDS] * 2
     assert contradicted.verdict.kind == rules.CONTRADICTED
-    assert undecided.verdict.kind == rules.INCONCLUSIVE and "more seeds" in undecided.verdict.decide
-    mean = supported.tested[0].decision.paired.mean
-    assert mean == pytest.approx(np.mean(slow) - np.mean(fast))
-    assert "RULE" not in supported.verdict.rule and "Holm" in supported.verdict.rule
+    assert undecided.verdict.kind == rules.NOT_DECIDED and "more seeds" in undecided.verdict.decide
+    # the same p-value as scipy's Mann-Whitney U on the two losses' epochs, Holm over the family of 2
+    p = scipy_stats.mannwhitneyu(slow, fast, alternative="two-sided").pvalue
+    assert supported.tested[0].decision.p_holm == pytest.approx(min(1.0, 2 * p))
+    assert "Mann-Whitney" in supported.verdict.rule and "+inf" in supported.verdict.rule
 
 
-def test_a_run_that_never_reaches_the_target_counts_one_epoch_past_its_last() -> None:
-    rows = epochs_table({"linear": [math.nan, 5.0, 6.0]}, {"linear": [2.0, 2.0, 3.0]})
+def test_censored_times_are_kept_ranked_last_not_dropped() -> None:
+    """MAE reaches the target fast in 3 runs and never in 5; MSE reaches it at epoch 4-5 in all 8. Dropping the
+    censored runs would make MAE faster (3 of 3 ahead); kept as +inf, MAE is slower, and decided so."""
+    never = math.nan
+    mae = [1.0, 1.0, 2.0, never, never, never, never, never]
+    mse = [4.0, 5.0, 4.0, 5.0, 4.0, 5.0, 4.0, 5.0]
+    rows = epochs_table({"mlp": mae}, {"mlp": mse})
     censored = rules.with_censored_epochs(rows)
-    assert [r[rules.EPOCHS_TO_TARGET] for r in censored[:3]] == [16.0, 5.0, 6.0]
-    finding = evaluate.claim_2(rows)
-    assert any("1 of 3 mae runs never reached it" in n for n in finding.notes)
+    assert [r[rules.EPOCHS_TO_TARGET] for r in censored[:8]] == [1.0, 1.0, 2.0, *[math.inf] * 5]
+    assert [r[rules.REACHED] for r in censored[:8]] == [1.0] * 3 + [0.0] * 5
+    (tested,) = rules.test_predictions(censored, [evaluate.written(2)[1]])
+    assert tested.prediction.where == (("model", "mlp"),)
+    assert len(tested.decision.candidate) == 8 and tested.decision.candidate.count(math.inf) == 5
+    expected = scipy_stats.mannwhitneyu([1, 1, 2, *[math.inf] * 5], mse, alternative="two-sided").pvalue
+    assert tested.decision.p_value == pytest.approx(expected) and tested.outcome == rules.UNDECIDED
+    assert "5 of 8 never" in tested.difference
+    finding = evaluate.claim_2(rows + epochs_table({"linear": mae}, {"linear": mse}))
+    assert "mlp: 5 of 8 mae runs never reached it (censored: kept, ranked last)." in finding.notes
 
 
-def test_claim_4_depends_on_the_model_and_says_so() -> None:
+def test_a_mix_of_decided_and_undecided_predictions_is_not_depends() -> None:
+    def cases(*outcomes):
+        return [
+            Case({"model": m, "measure": "NLL"}, o, "3 more seeds") for m, o in zip(("linear", "mlp", "cnn"), outcomes)
+        ]
+
+    assert rules.verdict(cases(rules.HOLDS, rules.HOLDS), "r").kind == rules.SUPPORTED
+    assert rules.verdict(cases(rules.REVERSED, rules.REVERSED), "r").kind == rules.CONTRADICTED
+    assert rules.verdict(cases(rules.REVERSED, rules.NO_DIFFERENCE), "r").kind == rules.CONTRADICTED
+    assert rules.verdict(cases(rules.NO_DIFFERENCE, rules.NO_DIFFERENCE), "r").kind == rules.EQUIVALENT
+    undecided = rules.verdict(cases(rules.UNDECIDED, rules.UNDECIDED), "r")
+    assert undecided.kind == rules.NOT_DECIDED and undecided.decide == "3 more seeds"
+    mixed = rules.verdict(cases(rules.HOLDS, rules.UNDECIDED, rules.HOLDS), "r")
+    assert mixed.kind == rules.NOT_DECIDED and "depends" not in mixed.text
+    assert mixed.text == "2 of 3 predictions decided (holds for linear, cnn; undecided for mlp)"
+    assert mixed.decide == "3 more seeds"
+    against = rules.verdict(cases(rules.REVERSED, rules.UNDECIDED), "r")
+    assert against.kind == rules.NOT_DECIDED and against.text.startswith("1 of 2 predictions decided")
+    split = rules.verdict(cases(rules.HOLDS, rules.REVERSED, rules.UNDECIDED), "r")
+    assert split.kind == rules.DEPENDS
+    assert split.text == "depends on model: holds for linear; reversed for mlp; 1 of 3 not yet decided"
+    assert rules.verdict([], "r").kind == rules.NOT_DECIDED
+
+
+def margin_rows(hinge: dict[float, list[float]], others: dict[float, list[float]]) -> list[dict]:
     rows = []
-    for seed in range(4):
-        for loss, linear, mlp in (("hinge", 2.0, 1.0), ("ce", 1.0, 2.0), ("mse", 1.1, 2.1)):
-            jitter = 0.01 * seed
-            rows.append(run_row("claim_losses", loss, "linear", seed, test__input_margin_q50=linear + jitter))
-            rows.append(
-                run_row("claim_losses", loss, "mlp", seed, test__input_margin_q50=mlp - jitter * (loss == "hinge"))
-            )
-    finding = evaluate.claim_4(rows)
+    for wd in hinge:
+        for seed, (h, o) in enumerate(zip(hinge[wd], others[wd])):
+            for loss, value in (("hinge", h), ("ce", o), ("mse", o - 0.01)):
+                rows.append(
+                    run_row("claim_margin", loss, "linear", seed, weight_decay=wd, train_eval__input_margin_q50=value)
+                )
+    return rows
+
+
+def test_claim_4_reads_the_training_margin_at_each_l2_penalty() -> None:
+    wide, narrow = [2.0, 2.1, 2.05, 1.95, 2.02, 2.08], [1.0, 1.02, 0.99, 1.05, 0.98, 1.01]
+    finding = evaluate.claim_4(margin_rows({1e-4: wide, 1e-3: wide}, {1e-4: narrow, 1e-3: narrow}))
+    assert finding.verdict.kind == rules.SUPPORTED and len(finding.tested) == 4
+    first = finding.tested[0]
+    assert first.prediction.block["weight_decay"] == "weight decay 0.0001"
+    assert first.decision.paired.differences == pytest.approx([w - n for w, n in zip(wide, narrow)])
+    depends = evaluate.claim_4(margin_rows({1e-4: wide, 1e-3: narrow}, {1e-4: narrow, 1e-3: wide}))
+    assert depends.verdict.kind == rules.DEPENDS and depends.verdict.text.startswith("depends on weight_decay")
+    # test margins, never recorded here: shown as nothing measured, not a crash
+    assert {m.measure for m in finding.measured} == {TRAIN_INPUT_MARGIN}
+
+
+def test_a_synthetic_tie_within_the_margin_is_decided_equivalent() -> None:
+    """Claim 7's two-class half: one sigmoid logit and a softmax over two logits are the same model. Seeds whose test
+    accuracies differ by a tenth of a point either way: decided equivalent within the 1 pp margin (TOST), not
+    'undecided'; 3 pp apart: a difference where a tie was predicted, reversed."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for seed in range(8):
+        for model in ("linear", "mlp"):
+            base = 0.85 + rng.normal(0, 0.01)
+            rows.append(run_row("claim_binary", "ce", model, seed, classes=2, test_images=2000, test__acc=base))
+            tie = base + (0.001 if seed % 2 else -0.001)
+            rows.append(run_row("claim_binary", "bce_single", model, seed, classes=2, test_images=2000, test__acc=tie))
+    finding = evaluate.claim_7(rows)
+    binary = [t for t in finding.tested if t.prediction.protocol == "claim_binary"]
+    assert [t.outcome for t in binary] == [rules.HOLDS, rules.HOLDS]
+    assert all(t.decision.outcome == stats.EQUIVALENT for t in binary)
+    assert binary[0].prediction.expects == "bce_single ≈ ce (±1.00 pp)"
+    ten = [t for t in finding.tested if t.prediction.protocol == "claim_losses"]
+    assert [t.outcome for t in ten] == [rules.NOT_MEASURED] * 2 and "claim_losses" not in {r["protocol"] for r in rows}
+    assert finding.verdict.kind == rules.NOT_DECIDED and "2 of 4 predictions decided" in finding.verdict.text
+    apart = [{**r, "test/acc": r["test/acc"] + 0.03} if r["loss"] == "bce_single" else r for r in rows]
+    assert [t.outcome for t in evaluate.claim_7(apart).tested[:2]] == [rules.REVERSED] * 2
+    # 0.2 pp apart on every seed: the t-test finds a difference, but one too small to matter: still a tie
+    close = [{**r, "test/acc": r["test/acc"] + 0.002} if r["loss"] == "bce_single" else r for r in rows]
+    (linear, mlp, *_) = evaluate.claim_7(close).tested
+    assert linear.decision.outcome == stats.BETTER and linear.within_margin and linear.outcome == rules.HOLDS
+
+
+def test_a_predicted_difference_inside_its_margin_is_no_difference() -> None:
+    """Claim 5 on own probabilities: BCE's own NLL 0.005 above CE's, within the 0.02 margin: no difference (against
+    the claim), not 'undecided'."""
+    rows = []
+    for seed in range(8):
+        for model in ("linear", "mlp"):
+            for loss, nll in (("ce", 0.40), ("mse", 0.60), ("mae", 0.90), ("bce", 0.405)):
+                value = nll + 0.01 * math.sin(seed) * (loss == "ce") + 0.001 * seed
+                rows.append(run_row("claim_losses", loss, model, seed, test__own_nll=value))
+    finding = evaluate.claim_5(rows)
+    outcomes = {(t.prediction.where[0][1], t.prediction.candidate): t.outcome for t in finding.tested}
+    assert outcomes[("mlp", "bce")] == rules.NO_DIFFERENCE and outcomes[("mlp", "mse")] == rules.HOLDS
+    assert finding.verdict.kind == rules.DEPENDS and "no difference for" in finding.verdict.text
+
+
+def detector_rows(loss: str, flags: Sequence[tuple[float, float]]) -> list[dict]:
+    return [
+        run_row("claim_overfitting", loss, "mlp", seed, overfits_on_accuracy=truth, summary__loss_has_onset=flag)
+        for seed, (truth, flag) in enumerate(flags)
+    ]
+
+
+def test_claim_6_fails_an_always_yes_detector() -> None:
+    """Sensitivity and specificity with Wilson intervals: a val/loss that flags every run (hinge in the last full run:
+    12 of 12 flagged, 10 truly overfitting) is reversed, not 'holds'; a detector right in 15 of 16 holds."""
+    truth = [1.0, 0.0] * 8
+    always = detector_rows("hinge", [(t, 1.0) for t in truth])
+    good = detector_rows("ce", [(t, t if i else 1 - t) for i, t in enumerate(truth)])
+    finding = evaluate.claim_6(always + good)
+    shares = {(m.group["loss"], m.measure): m.interval for m in finding.measured}
+    assert shares[("hinge", rules.SENSITIVITY)].mean == 1.0 and shares[("hinge", rules.SPECIFICITY)].mean == 0.0
+    low, high = proportion_confint(0, 8, alpha=0.05, method="wilson")
+    assert shares[("hinge", rules.SPECIFICITY)].high == pytest.approx(high) and high < 0.5
+    assert shares[("ce", rules.SENSITIVITY)].mean == pytest.approx(7 / 8)
+    assert shares[("ce", rules.SENSITIVITY)].low == pytest.approx(proportion_confint(7, 8, method="wilson")[0])
     assert finding.verdict.kind == rules.DEPENDS
-    assert finding.verdict.text == "depends on model: holds for linear; reversed for mlp"
+    assert finding.verdict.text == "depends on the loss: holds for ce; reversed for hinge"
+    assert evaluate.claim_6(always).verdict.kind == rules.CONTRADICTED
+    nothing_overfits = evaluate.claim_6(detector_rows("mae", [(0.0, 0.0)] * 16))
+    assert nothing_overfits.verdict.kind == rules.NOT_DECIDED
+    assert "overfitting runs of mae (the design gave none)" in nothing_overfits.verdict.decide
 
 
-def test_what_would_decide_a_prediction_is_said_in_its_own_unit() -> None:
-    rows = []
-    for seed, (hinge, ce) in enumerate([(1.00, 1.10), (1.20, 1.02), (1.05, 1.13), (1.31, 1.25), (0.90, 0.95)]):
-        rows.append(run_row("claim_losses", "hinge", "linear", seed, test__input_margin_q50=hinge))
-        rows.append(run_row("claim_losses", "ce", "linear", seed, test__input_margin_q50=ce))
-        rows.append(run_row("claim_losses", "mse", "linear", seed, test__input_margin_q50=ce))
-    (first, _) = evaluate.claim_4(rows).tested
-    assert first.outcome == rules.UNDECIDED and first.decision.plan.extra is None
-    assert (
-        first.plan == "more than 100 more seeds for a difference of 0.002"
-    )  # mean of -0.10, +0.18, -0.08, +0.06, -0.05
-    assert "pp" not in first.plan
+def test_a_failed_positive_control_takes_every_verdict_s_standing() -> None:
+    memorised = [
+        run_row("claim_overfitting", loss, "mlp", seed, label_noise=0.6, train_size=2000.0, train_eval__memorised=v)
+        for seed in range(4)
+        for loss, v in (("ce", 0.8 + 0.01 * seed), ("mae", 0.05 + 0.005 * seed))
+    ]
+    slow = epochs_table(
+        {"linear": [9.0, 8.0, 10.0, 9.0, 8.0, 9.0, 10.0, 11.0]}, {"linear": [2.0] * 4 + [3.0] * 4}, "ce"
+    )
+    held = evaluate.controls(memorised + slow)
+    assert [t.outcome for t in held] == [rules.HOLDS, rules.HOLDS] and evaluate.standing(held) == ""
+    assert all(not f.verdict.standing for f in evaluate.evaluate(memorised + slow))
+    swapped = [{**r, "loss": {"ce": "mae", "mae": "ce"}[r["loss"]]} for r in memorised]
+    failed = evaluate.controls(swapped + slow)
+    assert [t.outcome for t in failed] == [rules.REVERSED, rules.HOLDS]
+    findings = evaluate.evaluate(swapped + slow)
+    assert all(f.verdict.standing.startswith("no standing: control ce > mae") for f in findings)
+
+
+def test_missing_measurements_are_not_measured_not_a_crash() -> None:
+    """Runs recorded before the claims' new metrics existed: every claim says 'not measured', nothing raises."""
+    rows = [
+        run_row(p, loss, "linear", s) for p in MINE for loss in ("ce", "mse", "mae", "hinge", "bce") for s in range(3)
+    ]
+    findings = evaluate.evaluate(rows)
+    for f in findings[1:]:
+        assert f.verdict.kind == rules.NOT_DECIDED, (f.claim.number, f.verdict)
+    assert {t.outcome for f in findings[2:] for t in f.tested} == {rules.NOT_MEASURED}
+    assert "not measured" in findings[4].verdict.decide and "test/own_nll" in findings[4].verdict.decide
+
+
+def test_the_tuning_picks_each_loss_and_model_s_best_rate_on_validation() -> None:
+    rows = [
+        run_row("claim_tuning", loss, model, 0, lr=lr, summary__best_val_acc=acc)
+        for loss, model, lr, acc in (
+            ("ce", "mlp", 1e-3, 0.85),
+            ("ce", "mlp", 3e-3, 0.86),
+            ("ce", "mlp", 3e-4, 0.80),
+            ("mae", "mlp", 1e-3, 0.70),
+            ("mae", "mlp", 3e-3, 0.70),  # a tie: the smaller rate
+            ("mae", "linear", 3e-4, math.nan),
+        )
+    ]
+    assert tuned_overrides(rows, "summary/best_val_acc") == [
+        "++tuned.lr.ce_mlp_10=0.003",
+        "++tuned.lr.mae_mlp_10=0.001",
+    ]
+    cfg = compose("+experiment=claim_losses", "loss=ce", "model=mlp", "++tuned.lr.ce_mlp_10=0.003")
+    assert cfg.optimizer.lr == 0.003
+    assert compose("+experiment=claim_losses", "loss=mae", "model=linear").optimizer.lr == 1e-3  # run alone
+
+
+def test_no_machine_specific_path_in_a_printed_command_or_the_claims_page() -> None:
+    assert portable("data.root=/work/data") == "data.root=<data.root>"
+    assert portable("tracking.uri=sqlite:////home/me/mlflow.db") == "tracking.uri=<tracking.uri>"
+    assert portable("tracking.uri=sqlite:///mlflow.db") == "tracking.uri=sqlite:///mlflow.db"  # relative: portable
+    assert portable("seed=range(0,8)") == "seed=range(0,8)"
+    page = (Path(__file__).parents[1] / "docs" / "claims.md").read_text()
+    assert not re.search(r"(?<![\w.<])/(work|home|tmp|root|Users)/", page), "a machine path in docs/claims.md"
+    context = write.Context("python -m lossbench.claims data.root=<data.root>", True, 1.0, [], [], [], "abc")
+    assert "/work" not in write.markdown(evaluate.evaluate([]), context)
 
 
 def test_claim_8_reads_the_accuracy_flipped_labels_cost_seed_by_seed() -> None:
@@ -379,48 +594,6 @@ def test_claim_8_reads_the_accuracy_flipped_labels_cost_seed_by_seed() -> None:
     assert [(t.prediction.candidate, t.prediction.reference) for t in finding.tested] == [("mae", "ce")]
     assert finding.tested[0].decision.paired.differences == pytest.approx((0.02 - 0.10,) * 3)
     assert finding.tested[0].outcome == rules.HOLDS and finding.verdict.kind == rules.SUPPORTED
-
-
-def test_claim_6_counts_agreement_with_a_wilson_interval() -> None:
-    rows = []
-    for seed in range(12):
-        overfit = float(seed % 2)
-        rows.append(
-            run_row("claim_overfitting", "ce", "mlp", seed, summary__has_onset=overfit, summary__loss_has_onset=overfit)
-        )
-        rows.append(
-            run_row("claim_overfitting", "mae", "mlp", seed, summary__has_onset=overfit, summary__loss_has_onset=0.0)
-        )
-        rows.append(
-            run_row("claim_overfitting", "gce", "mlp", seed, summary__has_onset=0.0, summary__loss_has_onset=0.0)
-        )
-    finding = evaluate.claim_6(rows)
-    share = {m.group["loss"]: m.interval for m in finding.measured if m.measure == rules.AGREEMENT}
-    assert share["ce"].mean == 1.0 and share["ce"].low == pytest.approx(0.7575, abs=1e-3)  # Wilson, 12 of 12
-    assert share["mae"].mean == 0.5  # agrees on the 6 runs that do not overfit only
-    missed = {m.group["loss"]: m.interval.mean for m in finding.measured if m.measure == rules.MISSED}
-    assert missed["ce"] == 0.0 and missed["mae"] == 1.0 and math.isnan(missed["gce"])  # gce: nothing to miss
-    # gce agrees in 12 of 12 runs, but only that nothing overfits: no evidence that its val/loss detects overfitting
-    assert share["gce"].mean == 1.0 and "nothing to detect" in finding.verdict.decide
-    assert finding.verdict.kind == rules.DEPENDS
-    assert finding.verdict.text == "depends on the loss: holds for ce; undecided for gce, mae"
-    alone = evaluate.claim_6([r for r in rows if r["loss"] == "ce"])
-    assert alone.verdict.kind == rules.SUPPORTED and alone.verdict.text == "its prediction holds"
-
-
-def test_verdict_rule_on_outcomes() -> None:
-    def cases(*outcomes):
-        return [
-            Case({"model": m, "measure": "NLL"}, o, "3 more seeds") for m, o in zip(("linear", "mlp", "cnn"), outcomes)
-        ]
-
-    assert rules.verdict(cases(rules.HOLDS, rules.HOLDS), "r").kind == rules.SUPPORTED
-    assert rules.verdict(cases(rules.REVERSED, rules.REVERSED), "r").kind == rules.CONTRADICTED
-    undecided = rules.verdict(cases(rules.UNDECIDED, rules.UNDECIDED), "r")
-    assert undecided.kind == rules.INCONCLUSIVE and undecided.decide == "3 more seeds"
-    split = rules.verdict(cases(rules.HOLDS, rules.REVERSED, rules.HOLDS), "r")
-    assert split.text == "depends on model: holds for linear, cnn; reversed for mlp"
-    assert rules.verdict([], "r").kind == rules.INCONCLUSIVE
 
 
 def test_separating_finds_the_fewest_dimensions() -> None:
@@ -438,22 +611,35 @@ def test_separating_finds_the_fewest_dimensions() -> None:
     assert rules.separating(both) == ["model", "noise"]
 
 
-def test_the_pages_have_every_claim_its_verdict_rule_and_figure(tmp_path: Path) -> None:
-    rows = epochs_table({"linear": [7.0, 8.0, 9.0]}, {"linear": [2.0, 3.0, 2.0]})
-    rows += [  # 12 of 12 agree: a Wilson interval whose end lies a hair below the share itself
-        run_row("claim_overfitting", "ce", "mlp", s, summary__has_onset=1.0, summary__loss_has_onset=1.0)
-        for s in range(12)
+def test_the_pages_have_every_claim_its_verdict_rule_figure_and_per_seed_evidence(tmp_path: Path) -> None:
+    rows = epochs_table({"linear": [7.0, 8.0, 9.0, 8.0]}, {"linear": [2.0, 3.0, 2.0, 3.0]})
+    rows += [  # 8 of 8 flagged: a Wilson interval whose end lies a hair below the share itself
+        run_row("claim_overfitting", "ce", "mlp", s, overfits_on_accuracy=float(s % 2), summary__loss_has_onset=1.0)
+        for s in range(16)
     ]
     findings = evaluate.evaluate(rows)
-    context = write.Context("python -m lossbench.claims", False, 60.0, [], [], [], "abc1234")
+    controls = evaluate.controls(rows)
+    context = write.Context("python -m lossbench.claims", True, 60.0, [], [], [], "abc1234", "", controls, [])
     files = write.write(tmp_path, findings, context)
     text = (tmp_path / "claims.md").read_text()
     assert [f.claim.number for f in findings] == list(range(1, 9))
     assert text.count("## Claim ") == 8 and text.count("**Verdict: ") == 8 and text.count("*Rule:* ") == 8
-    assert "| 2. MAE may converge more slowly" in text and "supported" in text
+    assert text.index("Positive controls did not reproduce") < text.index("| claim | verdict |")
+    assert "(no standing)" in text and "a pilot, not final verdicts" in text and "`data.redraw: true`" in text
     summary = json.loads((tmp_path / "claims.json").read_text())
-    assert [c["verdict"]["kind"] for c in summary["claims"]][1] == rules.SUPPORTED
     assert all(c["verdict"]["kind"] in rules.VERDICTS and c["verdict"]["rule"] for c in summary["claims"])
+    linear = summary["claims"][1]["predictions"][0]
+    assert linear["values"]["0"] == {"candidate": 7.0, "reference": 2.0} and linear["test"] == "rank"
+    assert summary["claims"][1]["predictions"][1]["outcome"] == rules.NOT_MEASURED  # no mlp runs
+    assert summary["claims"][5]["verdict"]["kind"] == rules.CONTRADICTED  # flags all 16: specificity 0
+    evidence = list(csv.DictReader((tmp_path / "evidence.csv").open()))
+    mine = [e for e in evidence if e["claim"] == "2" and e["where"] == "model=linear"]
+    assert [(e["seed"], float(e["candidate_value"]), float(e["difference"])) for e in mine] == [
+        ("0", 7.0, 5.0),
+        ("1", 8.0, 5.0),
+        ("2", 9.0, 7.0),
+        ("3", 8.0, 5.0),
+    ]
     assert (tmp_path / "claim2.png").is_file() and tmp_path / "claim2.png" in files
     assert (tmp_path / "claim6.png").is_file() and "not drawn" not in text
     assert "data:image/png;base64," in (tmp_path / "claims.html").read_text()
@@ -479,7 +665,16 @@ def claims(tmp_path: Path, root: Path, *extra: str) -> subprocess.CompletedProce
     return subprocess.run(args, cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=900)
 
 
+MERGED = (Path(__file__).parents[1] / "conf" / "loss" / "bce_single.yaml").is_file()
+
+
 @pytest.mark.slow
+@pytest.mark.skipif(
+    not MERGED,
+    reason="needs issue 34's measurement machinery from another branch (data.redraw, loss=bce_single, the own-"
+    "probability and training-margin metrics): the protocols run it; un-skips itself once conf/loss/bce_single.yaml "
+    "exists",
+)
 def test_quick_claims_on_tiny_data_write_every_section_verdict_and_figure_and_a_rerun_reuses_every_job(
     tmp_path: Path,
 ) -> None:
@@ -496,15 +691,20 @@ def test_quick_claims_on_tiny_data_write_every_section_verdict_and_figure_and_a_
     ran = {s["protocol"]: s["outcomes"]["finished"] for s in summary["sweeps"]}
     assert ran == QUICK_JOBS
     text = (out / "claims.md").read_text()
-    assert text.count("**Protocol.**") == 8 and "Quick protocols" in text
+    assert text.count("**Protocol.**") == 8 and "a pilot, not final verdicts" in text
+    assert text.index("Positive controls") < text.index("| claim | verdict |")
+    assert summary["tuned"] and all(o.startswith("++tuned.lr.") for o in summary["tuned"])
+    assert str(tmp_path) not in text and str(tmp_path) not in json.dumps(summary), "a machine path on the pages"
+    assert (out / "evidence.csv").read_text().startswith(",".join(write.EVIDENCE_COLUMNS))
     assert (out / "claims.html").read_text().count("data:image/png;base64,") == 8
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     (run,) = client.search_runs([client.get_experiment_by_name("claims").experiment_id])
     logged = {a.path for a in client.list_artifacts(run.info.run_id, "claims")}
-    assert {"claims/claims.md", "claims/claims.html", "claims/claims.json", "claims/claim1.png"} <= logged
+    assert {"claims/claims.md", "claims/claims.html", "claims/claims.json", "claims/evidence.csv"} <= logged
     assert run.data.tags["lossbench.kind"] == "claims" and "| claim | verdict |" in run.data.tags["mlflow.note.content"]
+    assert "--quick" in run.data.tags["mlflow.note.content"] and "--quick" in run.data.tags["lossbench.command"]
     again = claims(tmp_path, root)
     assert again.returncode == 0, again.stderr[-3000:]
     second = json.loads((out / "claims.json").read_text())

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import copy
 import itertools
+import re
 import shlex
 import sys
 import time
@@ -22,7 +23,18 @@ from hydra._internal.config_loader_impl import ConfigLoaderImpl
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from lossbench import provenance, store_links
-from lossbench.claims.protocols import PROTOCOLS, Design, Launched, Protocol, arguments, design, launch, split_overrides
+from lossbench.claims.protocols import (
+    PROTOCOLS,
+    Design,
+    Launched,
+    Protocol,
+    arguments,
+    design,
+    launch,
+    split_overrides,
+    tuned_overrides,
+    written,
+)
 from lossbench.config import validate
 from lossbench.errors import (
     COMPOSITION_ERRORS,
@@ -77,13 +89,15 @@ def read_back(
     from lossbench.store import resolve_uri  # MLflow too
 
     rows, not_finished = [], []
+    detector = written()["detector"]["protocol"]
     for d, sweep in zip(designs, launched):
         ids = results.run_ids(sweep.outcomes)
         client = MlflowClient(resolve_uri(d.tracking_uri))
         experiment = client.get_experiment_by_name(d.experiment)
         if experiment is None or not ids:
             continue
-        selection = results.read(client, experiment.experiment_id, ids)
+        curves = results.CURVES if d.protocol == detector else ()
+        selection = results.read(client, experiment.experiment_id, ids, curves=curves)
         rows += results.tidy(d.protocol, selection.finished)
         not_finished += [(d.protocol, r.name, r.status, r.tags.get(FAILURE_TAG, "")) for r in selection.not_finished]
     for sweep in launched:
@@ -102,37 +116,67 @@ def decide_command(findings: Sequence[Finding], rows: Sequence[dict], overrides:
     words = ["python -m lossbench.claims", *(shlex.quote(o) for o in overrides)]
     if quick:
         return " ".join(words)  # the full protocols: three seeds, enough for a first look
-    extras = [
-        t.decision.plan.extra
-        for f in findings
-        for t in f.tested
-        if t.outcome == UNDECIDED and t.decision.plan is not None and t.decision.plan.extra
-    ]
+    extras = [t.extra_seeds for f in findings for t in f.tested if t.outcome == UNDECIDED and t.extra_seeds]
     if not extras or any(r.get("stage", 1) > 1 for r in rows):
         return ""
     seeds = max(len({r["seed"] for r in rows if r["protocol"] == p}) for p in {r["protocol"] for r in rows})
     return " ".join([*words, shlex.quote(f"seed=range(0,{seeds + max(extras)})"), "tracking.stage=2"])
 
 
-def run_protocols(
+_MACHINE_PATH = re.compile(r"^(~|/|[A-Za-z]:[\\/]|\w+:////|file:///)")
+
+
+def portable(override: str) -> str:
+    """An override as a page or a printed command shows it: a value that is a path on this machine (``/data``,
+    ``sqlite:////home/me/mlflow.db``) becomes ``<key>``, for the reader to fill in; the rest as given."""
+    key, sep, value = override.partition("=")
+    return f"{key}=<{key.lstrip('+~')}>" if sep and _MACHINE_PATH.match(value) else override
+
+
+def tune(
     out: Path, overrides: Sequence[str], quick: bool, echo: Callable[[str], None]
+) -> tuple[list[Design], list[Launched], list[str]]:
+    """Run the tuning protocols, read their runs back, and choose each loss x model's learning rate on clean
+    validation (lossbench.claims.protocols.tuned_overrides): the overrides every other protocol gets."""
+    from lossbench.claims import results  # MLflow and scipy: after the input checks
+
+    tuning = [p for p in PROTOCOLS.values() if p.tunes]
+    designs, launched = _run(tuning, out, overrides, quick, echo)
+    rows, _ = read_back(designs, launched)
+    chosen = tuned_overrides(rows, results.SUMMARY_BEST_VAL_ACC)
+    echo(f"tuned on clean validation: {' '.join(o.removeprefix('++tuned.lr.') for o in chosen) or 'nothing'}")
+    return designs, launched, chosen
+
+
+def _run(
+    protocols: Sequence[Protocol], out: Path, overrides: Sequence[str], quick: bool, echo: Callable[[str], None]
 ) -> tuple[list[Design], list[Launched]]:
-    designs = [design(p, overrides, quick) for p in PROTOCOLS.values()]  # a bad override fails here, in seconds
-    for protocol, d in zip(PROTOCOLS.values(), designs):
-        check_jobs(protocol, d, overrides, quick)  # every job's config, as train checks it, before any sweep
+    designs = [design(p, overrides, quick) for p in protocols]
     launched = []
-    for protocol, d in zip(PROTOCOLS.values(), designs):
-        echo(
-            f"{protocol.name}: {d.jobs} jobs (python -m lossbench.train -m {' '.join(arguments(protocol, overrides, quick))})"
-        )
+    for protocol, d in zip(protocols, designs):
+        shown = " ".join(portable(a) for a in arguments(protocol, overrides, quick))
+        echo(f"{protocol.name}: {d.jobs} jobs (python -m lossbench.train -m {shown})")
         sweep = launch(protocol, overrides, quick, out / "sweeps" / protocol.name)
         counts = sweep.counts()
         echo(
             f"  {counts['finished']} ran, {counts['skipped']} reused, {counts['failed']} failed, {counts['killed']} killed "
-            f"in {sweep.seconds:.0f} s (log: {sweep.log})"
+            f"in {sweep.seconds:.0f} s (log: sweeps/{protocol.name}.log)"
         )
         launched.append(sweep)
     return designs, launched
+
+
+def run_protocols(
+    out: Path, overrides: Sequence[str], quick: bool, echo: Callable[[str], None]
+) -> tuple[list[Design], list[Launched], list[str]]:
+    """Every protocol's every job checked as train checks it (a bad override fails in seconds, before any sweep),
+    then equal tuning first, then every other protocol at the rates it chose; ``(designs, sweeps, tuned overrides)``."""
+    for protocol in PROTOCOLS.values():
+        check_jobs(protocol, design(protocol, overrides, quick), overrides, quick)
+    designs, launched, chosen = tune(out, overrides, quick, echo)
+    rest = [p for p in PROTOCOLS.values() if not p.tunes]
+    more_designs, more_launched = _run(rest, out, [*overrides, *chosen], quick, echo)
+    return designs + more_designs, launched + more_launched, chosen
 
 
 def check_jobs(protocol: Protocol, d: Design, overrides: Sequence[str], quick: bool) -> None:
@@ -163,13 +207,17 @@ def main(argv: Sequence[str] | None = None, echo: Callable[[str], None] = print)
     started = time.monotonic()
     out = Path(args.out or (QUICK_OUT if args.quick else DEFAULT_OUT)).resolve()
     command = " ".join(
-        ["python -m lossbench.claims", *(["--quick"] if args.quick else []), *map(shlex.quote, args.overrides)]
+        [
+            "python -m lossbench.claims",
+            *(["--quick"] if args.quick else []),
+            *(shlex.quote(portable(o)) for o in args.overrides),
+        ]
     )
     if problem := folder_problem(out):
         print(error_line(f"--out={args.out or out}: {problem}; choose another folder", PROGRAM), file=sys.stderr)
         return 2
     try:
-        designs, launched = run_protocols(out, args.overrides, args.quick, echo)
+        designs, launched, tuned = run_protocols(out, args.overrides, args.quick, echo)
     except COMPOSITION_ERRORS as e:  # an override Hydra cannot compose: the user's input, said as train says it
         print(error_line(composition_message(e), PROGRAM), file=sys.stderr)
         return 2
@@ -191,7 +239,9 @@ def main(argv: Sequence[str] | None = None, echo: Callable[[str], None] = print)
         launched,
         not_finished,
         provenance.label(provenance.code().tags()),
-        decide_command(findings, rows, args.overrides, args.quick),
+        decide_command(findings, rows, [portable(o) for o in args.overrides], args.quick),
+        evaluate.controls(rows),
+        tuned,
     )
     files = write.write(out, findings, context)
     for f in findings:

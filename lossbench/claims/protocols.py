@@ -8,18 +8,22 @@ jobs that FINISHED and the sweep's own report lands on its parent run. ``--quick
 
 from __future__ import annotations
 
+import functools
 import itertools
+import math
 import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import OmegaConf
 
 from lossbench import job
-from lossbench.paths import compose
+from lossbench.paths import compose, conf_dir
 
 
 @dataclass(frozen=True)
@@ -29,24 +33,50 @@ class Protocol:
     name: str
     """The experiment: ``conf/experiment/<name>.yaml``."""
     quick: tuple[str, ...]
-    """``--quick``'s Hydra overrides: fewer epochs, images, seeds and models, a few minutes on 2 CPU cores."""
+    """``--quick``'s Hydra overrides: the pilot (fewer epochs, images and models; three seeds, the fewest a paired
+    test reads, so that the pilot's spread sizes the full protocols' seeds), minutes on 2 CPU cores."""
+    tunes: bool = False
+    """A tuning protocol: run before the others, its runs choose their learning rates (:func:`tuned_overrides`)."""
 
 
-_QUICK_COMMON = ("seed=0,1", "trainer.max_epochs=4", "data.train_size=3000", "data.train_eval_size=2000")
+_QUICK_COMMON = ("seed=0,1,2", "trainer.max_epochs=6", "data.train_size=3000", "data.train_eval_size=2000")
+_QUICK_TUNING = ("model=linear", "optimizer.lr=1.0e-3,3.0e-3", *_QUICK_COMMON[1:])
 PROTOCOLS: dict[str, Protocol] = {
     p.name: p
     for p in (
-        Protocol("claim_losses", ("model=linear", *_QUICK_COMMON)),
+        Protocol("claim_tuning", _QUICK_TUNING, tunes=True),
+        Protocol("claim_tuning_binary", _QUICK_TUNING, tunes=True),
         Protocol("claim_binary", ("model=linear", *_QUICK_COMMON)),
+        Protocol("claim_margin", ("optimizer.weight_decay=1.0e-4,1.0e-3", *_QUICK_COMMON)),
+        Protocol("claim_losses", ("model=linear", *_QUICK_COMMON)),
         Protocol("claim_outliers", _QUICK_COMMON),
         Protocol("claim_label_noise", _QUICK_COMMON),
         Protocol(
             "claim_overfitting",
-            ("data.label_noise.rate=0.0,0.6", *_QUICK_COMMON[:1], "trainer.max_epochs=8", "data.train_size=2000"),
+            (*_QUICK_COMMON[:1], "trainer.max_epochs=10", "data.train_size=2000", "data.train_eval_size=2000"),
         ),
     )
 }
-"""Every protocol, in the order they run (the short ones first: a broken setup shows within minutes)."""
+"""Every protocol, in the order they run: equal tuning first, then the short ones (a broken setup shows within
+minutes)."""
+
+
+@functools.cache
+def written() -> Mapping[str, Any]:
+    """The claims' predictions, controls and claim 6's detector as conf/claims.yaml writes them, before any run."""
+    return OmegaConf.to_container(OmegaConf.load(conf_dir() / "claims.yaml"))
+
+
+def tuned_overrides(rows: Sequence[Mapping[str, Any]], score: str) -> list[str]:
+    """The tuning runs' choice, as the overrides every other protocol's ``optimizer.lr`` reads: for each loss x model
+    x number of classes, the learning rate with the highest mean ``score`` (best validation accuracy) over its seeds
+    (ties: the smaller rate). ``++tuned.lr.<loss>_<model>_<classes>=<lr>``, sorted."""
+    scores: dict[tuple[str, str, Any], dict[float, list[float]]] = {}
+    for r in rows:
+        if math.isfinite(r.get(score, math.nan)) and math.isfinite(r.get("lr", math.nan)):
+            scores.setdefault((r["loss"], r["model"], r["classes"]), {}).setdefault(r["lr"], []).append(r[score])
+    chosen = {key: max(by_lr, key=lambda lr: (sum(by_lr[lr]) / len(by_lr[lr]), -lr)) for key, by_lr in scores.items()}
+    return [f"++tuned.lr.{loss}_{model}_{classes}={lr:g}" for (loss, model, classes), lr in sorted(chosen.items())]
 
 
 @dataclass(frozen=True)
@@ -74,9 +104,9 @@ CLAIMS: tuple[Claim, ...] = (
         2,
         "MAE may converge more slowly; MSE gives smoother gradients.",
         ("claim_losses",),
-        "epochs until validation accuracy first reaches the target (`analysis.target_acc`; a run that never reaches "
-        "it counts as one epoch past its last), and the seconds until then; MAE against MSE, seed by seed. The "
-        "smoothness of gradients is not measured: the verdict is on convergence",
+        "epochs until validation accuracy first reaches the target (`analysis.target_acc`); a run that never reaches "
+        "it is censored, kept and ranked last (+inf), never dropped; MAE against MSE on each model by a Mann-Whitney U "
+        "test. The smoothness of gradients is not measured: the verdict is on convergence",
     ),
     Claim(
         3,
@@ -89,35 +119,35 @@ CLAIMS: tuple[Claim, ...] = (
     Claim(
         4,
         "Hinge loss encourages correct classification with a margin.",
-        ("claim_losses",),
-        "the median signed distance from a test image to the nearest decision boundary in input space (logit margin "
-        "over the norm of its input gradient; exact for the linear model), which does not depend on a loss's logit "
-        "scale; hinge against CE and MSE. The share of test images with a logit margin of at least 1 (hinge's own "
-        "margin) is shown beside it",
+        ("claim_margin",),
+        "the SVM's claim: under an L2 penalty (optimizer.weight_decay swept, the SVM's C), the median distance from a "
+        "training image to the nearest decision boundary over all classes, in input space (the test images' beside "
+        "it), on the linear model; hinge against CE and MSE at each penalty",
     ),
     Claim(
         5,
         "For probabilistic outputs, cross-entropy is preferred (softmax pairs with categorical CE).",
         ("claim_losses",),
-        "the test set's NLL of the softmax and its expected calibration error (15 bins) at the selected epoch; each "
-        "of MSE, MAE, hinge and BCE against CE",
+        "the test NLL of the probabilities each loss trains (BCE's sigmoids, the softmax for the others; hinge trains "
+        "none and is shown on the softmax), at the selected epoch; its ECE (15 bins) and both after temperature "
+        "scaling beside it (scaling separates calibration from ranking); MSE, MAE and BCE against CE",
     ),
     Claim(
         6,
         "Watch validation loss: if it rises while training loss falls, the model is overfitting.",
         ("claim_overfitting",),
-        "per run, the claim's rule read on the loss's own `val/loss` against `train_eval/loss` (summary/loss_has_onset) "
-        "beside lossbench's verdict on the yardsticks every loss shares, validation NLL and accuracy against the "
-        "training data's (summary/has_onset); per loss, the share of runs where the two agree, with its Wilson "
-        "interval, and the overfitting the own loss missed",
+        "per run, the claim's rule read on the loss's own `val/loss` against `train_eval/loss` "
+        "(summary/loss_has_onset), against overfitting defined on accuracy (validation accuracy worse than its best "
+        "while the training data's improves); per loss, its sensitivity and specificity with Wilson intervals, from a "
+        "design with overfitting and non-overfitting runs for every loss",
     ),
     Claim(
         7,
         "BCE is for binary problems, categorical CE for multi-class ones.",
-        ("claim_losses", "claim_binary"),
-        "test accuracy at the selected epoch of CE (softmax) and BCE (one-vs-rest sigmoids) on the ten classes "
-        "(claim_losses) and on two of them, T-shirt/top against Shirt (claim_binary); the claim predicts CE ahead on "
-        "ten classes and BCE ahead on two",
+        ("claim_binary", "claim_losses"),
+        "test accuracy at the selected epoch. On two classes (T-shirt/top against Shirt, claim_binary), one sigmoid "
+        "logit (bce_single) and a softmax over two logits (ce) are the same model: theory predicts a tie, decided by "
+        "equivalence within a margin. On ten (claim_losses), CE against BCE's ten one-vs-rest sigmoids: CE ahead",
     ),
     Claim(
         8,
@@ -188,9 +218,19 @@ def design(protocol: Protocol, overrides: Sequence[str], quick: bool) -> Design:
         "training images": data.train_size if data.train_size is not None else "all",
         "validation images": data.val_size,
         "epochs": cfg.trainer.max_epochs,
-        "optimizer": f"{cfg.optimizer.name}, lr {cfg.optimizer.lr}",
+        "optimizer": f"{cfg.optimizer.name}, lr "
+        + (
+            "tuned per loss and model (claim_tuning)"
+            if OmegaConf.is_interpolation(cfg.optimizer, "lr")
+            else str(cfg.optimizer.lr)
+        ),
         "batch size": data.batch_size,
     }
+    fixed["a seed redraws"] = (
+        "the validation split, training subset, label- and input-noise draws, initial weights and batch order"
+        if data.get("redraw")
+        else "the initial weights and batch order (split, subset and noise draws fixed)"
+    )
     if "model" not in grid:
         fixed["model"] = cfg.model.name
     if cfg.analysis.target_acc is not None:

@@ -11,8 +11,10 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from lossbench import analysis
 from lossbench.names import (
     CONFIDENCE,
+    MEMORISED,
     SUMMARY_EPOCHS,
     SUMMARY_EPOCHS_TO_TARGET,
     SUMMARY_FIGURES,
@@ -21,6 +23,7 @@ from lossbench.names import (
     SUMMARY_LOSS_RISE,
     SUMMARY_SECONDS_TO_TARGET,
     TEST_ACC,
+    TEST_CALIBRATION,
     TEST_CONFIDENCE,
     TEST_ECE,
     TEST_INPUT_MARGIN_Q,
@@ -30,6 +33,9 @@ from lossbench.names import (
     TEST_MARGIN_Q,
     TEST_NLL,
     TEST_RMSE_DEG,
+    TRAIN_EVAL_ACC,
+    TRAIN_EVAL_INPUT_MARGIN_Q,
+    VAL_ACC,
 )
 from lossbench.report.runs import INPUT_NOISE_PARAM, NOISE_PARAM, RunRecord, Selection, load_runs, select_runs
 
@@ -37,6 +43,17 @@ SUMMARY_HAS_ONSET = SUMMARY_KEYS[SUMMARY_FIGURES.index("has_onset")]
 SUMMARY_VAL_NLL_RISE = SUMMARY_KEYS[SUMMARY_FIGURES.index("val_nll_rise")]
 CONFIDENT_WRONG, CONFIDENT_WRONG_LOSS, CONFIDENT_WRONG_GRAD = (TEST_CONFIDENCE[name] for name in CONFIDENCE[1:])
 INPUT_MARGIN, LOGIT_MARGIN = TEST_INPUT_MARGIN_Q[50], TEST_MARGIN_Q[50]
+SUMMARY_BEST_EPOCH_ACC = SUMMARY_KEYS[SUMMARY_FIGURES.index("best_epoch_acc")]
+SUMMARY_BEST_VAL_ACC = SUMMARY_KEYS[SUMMARY_FIGURES.index("best_val_acc")]
+TRAIN_INPUT_MARGIN = TRAIN_EVAL_INPUT_MARGIN_Q[50]
+OWN_NLL, OWN_ECE, OWN_NLL_TS, OWN_ECE_TS, NLL_TS, ECE_TS = TEST_CALIBRATION.values()
+OVERFIT_ACC, STILL_IMPROVING = "overfits_on_accuracy", "still_improving"
+"""Columns derived from a run's curves and summary (:func:`row_of`): 1 when validation accuracy ended worse than its
+smoothed best by the margin while the training data's improved (lossbench.analysis.trend on val/acc and
+train_eval/acc: claim 6's truth), and 1 when its best validation accuracy came within ``analysis.patience`` epochs of
+the end (the run may still have been improving)."""
+CURVES = (VAL_ACC, TRAIN_EVAL_ACC)
+"""The curves the claims read (claim 6's truth); the rest is each run's summary."""
 
 METRICS: tuple[str, ...] = (
     TEST_ACC,
@@ -58,6 +75,16 @@ METRICS: tuple[str, ...] = (
     SUMMARY_VAL_NLL_RISE,
     TEST_RMSE_DEG,
     TEST_MAE_DEG,
+    SUMMARY_BEST_EPOCH_ACC,
+    SUMMARY_BEST_VAL_ACC,
+    TRAIN_INPUT_MARGIN,
+    OWN_NLL,
+    OWN_ECE,
+    OWN_NLL_TS,
+    OWN_ECE_TS,
+    NLL_TS,
+    ECE_TS,
+    MEMORISED,
 )
 """The per-run metrics the claims read, each a column of the table under its own name (lossbench.names)."""
 
@@ -69,6 +96,10 @@ _PARAMS = {
     "max_epochs": "trainer.max_epochs",
     "target_acc": "analysis.target_acc",
     "outliers": "data.outliers.rate",  # a regression run's outlier targets (lossbench.regression; claim 1)
+    "patience": "analysis.patience",
+    "weight_decay": "optimizer.weight_decay",
+    "lr": "optimizer.lr",
+    "train_size": "data.train_size",
 }
 Row = dict[str, Any]
 
@@ -99,7 +130,21 @@ def row_of(protocol: str, run: RunRecord) -> Row:
     row["classes"] = int(row["classes"]) if math.isfinite(row["classes"]) else None
     row["stage"] = run.stage
     row.update({name: float(run.metrics.get(name, math.nan)) for name in METRICS})
+    patience = int(row["patience"]) if math.isfinite(row["patience"]) else analysis.Rule().patience
+    best, epochs = row[SUMMARY_BEST_EPOCH_ACC], row[SUMMARY_EPOCHS]
+    row[STILL_IMPROVING] = float(epochs - best < patience) if math.isfinite(best + epochs) else math.nan
+    row[OVERFIT_ACC] = overfits_on_accuracy(run.curves, patience)
     return row
+
+
+def overfits_on_accuracy(curves: Mapping[str, Sequence[float]], patience: int) -> float:
+    """1.0 when validation accuracy ends worse than its smoothed best by ``analysis.margin_acc`` while training
+    accuracy (train_eval) improved (lossbench.analysis.trend, the rule every report uses, read on accuracy alone),
+    0.0 when not, NaN without the curves."""
+    if VAL_ACC not in curves:
+        return math.nan
+    trend = analysis.trend(curves, VAL_ACC, TRAIN_EVAL_ACC, "max", analysis.Rule(patience=patience))
+    return math.nan if trend is None else float(trend.worse and trend.train_better)
 
 
 def tidy(protocol: str, runs: Iterable[RunRecord]) -> list[Row]:
@@ -112,11 +157,13 @@ def run_ids(outcomes: Sequence[Mapping[str, Any]]) -> list[str]:
     return [o["run_id"] for o in outcomes if o.get("run_id") and o["status"] in ("finished", "skipped")]
 
 
-def read(client: Any, experiment_id: str, ids: Sequence[str], chunk: int = 100) -> Selection:
-    """The runs ``ids`` of one experiment, split as a report splits them (lossbench.report.runs.select_runs); no
-    curves: the claims read what each run summarised."""
+def read(
+    client: Any, experiment_id: str, ids: Sequence[str], chunk: int = 100, curves: Sequence[str] = ()
+) -> Selection:
+    """The runs ``ids`` of one experiment, split as a report splits them (lossbench.report.runs.select_runs), with
+    the ``curves`` a protocol's claims read (:data:`CURVES` for claim 6; none otherwise: each run's summary)."""
     records: list[RunRecord] = []
     for start in range(0, len(ids), chunk):
         quoted = ", ".join(f"'{i}'" for i in ids[start : start + chunk])
-        records += load_runs(client, experiment_id, f"attributes.run_id IN ({quoted})", curve_metrics=())
+        records += load_runs(client, experiment_id, f"attributes.run_id IN ({quoted})", curve_metrics=curves)
     return select_runs(records)

@@ -1,16 +1,19 @@
 """From the tidy table of runs (lossbench.claims.results) to each claim's figures, tests and verdict. Pure functions.
 
-A claim is tested through *predictions*: on the runs of one block (a model, a corruption, a number of classes),
-a measure of one loss minus the same measure of another, paired by seed, should have a given sign. A claim's
-predictions are decided together as one family (lossbench.decisions: paired t-tests, Holm, seeds needed), and
-:func:`verdict` reads the family's outcomes:
+A claim is tested through *predictions* written before the run (conf/claims.yaml): on the runs of one block (a
+model, a weight decay, a number of classes), a measure of one loss minus the same measure of another should have a
+given sign, or (sign 0) be equivalent within a stated margin. A claim's predictions are decided together as one family
+(lossbench.decisions: paired t-tests, Holm, equivalence within each prediction's margin, seeds needed; or, for times
+that may be censored, Mann-Whitney U with Holm), and :func:`verdict` reads the family's outcomes:
 
-- **supported**: every prediction holds (decided in the claim's direction);
-- **contradicted**: every prediction is reversed (decided against it);
-- **depends**: they differ, and the verdict names the dimension(s) that separate them (model, data, noise rate, ...);
-- **inconclusive**: none is decided; it says what would decide it (the seeds lossbench.decisions plans for).
+- **supported**: every prediction holds;
+- **contradicted**: every prediction is decided against the claim (reversed, or no difference where it predicts one);
+- **equivalent**: every prediction of a difference is decided "no difference" within its margin;
+- **depends**: *decided* predictions disagree (some hold, some are decided against); named by what separates them;
+- **not yet decided**: anything else (some or all undecided, none disagreeing): how many are decided, and what
+  would decide the rest. A mix of decided and undecided predictions is never "depends": that is lack of power.
 
-Claim 6 is about verdicts, not differences: its predictions are per-loss agreement shares with Wilson intervals.
+Claim 6 is about a detector, not a difference: per loss, sensitivity and specificity with Wilson intervals.
 """
 
 from __future__ import annotations
@@ -20,6 +23,9 @@ import math
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
+from scipy import stats as _stats
+from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.proportion import proportion_confint
 
 from lossbench import decisions, stats
@@ -28,13 +34,20 @@ from lossbench.claims.results import (
     CONFIDENT_WRONG,
     CONFIDENT_WRONG_GRAD,
     CONFIDENT_WRONG_LOSS,
+    ECE_TS,
     INPUT_MARGIN,
-    SUMMARY_HAS_ONSET,
+    NLL_TS,
+    OWN_ECE,
+    OWN_ECE_TS,
+    OWN_NLL,
+    OWN_NLL_TS,
+    STILL_IMPROVING,
+    TRAIN_INPUT_MARGIN,
     Row,
 )
 from lossbench.names import (
+    MEMORISED,
     SUMMARY_EPOCHS_TO_TARGET,
-    SUMMARY_LOSS_HAS_ONSET,
     SUMMARY_SECONDS_TO_TARGET,
     TEST_ACC,
     TEST_ECE,
@@ -43,13 +56,33 @@ from lossbench.names import (
     TEST_NLL,
 )
 
-HOLDS, REVERSED, UNDECIDED = "holds", "reversed", "undecided"
-"""What became of one prediction."""
-SUPPORTED, CONTRADICTED, DEPENDS, INCONCLUSIVE = "supported", "contradicted", "depends", "inconclusive"
-VERDICTS = (SUPPORTED, CONTRADICTED, DEPENDS, INCONCLUSIVE)
+HOLDS, REVERSED, NO_DIFFERENCE, UNDECIDED, NOT_MEASURED = (
+    "holds",
+    "reversed",
+    "no difference",
+    "undecided",
+    "not measured",
+)
+"""What became of one prediction: holds; reversed (decided the other way, or a difference where a tie was
+predicted); no difference (equivalent within its margin where a difference was predicted); undecided; not measured
+(the runs did not record its measure)."""
+OUTCOMES = (HOLDS, REVERSED, NO_DIFFERENCE, UNDECIDED, NOT_MEASURED)
+DECIDED = (HOLDS, REVERSED, NO_DIFFERENCE)
+AGAINST = (REVERSED, NO_DIFFERENCE)
+SUPPORTED, CONTRADICTED, EQUIVALENT, DEPENDS, NOT_DECIDED = (
+    "supported",
+    "contradicted",
+    "equivalent",
+    "depends",
+    "not yet decided",
+)
+INCONCLUSIVE = NOT_DECIDED  # the name claim 1's code used
+VERDICTS = (SUPPORTED, CONTRADICTED, EQUIVALENT, DEPENDS, NOT_DECIDED)
 
 DROP, EPOCHS_TO_TARGET, AGREEMENT, MISSED = "accuracy_lost", "epochs_to_target", "agreement", "missed_overfitting"
 """Columns derived here (:func:`with_drops`, :func:`with_censored_epochs`) and claim 6's per-loss shares."""
+REACHED, SENSITIVITY, SPECIFICITY = "reached_target", "sensitivity", "specificity"
+"""Claim 2's share of runs that reached the target; claim 6's per-loss shares of the detector."""
 
 
 @dataclass(frozen=True)
@@ -98,22 +131,46 @@ MEASURES: dict[str, Measure] = {
     TEST_ECE: Measure("test ECE (selected epoch)", "ECE", 100, "%", 2, _SHARE),
     AGREEMENT: Measure("runs whose own-loss verdict agrees with the yardsticks'", "agreement", 100, "%", 0, _SHARE),
     MISSED: Measure("yardstick overfitting the own loss missed", "missed", 100, "%", 0, _SHARE),
+    REACHED: Measure("runs that reached the target", "reached", 100, "%", 0, _SHARE),
+    SENSITIVITY: Measure("overfitting runs val/loss flags (sensitivity)", "sensitivity", 100, "%", 0, _SHARE),
+    SPECIFICITY: Measure("other runs val/loss leaves alone (specificity)", "specificity", 100, "%", 0, _SHARE),
+    STILL_IMPROVING: Measure("runs still improving at the end", "still improving", 100, "%", 0, _SHARE),
+    TRAIN_INPUT_MARGIN: Measure(
+        "median distance to the nearest boundary, training images", "training margin", 1, "", 3
+    ),
+    OWN_NLL: Measure("test NLL of the loss's own probabilities", "own NLL", 1, "", 3, (0.0, math.inf)),
+    OWN_ECE: Measure("test ECE of the loss's own probabilities", "own ECE", 100, "%", 2, _SHARE),
+    OWN_NLL_TS: Measure("own NLL, temperature-scaled", "own NLL (TS)", 1, "", 3, (0.0, math.inf)),
+    OWN_ECE_TS: Measure("own ECE, temperature-scaled", "own ECE (TS)", 100, "%", 2, _SHARE),
+    NLL_TS: Measure("softmax NLL, temperature-scaled", "NLL (TS)", 1, "", 3, (0.0, math.inf)),
+    ECE_TS: Measure("softmax ECE, temperature-scaled", "ECE (TS)", 100, "%", 2, _SHARE),
+    MEMORISED: Measure("flipped training labels memorised (last epoch)", "memorised", 100, "%", 1, _SHARE),
 }
 
-RULE_PAIRED = (
-    "each prediction is a paired comparison over seeds (t-test on the per-seed differences; the claim's {n} "
-    "predictions decided as one family with Holm's correction, α = 0.05; lossbench.decisions). Supported: every "
-    "prediction decided in the claim's direction; contradicted: every one decided against it; depends: they differ "
-    "(named by what separates them); inconclusive: none decided."
+_OUTCOMES = (
+    "Supported: every prediction holds; contradicted: every one decided against the claim; equivalent: every predicted "
+    "difference decided absent; depends: decided predictions disagree (named by what separates them); not yet "
+    "decided: anything else, with how many are decided and what would decide the rest."
 )
-RULE_AGREEMENT = (
-    "for each loss, the share of runs in which the claim's rule on the loss's own val/loss (rises while the own "
-    "training loss falls) gives the same verdict as lossbench's yardsticks (validation NLL or accuracy worse while "
-    "the training data's improve), with a 95 % Wilson interval: it holds when the interval lies above 1/2 and the "
-    "yardsticks call at least one of the loss's runs overfitting (agreeing that nothing overfits is no evidence that "
-    "val/loss detects overfitting), is reversed when the interval lies below 1/2, undecided otherwise. Supported: it "
-    "holds for every loss; contradicted: reversed for every loss; depends: they differ (the losses named); "
-    "inconclusive: none decided."
+RULE_PAIRED = (
+    "each prediction is a paired comparison over seeds (t-test on the "
+    "per-seed differences; the claim's {n} predictions decided as one family with Holm's correction, α = 0.05, "
+    "lossbench.decisions); a difference whose 95 % interval lies inside the prediction's margin is decided "
+    "equivalent (TOST at 2.5 % a side): where the claim predicts a tie that is its holding, where it predicts a "
+    "difference that is 'no difference'. " + _OUTCOMES
+)
+RULE_RANK = (
+    "each prediction compares the two losses' epochs to the target with "
+    "a two-sided Mann-Whitney U test (scipy), a run that never reached it counted as never (+inf: censored, kept, not "
+    "dropped); the claim's {n} predictions decided as one family with Holm's correction, α = 0.05. " + _OUTCOMES
+)
+RULE_DETECTOR = (
+    "for each loss, the claim's rule read on its own val/loss (rises while the own training loss falls; "
+    "summary/loss_has_onset) as a detector of overfitting defined on accuracy (validation accuracy ends worse than "
+    "its smoothed best by analysis.margin_acc while the training data's improves): its sensitivity (overfitting runs "
+    "flagged) and specificity (other runs left alone), each with a 95 % Wilson interval. It holds for a loss when both "
+    "lower limits exceed 1/2, is reversed when either upper limit lies below 1/2 (an always-yes detector: specificity "
+    "0), undecided otherwise. " + _OUTCOMES
 )
 
 
@@ -143,14 +200,22 @@ def with_drops(rows: Sequence[Row], measure: str = TEST_LAST_ACC) -> list[Row]:
 
 
 def with_censored_epochs(rows: Sequence[Row]) -> list[Row]:
-    """Every row with :data:`EPOCHS_TO_TARGET`: the epoch validation accuracy first reached the target, or one past
-    the run's last epoch when it never did (the run is censored: it would have needed at least that); NaN when no
-    target was set."""
+    """Every row with :data:`EPOCHS_TO_TARGET`: the epoch validation accuracy first reached the target, or +inf when
+    it never did (the run is censored: kept, and ranked behind every run that reached it; never dropped), and
+    :data:`REACHED` (1 or 0); NaN for both when no target was set."""
     out = []
     for r in rows:
         reached = r[SUMMARY_EPOCHS_TO_TARGET]
-        censored = r["max_epochs"] + 1 if math.isfinite(r["target_acc"]) else math.nan
-        out.append({**r, EPOCHS_TO_TARGET: reached if math.isfinite(reached) else censored})
+        if not math.isfinite(r["target_acc"]):
+            out.append({**r, EPOCHS_TO_TARGET: math.nan, REACHED: math.nan})
+        else:
+            out.append(
+                {
+                    **r,
+                    EPOCHS_TO_TARGET: reached if math.isfinite(reached) else math.inf,
+                    REACHED: float(math.isfinite(reached)),
+                }
+            )
     return out
 
 
@@ -168,14 +233,17 @@ class Measured:
 
     @property
     def text(self) -> str:
-        return MEASURES[self.measure].format(self.interval)
+        iv, m = self.interval, MEASURES[self.measure]
+        if not self.values and 0 < iv.n < stats.MIN_SEEDS:  # a Wilson share: its interval holds at any count
+            return f"{iv.mean * m.scale:.{m.digits}f} [{iv.low * m.scale:.{m.digits}f}, {iv.high * m.scale:.{m.digits}f}] (n={iv.n})"
+        return m.format(iv)
 
 
 def measure_groups(rows: Sequence[Row], measure: str, by: Sequence[str]) -> list[Measured]:
     """``measure`` per group of ``by`` (ending with ``loss``), over seeds: mean and interval within its range."""
     groups: dict[tuple, list[Row]] = {}
     for r in rows:
-        if measure in r:
+        if measure in r and not math.isnan(r[measure]):
             groups.setdefault(tuple(str(r[k]) for k in by), []).append(r)
     out = []
     for key, members in groups.items():
@@ -190,8 +258,9 @@ def measure_groups(rows: Sequence[Row], measure: str, by: Sequence[str]) -> list
 
 @dataclass(frozen=True)
 class Prediction:
-    """On the rows matching ``where``: ``measure`` of ``candidate`` minus that of ``reference``, paired by seed, has
-    the sign ``sign`` (+1: larger)."""
+    """On the rows matching ``where``: ``measure`` of ``candidate`` minus that of ``reference`` has the sign ``sign``
+    (+1: larger, -1: smaller) or, with ``sign`` 0, is equivalent within ``margin``. Written before the run
+    (conf/claims.yaml, :func:`prediction_of`)."""
 
     where: tuple[tuple[str, object], ...]
     measure: str
@@ -200,11 +269,18 @@ class Prediction:
     sign: int
     resolution: float | None = None
     """One test image's share, for accuracies (a smaller difference cannot be told apart)."""
+    margin: float | None = None
+    """The smallest difference that matters, in the measure's unit: an interval inside ±margin is "no difference"."""
+    test: str = "paired"
+    """``paired`` (t-test on per-seed differences, lossbench.decisions) or ``rank`` (Mann-Whitney U, censored kept)."""
+    seeds: int = 0
+    """The seeds the protocol promised it (0: not stated)."""
+    protocol: str = ""
 
     @property
     def block(self) -> dict[str, str]:
         """What distinguishes this prediction from its claim's others: its rows, measure and reference."""
-        where = {k: f"{v} classes" if k == "classes" else str(v) for k, v in self.where}
+        where = {k: _where_word(k, v) for k, v in self.where}
         return {
             **where,
             "measure": MEASURES[self.measure].short,
@@ -216,49 +292,147 @@ class Prediction:
     def label(self) -> str:
         return f"{self.candidate} − {self.reference}"
 
+    @property
+    def expects(self) -> str:
+        """``mae > mse``, ``bce_single ≈ ce (±1.00 pp)``."""
+        if self.sign == 0:
+            return f"{self.candidate} ≈ {self.reference} (±{_amount(self.measure, self.margin)})"
+        return f"{self.candidate} {'>' if self.sign > 0 else '<'} {self.reference}"
+
+
+def _where_word(key: str, value: object) -> str:
+    if key == "classes":
+        return f"{value} classes"
+    if key in ("weight_decay", "label_noise", "train_size"):
+        return f"{key.replace('_', ' ')} {value:g}" if isinstance(value, float) else f"{key.replace('_', ' ')} {value}"
+    return str(value)
+
+
+def _amount(measure: str, value: float | None) -> str:
+    m = MEASURES[measure]
+    unit = f" {m.difference_unit}" if m.difference_unit else ""
+    return "—" if value is None else f"{value * m.scale:.{m.digits}f}{unit}"
+
+
+def prediction_of(spec: Mapping[str, object], resolution: float | None = None) -> Prediction:
+    """A prediction as conf/claims.yaml writes it (a mapping: protocol, where, measure, candidate, reference, sign,
+    margin, test, seeds)."""
+    test = str(spec.get("test", "paired"))
+    if test not in ("paired", "rank") or int(spec["sign"]) not in (-1, 0, 1) or str(spec["measure"]) not in MEASURES:
+        raise ValueError(f"conf/claims.yaml: a prediction needs test paired|rank, sign -1|0|1, a known measure: {spec}")
+    margin = spec.get("margin")
+    if int(spec["sign"]) == 0 and margin is None:
+        raise ValueError(f"conf/claims.yaml: an equivalence (sign 0) needs its margin: {spec}")
+    return Prediction(
+        tuple(dict(spec.get("where") or {}).items()),
+        str(spec["measure"]),
+        str(spec["candidate"]),
+        str(spec["reference"]),
+        int(spec["sign"]),
+        resolution,
+        None if margin is None else float(margin),
+        test,
+        int(spec.get("seeds", 0)),
+        str(spec.get("protocol", "")),
+    )
+
+
+@dataclass(frozen=True)
+class Ranked:
+    """A rank prediction as its family decided it (Mann-Whitney U; a run that never reached the target is +inf)."""
+
+    candidate: tuple[float, ...]
+    reference: tuple[float, ...]
+    p_value: float
+    p_holm: float
+    outcome: str
+    """stats.BETTER (candidate larger), stats.WORSE, stats.INDISTINGUISHABLE or stats.TOO_FEW."""
+    extra: int | None = None
+    """More seeds per loss with which the test decides with 80 % power (resampling these values), when undecided."""
+
+    @property
+    def plan(self) -> None:  # the interface of decisions.Decision that the claims read: no paired plan
+        return None
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "test": "Mann-Whitney U (two-sided), never reached = +inf",
+            "candidate": ["inf" if v == math.inf else v for v in self.candidate],
+            "reference": ["inf" if v == math.inf else v for v in self.reference],
+            "p_value": self.p_value,
+            "p_holm": self.p_holm,
+            "outcome": self.outcome,
+            "extra_seeds": self.extra,
+        }
+
 
 @dataclass(frozen=True)
 class Tested:
-    """A prediction as its family decided it."""
+    """A prediction as its family decided it, with the per-seed values it read (candidate, reference)."""
 
     prediction: Prediction
-    decision: decisions.Decision
+    decision: decisions.Decision | Ranked | None
+    """None: the runs did not record the measure (not measured)."""
+    values: dict[Hashable, tuple[float, float]] = field(default_factory=dict)
 
     @property
     def outcome(self) -> str:
-        if self.decision.outcome not in (stats.BETTER, stats.WORSE):
+        if self.decision is None:
+            return NOT_MEASURED
+        sign, kind = self.prediction.sign, self.decision.outcome
+        if kind == stats.EQUIVALENT or self.within_margin:
+            return HOLDS if sign == 0 else NO_DIFFERENCE
+        if kind not in (stats.BETTER, stats.WORSE):
             return UNDECIDED
-        positive = (
-            self.decision.outcome == stats.BETTER
-        )  # decided with higher_is_better: BETTER is a positive difference
-        return HOLDS if positive == (self.prediction.sign > 0) else REVERSED
+        if sign == 0:
+            return REVERSED
+        return HOLDS if (kind == stats.BETTER) == (sign > 0) else REVERSED
+
+    @property
+    def within_margin(self) -> bool:
+        """The paired difference's 95 % interval lies inside ±margin: equivalent (TOST), even where the t-test also
+        finds it non-zero (a difference too small to matter, e.g. two parametrisations of one model)."""
+        margin, d = self.prediction.margin, self.decision
+        if margin is None or not isinstance(d, decisions.Decision) or d.paired.n < stats.MIN_SEEDS:
+            return False
+        return -margin < d.paired.low and d.paired.high < margin
 
     @property
     def difference(self) -> str:
         """``+3.2 [+1.1, +5.3] epochs, p=0.004 (Holm), n=3``; the values themselves below three seeds."""
-        m, p = MEASURES[self.prediction.measure], self.decision.paired
+        m, d = MEASURES[self.prediction.measure], self.decision
+        if d is None:
+            return "not measured (the runs did not record it)"
+        if isinstance(d, Ranked):
+            return _ranked_text(d, m)
+        p = d.paired
         unit = f" {m.difference_unit}" if m.difference_unit else ""
         if p.n == 0:
             return "no paired seeds"
         if p.n < stats.MIN_SEEDS:
-            seen = ", ".join(f"{d * m.scale:+.{m.digits}f}" for d in p.differences)
+            seen = ", ".join(f"{x * m.scale:+.{m.digits}f}" for x in p.differences)
             return f"{p.mean * m.scale:+.{m.digits}f}{unit} (n={p.n}: {seen}; no test below {stats.MIN_SEEDS})"
         low, high = p.low * m.scale, p.high * m.scale
         return (
             f"{p.mean * m.scale:+.{m.digits}f} [{low:+.{m.digits}f}, {high:+.{m.digits}f}]{unit}, "
-            f"p={self.decision.p_holm:.2g} (Holm), n={p.n}"
+            f"p={d.p_holm:.2g} (Holm), n={p.n}"
         )
 
     @property
     def plan(self) -> str:
         """What would decide it, when undecided: the seeds lossbench.decisions plans for, or why none do."""
+        if self.outcome == NOT_MEASURED:
+            return f"runs that record {self.prediction.measure}"
         if self.outcome != UNDECIDED:
             return ""
-        if self.decision.outcome == stats.TOO_FEW:
-            return f"at least {stats.MIN_SEEDS} paired seeds (has {self.decision.paired.n})"
-        plan = self.decision.plan
+        d = self.decision
+        if d.outcome == stats.TOO_FEW:
+            return f"at least {stats.MIN_SEEDS} seeds per loss"
+        if isinstance(d, Ranked):
+            return f"{d.extra} more seeds per loss" if d.extra else f"more than {MAX_RANK_SEEDS} seeds per loss"
+        plan = d.plan
         if plan is None:
-            return self.decision.verdict
+            return d.verdict
         if plan.extra is not None:
             return f"{plan.extra} more seeds"
         if plan.reason.startswith("more than"):  # lossbench.decisions says it in pp, as for an accuracy
@@ -266,6 +440,27 @@ class Tested:
             size = f"{abs(plan.effect) * m.scale:.{m.digits}f}" + (f" {m.difference_unit}" if m.difference_unit else "")
             return f"more than {decisions.MAX_EXTRA_SEEDS} more seeds for a difference of {size}"
         return plan.reason
+
+    @property
+    def extra_seeds(self) -> int | None:
+        """The seeds more this prediction asks for (None: none planned)."""
+        if self.outcome != UNDECIDED or self.decision is None:
+            return None
+        if isinstance(self.decision, Ranked):
+            return self.decision.extra
+        return self.decision.plan.extra if self.decision.plan is not None else None
+
+
+def _ranked_text(d: Ranked, m: Measure) -> str:
+    def side(values: tuple[float, ...]) -> str:
+        finite = [v for v in values if math.isfinite(v)]
+        median = float(np.median(values)) if values else math.nan
+        shown = "never" if math.isinf(median) else f"{median * m.scale:.{m.digits}f}"
+        return f"median {shown} ({len(values) - len(finite)} of {len(values)} never)"
+
+    if d.outcome == stats.TOO_FEW:
+        return f"{side(d.candidate)} vs {side(d.reference)}; no test below {stats.MIN_SEEDS} per loss"
+    return f"{side(d.candidate)} vs {side(d.reference)}, p={d.p_holm:.2g} (Mann-Whitney, Holm)"
 
 
 def _by_seed(rows: Sequence[Row], where: Mapping[str, object], loss: str, measure: str) -> dict[Hashable, float]:
@@ -281,19 +476,113 @@ def _stage(rows: Sequence[Row], where: Mapping[str, object], p: Prediction) -> d
     return stage
 
 
+def _scope(p: Prediction) -> dict[str, object]:
+    """The rows a prediction reads: its block, in its protocol's runs (when it names one)."""
+    return {**dict(p.where), **({"protocol": p.protocol} if p.protocol else {})}
+
+
+def _values(rows: Sequence[Row], p: Prediction) -> dict[Hashable, tuple[float, float]]:
+    where = _scope(p)
+    c, r = _by_seed(rows, where, p.candidate, p.measure), _by_seed(rows, where, p.reference, p.measure)
+    return {s: (c.get(s, math.nan), r.get(s, math.nan)) for s in sorted(set(c) | set(r), key=stats.seed_order)}
+
+
+def measured(rows: Sequence[Row], p: Prediction) -> bool:
+    """Whether any run of the prediction's block recorded its measure (a rank test's never-reached counts)."""
+    return any(math.isfinite(a) or math.isfinite(b) for a, b in _values(rows, p).values()) or any(
+        r.get(p.measure) == math.inf for r in select(rows, **_scope(p))
+    )
+
+
 def test_predictions(rows: Sequence[Row], predictions: Sequence[Prediction]) -> list[Tested]:
-    """Decide a claim's predictions as one family (paired by seed; Holm; seeds needed for the undecided)."""
-    family = []
+    """Decide a claim's predictions as one family (Holm over it): paired ones by lossbench.decisions (with each
+    prediction's own equivalence margin), rank ones by Mann-Whitney U. A prediction whose measure no run recorded
+    is "not measured" and spends none of the family's budget. A family is of one kind of test."""
+    if len({p.test for p in predictions}) > 1:
+        raise ValueError("a claim's predictions are decided as one family: one kind of test (paired or rank)")
+    live = [p for p in predictions if measured(rows, p)]
+    if live and live[0].test == "rank":
+        decided = dict(zip(map(id, live), rank_family(rows, live)))
+    else:
+        family = []
+        for p in live:
+            bounds = MEASURES[p.measure].bounds
+            where = _scope(p)
+            paired = stats.paired_difference(
+                _by_seed(rows, where, p.candidate, p.measure),
+                _by_seed(rows, where, p.reference, p.measure),
+                bounds=(bounds[0] - bounds[1], bounds[1] - bounds[0]),
+            )
+            family.append(decisions.evidence(paired, _stage(rows, where, p), p.resolution, p.margin))
+        decided = dict(zip(map(id, live), decisions.decide(family)))
+    return [Tested(p, decided.get(id(p)), _values(rows, p)) for p in predictions]
+
+
+# ------------------------------------------------------------------------------------ rank tests (censored times)
+
+MAX_RANK_SEEDS = 40
+"""A rank prediction that needs more seeds per loss than this is called undecidable at this budget."""
+
+
+def _u_test(candidate: Sequence[float], reference: Sequence[float]) -> tuple[float, int]:
+    """Mann-Whitney U's two-sided p-value and the direction (+1: candidate larger), +inf values ranked last (ties
+    among them shared): scipy's exact test when nothing ties, its normal approximation with the tie correction else."""
+    result = _stats.mannwhitneyu(candidate, reference, alternative="two-sided", method="auto")
+    centre = len(candidate) * len(reference) / 2
+    return float(result.pvalue), (1 if result.statistic > centre else -1 if result.statistic < centre else 0)
+
+
+def rank_family(rows: Sequence[Row], predictions: Sequence[Prediction], alpha: float = decisions.ALPHA) -> list[Ranked]:
+    """Each prediction's Mann-Whitney U test on the two losses' values (NaN dropped, +inf kept: censored), Holm over
+    the family, and for the undecided the seeds per loss that decide it with 80 % power (:func:`rank_seeds_needed`)."""
+    pairs = []
     for p in predictions:
-        where = dict(p.where)
-        bounds = MEASURES[p.measure].bounds
-        paired = stats.paired_difference(
-            _by_seed(rows, where, p.candidate, p.measure),
-            _by_seed(rows, where, p.reference, p.measure),
-            bounds=(bounds[0] - bounds[1], bounds[1] - bounds[0]),
+        where = _scope(p)
+        pairs.append(
+            tuple(
+                tuple(v for v in _by_seed(rows, where, loss, p.measure).values() if not math.isnan(v))
+                for loss in (p.candidate, p.reference)
+            )
         )
-        family.append(decisions.evidence(paired, _stage(rows, where, p), p.resolution))
-    return [Tested(p, d) for p, d in zip(predictions, decisions.decide(family))]
+    testable = [i for i, (c, r) in enumerate(pairs) if min(len(c), len(r)) >= stats.MIN_SEEDS]
+    tests = {i: _u_test(*pairs[i]) for i in testable}
+    holm = {}
+    if testable:
+        holm = dict(zip(testable, multipletests([tests[i][0] for i in testable], alpha=alpha, method="holm")[1]))
+    open_count = max(1, sum(1 for i in testable if holm[i] > alpha))
+    out = []
+    for i, (c, r) in enumerate(pairs):
+        if i not in tests:
+            out.append(Ranked(c, r, math.nan, math.nan, stats.TOO_FEW))
+            continue
+        p_value, direction = tests[i]
+        if holm[i] <= alpha and direction:
+            out.append(Ranked(c, r, p_value, float(holm[i]), stats.BETTER if direction > 0 else stats.WORSE))
+            continue
+        extra = rank_seeds_needed(c, r, alpha / open_count)
+        out.append(Ranked(c, r, p_value, float(holm[i]), stats.INDISTINGUISHABLE, extra))
+    return out
+
+
+def rank_seeds_needed(
+    candidate: Sequence[float], reference: Sequence[float], alpha: float, draws: int = 200
+) -> int | None:
+    """The fewest more seeds per loss with which a Mann-Whitney test at ``alpha`` decides with 80 % power, if the
+    runs to come resemble these (each loss's values resampled with replacement; fixed random state); None when
+    :data:`MAX_RANK_SEEDS` seeds do not."""
+    rng = np.random.default_rng(0)
+    c, r = np.asarray(candidate, dtype=float), np.asarray(reference, dtype=float)
+    have = min(c.size, r.size)
+    for n in range(have + 1, MAX_RANK_SEEDS + 1):
+        hits = 0
+        for _ in range(draws):
+            a, b = rng.choice(c, n), rng.choice(r, n)
+            if np.all(a == a[0]) and np.all(b == a[0]):
+                continue
+            hits += _u_test(a, b)[0] <= alpha
+        if hits >= decisions.POWER * draws:
+            return n - have
+    return None
 
 
 # ------------------------------------------------------------------------------------ verdicts
@@ -318,6 +607,8 @@ class Verdict:
     """The rule that decided it."""
     decide: str = ""
     """What would decide what is undecided (empty when everything is decided)."""
+    standing: str = ""
+    """Empty when the positive controls reproduced; else why this verdict has no standing."""
 
 
 def separating(cases: Sequence[Case]) -> list[str]:
@@ -336,40 +627,52 @@ def _where(cases: Sequence[Case], dims: Sequence[str]) -> str:
     return ", ".join(found)
 
 
+def _outcomes(cases: Sequence[Case], dims: Sequence[str]) -> str:
+    return "; ".join(
+        f"{outcome} for {_where([c for c in cases if c.outcome == outcome], dims)}"
+        for outcome in (HOLDS, REVERSED, NO_DIFFERENCE, UNDECIDED, NOT_MEASURED)
+        if any(c.outcome == outcome for c in cases)
+    )
+
+
 def verdict(cases: Sequence[Case], rule: str, name: Callable[[str], str] = str, decide: str | None = None) -> Verdict:
     """The claim's verdict from its predictions' outcomes (see the module's docstring). ``name`` turns a dimension
     into words (``against`` -> ``the loss compared``); ``decide`` says what would decide the undecided (default: their
-    plans, listed)."""
+    plans, listed). "Depends" needs two *decided* predictions that disagree; undecided ones never make it."""
     if decide is None:
-        decide = "; ".join(sorted({c.plan for c in cases if c.outcome == UNDECIDED and c.plan}))
-    kinds = {c.outcome for c in cases}
+        decide = "; ".join(sorted({c.plan for c in cases if c.outcome in (UNDECIDED, NOT_MEASURED) and c.plan}))
     if not cases:
-        return Verdict(INCONCLUSIVE, "no finished runs test this claim", rule, "run its protocol")
-    if kinds == {HOLDS}:
-        return Verdict(
-            SUPPORTED, "its prediction holds" if len(cases) == 1 else f"all {len(cases)} predictions hold", rule
-        )
-    if kinds == {REVERSED}:
-        text = "its prediction is reversed" if len(cases) == 1 else f"all {len(cases)} predictions are reversed"
-        return Verdict(CONTRADICTED, text, rule)
-    if kinds == {UNDECIDED}:
-        text = (
-            "the one prediction is not decided"
-            if len(cases) == 1
-            else f"none of the {len(cases)} predictions is decided"
-        )
-        return Verdict(INCONCLUSIVE, text, rule, decide)
-    dims = separating(cases)
-    parts = [
-        f"{outcome} for {_where([c for c in cases if c.outcome == outcome], dims)}"
-        for outcome in (HOLDS, REVERSED, UNDECIDED)
-        if outcome in kinds
-    ]
-    text = f"depends on {' and '.join(name(d) for d in dims)}: " + "; ".join(parts)
-    return Verdict(DEPENDS, text, rule, decide)
+        return Verdict(NOT_DECIDED, "no finished runs test this claim", rule, "run its protocol")
+    decided = [c for c in cases if c.outcome in DECIDED]
+    kinds = {c.outcome for c in decided}
+    every = "its prediction" if len(cases) == 1 else f"all {len(cases)} predictions"
+    if len(decided) == len(cases):
+        if kinds == {HOLDS}:
+            return Verdict(SUPPORTED, f"{every} {'holds' if len(cases) == 1 else 'hold'}", rule)
+        if kinds == {NO_DIFFERENCE}:
+            return Verdict(EQUIVALENT, f"{every}: no difference, within the stated margins", rule)
+        if HOLDS not in kinds:
+            return Verdict(CONTRADICTED, f"{every} decided against the claim ({_outcomes(cases, _dims(cases))})", rule)
+    if HOLDS in kinds and kinds & set(AGAINST):
+        dims = separating(decided)
+        text = f"depends on {' and '.join(name(d) for d in dims)}: {_outcomes(decided, dims)}"
+        rest = len(cases) - len(decided)
+        if rest:
+            text += f"; {rest} of {len(cases)} not yet decided"
+        return Verdict(DEPENDS, text, rule, decide)
+    if not decided:
+        what = "the one prediction is" if len(cases) == 1 else f"none of the {len(cases)} predictions is"
+        return Verdict(NOT_DECIDED, f"{what} decided", rule, decide)
+    dims = _dims(cases)
+    text = f"{len(decided)} of {len(cases)} predictions decided ({_outcomes(cases, dims)})"
+    return Verdict(NOT_DECIDED, text, rule, decide)
 
 
-# ------------------------------------------------------------------------------------ claim 6: agreement
+def _dims(cases: Sequence[Case]) -> list[str]:
+    return separating(cases) or ["measure"]
+
+
+# ------------------------------------------------------------------------------------ claim 6: a detector
 
 
 def wilson(count: int, n: int) -> stats.Interval:
@@ -380,32 +683,34 @@ def wilson(count: int, n: int) -> stats.Interval:
     return stats.Interval(count / n, float(low), float(high), n, math.nan, bounds=(0.0, 1.0))
 
 
-def agreement(rows: Sequence[Row], loss: str) -> tuple[stats.Interval, stats.Interval]:
-    """For one loss's runs: the share whose own-loss verdict equals the yardsticks', and the share of the runs the
-    yardsticks call overfitting that the own loss did not (each with its Wilson interval)."""
-    judged = [
-        r
-        for r in select(rows, loss=loss)
-        if math.isfinite(r[SUMMARY_HAS_ONSET]) and math.isfinite(r[SUMMARY_LOSS_HAS_ONSET])
-    ]
-    same = sum(r[SUMMARY_HAS_ONSET] == r[SUMMARY_LOSS_HAS_ONSET] for r in judged)
-    overfit = [r for r in judged if r[SUMMARY_HAS_ONSET] == 1]
-    missed = sum(r[SUMMARY_LOSS_HAS_ONSET] == 0 for r in overfit)
-    return wilson(same, len(judged)), wilson(missed, len(overfit))
+def detector(rows: Sequence[Row], loss: str, flagged: str, truth: str) -> tuple[stats.Interval, stats.Interval]:
+    """For one loss's runs, how the detector ``flagged`` (1: says overfitting) does against ``truth`` (1: overfits):
+    its sensitivity (the overfitting runs it flags) and specificity (the other runs it leaves alone), each a share
+    with its Wilson interval. Runs missing either column are left out."""
+    judged = [r for r in select(rows, loss=loss) if math.isfinite(r[flagged]) and math.isfinite(r[truth])]
+    positive = [r for r in judged if r[truth] == 1]
+    negative = [r for r in judged if r[truth] == 0]
+    return (
+        wilson(sum(r[flagged] == 1 for r in positive), len(positive)),
+        wilson(sum(r[flagged] == 0 for r in negative), len(negative)),
+    )
 
 
-def agreement_case(loss: str, share: stats.Interval, overfit: int) -> Case:
-    """Claim 6's prediction for one loss: holds when the agreement's interval lies above 1/2 and the yardsticks call
-    at least one (``overfit``) of its runs overfitting, reversed when the interval lies below 1/2."""
-    if share.n == 0:
-        return Case({"loss": loss}, UNDECIDED, "runs with both verdicts")
-    if share.high < 0.5:
-        return Case({"loss": loss}, REVERSED)
-    if share.low > 0.5 and overfit:
-        return Case({"loss": loss}, HOLDS)
-    if share.low > 0.5:
-        return Case({"loss": loss}, UNDECIDED, f"runs of {loss} that overfit (none did: nothing to detect)")
-    return Case({"loss": loss}, UNDECIDED, f"more runs of {loss} (its {share.n} leave the share's interval around 1/2)")
+def detector_case(loss: str, sensitivity: stats.Interval, specificity: stats.Interval, floor: float = 0.5) -> Case:
+    """Claim 6's prediction for one loss: it holds when both lower limits exceed ``floor`` (the detector tells
+    overfitting from its absence), is reversed when either upper limit lies below it (an always-yes detector:
+    specificity 0), undecided otherwise; undecided too when the design gave the loss no run of one kind."""
+    block = {"loss": loss}
+    if sensitivity.n == 0 or specificity.n == 0:
+        missing = "overfitting" if sensitivity.n == 0 else "non-overfitting"
+        return Case(block, UNDECIDED, f"{missing} runs of {loss} (the design gave none)")
+    if sensitivity.high < floor or specificity.high < floor:
+        return Case(block, REVERSED)
+    if sensitivity.low > floor and specificity.low > floor:
+        return Case(block, HOLDS)
+    return Case(
+        block, UNDECIDED, f"more runs of {loss} ({sensitivity.n} + {specificity.n} leave an interval across {floor:g})"
+    )
 
 
 @dataclass(frozen=True)
@@ -423,17 +728,19 @@ class Finding:
 
 def decide_text(tested: Sequence[Tested]) -> str:
     """What would decide a claim's undecided predictions, in one sentence: the seeds lossbench.decisions plans for
-    (80 % power at Holm's level), how many need a third seed first, and how many no budget decides."""
+    (80 % power at Holm's level), how many need a third seed first, how many no budget decides, and which measures
+    the runs did not record."""
     open_ = [t for t in tested if t.outcome == UNDECIDED]
+    missing = sorted({t.prediction.measure for t in tested if t.outcome == NOT_MEASURED})
     too_few = [t for t in open_ if t.decision.outcome == stats.TOO_FEW]
-    planned = sorted(t.decision.plan.extra for t in open_ if t.decision.plan is not None and t.decision.plan.extra)
+    planned = sorted(t.extra_seeds for t in open_ if t.extra_seeds)
     hopeless = len(open_) - len(too_few) - len(planned)
-    parts = []
+    parts = [f"runs that record {', '.join(missing)} (not measured)"] if missing else []
     if too_few:
         parts.append(f"{len(too_few)} need at least {stats.MIN_SEEDS} paired seeds before any test")
     if planned:
         span = f"{planned[0]}" if planned[0] == planned[-1] else f"{planned[0]}–{planned[-1]}"
-        parts.append(f"{len(planned)} need {span} more seeds each (80 % power, lossbench.decisions)")
+        parts.append(f"{len(planned)} need {span} more seeds each (80 % power)")
     if hopeless:
         parts.append(
             f"{hopeless} cannot be decided by more seeds at this budget (a difference below the test set's resolution, "

@@ -5,6 +5,7 @@ description is the verdict table, as a sweep's report sits on its parent run (lo
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import math
@@ -17,13 +18,40 @@ from matplotlib.figure import Figure
 
 from lossbench import plots, provenance
 from lossbench.claims.protocols import Design, Launched
-from lossbench.claims.rules import MEASURES, Finding, Measured, Tested
+from lossbench.claims.rules import HOLDS, MEASURES, Finding, Measured, Tested
 from lossbench.names import CLAIMS_EXPERIMENT, CLAIMS_ID_TAG, COMMAND_TAG, KIND_CLAIMS, KIND_TAG, NOTE_TAG
 from lossbench.report import content, tables
 from lossbench.report.parent_run import NOTE_LIMIT, artifact_src
 
 ARTIFACT_PATH = "claims"
-FILES = ("claims.md", "claims.html", "claims.json")
+FILES = ("claims.md", "claims.html", "claims.json", "evidence.csv")
+EVIDENCE_COLUMNS = (
+    "claim",
+    "prediction",
+    "where",
+    "measure",
+    "test",
+    "margin",
+    "outcome",
+    "seed",
+    "candidate",
+    "reference",
+    "candidate_value",
+    "reference_value",
+    "difference",
+)
+"""``evidence.csv``: one row per prediction (and positive control, claim ``control``) x seed, the values it read."""
+SEEDS_DRIVE = (
+    "Every claims protocol sets `data.redraw: true`: a run's seed draws its validation split, its training subset, "
+    "its label-noise and input-noise draws, its initial weights and its batch order (the run's tag "
+    "`lossbench.seed_drives` lists them), so an interval over seeds covers every source a replication varies, not "
+    "one data draw."
+)
+QUICK_NOTE = (
+    "**Quick protocols: a pilot, not final verdicts** (`--quick`: fewer epochs, images and models, three seeds). The "
+    "pilot checks the pipeline end to end and its spread sizes the full protocols' seeds; run without `--quick` for "
+    "verdicts."
+)
 
 
 @dataclass(frozen=True)
@@ -41,6 +69,10 @@ class Context:
     code: str = ""
     decide: str = ""
     """The command that runs the seeds the undecided predictions need (empty: none)."""
+    controls: list[Tested] = field(default_factory=list)
+    """The positive controls, decided before the verdicts are read (lossbench.claims.evaluate.controls)."""
+    tuned: list[str] = field(default_factory=list)
+    """The learning rates the tuning protocols chose, as the overrides every other protocol got."""
 
 
 def figure_name(finding: Finding) -> str:
@@ -143,10 +175,7 @@ def tests_table(tested: Sequence[Tested]) -> str:
     rows = []
     for t in tested:
         where = ", ".join(v for k, v in t.prediction.block.items() if k not in ("loss", "against"))
-        direction = ">" if t.prediction.sign > 0 else "<"
-        rows.append(
-            [where, f"{t.prediction.candidate} {direction} {t.prediction.reference}", t.difference, t.outcome, t.plan]
-        )
+        rows.append([where, t.prediction.expects, t.difference, t.outcome, t.plan])
     columns = [
         "where, measure",
         "prediction",
@@ -161,7 +190,8 @@ def claim_section(finding: Finding, designs: Mapping[str, Design]) -> list[str]:
     c, v = finding.claim, finding.verdict
     parts = [
         f"## Claim {c.number}. “{tables.escape(c.statement)}”",
-        f"**Verdict: {v.kind}** — {tables.escape(v.text)}.",
+        f"**Verdict: {v.kind}** — {tables.escape(v.text)}."
+        + (f" *{tables.escape(v.standing)}.*" if v.standing else ""),
         f"*Rule:* {tables.escape(v.rule)}",
     ]
     if v.decide:
@@ -174,16 +204,61 @@ def claim_section(finding: Finding, designs: Mapping[str, Design]) -> list[str]:
             measured_table(finding.measured),
         ]
     if finding.tested:
-        parts += ["**Predictions**, paired by seed, decided as one family:", tests_table(finding.tested)]
+        parts += [
+            "**Predictions**, written before the run (conf/claims.yaml), decided as one family:",
+            tests_table(finding.tested),
+        ]
     if finding.notes:
         parts.append("\n".join(f"- {tables.escape(n)}" for n in finding.notes))
-    parts.append(f"![Claim {c.number}: the measured figures, one dot per seed]({figure_name(finding)})")
+    if finding.measured:  # nothing measured: no figure was drawn
+        parts.append(f"![Claim {c.number}: the measured figures, one dot per seed]({figure_name(finding)})")
     return parts
 
 
 def verdict_table(findings: Sequence[Finding]) -> str:
-    rows = [[f"{f.claim.number}. {f.claim.statement}", f.verdict.kind, f.verdict.text, f.key] for f in findings]
+    rows = [[f"{f.claim.number}. {f.claim.statement}", _kind(f), f.verdict.text, f.key] for f in findings]
     return tables.table(["claim", "verdict", "on what", "key figure"], rows)
+
+
+def _kind(f: Finding) -> str:
+    return f"{f.verdict.kind} (no standing)" if f.verdict.standing else f.verdict.kind
+
+
+def controls_section(controls: Sequence[Tested]) -> list[str]:
+    """On top of the page: whether the positive controls reproduced, each with its test."""
+    if not controls:
+        return ["**Positive controls: not run** (no runs of their protocols): the verdicts below have no standing."]
+    held = all(t.outcome == HOLDS for t in controls)
+    head = (
+        "**Positive controls reproduced**: the protocols find what is known, so their verdicts stand."
+        if held
+        else "**Positive controls did not reproduce** (or were not decided or not measured): every verdict below has no "
+        "standing (marked) until they do."
+    )
+    rows = [
+        [
+            t.prediction.where and ", ".join(f"{k} {v}" for k, v in t.prediction.where) or "all",
+            t.prediction.expects,
+            MEASURES[t.prediction.measure].short,
+            t.difference,
+            t.outcome,
+            t.plan,
+        ]
+        for t in controls
+    ]
+    table = tables.table(["where", "control", "measure", "found", "outcome", "to decide"], rows)
+    return [head, table]
+
+
+def tuned_section(tuned: Sequence[str]) -> list[str]:
+    if not tuned:
+        return []
+    chosen = ", ".join(f"{o.removeprefix('++tuned.lr.').replace('=', ': ')}" for o in tuned)
+    return [
+        "**Equal tuning** (`+experiment=claim_tuning`, `claim_tuning_binary`): each loss x model x number of classes "
+        "got the same budget (three Adam learning rates, one seed, clean data, 20 epochs) and the rate with the best "
+        f"validation accuracy: {tables.escape(chosen)}."
+    ]
 
 
 def markdown(findings: Sequence[Finding], context: Context) -> str:
@@ -193,12 +268,12 @@ def markdown(findings: Sequence[Finding], context: Context) -> str:
         f"Command: {content.code(context.command)} · wall time {minutes:.1f} min · code {tables.escape(context.code)}",
     ]
     if context.quick:
-        head.append(
-            "**Quick protocols** (`--quick`: fewer epochs, images, seeds and models): they show the pipeline end to "
-            "end; with two seeds no prediction can be decided (a paired test needs three). Run without `--quick` for verdicts."
-        )
+        head.append(QUICK_NOTE)
     head += [
+        *controls_section(context.controls),
         verdict_table(findings),
+        SEEDS_DRIVE,
+        *tuned_section(context.tuned),
         "Each claim is tested through predictions a tutorial's rule makes about runs that differ only in the loss; "
         "every run records the same yardsticks, and the measures are scale-free where losses differ in scale. A "
         "verdict names what it depends on; an undecided prediction says how many more seeds would decide it.",
@@ -264,7 +339,13 @@ def finding_json(f: Finding) -> dict[str, Any]:
         "statement": f.claim.statement,
         "protocols": list(f.claim.protocols),
         "measured_how": f.claim.measured,
-        "verdict": {"kind": f.verdict.kind, "text": f.verdict.text, "rule": f.verdict.rule, "decide": f.verdict.decide},
+        "verdict": {
+            "kind": f.verdict.kind,
+            "text": f.verdict.text,
+            "rule": f.verdict.rule,
+            "decide": f.verdict.decide,
+            "standing": f.verdict.standing or None,
+        },
         "key_figure": f.key,
         "figure": figure_name(f),
         "measured": [
@@ -287,12 +368,83 @@ def finding_json(f: Finding) -> dict[str, Any]:
                 "sign": t.prediction.sign,
                 "outcome": t.outcome,
                 "to_decide": t.plan,
-                "decision": t.decision.to_json(),
+                **prediction_json(t),
             }
             for t in f.tested
         ],
         "notes": f.notes,
     }
+
+
+def prediction_json(t: Tested) -> dict[str, Any]:
+    """What a prediction was written as, how it was decided, and the per-seed values it read."""
+    return {
+        "expects": t.prediction.expects,
+        "test": t.prediction.test,
+        "margin": t.prediction.margin,
+        "seeds_planned": t.prediction.seeds,
+        "decision": None if t.decision is None else t.decision.to_json(),
+        "values": {str(s): {"candidate": _never(c), "reference": _never(r)} for s, (c, r) in t.values.items()},
+    }
+
+
+def _never(value: float) -> float | str:
+    """+inf (a censored time: never reached) as the text ``inf``, which JSON has no number for; NaN stays null."""
+    return "inf" if value == math.inf else value
+
+
+def evidence_rows(findings: Sequence[Finding], controls: Sequence[Tested]) -> list[dict[str, Any]]:
+    """The tidy table of evidence: one row per prediction x seed (:data:`EVIDENCE_COLUMNS`)."""
+    out = []
+    for claim, tested in [("control", controls), *((f.claim.number, f.tested) for f in findings)]:
+        for t in tested:
+            p = t.prediction
+            where = "; ".join(f"{k}={v}" for k, v in p.where)
+            for seed, (c, r) in t.values.items():
+                out.append(
+                    dict(
+                        zip(
+                            EVIDENCE_COLUMNS,
+                            (
+                                claim,
+                                p.expects,
+                                where,
+                                p.measure,
+                                p.test,
+                                p.margin,
+                                t.outcome,
+                                seed,
+                                p.candidate,
+                                p.reference,
+                                c,
+                                r,
+                                c - r,
+                            ),
+                        )
+                    )
+                )
+    return out
+
+
+def write_evidence(path: Path, findings: Sequence[Finding], controls: Sequence[Tested]) -> Path:
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, EVIDENCE_COLUMNS)
+        writer.writeheader()
+        writer.writerows(evidence_rows(findings, controls))
+    return path
+
+
+def _portable_command(command: Sequence[str], out: Path | None = None) -> list[str]:
+    """A sweep's command as the JSON records it: no interpreter path, the sweep folder relative to the pages."""
+    shown = []
+    for word in command[1:]:
+        key, _, value = word.partition("=")
+        if key == "hydra.sweep.dir":
+            word = f"{key}=sweeps/{Path(value).name}"
+        elif value.startswith("/") or value.startswith("sqlite:////"):
+            word = f"{key}=<{key}>"
+        shown.append(word)
+    return shown
 
 
 def summary_json(findings: Sequence[Finding], context: Context) -> dict[str, Any]:
@@ -320,11 +472,17 @@ def summary_json(findings: Sequence[Finding], context: Context) -> dict[str, Any
                     "returncode": s.returncode,
                     "outcomes": dict(s.counts()),
                     "seconds": s.seconds,
-                    "command": s.command[1:],
+                    "command": _portable_command(s.command),
                 }
                 for s in context.launched
             ],
             "not_finished": [list(n) for n in context.not_finished],
+            "seeds_drive": SEEDS_DRIVE,
+            "tuned": list(context.tuned),
+            "controls": [
+                {"outcome": t.outcome, "measure": t.prediction.measure, "to_decide": t.plan, **prediction_json(t)}
+                for t in context.controls
+            ],
             "claims": [finding_json(f) for f in findings],
         }
     )
@@ -345,6 +503,7 @@ def write(out: Path, findings: Sequence[Finding], context: Context) -> list[Path
     (out / FILES[2]).write_text(
         json.dumps(summary_json(findings, context), indent=1, allow_nan=False) + "\n", encoding="utf-8"
     )
+    write_evidence(out / FILES[3], findings, context.controls)
     return [*figures, *(out / name for name in FILES)]
 
 
@@ -353,11 +512,12 @@ def claims_id(arguments: Sequence[Sequence[str]]) -> str:
     return hashlib.sha256(json.dumps([list(a) for a in arguments]).encode()).hexdigest()[:10]
 
 
-def description(findings: Sequence[Finding], run_id: str) -> str:
-    """The MLflow run's description: the verdict table, and where the rest is."""
+def description(findings: Sequence[Finding], run_id: str, quick: bool = False) -> str:
+    """The MLflow run's description: the verdict table, and where the rest is (a ``--quick`` run says it is a pilot)."""
     text = "\n\n".join(
         [
-            "**The textbook's claims about losses, measured** (python -m lossbench.claims)",
+            "**The textbook's claims about losses, measured** (python -m lossbench.claims"
+            + (" --quick)\n\n" + QUICK_NOTE if quick else ")"),
             verdict_table(findings),
             f"![Claim 1]({artifact_src(run_id, f'{ARTIFACT_PATH}/{figure_name(findings[0])}')})" if findings else "",
             f"Everything (protocols, measured figures, paired tests, rules): Artifacts → {ARTIFACT_PATH}/claims.html.",
@@ -388,6 +548,6 @@ def log_run(
     for path in files:
         tracker.client.log_artifact(run_id, str(path), artifact_path=ARTIFACT_PATH)
     made = {**provenance.code().tags(), **provenance.libraries(), COMMAND_TAG: command}
-    tracker.set_tags(run_id, {**made, NOTE_TAG: description(findings, run_id)})
+    tracker.set_tags(run_id, {**made, NOTE_TAG: description(findings, run_id, "--quick" in command.split())})
     tracker.client.set_terminated(run_id, "FINISHED")
     return run_id, tracker.experiment_id
