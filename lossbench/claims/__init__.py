@@ -1,4 +1,4 @@
-"""``python -m lossbench.claims``: the textbook's seven claims about losses, each turned into a verdict a reader can check.
+"""``python -m lossbench.claims``: the textbook's claims about losses, each turned into a verdict a reader can check.
 
 One protocol (an ordinary experiment under ``conf/experiment/claim_*.yaml``) per kind of evidence; each runs as a
 lossbench sweep (``python -m lossbench.train -m +experiment=claim_X``: finished jobs are skipped, the sweep's own

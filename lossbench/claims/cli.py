@@ -60,7 +60,7 @@ def _parser() -> argparse.ArgumentParser:
     p = OneLineParser(
         prog="python -m lossbench.claims",
         description=(
-            "Test the textbook's seven claims about losses: run one protocol per kind of evidence "
+            "Test the textbook's claims about losses: run one protocol per kind of evidence "
             "(conf/experiment/claim_*.yaml) as lossbench sweeps, then write claims.md, claims.html, claims.json and "
             "figures with a verdict per claim (supported, contradicted, depends, inconclusive) and the rule behind it."
         ),
