@@ -221,7 +221,14 @@ def time_conventional(cfg, workers: int, tmp: Path, device: str = "cpu") -> list
         enable_progress_bar=True,
         default_root_dir=str(tmp / "conventional"),
     )
-    trainer.fit(module, train_loader, val_loader)
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    try:
+        trainer.fit(module, train_loader, val_loader)
+    finally:  # MLflow's set_tracking_uri (the logger's) exports its URI: a later run in this process must not inherit it
+        if before is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = before
     return timer.epochs
 
 

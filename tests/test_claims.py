@@ -26,8 +26,7 @@ from statsmodels.stats.proportion import proportion_confint
 
 from lossbench import analysis, stats
 from lossbench.claims import evaluate, rules, write
-from lossbench.claims.cli import portable
-from lossbench.claims.protocols import CLAIMS, PROTOCOLS, design, tuned_overrides, written
+from lossbench.claims.protocols import CLAIMS, PROTOCOLS, design, portable, tuned_overrides, written
 from lossbench.claims.results import METRICS, OVERFIT_ACC, STILL_IMPROVING, TRAIN_INPUT_MARGIN
 from lossbench.claims.rules import Case
 from lossbench.config import validate

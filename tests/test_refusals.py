@@ -178,13 +178,13 @@ CASES = [
     (
         "claims bad value",
         lambda s: ["lossbench.claims", "--quick", "--out", str(s.base / "claims"), uri(s), "optimizer.lr=-1"],
-        lambda s: ["protocol claim_losses", "optimizer.lr=-1 is invalid"],
+        lambda s: ["protocol claim_tuning", "optimizer.lr=-1 is invalid"],
         1,
     ),
     (
         "claims bad sweep value",
         lambda s: ["lossbench.claims", "--quick", "--out", str(s.base / "claims"), uri(s), "seed=0,-1"],
-        lambda s: ["protocol claim_losses", "seed=-1 is invalid"],
+        lambda s: ["protocol claim_tuning", "seed=-1 is invalid"],
         1,
     ),
     (

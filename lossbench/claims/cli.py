@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import copy
 import itertools
-import re
 import shlex
 import sys
 import time
@@ -31,6 +30,7 @@ from lossbench.claims.protocols import (
     arguments,
     design,
     launch,
+    portable,
     split_overrides,
     tuned_overrides,
     written,
@@ -121,16 +121,6 @@ def decide_command(findings: Sequence[Finding], rows: Sequence[dict], overrides:
         return ""
     seeds = max(len({r["seed"] for r in rows if r["protocol"] == p}) for p in {r["protocol"] for r in rows})
     return " ".join([*words, shlex.quote(f"seed=range(0,{seeds + max(extras)})"), "tracking.stage=2"])
-
-
-_MACHINE_PATH = re.compile(r"^(~|/|[A-Za-z]:[\\/]|\w+:////|file:///)")
-
-
-def portable(override: str) -> str:
-    """An override as a page or a printed command shows it: a value that is a path on this machine (``/data``,
-    ``sqlite:////home/me/mlflow.db``) becomes ``<key>``, for the reader to fill in; the rest as given."""
-    key, sep, value = override.partition("=")
-    return f"{key}=<{key.lstrip('+~')}>" if sep and _MACHINE_PATH.match(value) else override
 
 
 def tune(

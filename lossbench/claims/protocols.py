@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import itertools
 import math
+import re
 import subprocess
 import sys
 import time
@@ -161,6 +162,16 @@ CLAIMS: tuple[Claim, ...] = (
 
 
 # ------------------------------------------------------------------------------------ overrides
+
+
+_MACHINE_PATH = re.compile(r"^(~|/|[A-Za-z]:[\\/]|\w+:////|file:///)")
+
+
+def portable(override: str) -> str:
+    """An override as a page or a printed command shows it: a value that is a path on this machine (``/data``,
+    ``sqlite:////home/me/mlflow.db``) becomes ``<key>``, for the reader to fill in; the rest as given."""
+    key, sep, value = override.partition("=")
+    return f"{key}=<{key.lstrip('+~')}>" if sep and _MACHINE_PATH.match(value) else override
 
 
 def split_overrides(overrides: Sequence[str]) -> tuple[list[str], dict[str, list[str]]]:

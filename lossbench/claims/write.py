@@ -17,7 +17,7 @@ from typing import Any
 from matplotlib.figure import Figure
 
 from lossbench import plots, provenance
-from lossbench.claims.protocols import Design, Launched
+from lossbench.claims.protocols import Design, Launched, portable
 from lossbench.claims.rules import HOLDS, MEASURES, Finding, Measured, Tested
 from lossbench.names import CLAIMS_EXPERIMENT, CLAIMS_ID_TAG, COMMAND_TAG, KIND_CLAIMS, KIND_TAG, NOTE_TAG
 from lossbench.report import content, tables
@@ -439,11 +439,7 @@ def _portable_command(command: Sequence[str], out: Path | None = None) -> list[s
     shown = []
     for word in command[1:]:
         key, _, value = word.partition("=")
-        if key == "hydra.sweep.dir":
-            word = f"{key}=sweeps/{Path(value).name}"
-        elif value.startswith("/") or value.startswith("sqlite:////"):
-            word = f"{key}=<{key}>"
-        shown.append(word)
+        shown.append(f"{key}=sweeps/{Path(value).name}" if key == "hydra.sweep.dir" else portable(word))
     return shown
 
 
@@ -461,7 +457,7 @@ def summary_json(findings: Sequence[Finding], context: Context) -> dict[str, Any
                     "jobs": d.jobs,
                     "grid": d.grid,
                     "fixed": {k: str(v) for k, v in d.fixed.items()},
-                    "tracking_uri": d.tracking_uri,
+                    "tracking_uri": portable(f"tracking.uri={d.tracking_uri}").partition("=")[2],
                     "experiment": d.experiment,
                 }
                 for d in context.designs
