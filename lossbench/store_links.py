@@ -39,6 +39,15 @@ UI_PORT = 5000
 _VIEW = {"workflowType": "machine_learning"}  # MLflow UI's model-training view
 
 
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+"""Where a run, a report and the claims look without tracking.uri / --tracking-uri / $MLFLOW_TRACKING_URI."""
+
+
+def default_tracking_uri() -> str:
+    """``$MLFLOW_TRACKING_URI``, else an SQLite store ``mlflow.db`` in the working directory."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
 def is_server(uri: str) -> bool:
     """True for a tracking server (its URL is the UI), false for a store the UI must be started on."""
     return uri.startswith(("http://", "https://"))

@@ -510,10 +510,12 @@ def test_no_matching_runs_says_the_filter(store: Store) -> None:
 
 
 def test_default_tracking_uri(monkeypatch: pytest.MonkeyPatch) -> None:
+    from lossbench.store_links import default_tracking_uri
+
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://tracker:5000")
-    assert report.default_tracking_uri() == "http://tracker:5000"
+    assert default_tracking_uri() == "http://tracker:5000"
     monkeypatch.delenv("MLFLOW_TRACKING_URI")
-    assert report.default_tracking_uri() == "sqlite:///mlflow.db"
+    assert default_tracking_uri() == "sqlite:///mlflow.db"
     assert report.default_out_dir("lossbench", "a/b") == Path("reports/lossbench-a_b")
 
 

@@ -19,6 +19,9 @@ from __future__ import annotations
 
 import importlib
 
+FORMATS = ("latex", "csv", "parquet")
+"""What ``--format`` can also write (lossbench.report.export); here so the command line knows it before any import."""
+
 _WHERE = {
     "GroupRow": "aggregate",
     "group_runs": "aggregate",
@@ -32,7 +35,6 @@ _WHERE = {
     "main": "cli",
     "ReportError": "runs",
     "RunRecord": "runs",
-    "default_tracking_uri": "runs",
     "load_runs": "runs",
     "select_runs": "runs",
     "train_filter": "runs",

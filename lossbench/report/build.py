@@ -41,7 +41,6 @@ from lossbench.report.figures import FIGURES, write_figures
 from lossbench.report.runs import (
     ReportError,
     check_store_exists,
-    default_tracking_uri,
     find_experiment,
     grouping_key,
     load_runs,
@@ -162,7 +161,7 @@ def build_report(
     comparison needs are planned for it (None: for the difference observed). Raises :class:`ReportError` when the
     experiment does not exist or no run matches.
     """
-    uri = tracking_uri or default_tracking_uri()
+    uri = tracking_uri or store_links.default_tracking_uri()
     uri = uri if "://" in uri else resolve_uri(uri)  # a bare path is an SQLite file, as train reads it
     if client is None:
         check_store_exists(uri)

@@ -10,10 +10,8 @@ from pathlib import Path
 from lossbench import analysis, store_links
 from lossbench.errors import LossbenchError, OneLineParser, access_refused, error_line
 from lossbench.paths import folder_problem
-from lossbench.report import export
-from lossbench.report.build import ARTIFACT_PATH, build_report, default_out_dir
-from lossbench.report.runs import DEFAULT_TRACKING_URI, ReportError, default_tracking_uri
-from lossbench.store import resolve_uri
+from lossbench.report import FORMATS
+from lossbench.store_links import DEFAULT_TRACKING_URI, default_tracking_uri
 
 PROGRAM = "lossbench.report"
 
@@ -69,7 +67,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--format",
         default=None,
-        help=f"also write, into the folder, any of {','.join(export.FORMATS)} (comma-separated): a booktabs table "
+        help=f"also write, into the folder, any of {','.join(FORMATS)} (comma-separated): a booktabs table "
         "(table.tex), tidy per-run and per-epoch files (runs.*, curves.*)",
     )
     return p
@@ -78,6 +76,11 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None, echo: Callable[[str], None] = print) -> int:
     """Command-line entry point; returns the exit status (0 ok, 2 for bad input)."""
     args = _parser().parse_args(argv)
+    from lossbench.report import export  # scipy: after the command line is read (a usage mistake answers in 0.3 s)
+    from lossbench.report.build import ARTIFACT_PATH, build_report, default_out_dir  # matplotlib, MLflow: likewise
+    from lossbench.report.runs import ReportError  # MLflow: likewise
+    from lossbench.store import resolve_uri  # MLflow: likewise
+
     try:
         rule = analysis.Rule(args.smooth, args.patience, args.margin_nll, args.margin_acc)
         if args.min_effect is not None and not args.min_effect > 0:

@@ -50,10 +50,10 @@ from lossbench.names import (
     VERDICT_TAG,
     epoch_number,
 )
+from lossbench.report import FORMATS
 from lossbench.report.aggregate import HEADERS, Findings, GroupRow
 from lossbench.report.runs import ReportError, RunRecord
 
-FORMATS = ("latex", "csv", "parquet")
 FILES = {
     "latex": ("table.tex", "table_standalone.tex"),
     "csv": ("runs.csv", "curves.csv"),

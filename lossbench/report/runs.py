@@ -7,7 +7,6 @@ SCHEDULED runs are listed with their ``lossbench.failure`` reason, never dropped
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +32,6 @@ from lossbench.names import (
 )
 from lossbench.store import resolve_uri, sqlite_path, tag_filter
 
-DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 NOISE_PARAM = "data.label_noise.rate"
 INPUT_NOISE_PARAM = "data.input_noise.rate"
 CURVE_METRICS: tuple[str, ...] = (VAL_NLL, VAL_ACC, TRAIN_EVAL_NLL, TRAIN_EVAL_ACC, EPOCH_TIME, MEMORISED)
@@ -166,11 +164,6 @@ def select_runs(runs: Iterable[RunRecord]) -> Selection:
         (r, newest[r.config_hash]) for r in finished if r.config_hash is not None and newest[r.config_hash] is not r
     ]
     return Selection(kept, superseded, not_finished)
-
-
-def default_tracking_uri() -> str:
-    """``$MLFLOW_TRACKING_URI``, else an SQLite store ``mlflow.db`` in the working directory."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
 
 
 def train_filter(sweep_id: str | None = None) -> str:
